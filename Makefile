@@ -1,0 +1,33 @@
+# The README's two commands are `make demo` and `make test`; both install everything first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= demo
+
+.PHONY: install demo test lint clean-demo
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@command -v ffmpeg >/dev/null 2>&1 || { echo "installing ffmpeg (ns-render writes videos with it)"; \
+	  (apt-get update -qq && apt-get install -y -qq ffmpeg >/dev/null) || echo "warning: could not install ffmpeg; ns-render videos will fail"; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU machines take torch from the local wheel cache; an unpinned torch would pull gigabytes.
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+demo: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh $(DEMO_DIR)
+
+lint: install
+	$(BIN)/ruff check bts_studio tests benchmarks
+
+# pytest exits 5 when it collects no tests: say so plainly instead of failing with a bare code.
+test: install lint
+	@$(BIN)/pytest -q tests; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,77 @@
+"""Tier 1: camera geometry core."""
+
+import math
+
+import torch
+
+from bts_studio.core.geometry import (
+    intrinsics_matrix,
+    invert_pose,
+    normalize_intrinsics,
+    opencv_to_opengl,
+    pixels_to_normalized,
+    project_points,
+    ray_distance_to_z_depth,
+    to_homogeneous_pose,
+)
+
+
+def _random_pose(generator: torch.Generator) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
+    q = q * torch.sign(torch.det(q))
+    return torch.cat([q, torch.randn(3, 1, generator=generator, dtype=torch.float64)], dim=1)
+
+
+def test_invert_pose_roundtrip():
+    generator = torch.Generator().manual_seed(0)
+    pose = _random_pose(generator)
+    product = to_homogeneous_pose(pose) @ to_homogeneous_pose(invert_pose(pose))
+    assert torch.allclose(product, torch.eye(4, dtype=torch.float64), atol=1e-12)
+    assert invert_pose(to_homogeneous_pose(pose)).shape == (4, 4)
+
+
+def test_opencv_opengl_flip_is_involution_and_flips_view_axis():
+    generator = torch.Generator().manual_seed(1)
+    pose = _random_pose(generator)
+    assert torch.allclose(opencv_to_opengl(opencv_to_opengl(pose)), pose)
+    # OpenCV looks along +z, OpenGL along -z: the world viewing direction must be the same vector.
+    assert torch.allclose(pose[:, 2], -opencv_to_opengl(pose)[:, 2])
+    assert torch.allclose(pose[:, 3], opencv_to_opengl(pose)[:, 3])
+
+
+def test_projection_hits_principal_point_and_pixel_centres():
+    K = intrinsics_matrix(*(torch.tensor(v, dtype=torch.float64) for v in (100.0, 100.0, 32.0, 24.0)))
+    w2c = torch.eye(4, dtype=torch.float64)[:3]
+    points = torch.tensor([[0.0, 0.0, 5.0], [0.5, -0.25, 10.0]], dtype=torch.float64)
+    uv, z = project_points(points, K, w2c)
+    assert torch.allclose(uv[0], torch.tensor([32.0, 24.0], dtype=torch.float64))
+    assert torch.allclose(uv[1], torch.tensor([32.0 + 100 * 0.05, 24.0 - 100 * 0.025], dtype=torch.float64))
+    assert torch.allclose(z, torch.tensor([5.0, 10.0], dtype=torch.float64))
+    # The centre of the first pixel lies at 0.5 and maps to -1 + 1/W under align_corners=False.
+    normalized = pixels_to_normalized(torch.tensor([0.5, 0.5], dtype=torch.float64), 64, 48)
+    assert torch.allclose(normalized, torch.tensor([-1 + 1 / 64, -1 + 1 / 48], dtype=torch.float64))
+
+
+def test_normalized_intrinsics_agree_with_normalized_pixels():
+    K = intrinsics_matrix(*(torch.tensor(v, dtype=torch.float64) for v in (80.0, 90.0, 30.0, 20.0)))
+    Kn = normalize_intrinsics(K, 64, 48)
+    point = torch.tensor([[0.3, -0.2, 4.0]], dtype=torch.float64)
+    uv, _ = project_points(point, K, torch.eye(4, dtype=torch.float64)[:3])
+    uvn, _ = project_points(point, Kn, torch.eye(4, dtype=torch.float64)[:3])
+    assert torch.allclose(pixels_to_normalized(uv, 64, 48), uvn)
+
+
+def test_projection_gradcheck():
+    K = intrinsics_matrix(*(torch.tensor(v, dtype=torch.float64) for v in (50.0, 60.0, 16.0, 12.0)))
+    w2c = _random_pose(torch.Generator().manual_seed(2))
+    points = (torch.randn(5, 3, dtype=torch.float64) + torch.tensor([0, 0, 6.0], dtype=torch.float64))
+    points = (points - w2c[:, 3]) @ w2c[:, :3]  # place the points in front of the camera
+    points.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda p: project_points(p, K, w2c)[0], (points,))
+
+
+def test_ray_distance_to_z_depth():
+    angle = math.radians(30.0)
+    directions_norm = torch.tensor([[1.0 / math.cos(angle)]])
+    z_depth = ray_distance_to_z_depth(torch.tensor([[2.0]]), directions_norm)
+    assert torch.allclose(z_depth, torch.tensor([[2 * math.cos(angle)]]))
