@@ -5,3 +5,11 @@ never raise: it imports only configs. It must not import ``nerfstudio.configs.me
 ``nerfstudio.utils.eval_utils`` or ``nerfstudio.scripts.*`` (circular imports). Presets are overrides
 of one base config per method.
 """
+
+from bts_studio.methods.bts.method_config import bts_density_method, bts_density_tiny_method
+from bts_studio.methods.srn.method_config import srn_method, srn_single_scene_method
+
+srn = srn_method
+srn_single_scene = srn_single_scene_method
+bts_density = bts_density_method
+bts_density_tiny = bts_density_tiny_method

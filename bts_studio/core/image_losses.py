@@ -1,0 +1,124 @@
+"""Photometric and smoothness losses of Behind the Scenes, on small image patches.
+
+Follows ``models/bts/model/loss.py`` and ``models/common/model/layers.py`` of the official code:
+    * SSIM with a 3x3 Gaussian window (weights 0.0947 / 0.1183 / 0.1478), C1 = 0.01^2, C2 = 0.03^2 and
+      **zero** padding of one pixel, computed inside each patch; dissimilarity ``clamp(1 - SSIM, 0, 1) / 2``;
+    * per-pixel error ``0.85 mean_c(dissimilarity) + 0.15 mean_c |pred - target|``;
+    * minimum of that error over the render views;
+    * ``weight_guided`` invalid rule: a pixel is discarded when more than 90 % of its compositing weight is
+      invalid in **every** render view; discarded pixels contribute 0 but still count in the mean;
+    * edge-aware smoothness of the disparity ``1 / clamp(distance, 1e-3, 80)`` normalised by its patch mean.
+
+Shapes: ``P`` patches, ``V`` render views, ``C`` channels, ``h x w`` patch size.
+"""
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+SSIM_WEIGHT = 0.85
+"""Share of the SSIM term in the photometric error (the L1 term gets the rest)."""
+SSIM_C1 = 0.01**2
+SSIM_C2 = 0.03**2
+INVALID_MASS_THRESHOLD = 0.9
+DISPARITY_MIN_DISTANCE = 1e-3
+DISPARITY_MAX_DISTANCE = 80.0
+
+
+def gaussian_window_3x3(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Float[Tensor, "3 3"]:
+    """BTS's fixed 3x3 averaging window (a sampled Gaussian; it sums to 1.0)."""
+    return torch.tensor(
+        [[0.0947, 0.1183, 0.0947], [0.1183, 0.1478, 0.1183], [0.0947, 0.1183, 0.0947]], dtype=dtype, device=device
+    )
+
+
+def _window_average(x: Float[Tensor, "N C h w"]) -> Float[Tensor, "N C h w"]:
+    channels = x.shape[1]
+    kernel = gaussian_window_3x3(x.dtype, x.device).expand(channels, 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel, groups=channels)
+
+
+def ssim_dissimilarity(x: Float[Tensor, "N C h w"], y: Float[Tensor, "N C h w"]) -> Float[Tensor, "N C h w"]:
+    """``clamp(1 - SSIM(x, y), 0, 1) / 2`` per pixel and channel, 3x3 Gaussian window, zero padding."""
+    assert x.shape == y.shape and x.dim() == 4, f"x {tuple(x.shape)} vs y {tuple(y.shape)}; need [N, C, h, w]"
+    mu_x, mu_y = _window_average(x), _window_average(y)
+    sigma_x = _window_average(x * x) - mu_x**2
+    sigma_y = _window_average(y * y) - mu_y**2
+    sigma_xy = _window_average(x * y) - mu_x * mu_y
+    numerator = (2 * mu_x * mu_y + SSIM_C1) * (2 * sigma_xy + SSIM_C2)
+    denominator = (mu_x**2 + mu_y**2 + SSIM_C1) * (sigma_x + sigma_y + SSIM_C2)
+    return torch.clamp(1.0 - numerator / denominator, 0.0, 1.0) / 2.0
+
+
+def photometric_error(pred: Float[Tensor, "N C h w"], target: Float[Tensor, "N C h w"]) -> Float[Tensor, "N h w"]:
+    """Per-pixel ``0.85 mean_c(ssim_dissimilarity) + 0.15 mean_c |pred - target|``."""
+    ssim_term = ssim_dissimilarity(pred, target).mean(dim=1)
+    l1_term = (pred - target).abs().mean(dim=1)
+    return SSIM_WEIGHT * ssim_term + (1.0 - SSIM_WEIGHT) * l1_term
+
+
+def discarded_pixels(
+    invalid_mass: Float[Tensor, "P V h w"], threshold: float = INVALID_MASS_THRESHOLD
+) -> Bool[Tensor, "P h w"]:
+    """BTS's ``weight_guided`` rule: discard where the invalid weight mass exceeds ``threshold`` in every view."""
+    assert invalid_mass.dim() == 4, f"invalid_mass must be [P, V, h, w], got {tuple(invalid_mass.shape)}"
+    return (invalid_mass > threshold).all(dim=1)
+
+
+def min_view_photometric_loss(
+    rendered: Float[Tensor, "P V C h w"],
+    target: Float[Tensor, "P C h w"],
+    discard: Bool[Tensor, "P h w"],
+    view_missing: Optional[Bool[Tensor, "P V"]] = None,
+) -> Float[Tensor, ""]:
+    """Mean over all pixels of the per-pixel minimum photometric error over render views.
+
+    Args:
+        rendered: the patch reconstructed with colours of each render view.
+        target: the loss frame's patch.
+        discard: pixels to zero (from :func:`discarded_pixels`); they still count in the mean, as in BTS.
+        view_missing: render views absent from a group (their error never wins the minimum).
+    """
+    p, v, c, h, w = rendered.shape
+    assert target.shape == (p, c, h, w), f"target {tuple(target.shape)} vs rendered {tuple(rendered.shape)}"
+    assert discard.shape == (p, h, w), f"discard {tuple(discard.shape)}, expected {(p, h, w)}"
+    errors = photometric_error(
+        rendered.reshape(p * v, c, h, w), target[:, None].expand(p, v, c, h, w).reshape(-1, c, h, w)
+    )
+    errors = errors.reshape(p, v, h, w)
+    if view_missing is not None:
+        assert view_missing.shape == (p, v), f"view_missing {tuple(view_missing.shape)}, expected {(p, v)}"
+        errors = errors.masked_fill(view_missing[:, :, None, None], torch.finfo(errors.dtype).max)
+    best = errors.amin(dim=1)
+    return (best * (~discard).to(best.dtype)).mean()
+
+
+def edge_aware_smoothness(
+    image: Float[Tensor, "P 3 h w"], distance: Float[Tensor, "P h w"], max_distance: float = DISPARITY_MAX_DISTANCE
+) -> Float[Tensor, "P h w"]:
+    """``|d_x D| exp(-|d_x I|) + |d_y D| exp(-|d_y I|)`` of the patch-mean-normalised disparity ``D``.
+
+    ``D = (1 / clamp(distance, 1e-3, max_distance)) / mean_patch(...)``; image gradients are averaged over
+    channels; the last column (row) has no x (y) term.
+    """
+    assert (
+        image.dim() == 4 and distance.dim() == 3 and image.shape[-2:] == distance.shape[-2:]
+    ), f"image {tuple(image.shape)} vs distance {tuple(distance.shape)}"
+    disparity = 1.0 / distance.clamp(DISPARITY_MIN_DISTANCE, max_distance)
+    disparity = disparity / disparity.mean(dim=(-2, -1), keepdim=True)
+    d_dx = (disparity[..., :, :-1] - disparity[..., :, 1:]).abs()
+    d_dy = (disparity[..., :-1, :] - disparity[..., 1:, :]).abs()
+    i_dx = (image[..., :, :-1] - image[..., :, 1:]).abs().mean(dim=1)
+    i_dy = (image[..., :-1, :] - image[..., 1:, :]).abs().mean(dim=1)
+    return F.pad(d_dx * torch.exp(-i_dx), (0, 1)) + F.pad(d_dy * torch.exp(-i_dy), (0, 0, 0, 1))
+
+
+def masked_smoothness_loss(
+    image: Float[Tensor, "P 3 h w"], distance: Float[Tensor, "P h w"], discard: Bool[Tensor, "P h w"]
+) -> Float[Tensor, ""]:
+    """Mean edge-aware smoothness with discarded pixels zeroed (still counted), as BTS."""
+    smoothness = edge_aware_smoothness(image, distance)
+    return (smoothness * (~discard).to(smoothness.dtype)).mean()

@@ -1,0 +1,254 @@
+"""``bts-studio synth-shapenet``: synthetic ShapeNet-like classes in the SRN and/or DVR on-disk formats.
+
+Every instance is built from analytic parts (``objects.py``) and rendered exactly (``render.py``), so
+poses, masks, depth and surface points are exact ground truth. Output layout:
+
+    OUT/srn_<class>/<class>_{train,val,test}/<instance>/...   (srn_format.py)
+    OUT/dvr/metadata.yaml, OUT/dvr/<synset>/...                (dvr_format.py)
+    OUT/synth_shapenet.json                                    (the options that made it)
+
+The same objects appear in both formats (in each format's own world frame) and in the same splits.
+"""
+
+import json
+import multiprocessing
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import List, Literal, Optional
+
+import numpy as np
+import torch
+import tyro
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bts_studio.data.shapenet import dvr_format, srn_format
+from bts_studio.data.shapenet.objects import CLASS_SAMPLERS, Z_UP_TO_Y_UP, ObjectInstance, instance_names, place
+from bts_studio.data.shapenet.render import render_views
+from bts_studio.data.shapenet.surface import sample_surface
+from bts_studio.data.shapenet.views import archimedean_spiral_positions, orbit_poses, sphere_positions
+
+SRN_CAMERA_DISTANCE = {"cars": 1.3, "chairs": 2.0}
+"""Camera distance of SRN's renderings per class (pixelNeRF's near/far are these -/+ 0.5 and 0.75)."""
+
+DVR_DISTANCE_RANGE = (1.9, 2.3)
+"""Camera distances of the DVR views; with DVR's focal length the unit cube stays in the picture."""
+
+
+@dataclass
+class SynthShapeNetConfig:
+    """Generate synthetic car/chair classes in SRN's and/or DVR's ShapeNet layout."""
+
+    out: tyro.conf.Positional[Path]
+    """Output folder (created; an existing one is only replaced with --overwrite)."""
+    classes: str = "cars"
+    """Comma-separated classes to generate: cars, chairs."""
+    instances: int = 64
+    """Training instances per class."""
+    val_instances: Optional[int] = None
+    """Validation instances per class (held-out objects); None: max(1, instances // 8)."""
+    test_instances: Optional[int] = None
+    """Test instances per class (held-out objects); None: max(1, instances // 8)."""
+    format: Literal["srn", "dvr", "both"] = "both"
+    """Which on-disk format(s) to write."""
+    seed: int = 0
+    """Random seed; every instance depends only on (seed, class, instance number)."""
+    overwrite: bool = False
+    """Replace an existing output folder."""
+    resolution: int = 128
+    """Side length of the square images (SRN's renderings are 128 px, DVR's 256 px)."""
+    train_views: int = 50
+    """SRN views per training instance, at random on the sphere (SRN: 50)."""
+    test_views: int = 251
+    """SRN views per val/test instance, on the Archimedean spiral (SRN: 251)."""
+    dvr_views: int = 24
+    """DVR views per object, at random on the sphere (DVR's renderings: 24)."""
+    pointcloud_points: int = 100_000
+    """Surface points per object in DVR's pointcloud.npz (Occupancy Networks: 100k)."""
+    workers: int = 0
+    """Worker processes, each single-threaded; 0: one per CPU core (inline for fewer than 8 objects)."""
+
+
+def class_list(text: str) -> List[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in CLASS_SAMPLERS]
+    if not names or unknown:
+        raise SystemExit(f"--classes: choose from {', '.join(CLASS_SAMPLERS)} (got {text!r})")
+    return names
+
+
+def split_sizes(config: SynthShapeNetConfig) -> dict[str, int]:
+    default = max(1, config.instances // 8)
+    sizes = {
+        "train": config.instances,
+        "val": default if config.val_instances is None else config.val_instances,
+        "test": default if config.test_instances is None else config.test_instances,
+    }
+    if min(sizes.values()) < 0 or sizes["train"] < 1:
+        raise SystemExit("instance counts must be >= 0, with at least one training instance")
+    return sizes
+
+
+def instance_rng(seed: int, class_name: str, number: int) -> tuple[np.random.Generator, torch.Generator]:
+    """Independent numpy (shape) and torch (viewpoints) generators for one instance."""
+    class_key = sum(map(ord, class_name))
+    shape_rng = np.random.default_rng([seed, class_key, number])
+    view_rng = torch.Generator().manual_seed(int(np.random.default_rng([seed, class_key, number, 1]).integers(2**62)))
+    return shape_rng, view_rng
+
+
+def canonical_instance(seed: int, class_name: str, number: int) -> tuple[ObjectInstance, torch.Generator]:
+    """The object numbered ``number`` (across train, val, test in that order) and its viewpoint generator.
+
+    Its name is ``instance_names(class_name, total, seed)[number]``; tests use this to get the exact geometry.
+    """
+    shape_rng, view_rng = instance_rng(seed, class_name, number)
+    return CLASS_SAMPLERS[class_name](shape_rng), view_rng
+
+
+def write_srn(root: Path, split: str, name: str, canonical: ObjectInstance, views: torch.Generator, config) -> None:
+    instance = place(canonical, "srn")
+    distance = SRN_CAMERA_DISTANCE[canonical.class_name]
+    if split == "train":
+        positions = sphere_positions(config.train_views, distance, views)
+    else:
+        positions = archimedean_spiral_positions(config.test_views, distance)
+    poses = orbit_poses(positions)
+    size = config.resolution
+    focal, center = srn_format.srn_focal_length(size), size / 2.0
+    rendered = render_views(instance, poses, focal, focal, center, center, size, size)
+    instance_dir = root / f"srn_{canonical.class_name}" / f"{canonical.class_name}_{split}" / name
+    srn_format.write_srn_instance(instance_dir, rendered.rgb, poses.numpy(), focal, center, center)
+
+
+def write_dvr(root: Path, name: str, canonical: ObjectInstance, views: torch.Generator, config) -> None:
+    instance = place(canonical, "dvr")
+    count = config.dvr_views
+    low, high = DVR_DISTANCE_RANGE
+    directions = sphere_positions(count, 1.0, views)
+    distances = low + (high - low) * torch.rand(count, 1, generator=views, dtype=torch.float64)
+    # Poses are built z-up, then turned with the object into ShapeNet's y-up frame.
+    to_y_up = torch.eye(4, dtype=torch.float64)
+    to_y_up[:3, :3] = torch.from_numpy(Z_UP_TO_Y_UP)
+    poses = to_y_up @ orbit_poses(directions * distances)
+    size = config.resolution
+    focal_px = dvr_format.DVR_FOCAL * size / 2.0
+    rendered = render_views(instance, poses, focal_px, focal_px, size / 2.0, size / 2.0, size, size)
+    points, normals = sample_surface(instance, config.pointcloud_points, views)
+    synset = dvr_format.SYNSETS[canonical.class_name][0]
+    dvr_format.write_dvr_object(
+        root / "dvr" / synset / name,
+        rendered.rgb,
+        rendered.mask,
+        rendered.z_depth,
+        torch.linalg.inv(poses).numpy(),
+        dvr_format.DVR_FOCAL,
+        points.numpy(),
+        normals.numpy(),
+    )
+
+
+@dataclass(frozen=True)
+class ObjectJob:
+    """One object to render: which class, split and number (seed stream), and its folder name."""
+
+    class_name: str
+    split: str
+    number: int
+    name: str
+
+
+def render_object(job: ObjectJob, root: Path, config: SynthShapeNetConfig) -> None:
+    """Render and write one object in the requested format(s). Runs in a worker process or inline."""
+    canonical, view_rng = canonical_instance(config.seed, job.class_name, job.number)
+    if config.format in ("srn", "both"):
+        write_srn(root, job.split, job.name, canonical, view_rng, config)
+    if config.format in ("dvr", "both"):
+        write_dvr(root, job.name, canonical, view_rng, config)
+
+
+def _single_threaded_worker() -> None:
+    # Parallelism comes from processes; torch's own thread pool would only spin against them.
+    torch.set_num_threads(1)
+
+
+def worker_count(config: SynthShapeNetConfig, jobs: int) -> int:
+    """``--workers``, or automatically one process per core once there is enough work to pay for start-up."""
+    if config.workers > 0:
+        return config.workers
+    return 1 if jobs < 8 else max(1, min(os.cpu_count() or 1, jobs))
+
+
+def generate(config: SynthShapeNetConfig, root: Path) -> None:
+    """Write the whole dataset under ``root`` (a fresh folder)."""
+    classes = class_list(config.classes)
+    sizes = split_sizes(config)
+    jobs: List[ObjectJob] = []
+    for class_name in classes:
+        names = instance_names(class_name, sum(sizes.values()), config.seed)
+        number = 0
+        for split, count in sizes.items():
+            split_names = names[number : number + count]
+            jobs.extend(ObjectJob(class_name, split, number + offset, name) for offset, name in enumerate(split_names))
+            number += count
+            if config.format in ("dvr", "both"):
+                dvr_format.write_split_list(root / "dvr" / dvr_format.SYNSETS[class_name][0], split, split_names)
+    if config.format in ("dvr", "both"):
+        dvr_format.write_metadata(root / "dvr", classes)
+
+    workers = worker_count(config, len(jobs))
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns) as progress:
+        task = progress.add_task(f"Rendering objects ({workers} process{'es' if workers > 1 else ''})", total=len(jobs))
+        if workers == 1:
+            threads = torch.get_num_threads()
+            _single_threaded_worker()
+            try:
+                for job in jobs:
+                    render_object(job, root, config)
+                    progress.advance(task)
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            # spawn, not fork: forking a process whose OpenMP pool has run can hang the child.
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_worker) as pool:
+                futures = [pool.submit(render_object, job, root, config) for job in jobs]
+                try:
+                    for future in as_completed(futures):
+                        future.result()
+                        progress.advance(task)
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)  # nothing may write into a removed folder
+                    raise
+    record = {"generator": "bts-studio synth-shapenet", **asdict(config), "out": str(config.out)}
+    (root / "synth_shapenet.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def main(argv: List[str], prog: str = "bts-studio synth-shapenet") -> None:
+    """Parse ``argv`` and generate the dataset atomically (a temporary sibling folder renamed at the end)."""
+    config = tyro.cli(SynthShapeNetConfig, args=argv, prog=prog)
+    out = config.out
+    if out.exists() and not config.overwrite:
+        raise SystemExit(f"{out} already exists; pass --overwrite to replace it")
+    if min(config.resolution, config.train_views, config.test_views, config.dvr_views) < 1:
+        raise SystemExit("--resolution and the view counts must be positive")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        generate(config, partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if out.exists():
+        retired = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, retired)
+        os.replace(partial, out)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(partial, out)
+    print(f"wrote {out}")

@@ -1,0 +1,171 @@
+"""The BTS image encoder: a torchvision ResNet and a Monodepth2-style decoder to a full-resolution feature map.
+
+Module names mirror the official ``models/common/backbones/monodepth2.py`` so that an official checkpoint maps
+onto this one key for key (``import_official.py``):
+
+    encoder.encoder.*            torchvision ResNet (``ResnetEncoder.encoder``)
+    decoder.decoder.{0..9}.conv.conv.*   ConvBlocks (upconv_{4,0}, upconv_{4,1}, ..., upconv_{0,1})
+    decoder.decoder.10.conv.*    the scale-0 output head (Conv3x3, no activation)
+
+Deviations (no effect on the output): the ResNet classifier ``fc`` is removed and only the scale-0 head exists,
+because BTS's ``prediction_mode: default`` uses scale 0 only; the official heads 11-13 and ``fc`` are dropped
+on import.
+"""
+
+import warnings
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from jaxtyping import Float
+from torch import Tensor, nn
+
+MONODEPTH2_MEAN = 0.45
+MONODEPTH2_STD = 0.225
+"""BTS normalises encoder inputs in [0, 1] as ``(x - 0.45) / 0.225`` (Monodepth2), not with ImageNet statistics."""
+
+MIN_IMAGE_SIZE = 64
+"""Smallest image side the encoder takes: the 1/32-scale features need 2 pixels for the decoder's padding."""
+
+RESNET_ENCODER_CHANNELS = {18: (64, 64, 128, 256, 512), 34: (64, 64, 128, 256, 512), 50: (64, 256, 512, 1024, 2048)}
+
+IMAGENET_WEIGHT_FILES = {
+    18: "resnet18-f37072fd.pth",
+    34: "resnet34-b627a593.pth",
+    50: "resnet50-0676ba61.pth",
+}
+"""torchvision's IMAGENET1K_V1 files (what ``pretrained=True`` gave BTS), as named in the torch hub cache."""
+
+
+class Conv3x3(nn.Module):
+    """Reflection-padded 3x3 convolution (Monodepth2's ``Conv3x3``)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.pad = nn.ReflectionPad2d(1)
+        self.conv = nn.Conv2d(in_channels, out_channels, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(self.pad(x))
+
+
+class ConvBlock(nn.Module):
+    """Conv3x3 followed by ELU."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = Conv3x3(in_channels, out_channels)
+        self.nonlin = nn.ELU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.nonlin(self.conv(x))
+
+
+class ResnetEncoder(nn.Module):
+    """A torchvision ResNet returning the five skip features (1/2, 1/4, 1/8, 1/16, 1/32)."""
+
+    def __init__(self, num_layers: int) -> None:
+        super().__init__()
+        if num_layers not in RESNET_ENCODER_CHANNELS:
+            raise ValueError(f"ResNet depth must be one of {sorted(RESNET_ENCODER_CHANNELS)}, got {num_layers}")
+        self.num_layers = num_layers
+        self.channels = RESNET_ENCODER_CHANNELS[num_layers]
+        self.encoder = getattr(torchvision.models, f"resnet{num_layers}")(weights=None)
+        del self.encoder.fc  # the classifier is unused; keeping it would only add unused parameters
+
+    def forward(self, image: Float[Tensor, "B 3 H W"]) -> List[Tensor]:
+        net = self.encoder
+        x = (image - MONODEPTH2_MEAN) / MONODEPTH2_STD
+        features = [net.relu(net.bn1(net.conv1(x)))]
+        features.append(net.layer1(net.maxpool(features[-1])))
+        features.append(net.layer2(features[-1]))
+        features.append(net.layer3(features[-1]))
+        features.append(net.layer4(features[-1]))
+        return features
+
+
+class Decoder(nn.Module):
+    """Monodepth2-style U-Net decoder with a single (scale-0, full resolution) head of ``out_channels``."""
+
+    def __init__(self, encoder_channels: Sequence[int], decoder_channels: Sequence[int], out_channels: int) -> None:
+        super().__init__()
+        # BTS raises every decoder width to at least the output width.
+        channels = [max(out_channels, c) for c in decoder_channels]
+        blocks: List[nn.Module] = []
+        for i in range(4, -1, -1):
+            in_channels = encoder_channels[-1] if i == 4 else channels[i + 1]
+            blocks.append(ConvBlock(in_channels, channels[i]))
+            skip_channels = encoder_channels[i - 1] if i > 0 else 0
+            blocks.append(ConvBlock(channels[i] + skip_channels, channels[i]))
+        blocks.append(Conv3x3(channels[0], out_channels))
+        self.decoder = nn.ModuleList(blocks)
+
+    def forward(self, features: List[Tensor]) -> Tensor:
+        x = features[-1]
+        for stage, i in enumerate(range(4, -1, -1)):
+            x = self.decoder[2 * stage](x)
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            if i > 0:
+                skip = features[i - 1]
+                x = torch.cat([x[..., : skip.shape[-2], : skip.shape[-1]], skip], dim=1)
+            x = self.decoder[2 * stage + 1](x)
+        return self.decoder[10](x)
+
+
+class BTSEncoder(nn.Module):
+    """Image ``[B, 3, H, W]`` in [0, 1] -> pixel-aligned features ``[B, C, H, W]``."""
+
+    def __init__(
+        self, num_layers: int = 50, feature_dim: int = 64, decoder_channels: Sequence[int] = (32, 32, 64, 128, 256)
+    ):
+        super().__init__()
+        self.encoder = ResnetEncoder(num_layers)
+        self.decoder = Decoder(self.encoder.channels, decoder_channels, feature_dim)
+        self.feature_dim = feature_dim
+
+    def forward(self, image: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B C H W"]:
+        assert image.dim() == 4 and image.shape[1] == 3, f"image must be [B, 3, H, W], got {tuple(image.shape)}"
+        if min(image.shape[-2:]) < MIN_IMAGE_SIZE:
+            raise ValueError(
+                f"bts-density: images of {image.shape[-1]}x{image.shape[-2]} are too small for the encoder; both sides "
+                f"need at least {MIN_IMAGE_SIZE} pixels (its 1/32 scale must be 2 pixels for reflection padding)"
+            )
+        features = self.decoder(self.encoder(image))
+        if features.shape[-2:] != image.shape[-2:]:
+            # Sizes that are not multiples of 32 come out slightly larger; features are pixel-aligned, so resize.
+            features = F.interpolate(features, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return features
+
+    def load_imagenet_weights(self, path: Optional[Path], search_torch_hub: bool = True) -> Optional[Path]:
+        """Load ImageNet ResNet weights from ``path`` or the torch hub cache; warn once and go on without them.
+
+        Never downloads. Returns the file that was loaded, or None.
+        """
+        num_layers = self.encoder.num_layers
+        candidates: List[Path] = []
+        if path is not None:
+            candidates.append(Path(path).expanduser())
+        if search_torch_hub:
+            candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_WEIGHT_FILES[num_layers])
+        problems = []
+        for candidate in candidates:
+            if not candidate.is_file():
+                problems.append(f"{candidate} (not found)")
+                continue
+            try:
+                state = torch.load(candidate, map_location="cpu", weights_only=True)
+                state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+                self.encoder.encoder.load_state_dict(state, strict=True)
+            except Exception as error:  # a corrupt or wrong file must not stop training
+                problems.append(f"{candidate} ({type(error).__name__}: {error})")
+                continue
+            return candidate
+        warnings.warn(
+            f"bts-density: no ImageNet weights for ResNet-{num_layers}; training the encoder from scratch "
+            f"(BTS starts from ImageNet, so expect slower convergence). Looked at: {'; '.join(problems)}. "
+            f"Set --pipeline.model.imagenet-weights PATH to torchvision's {IMAGENET_WEIGHT_FILES[num_layers]}.",
+            stacklevel=2,
+        )
+        return None

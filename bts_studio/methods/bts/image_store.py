@@ -1,0 +1,162 @@
+"""Fast access to the images of BTS frame groups: a uint8 cache (GPU or RAM) or PNG decoding in worker processes.
+
+A training step needs the 8 images of each of 16 frame groups (128 images at 192x640). Decoding that many PNGs in
+the main process would starve the GPU, so the store either keeps every image as one uint8 tensor (``cache``;
+chosen automatically when it fits) or decodes the groups of the next batches in DataLoader workers (``disk``).
+Both return ``uint8 [B, 8, H, W, 3]`` with zeros where a group lacks a frame (index -1).
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator, List, Literal, Optional, Sequence, Tuple
+
+import torch
+from jaxtyping import Int, UInt8
+from rich.progress import Progress
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+ImageCacheMode = Literal["auto", "device", "cpu", "disk"]
+
+
+def read_png_uint8(path: Path, height: int, width: int) -> UInt8[Tensor, "H W 3"]:
+    """Decode an image file to ``uint8 [H, W, 3]``; a clear error names the file when it is missing or wrong."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    try:
+        image = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+    except Exception as error:
+        raise ValueError(
+            f"bts-density: cannot read image {path} ({type(error).__name__}: {error}); "
+            "re-run the dataparser's caching or check the download"
+        ) from error
+    if tuple(image.shape[-2:]) != (height, width):
+        raise ValueError(f"bts-density: image {path} is {image.shape[-1]}x{image.shape[-2]}, expected {width}x{height}")
+    return image.permute(1, 2, 0).contiguous()
+
+
+class _GroupDataset(Dataset):
+    """Dataset of frame groups; item ``g`` is ``(g, uint8 [8, H, W, 3])``."""
+
+    def __init__(self, filenames: Sequence[Path], groups: Int[Tensor, "G 8"], height: int, width: int) -> None:
+        self.filenames = [Path(f) for f in filenames]
+        self.groups = groups
+        self.height, self.width = height, width
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, index: int) -> Tuple[int, Tensor]:
+        frames = []
+        for image_index in self.groups[index].tolist():
+            if image_index < 0:
+                frames.append(torch.zeros(self.height, self.width, 3, dtype=torch.uint8))
+            else:
+                frames.append(read_png_uint8(self.filenames[image_index], self.height, self.width))
+        return index, torch.stack(frames)
+
+
+class GroupImageStore:
+    """Draws random batches of frame groups and returns their images on ``device``.
+
+    Args:
+        filenames: image paths of the split (index = image index).
+        groups: ``[G, 8]`` image indices of the usable frame groups (-1 = missing).
+        height, width: image size.
+        batch_size: groups per batch.
+        device: where the images are returned.
+        mode: ``device`` / ``cpu`` keep all images as uint8 in GPU / host memory, ``disk`` decodes per batch in
+            ``num_workers`` processes, ``auto`` picks the first that fits ``device_limit_gib`` / ``cpu_limit_gib``.
+    """
+
+    def __init__(
+        self,
+        filenames: Sequence[Path],
+        groups: Int[Tensor, "G 8"],
+        height: int,
+        width: int,
+        batch_size: int,
+        device: torch.device | str,
+        mode: ImageCacheMode = "auto",
+        num_workers: int = 8,
+        device_limit_gib: float = 8.0,
+        cpu_limit_gib: float = 16.0,
+        seed: Optional[int] = None,
+    ) -> None:
+        assert groups.dim() == 2 and groups.shape[1] == 8 and len(groups) > 0, f"groups {tuple(groups.shape)}"
+        self.filenames = [Path(f) for f in filenames]
+        self.groups = groups.cpu()
+        self.height, self.width = height, width
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.mode = self._choose_mode(mode, device_limit_gib, cpu_limit_gib)
+        self.num_workers = num_workers
+        self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self._order: List[int] = []
+        self._cache: Optional[Tensor] = None
+        self._iterator: Optional[Iterator] = None
+
+    def _choose_mode(self, mode: ImageCacheMode, device_limit_gib: float, cpu_limit_gib: float) -> str:
+        if mode != "auto":
+            return mode
+        used = {int(i) for i in self.groups.flatten().tolist() if i >= 0}
+        gib = len(used) * self.height * self.width * 3 / 2**30
+        if self.device.type == "cuda" and gib <= device_limit_gib:
+            return "device"
+        if gib <= cpu_limit_gib:
+            return "cpu"
+        return "disk"
+
+    def _load_cache(self) -> Tensor:
+        count = len(self.filenames)
+        where = self.device if self.mode == "device" else torch.device("cpu")
+        cache = torch.zeros(count + 1, self.height, self.width, 3, dtype=torch.uint8, device=where)  # last row: missing
+        used = sorted({int(i) for i in self.groups.flatten().tolist() if i >= 0})
+        with (
+            Progress(transient=True) as progress,
+            ThreadPoolExecutor(max_workers=max(1, min(16, self.num_workers))) as pool,
+        ):
+            task = progress.add_task(f"caching {len(used)} images ({self.mode})", total=len(used))
+            for index, image in zip(
+                used, pool.map(lambda i: read_png_uint8(self.filenames[i], self.height, self.width), used), strict=False
+            ):
+                cache[index] = image.to(where)
+                progress.advance(task)
+        return cache
+
+    def _next_group_ids(self) -> Tensor:
+        if len(self._order) < self.batch_size:
+            # Epoch-style shuffling: every group once before any repeats (batches may straddle epochs).
+            self._order += torch.randperm(len(self.groups), generator=self._generator).tolist()
+        ids, self._order = self._order[: self.batch_size], self._order[self.batch_size :]
+        return torch.tensor(ids, dtype=torch.long)
+
+    def next_batch(self) -> Tuple[Tensor, UInt8[Tensor, "B 8 H W 3"]]:
+        """Group ids ``[B]`` (rows of ``groups``) and their images ``uint8 [B, 8, H, W, 3]`` on the device."""
+        if self.mode in ("device", "cpu"):
+            if self._cache is None:
+                self._cache = self._load_cache()
+            group_ids = self._next_group_ids()
+            frames = self.groups[group_ids]
+            frames = torch.where(frames < 0, torch.full_like(frames, len(self.filenames)), frames)
+            images = self._cache[frames.to(self._cache.device)]
+            return group_ids, images.to(self.device, non_blocking=True)
+        if self._iterator is None:
+            self._iterator = self._loader_iterator()
+        group_ids, images = next(self._iterator)
+        return group_ids, images.to(self.device, non_blocking=True)
+
+    def _loader_iterator(self) -> Iterator:
+        dataset = _GroupDataset(self.filenames, self.groups, self.height, self.width)
+        loader = DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=len(dataset) >= self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=self.num_workers > 0,
+            generator=self._generator,
+        )
+        while True:
+            yield from loader

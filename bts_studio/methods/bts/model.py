@@ -1,0 +1,358 @@
+"""``bts-density``: Behind the Scenes (Wimbauer et al., CVPR 2023) as a nerfstudio model.
+
+A single input image is encoded into a pixel-aligned feature map; the density of any 3D point comes from its
+feature at the point's projection plus a positional encoding of its position in the input frustum
+(``density_field.py``). There is no colour head: a sample's colour is read from other posed frames
+("render frames" in training, the input image itself at inference) and the photometric loss compares the
+volume-rendered colours with "loss frames" (``core.image_losses``).
+
+Outputs (per ray): ``rgb`` (colours read from the first colour view; outside an image they take its border
+value, as BTS's ``grid_sample(padding_mode="border")``), ``depth`` (expected distance along the unit ray),
+``z_depth``, ``accumulation`` (1: the last sample terminates every ray), ``outside_source`` (weight mass outside the
+input frustum). Training adds ``rgb_views`` and ``invalid_mass`` per render frame.
+"""
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple, Type
+
+import torch
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.model_components.renderers import RGBRenderer
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils import colormaps
+from torch import Tensor
+from torch.nn import Parameter
+
+from bts_studio.core.compositing import (
+    alphas_to_weights,
+    composite_values,
+    densities_to_alphas,
+    expected_distance,
+    invalid_mass,
+)
+from bts_studio.core.depth_metrics import depth_metrics
+from bts_studio.core.feature_sampling import sample_view_colours
+from bts_studio.core.geometry import ray_distance_to_z_depth
+from bts_studio.core.image_losses import discarded_pixels, masked_smoothness_loss, min_view_photometric_loss
+from bts_studio.core.image_quality import psnr, ssim
+from bts_studio.methods.bts.conditioning import BTSConditioning
+from bts_studio.methods.bts.density_field import BTSDensityField
+from bts_studio.methods.bts.sampler import DisparityLinearPointSampler
+from bts_studio.methods.bts.sources import SPLIT_NAMES, SourceBank, SourceView
+
+SOURCE_CACHE_SIZE = 4
+"""Encoded source views kept for rendering (the viewer and ns-render re-use one source for many frames)."""
+
+
+@dataclass
+class BTSModelConfig(ModelConfig):
+    """Behind the Scenes density field. Defaults are the official KITTI-360 configuration."""
+
+    _target: Type = field(default_factory=lambda: BTSModel)
+    enable_collider: bool = False
+    """BTS samples between fixed near and far distances; nerfstudio's collider is not used."""
+    eval_num_rays_per_chunk: int = 16384
+    """Rays rendered per forward pass in get_outputs_for_camera (a full frame is rendered in chunks)."""
+    resnet_layers: Literal[18, 34, 50] = 50
+    """ResNet depth of the encoder (BTS: 50)."""
+    feature_dim: int = 64
+    """Channels of the pixel-aligned feature map (BTS KITTI-360: 64)."""
+    decoder_channels: Tuple[int, ...] = (32, 32, 64, 128, 256)
+    """Monodepth2 decoder widths per scale, each raised to at least feature_dim."""
+    mlp_hidden_dim: int = 64
+    """Hidden width of the density MLP (BTS: 64)."""
+    num_freqs: int = 6
+    """Positional-encoding frequencies (BTS: 6)."""
+    freq_factor: float = 1.5
+    """Lowest positional-encoding frequency; frequency k is freq_factor * 2^k (BTS: 1.5)."""
+    near: float = 3.0
+    """Sampling start along the unit ray and near plane of the inverse-depth code, metres (BTS: 3)."""
+    far: float = 80.0
+    """Sampling end along the unit ray and far plane of the inverse-depth code, metres (BTS: 80)."""
+    num_samples: int = 64
+    """Samples per ray, stratified and linear in disparity (BTS: 64; no fine pass)."""
+    eval_stratified: bool = False
+    """Jitter samples at evaluation too (BTS does). Off renders deterministically at bin centres."""
+    terminate_last_sample: bool = True
+    """Force the last sample's alpha to 1 so every ray ends by the far plane (BTS's hard_alpha_cap)."""
+    flip_augmentation: bool = True
+    """Encode the mirrored input image with probability 0.5 while training, mirroring the features back (BTS)."""
+    photometric_weight: float = 2.0
+    """Weight of the min-over-render-frames photometric loss. The official code adds its coarse loss and an identical
+    'fine' copy (lambda 1 each), so 2 reproduces its objective exactly."""
+    smoothness_weight: float = 1e-3
+    """Weight of the edge-aware disparity smoothness (BTS: 1e-3, i.e. 5e-4 relative to one photometric term)."""
+    invalid_threshold: float = 0.9
+    """A pixel is dropped from the loss when more than this share of its weight is invalid in every render frame."""
+    imagenet_weights: Optional[Path] = None
+    """torchvision ImageNet ResNet weights (.pth). Without it the torch hub cache is searched; else from scratch."""
+    search_torch_hub_cache: bool = True
+    """Look for torchvision's ImageNet weights in the torch hub cache (never downloads)."""
+    default_source_index: int = 0
+    """Train image that conditions renders whose camera names no source (ns-render without --camera-idx)."""
+    depth_eval_crop: Literal["none", "garg", "eigen"] = "none"
+    """Crop for the depth metrics (BTS's KITTI-360 evaluation uses none; KITTI Eigen uses garg)."""
+    depth_eval_max: float = 80.0
+    """Depth cap of the depth metrics, metres (KITTI protocol: 80)."""
+    image_eval_border_crop: float = 0.05
+    """Share of the image cut from each side before PSNR/SSIM (BTS's novel-view evaluation: 5%)."""
+
+
+class BTSModel(Model):
+    """Single-view density field conditioned on an encoded input image."""
+
+    config: BTSModelConfig
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        cfg = self.config
+        self.net = BTSDensityField(
+            num_layers=cfg.resnet_layers,
+            feature_dim=cfg.feature_dim,
+            decoder_channels=tuple(cfg.decoder_channels),
+            hidden_dim=cfg.mlp_hidden_dim,
+            num_freqs=cfg.num_freqs,
+            freq_factor=cfg.freq_factor,
+            code_near=cfg.near,
+            code_far=cfg.far,
+        )
+        self.net.encoder.load_imagenet_weights(cfg.imagenet_weights, cfg.search_torch_hub_cache)
+        self.sampler = DisparityLinearPointSampler(
+            cfg.num_samples, cfg.near, cfg.far, eval_stratified=cfg.eval_stratified
+        )
+        # Kept for nerfstudio's get_rgba_image; every ray is opaque, so the background never shows.
+        self.renderer_rgb = RGBRenderer(background_color="black")
+        self._source_bank: Optional[SourceBank] = None
+        self._source_cache: "OrderedDict[Tuple[str, int], SourceView]" = OrderedDict()
+        self._source_lock = threading.Lock()
+
+    # ----------------------------------------------------------------------------------------------- parameters
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        return {"encoder": list(self.net.encoder.parameters()), "density_mlp": list(self.net.mlp_coarse.parameters())}
+
+    # ------------------------------------------------------------------------------------------------- sources
+    def attach_source_bank(self, bank: SourceBank) -> None:
+        """Give the model read access to dataset images (not saved in checkpoints)."""
+        self._source_bank = bank
+        self.forget_sources()
+
+    def forget_sources(self) -> None:
+        """Drop cached encodings; call whenever the weights change."""
+        with self._source_lock:
+            self._source_cache.clear()
+
+    def encode_view(self, image: Tensor, K: Tensor, c2w_opencv: Tensor) -> SourceView:
+        """Encode one image ``[3, H, W]`` in [0, 1] with pixel ``K`` and OpenCV ``c2w`` ``[4, 4]``."""
+        assert image.dim() == 3 and image.shape[0] == 3, f"image must be [3, H, W], got {tuple(image.shape)}"
+        image = image.to(self.device, torch.float32)
+        was_training = self.net.training
+        self.net.eval()  # a single image must never update BatchNorm statistics (the viewer renders mid-training)
+        with torch.no_grad():
+            features = self.net.encode(image[None])[0]
+        self.net.train(was_training)
+        return SourceView(
+            features=features,
+            image=image,
+            K=K.to(self.device, torch.float32),
+            c2w=c2w_opencv.to(self.device, torch.float32),
+            height=int(image.shape[-2]),
+            width=int(image.shape[-1]),
+        )
+
+    def source_view(self, split: str, index: int) -> SourceView:
+        """The encoded image ``index`` of ``split`` (``"train"`` or ``"test"``), cached."""
+        key = (split, int(index))
+        with self._source_lock:
+            if key in self._source_cache:
+                self._source_cache.move_to_end(key)
+                return self._source_cache[key]
+        if self._source_bank is None:
+            raise RuntimeError(
+                "bts-density renders condition on a dataset image, but this model has no source bank; "
+                "build it through the pipeline (BTSPipeline attaches one) or call render_camera(camera, source=...)"
+            )
+        source = self.encode_view(*self._source_bank.view_inputs(split, int(index)))
+        with self._source_lock:
+            self._source_cache[key] = source
+            while len(self._source_cache) > SOURCE_CACHE_SIZE:
+                self._source_cache.popitem(last=False)
+        return source
+
+    def resolve_source(self, camera: Cameras) -> Tuple[str, int]:
+        """Which dataset image conditions a render from ``camera`` (see ``sources.py`` for the order)."""
+        metadata = camera.metadata or {}
+        if "bts_split" in metadata and "bts_image_index" in metadata:
+            split_code = int(torch.as_tensor(metadata["bts_split"]).reshape(-1)[0])
+            return SPLIT_NAMES[split_code], int(torch.as_tensor(metadata["bts_image_index"]).reshape(-1)[0])
+        if "cam_idx" in metadata and metadata["cam_idx"] is not None:
+            return "train", int(torch.as_tensor(metadata["cam_idx"]).reshape(-1)[0])
+        return "train", self.config.default_source_index
+
+    # ----------------------------------------------------------------------------------------------- rendering
+    def condition_on_groups(self, batch: Dict[str, Tensor]) -> BTSConditioning:
+        """Encode the input frame of every frame group of a training batch (see ``BTSDataManager.next_train``)."""
+        flip = self.training and self.config.flip_augmentation and bool(torch.rand(()) < 0.5)
+        return BTSConditioning(
+            features=self.net.encode(batch["input_image"], flip=flip),
+            source_K=batch["input_K"],
+            source_w2c=batch["input_w2c"],
+            colour_images=batch["render_images"],
+            colour_K=batch["render_K"],
+            colour_w2c=batch["render_w2c"],
+            colour_missing=batch.get("render_missing"),
+            with_loss_outputs=True,
+        )
+
+    def forward(  # type: ignore[override]
+        self,
+        ray_bundle: RayBundle,
+        conditioning: Optional[BTSConditioning] = None,
+        batch: Optional[Dict[str, Tensor]] = None,
+    ) -> Dict[str, Tensor]:
+        """Render rays conditioned on ``conditioning``, or on the frame groups of a training ``batch`` (encoded here,
+        inside forward, so that DistributedDataParallel sees the encoder's use), or on the default source."""
+        if conditioning is None and batch is not None:
+            conditioning = self.condition_on_groups(batch)
+        return self.get_outputs(ray_bundle, conditioning)
+
+    def get_outputs(self, ray_bundle: RayBundle, conditioning: Optional[BTSConditioning] = None) -> Dict[str, Tensor]:  # type: ignore[override]
+        """Render a flat bundle whose rays are grouped element-major by ``conditioning`` (default: default source)."""
+        if conditioning is None:
+            conditioning = self.source_view("train", self.config.default_source_index).as_conditioning()
+        ray_bundle = ray_bundle.flatten()
+        num_rays, batch = len(ray_bundle), conditioning.batch_size
+        assert num_rays % batch == 0, f"{num_rays} rays do not split into {batch} equal groups"
+        samples = self.sampler(ray_bundle)
+        distances = samples.frustums.starts[..., 0]  # [R, S]
+        points = samples.frustums.get_start_positions().reshape(batch, -1, 3)
+        sigma, outside = self.net.density(points, conditioning.features, conditioning.source_K, conditioning.source_w2c)
+        colours, colour_invalid = sample_view_colours(
+            conditioning.colour_images, points, conditioning.colour_K, conditioning.colour_w2c
+        )
+        if conditioning.colour_missing is not None:
+            colour_invalid = colour_invalid | conditioning.colour_missing[:, None, :]
+        num_samples, num_views = distances.shape[-1], conditioning.num_views
+        alphas = densities_to_alphas(
+            sigma.reshape(num_rays, num_samples), samples.deltas[..., 0], self.config.terminate_last_sample
+        )
+        weights = alphas_to_weights(alphas)
+        rgb_views = composite_values(weights, colours.reshape(num_rays, num_samples, num_views * 3))
+        rgb_views = rgb_views.reshape(num_rays, num_views, 3)
+        depth = expected_distance(weights, distances)
+        outputs = {
+            "rgb": rgb_views[:, 0],
+            "depth": depth,
+            "accumulation": weights.sum(dim=-1, keepdim=True),
+            "outside_source": invalid_mass(weights, outside.reshape(num_rays, num_samples, 1)),
+        }
+        if "directions_norm" in ray_bundle.metadata:
+            outputs["z_depth"] = ray_distance_to_z_depth(depth, ray_bundle.metadata["directions_norm"])
+        if conditioning.with_loss_outputs:
+            invalid = colour_invalid | outside[..., None]
+            outputs["rgb_views"] = rgb_views
+            outputs["invalid_mass"] = invalid_mass(weights, invalid.reshape(num_rays, num_samples, num_views))
+        return outputs
+
+    @torch.no_grad()
+    def get_outputs_for_camera(  # type: ignore[override]
+        self, camera: Cameras, obb_box=None, source: Optional[SourceView] = None
+    ) -> Dict[str, Tensor]:
+        """Render a camera conditioned on ``source``, or on the dataset image its metadata names."""
+        if source is None:
+            source = self.source_view(*self.resolve_source(camera))
+        bundle = camera.generate_rays(camera_indices=0, keep_shape=True, obb_box=obb_box)
+        return self.get_outputs_for_camera_ray_bundle(bundle, conditioning=source.as_conditioning())
+
+    @torch.no_grad()
+    def get_outputs_for_camera_ray_bundle(  # type: ignore[override]
+        self, camera_ray_bundle: RayBundle, conditioning: Optional[BTSConditioning] = None
+    ) -> Dict[str, Tensor]:
+        """Render an ``[H, W]`` bundle in chunks of ``eval_num_rays_per_chunk`` rays."""
+        if conditioning is None:
+            conditioning = self.source_view("train", self.config.default_source_index).as_conditioning()
+        input_device = camera_ray_bundle.directions.device
+        height, width = camera_ray_bundle.origins.shape[:2]
+        flat = camera_ray_bundle.flatten()
+        chunks: Dict[str, List[Tensor]] = {}
+        for start in range(0, len(flat), self.config.eval_num_rays_per_chunk):
+            chunk = flat[start : start + self.config.eval_num_rays_per_chunk].to(self.device)
+            for name, value in self.forward(chunk, conditioning).items():
+                chunks.setdefault(name, []).append(value.to(input_device))
+        return {name: torch.cat(values).view(height, width, -1) for name, values in chunks.items()}
+
+    # ---------------------------------------------------------------------------------------------------- loss
+    def _patch_views(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]):
+        """Reshape flat patch rays ``[P * p * p]`` into patches (rays are ordered group, patch, row, column)."""
+        p = int(batch["patch_size"])
+        rgb_views = outputs["rgb_views"]
+        num_views = rgb_views.shape[1]
+        rendered = rgb_views.reshape(-1, p, p, num_views, 3).permute(0, 3, 4, 1, 2)
+        target = batch["image"].reshape(-1, p, p, 3).permute(0, 3, 1, 2)
+        masses = outputs["invalid_mass"].reshape(-1, p, p, num_views).permute(0, 3, 1, 2)
+        distance = outputs["depth"].reshape(-1, p, p)
+        view_missing = batch.get("render_missing")
+        if view_missing is not None:
+            view_missing = view_missing.repeat_interleave(rendered.shape[0] // view_missing.shape[0], dim=0)
+        return rendered, target, masses, distance, view_missing
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        if "invalid_mass" not in outputs:
+            return {}
+        _, _, masses, distance, _ = self._patch_views(outputs, batch)
+        return {
+            "discarded_ratio": discarded_pixels(masses, self.config.invalid_threshold).float().mean(),
+            "mean_depth": distance.mean(),
+        }
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        rendered, target, masses, distance, view_missing = self._patch_views(outputs, batch)
+        discard = discarded_pixels(masses, self.config.invalid_threshold)
+        photometric = min_view_photometric_loss(rendered, target, discard, view_missing)
+        smoothness = masked_smoothness_loss(target, distance, discard)
+        return {
+            "photometric_loss": self.config.photometric_weight * photometric,
+            "smoothness_loss": self.config.smoothness_weight * smoothness,
+        }
+
+    # ------------------------------------------------------------------------------------------------- metrics
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        """PSNR/SSIM (scikit-image definitions, border-cropped) of ``rgb`` against ``batch["image"]`` and, when the
+        batch holds ``lidar_depth``, the KITTI depth metrics of ``z_depth``."""
+        image = batch["image"][..., :3].to(outputs["rgb"].device)
+        rgb = outputs["rgb"]
+        height, width = rgb.shape[:2]
+        dy, dx = (
+            int(round(height * self.config.image_eval_border_crop)),
+            int(round(width * self.config.image_eval_border_crop)),
+        )
+        crop = (slice(dy, height - dy), slice(dx, width - dx))
+        metrics: Dict[str, float] = {
+            "psnr": float(psnr(rgb[crop], image[crop])),
+            "ssim": float(ssim(rgb[crop], image[crop])),
+        }
+        z_depth = outputs.get("z_depth", outputs["depth"])
+        if "lidar_depth" in batch:
+            depth = depth_metrics(
+                z_depth[..., 0],
+                batch["lidar_depth"].to(z_depth.device).reshape(height, width),
+                max_depth=self.config.depth_eval_max,
+                crop=self.config.depth_eval_crop,
+            )
+            metrics.update(depth or {})
+        # Coloured by inverse depth between near and far (as BTS's figures): near structure stays readable.
+        disparity = (1.0 / z_depth.clamp_min(1e-3) - 1.0 / self.config.far) / (
+            1.0 / self.config.near - 1.0 / self.config.far
+        )
+        depth_image = colormaps.apply_colormap(disparity.clamp(0, 1), colormaps.ColormapOptions(colormap="turbo"))
+        images = {
+            "img": torch.cat([image, rgb], dim=1),
+            "depth": depth_image,
+            "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
+        }
+        return metrics, images

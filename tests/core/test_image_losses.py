@@ -1,0 +1,91 @@
+"""Tier 1: BTS photometric loss (patch SSIM + L1, min over views, invalid rule) and edge-aware smoothness."""
+
+import torch
+import torch.nn.functional as F
+
+from bts_studio.core.image_losses import (
+    discarded_pixels,
+    edge_aware_smoothness,
+    masked_smoothness_loss,
+    min_view_photometric_loss,
+    photometric_error,
+    ssim_dissimilarity,
+)
+
+
+def _official_ssim_term(x, y):
+    """BTS ``SSIM(pad_reflection=False, gaussian_average=True, comp_mode=True)``, transcribed."""
+    window = torch.tensor([[0.0947, 0.1183, 0.0947], [0.1183, 0.1478, 0.1183], [0.0947, 0.1183, 0.0947]], dtype=x.dtype)
+    kernel = window.repeat(x.shape[1], 1, 1, 1)
+
+    def pool(v):
+        return F.conv2d(v, kernel, padding=0, groups=x.shape[1])
+
+    x, y = F.pad(x, (1, 1, 1, 1)), F.pad(y, (1, 1, 1, 1))
+    mu_x, mu_y = pool(x), pool(y)
+    sigma_x = pool(x**2) - mu_x**2
+    sigma_y = pool(y**2) - mu_y**2
+    sigma_xy = pool(x * y) - mu_x * mu_y
+    n = (2 * mu_x * mu_y + 0.01**2) * (2 * sigma_xy + 0.03**2)
+    d = (mu_x**2 + mu_y**2 + 0.01**2) * (sigma_x + sigma_y + 0.03**2)
+    return torch.clamp(1 - n / d, 0, 1) / 2
+
+
+def test_ssim_term_matches_official_and_error_mix():
+    x, y = torch.rand(4, 3, 8, 8, dtype=torch.float64), torch.rand(4, 3, 8, 8, dtype=torch.float64)
+    assert torch.allclose(ssim_dissimilarity(x, y), _official_ssim_term(x, y))
+    expected = 0.85 * _official_ssim_term(x, y).mean(1) + 0.15 * (x - y).abs().mean(1)
+    assert torch.allclose(photometric_error(x, y), expected)
+    assert float(photometric_error(x, x).abs().max()) < 1e-9
+
+
+def test_min_over_views_discard_rule_and_mean_counts_discarded():
+    target = torch.rand(2, 3, 8, 8)
+    good, bad = target.clone(), torch.rand(2, 3, 8, 8)
+    rendered = torch.stack([bad, good], dim=1)  # view 1 is perfect -> loss 0
+    no_discard = torch.zeros(2, 8, 8, dtype=torch.bool)
+    assert float(min_view_photometric_loss(rendered, target, no_discard)) < 1e-6
+    # View 1 missing: only the bad view counts.
+    missing = torch.tensor([[False, True], [False, True]])
+    only_bad = min_view_photometric_loss(rendered, target, no_discard, missing)
+    assert torch.allclose(only_bad, photometric_error(bad, target).mean())
+    # Discarding half of the pixels halves the loss (they still count in the mean).
+    half = torch.zeros(2, 8, 8, dtype=torch.bool)
+    half[:, :4] = True
+    errors = photometric_error(bad, target)
+    assert torch.allclose(
+        min_view_photometric_loss(rendered, target, half, missing), (errors * ~half).sum() / errors.numel()
+    )
+
+
+def test_discarded_pixels_needs_every_view_invalid():
+    mass = torch.zeros(1, 2, 2, 2)
+    mass[0, 0] = 0.95
+    assert not discarded_pixels(mass).any()
+    mass[0, 1, 0, 0] = 0.91
+    assert discarded_pixels(mass)[0].tolist() == [[True, False], [False, False]]
+
+
+def test_smoothness_zero_for_constant_depth_and_edge_aware():
+    image = torch.rand(3, 3, 8, 8)
+    assert float(edge_aware_smoothness(image, torch.full((3, 8, 8), 10.0)).abs().max()) == 0.0
+    distance = torch.full((1, 8, 8), 10.0)
+    distance[..., 4:] = 20.0  # a depth edge between columns 3 and 4
+    flat, edged = torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)
+    edged[..., 4:] = 1.0  # an image edge at the same place
+    assert float(edge_aware_smoothness(edged, distance).sum()) < float(edge_aware_smoothness(flat, distance).sum())
+    assert edge_aware_smoothness(flat, distance).shape == (1, 8, 8)
+    discard = torch.ones(1, 8, 8, dtype=torch.bool)
+    assert float(masked_smoothness_loss(flat, distance, discard)) == 0.0
+
+
+def test_gradients_float64():
+    # fast_mode checks one random projection of the Jacobian: full float64 conv Jacobians are slow on 2 cores.
+    target = torch.rand(1, 3, 4, 4, dtype=torch.float64)
+    rendered = torch.rand(1, 2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    discard = torch.zeros(1, 4, 4, dtype=torch.bool)
+    assert torch.autograd.gradcheck(
+        lambda r: min_view_photometric_loss(r, target, discard), (rendered,), fast_mode=True
+    )
+    distance = (torch.rand(1, 4, 4, dtype=torch.float64) * 20 + 3).requires_grad_()
+    assert torch.autograd.gradcheck(lambda d: masked_smoothness_loss(target, d, discard), (distance,), fast_mode=True)

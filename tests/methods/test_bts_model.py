@@ -1,0 +1,287 @@
+"""Tier 1-2: bts-density's encoder, density field, model outputs and losses, inference API and official import.
+
+No dataset needed: a random image with a known pinhole camera is the source.
+"""
+
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.data.scene_box import SceneBox
+
+from bts_studio.core.geometry import opencv_to_opengl
+from bts_studio.core.positional_encoding import positional_encoding
+from bts_studio.methods.bts.augmentation import ColourJitterDraw, apply_colour_jitter
+from bts_studio.methods.bts.conditioning import BTSConditioning
+from bts_studio.methods.bts.density_field import BTSDensityField
+from bts_studio.methods.bts.encoder import BTSEncoder
+from bts_studio.methods.bts.inference import density_in_camera, depth_map, encode_source
+from bts_studio.methods.bts.model import BTSModelConfig
+
+H, W = 64, 96
+K = torch.tensor([[60.0, 0.0, 48.0], [0.0, 50.0, 32.0], [0.0, 0.0, 1.0]])
+
+
+def _pose(yaw: float = 0.3, t=(1.0, -0.5, 2.0)) -> torch.Tensor:
+    c, s = math.cos(yaw), math.sin(yaw)
+    pose = torch.eye(4)
+    pose[:3, :3] = torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+    pose[:3, 3] = torch.tensor(t)
+    return pose
+
+
+def _camera(c2w_cv: torch.Tensor, metadata=None) -> Cameras:
+    return Cameras(
+        camera_to_worlds=opencv_to_opengl(c2w_cv[:3])[None],
+        fx=K[0, 0].reshape(1, 1),
+        fy=K[1, 1].reshape(1, 1),
+        cx=K[0, 2].reshape(1, 1),
+        cy=K[1, 2].reshape(1, 1),
+        width=torch.tensor([[W]]),
+        height=torch.tensor([[H]]),
+        camera_type=CameraType.PERSPECTIVE,
+        metadata=metadata,
+    )
+
+
+@pytest.fixture(scope="module")
+def model():
+    config = BTSModelConfig(
+        resnet_layers=18, search_torch_hub_cache=False, num_samples=16, eval_num_rays_per_chunk=1000
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        built = config.setup(scene_box=SceneBox(torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=0)
+    return built.eval()
+
+
+def test_encoder_keeps_the_input_resolution_and_rejects_tiny_images():
+    encoder = BTSEncoder(num_layers=18, feature_dim=16)
+    assert encoder(torch.rand(2, 3, 64, 96)).shape == (2, 16, 64, 96)
+    assert encoder(torch.rand(1, 3, 70, 100)).shape == (1, 16, 70, 100)  # not a multiple of 32
+    with pytest.raises(ValueError, match="too small"):
+        encoder(torch.rand(1, 3, 32, 96))
+
+
+def test_missing_imagenet_weights_warn_once_and_do_not_crash(tmp_path):
+    encoder = BTSEncoder(num_layers=18)
+    with pytest.warns(UserWarning, match="from scratch"):
+        assert encoder.load_imagenet_weights(tmp_path / "absent.pth", search_torch_hub=False) is None
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="bad.pth"):
+        assert encoder.load_imagenet_weights(tmp_path / "bad.pth", search_torch_hub=False) is None
+    good = tmp_path / "resnet18.pth"
+    import torchvision
+
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), good)
+    assert encoder.load_imagenet_weights(good, search_torch_hub=False) == good
+
+
+def test_density_follows_the_official_feature_and_code_layout():
+    """softplus(lin_out(relu(lin_in([feature(x, y), PE(x, y, z_code)])))), as BTSNet.sample_features + ResnetFC."""
+    field = BTSDensityField(num_layers=18, feature_dim=8).double()
+    features = torch.rand(1, 8, H, W, dtype=torch.float64)
+    points = torch.tensor([[[0.4, -0.3, 5.0], [-1.0, 0.2, 12.0], [30.0, 0.0, 4.0]]], dtype=torch.float64)
+    w2c = torch.eye(4, dtype=torch.float64)[None, :3]
+    sigma, outside = field.density(points, features, K.double()[None], w2c)
+    # Official: BTS-normalised intrinsics, xy in [-1, 1], inverse-depth code with near 3, far 80.
+    fx, fy, cx, cy = 2 * K[0, 0] / W, 2 * K[1, 1] / H, 2 * K[0, 2] / W - 1, 2 * K[1, 2] / H - 1
+    x, y, z = points[0].unbind(-1)
+    xy = torch.stack([fx * x / z + cx, fy * y / z + cy], dim=-1)
+    z_code = 2 * (1 / z - 1 / 80) / (1 / 3 - 1 / 80) - 1
+    sampled = F.grid_sample(features, xy[None, None], padding_mode="border", align_corners=False)[0, :, 0].T
+    mlp_in = torch.cat([sampled, positional_encoding(torch.cat([xy, z_code[:, None]], -1))], dim=-1)
+    expected = F.softplus(field.mlp_coarse.lin_out(torch.relu(field.mlp_coarse.lin_in(mlp_in))))[:, 0]
+    assert torch.allclose(sigma[0], expected)
+    assert outside[0].tolist() == [False, False, True]
+
+
+def test_self_view_render_reproduces_the_source_and_chunks_agree(model):
+    image, c2w = torch.rand(3, H, W), _pose()
+    source = encode_source(model, image, K, c2w)
+    camera = _camera(c2w)
+    outputs = model.get_outputs_for_camera(camera, source=source)
+    assert set(outputs) >= {"rgb", "depth", "z_depth", "accumulation", "outside_source"}
+    assert outputs["rgb"].shape == (H, W, 3) and outputs["depth"].shape == (H, W, 1)
+    assert torch.allclose(outputs["rgb"].permute(2, 0, 1), image, atol=1e-4)  # colours come from the source itself
+    assert torch.allclose(outputs["accumulation"], torch.ones(()), atol=1e-5)  # the last sample terminates
+    assert (outputs["depth"] >= 3 - 1e-4).all() and (outputs["depth"] <= 80 + 1e-3).all()
+    assert (outputs["z_depth"] <= outputs["depth"] + 1e-5).all() and outputs["depth"].std() > 0
+    model.config.eval_num_rays_per_chunk = H * W
+    single = model.get_outputs_for_camera(camera, source=source)
+    model.config.eval_num_rays_per_chunk = 1000
+    assert torch.allclose(single["depth"], outputs["depth"], atol=1e-4)  # eval sampling is deterministic
+    z = depth_map(model, source)
+    assert z.shape == (H, W) and torch.allclose(z, outputs["z_depth"][..., 0], atol=1e-4)
+
+
+def test_density_in_camera_matches_world_queries(model):
+    c2w = _pose()
+    source = encode_source(model, torch.rand(3, H, W), K, c2w)
+    points_cam = torch.tensor([[0.5, 0.2, 6.0], [-2.0, 1.0, 20.0], [0.0, 0.0, -3.0]])
+    sigma, outside = density_in_camera(model, source, points_cam, return_outside=True)
+    world = points_cam @ c2w[:3, :3].T + c2w[:3, 3]
+    expected, expected_outside = model.net.density(world[None], source.features[None], K[None], source.w2c[None, :3])
+    assert torch.allclose(sigma, expected[0], atol=1e-5) and outside.tolist() == expected_outside[0].tolist()
+    assert outside.tolist() == [False, False, True] and (sigma >= 0).all()
+
+
+def test_image_metrics_include_kitti_depth_metrics(model):
+    image, c2w = torch.rand(3, H, W), _pose()
+    source = encode_source(model, image, K, c2w)
+    outputs = model.get_outputs_for_camera(_camera(c2w), source=source)
+    lidar = torch.zeros(H, W, 1)
+    lidar[::4, ::4] = 10.0
+    metrics, images = model.get_image_metrics_and_images(
+        outputs, {"image": image.permute(1, 2, 0), "lidar_depth": lidar}
+    )
+    assert metrics["psnr"] > 40 and {"abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3"} <= set(metrics)
+    assert images["img"].shape == (H, 2 * W, 3) and images["depth"].shape == (H, W, 3)
+
+
+def test_sources_resolve_from_camera_metadata_then_cam_idx_then_default(model):
+    camera = _camera(torch.eye(4), {"bts_split": torch.tensor([[1]]), "bts_image_index": torch.tensor([[4]])})
+    assert model.resolve_source(camera) == ("test", 4)
+    assert model.resolve_source(_camera(torch.eye(4), {"cam_idx": 7})) == ("train", 7)
+    assert model.resolve_source(_camera(torch.eye(4))) == ("train", model.config.default_source_index)
+    with pytest.raises(RuntimeError, match="source bank"):
+        model.get_outputs_for_camera(_camera(torch.eye(4)))
+
+
+def test_training_loss_reaches_encoder_and_mlp(model):
+    model.train()
+    model.zero_grad()
+    groups, views, patch = 2, 2, 8
+    c2w = torch.stack([_pose(0.0, (0.0, 0.0, 0.0)), _pose(0.1, (0.5, 0.0, 1.0))])
+    w2c = torch.linalg.inv(c2w)[:, :3]
+    images = torch.rand(groups, 3, H, W)
+    batch = {
+        "input_image": images,
+        "input_K": K.expand(groups, 3, 3),
+        "input_w2c": w2c,
+        "render_images": torch.rand(groups, views, 3, H, W),
+        "render_K": K.expand(groups, views, 3, 3),
+        "render_w2c": w2c[:, None].expand(groups, views, 3, 4).clone(),
+        "render_missing": torch.tensor([[False, True], [False, False]]),
+        "patch_size": patch,
+        "image": torch.rand(groups * patch * patch, 3),
+    }
+    conditioning = model.condition_on_groups(batch)
+    assert isinstance(conditioning, BTSConditioning) and conditioning.with_loss_outputs
+    camera = Cameras(
+        camera_to_worlds=opencv_to_opengl(c2w[:, :3]),
+        fx=K[0, 0],
+        fy=K[1, 1],
+        cx=K[0, 2],
+        cy=K[1, 2],
+        width=W,
+        height=H,
+        camera_type=CameraType.PERSPECTIVE,
+    )
+    ys, xs = torch.meshgrid(torch.arange(patch) + 10.5, torch.arange(patch) + 20.5, indexing="ij")
+    coords = torch.stack([ys, xs], -1).reshape(-1, 2).repeat(groups, 1)
+    indices = torch.arange(groups).repeat_interleave(patch * patch)[:, None]
+    outputs = model(camera.generate_rays(camera_indices=indices, coords=coords), conditioning)
+    assert outputs["rgb_views"].shape == (groups * patch * patch, views, 3)
+    assert outputs["invalid_mass"].shape == (groups * patch * patch, views)
+    assert (outputs["invalid_mass"][: patch * patch, 1] > 0.999).all()  # a missing view is all invalid
+    losses = model.get_loss_dict(outputs, batch, model.get_metrics_dict(outputs, batch))
+    assert set(losses) == {"photometric_loss", "smoothness_loss"}
+    sum(losses.values()).backward()
+    assert model.net.mlp_coarse.lin_in.weight.grad.abs().sum() > 0
+    assert model.net.encoder.encoder.encoder.conv1.weight.grad.abs().sum() > 0
+    model.eval()
+
+
+def test_colour_jitter_identity_and_shared_draw():
+    images = torch.rand(8, 3, 16, 16)
+    identity = ColourJitterDraw([0, 1, 2, 3], 1.0, 1.0, 1.0, 0.0)
+    assert torch.allclose(apply_colour_jitter(images, identity), images, atol=1e-5)
+    draw = ColourJitterDraw([3, 0, 2, 1], 1.2, 0.8, 1.1, 0.05)
+    jittered = apply_colour_jitter(images, draw)
+    assert torch.allclose(jittered[2:3], apply_colour_jitter(images[2:3], draw), atol=1e-6)  # per image, same draw
+
+
+def _official_state(resnet_layers: int = 50) -> dict:
+    """A state dict with the names and shapes of BTS's KITTI-360 checkpoint, built from the official module layout
+    (``Monodepth2``: ``ResnetEncoder.encoder`` + ``Decoder.decoder`` ModuleList; ``ResnetFC`` lin_in/lin_out)."""
+    import torchvision
+
+    state = {}
+    resnet = getattr(torchvision.models, f"resnet{resnet_layers}")(weights=None).state_dict()
+    for key, value in resnet.items():
+        state[f"renderer.net.encoder.encoder.encoder.{key}"] = torch.randn_like(value.float()).to(value.dtype)
+    encoder_channels = [64, 256, 512, 1024, 2048] if resnet_layers == 50 else [64, 64, 128, 256, 512]
+    decoder_channels = [max(64, c) for c in [32, 32, 64, 128, 256]]
+    index = 0
+    for i in range(4, -1, -1):  # ("upconv", i, 0) then ("upconv", i, 1): ConvBlock -> .conv (Conv3x3) -> .conv
+        in_0 = encoder_channels[-1] if i == 4 else decoder_channels[i + 1]
+        in_1 = decoder_channels[i] + (encoder_channels[i - 1] if i > 0 else 0)
+        for in_channels in (in_0, in_1):
+            prefix = f"renderer.net.encoder.decoder.decoder.{index}.conv.conv"
+            state[f"{prefix}.weight"] = torch.randn(decoder_channels[i], in_channels, 3, 3)
+            state[f"{prefix}.bias"] = torch.randn(decoder_channels[i])
+            index += 1
+    for scale in range(4):  # ("dispconv", s): Conv3x3 -> .conv
+        state[f"renderer.net.encoder.decoder.decoder.{index}.conv.weight"] = torch.randn(
+            64, decoder_channels[scale], 3, 3
+        )
+        state[f"renderer.net.encoder.decoder.decoder.{index}.conv.bias"] = torch.randn(64)
+        index += 1
+    state["renderer.net.code_xyz._freqs"] = torch.repeat_interleave(1.5 * 2.0 ** torch.arange(6), 2).view(1, -1, 1)
+    state["renderer.net.code_xyz._phases"] = torch.zeros(1, 12, 1)
+    state["renderer.net.mlp_coarse.lin_in.weight"] = torch.randn(64, 103)
+    state["renderer.net.mlp_coarse.lin_in.bias"] = torch.randn(64)
+    state["renderer.net.mlp_coarse.lin_out.weight"] = torch.randn(1, 64)
+    state["renderer.net.mlp_coarse.lin_out.bias"] = torch.randn(1)
+    state["renderer.renderer.iter_idx"] = torch.tensor(0)
+    state["renderer.renderer.last_sched"] = torch.tensor(0)
+    return state
+
+
+def test_import_official_maps_every_weight(tmp_path):
+    from bts_studio.methods.bts.import_official import main
+
+    official = _official_state(50)
+    checkpoint = tmp_path / "training-checkpoint.pt"
+    torch.save({"model": official, "trainer": {"iteration": 1234, "epoch": 3}}, checkpoint)
+    main([str(checkpoint), str(tmp_path / "runs"), "--data", str(tmp_path / "KITTI-360")])
+    run = tmp_path / "runs" / "KITTI-360" / "bts-density" / "official"
+    config = yaml.load((run / "config.yml").read_text(), Loader=yaml.Loader)
+    assert config.method_name == "bts-density" and config.pipeline.model.resnet_layers == 50
+    assert config.get_checkpoint_dir() == run / "nerfstudio_models"
+    saved = torch.load(run / "nerfstudio_models" / "step-000001234.ckpt", map_location="cpu", weights_only=True)
+    state = saved["pipeline"]
+    assert torch.equal(state["_model.net.mlp_coarse.lin_in.weight"], official["renderer.net.mlp_coarse.lin_in.weight"])
+    assert torch.equal(
+        state["_model.net.encoder.decoder.decoder.10.conv.weight"],
+        official["renderer.net.encoder.decoder.decoder.10.conv.weight"],
+    )
+    assert torch.equal(
+        state["_model.net.encoder.encoder.encoder.layer4.2.bn3.running_var"],
+        official["renderer.net.encoder.encoder.encoder.layer4.2.bn3.running_var"],
+    )
+    assert not any(".fc." in key or "decoder.decoder.11" in key for key in state)
+    # The converted dict loads strictly into a freshly built ResNet-50 model.
+    model_config = BTSModelConfig(resnet_layers=50, search_torch_hub_cache=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fresh = model_config.setup(scene_box=SceneBox(torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=0)
+    fresh.load_state_dict({key[len("_model.") :]: value for key, value in state.items()}, strict=True)
+    with pytest.raises(SystemExit, match="overwrite"):
+        main([str(checkpoint), str(tmp_path / "runs"), "--data", str(tmp_path / "KITTI-360")])
+
+
+def test_import_official_rejects_other_checkpoints(tmp_path):
+    from bts_studio.methods.bts.import_official import main
+
+    bad = tmp_path / "other.pt"
+    torch.save({"model": {"conv.weight": torch.zeros(1)}}, bad)
+    with pytest.raises(SystemExit, match="no BTS network weights"):
+        main([str(bad), str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="not found"):
+        main([str(tmp_path / "absent.pt"), str(tmp_path / "out")])
