@@ -19,9 +19,10 @@
 # Writes at most 8 files to $OUT: bts_summary.md, bts_eval.json, bts_baseline.json, train_curve.csv,
 # bts_flythrough.mp4, bts_depth_montage.png, bts_bench.json, train_log.txt. Each is written as soon as it exists.
 #
-# Knobs (environment): PYTHON, SEQUENCES (1), FRAMES (80), SCALE (0.52), TRAIN_SECONDS (270), MAX_STEPS (1000000),
+# Knobs (environment): PYTHON, SEQUENCES (1), FRAMES (80), SCALE (0.52), TRAIN_SECONDS (240), MAX_STEPS (1000000),
 # BATCH_GROUPS (16), RAYS (4096), SAMPLES (64), RESNET (50), LR (1e-4), TARGET_H (192), TARGET_W (640), TEST_EVERY (10),
-# TF32 (1), IMAGENET (path), VIDEO_FRAMES (48), SOURCE_INDEX (middle train image), BENCH (1), EXTRA_TRAIN_ARGS, WORK.
+# TF32 (1), IMAGENET (path), VIDEO_FRAMES (48), SOURCE_INDEX (middle train image), BENCH (1), EXTRA_TRAIN_ARGS, WORK,
+# DEADLINE (560 s: the training budget shrinks so that everything ends by then), RESERVE (170 s kept for steps 3-5).
 # CPU smoke test with tiny settings (about 4 minutes on 2 cores):
 #   OUT=/tmp/bts_bench SCALE=0.06 FRAMES=8 TRAIN_SECONDS=15 RESNET=18 BATCH_GROUPS=2 RAYS=128 SAMPLES=16 TARGET_H=64 \
 #   TARGET_W=160 TEST_EVERY=3 VIDEO_FRAMES=2 BENCH=0 bash benchmarks/gpu_bts.sh
@@ -29,11 +30,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${OUT:-benchmarks/out/bts}
-PY=${PYTHON:-python}
+PY=${PYTHON:-$(command -v python3 || command -v python)}
 SEQUENCES=${SEQUENCES:-1}
 FRAMES=${FRAMES:-80}
 SCALE=${SCALE:-0.52}
-TRAIN_SECONDS=${TRAIN_SECONDS:-270}
+TRAIN_SECONDS=${TRAIN_SECONDS:-240}
 MAX_STEPS=${MAX_STEPS:-1000000}
 BATCH_GROUPS=${BATCH_GROUPS:-16}
 RAYS=${RAYS:-4096}
@@ -47,8 +48,12 @@ TF32=${TF32:-1}
 IMAGENET=${IMAGENET:-}
 VIDEO_FRAMES=${VIDEO_FRAMES:-48}
 BENCH=${BENCH:-1}
+DEADLINE=${DEADLINE:-560}
+RESERVE=${RESERVE:-170}
 EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-}
 export PYTHONUNBUFFERED=1
+# This checkout's code wins over an installed (possibly older) bts-studio wheel, also for scripts in benchmarks/.
+export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 # Register the plugin even where the installed bts-studio metadata predates these entry points.
 export NERFSTUDIO_METHOD_CONFIGS=${NERFSTUDIO_METHOD_CONFIGS:-bts-density=bts_studio.method_configs:bts_density}
 export NERFSTUDIO_DATAPARSER_CONFIGS=${NERFSTUDIO_DATAPARSER_CONFIGS:-kitti360-data=bts_studio.dataparser_configs:kitti360_dataparser}
@@ -71,7 +76,13 @@ start=$SECONDS
 gen_s=$((SECONDS - start))
 log "generated $SEQUENCES x $FRAMES frames in ${gen_s} s"
 
-# 2. training (TF32 through a tiny wrapper: nerfstudio has no flag for it)
+# 2. training (TF32 through a tiny wrapper: nerfstudio has no flag for it). The budget shrinks if generation was
+#    slow, so that evaluation, baseline and video still fit before DEADLINE seconds.
+left=$((DEADLINE - SECONDS - RESERVE))
+if [ "$left" -lt "$TRAIN_SECONDS" ]; then
+  TRAIN_SECONDS=$((left > 30 ? left : 30))
+  log "training budget cut to ${TRAIN_SECONDS} s to finish by ${DEADLINE} s"
+fi
 weights=()
 if [ -n "$IMAGENET" ]; then weights=(--pipeline.model.imagenet-weights "$IMAGENET"); fi
 start=$SECONDS
@@ -193,9 +204,10 @@ from pathlib import Path
 c = yaml.load(Path(sys.argv[1]).read_text(), Loader=yaml.Loader)
 d = c.pipeline.datamanager.dataparser; d.data = Path(c.pipeline.datamanager.data)
 o = d.setup().get_dataparser_outputs('train'); print(int(o.metadata['frame_groups'][len(o.metadata['frame_groups']) // 2, 0]))
-" "$CONFIG" 2>/dev/null | tail -n 1)}
+" "$CONFIG" 2>>"$LOG" | tail -n 1 || true)}
+SOURCE_INDEX=${SOURCE_INDEX:-0}  # a failed lookup (logged above) must not cost the video
 "$PY" -m bts_studio.cli camera-path --load-config "$CONFIG" --source-index "$SOURCE_INDEX" --output "$WORK/path.json" \
-  --frames "$VIDEO_FRAMES" --seconds 4 --overwrite 2>&1 | tail -n 1 >>"$LOG"
+  --frames "$VIDEO_FRAMES" --seconds 4 --overwrite 2>&1 | tail -n 5 >>"$LOG" || log "camera-path failed (see above)"
 shim="$WORK/shim"
 if ! command -v ffmpeg >/dev/null; then  # ns-render insists on an ffmpeg binary even for --output-format images
   mkdir -p "$shim" && printf '#!/bin/sh\nexit 1\n' >"$shim/ffmpeg" && chmod +x "$shim/ffmpeg"
@@ -223,7 +235,7 @@ EOF
 log "fly-through from train image $SOURCE_INDEX rendered in $((SECONDS - start)) s"
 
 # 6. speed at the official shapes
-if [ "$BENCH" = "1" ]; then
+if [ "$BENCH" = "1" ] && [ $((DEADLINE - SECONDS)) -gt 45 ]; then
   "$PY" -m bts_studio.cli bench --output-json "$OUT/bts_bench.json" 2>&1 | quiet | tail -n 12 >>"$LOG" \
     || log "bench failed"
 fi

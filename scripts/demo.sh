@@ -27,7 +27,7 @@ ns-train bts-density-tiny --data "$data" --output-dir "$demo_dir/outputs" --expe
 step "Evaluating (ns-eval: depth against lidar, novel-view PSNR/SSIM)"
 ns-eval --load-config "$run_dir/config.yml" --output-path "$demo_dir/eval.json"
 
-step "Rendering a video that drives forward from test frame 0 (ns-render)"
+step "Rendering a video that drives forward from training frame 0 (ns-render)"
 bts-studio camera-path --load-config "$run_dir/config.yml" --source-index 0 --output "$demo_dir/camera_path.json"
 ns-render camera-path --load-config "$run_dir/config.yml" --camera-path-filename "$demo_dir/camera_path.json" \
   --camera-idx 0 --rendered-output-names rgb depth --output-path "$demo_dir/video.mp4"

@@ -80,7 +80,8 @@ def min_view_photometric_loss(
         rendered: the patch reconstructed with colours of each render view.
         target: the loss frame's patch.
         discard: pixels to zero (from :func:`discarded_pixels`); they still count in the mean, as in BTS.
-        view_missing: render views absent from a group (their error never wins the minimum).
+        view_missing: render views absent from a group (their error never wins the minimum; a patch without any
+            view contributes 0).
     """
     p, v, c, h, w = rendered.shape
     assert target.shape == (p, c, h, w), f"target {tuple(target.shape)} vs rendered {tuple(rendered.shape)}"
@@ -93,6 +94,8 @@ def min_view_photometric_loss(
         assert view_missing.shape == (p, v), f"view_missing {tuple(view_missing.shape)}, expected {(p, v)}"
         errors = errors.masked_fill(view_missing[:, :, None, None], torch.finfo(errors.dtype).max)
     best = errors.amin(dim=1)
+    if view_missing is not None:
+        best = best.masked_fill(view_missing.all(dim=1)[:, None, None], 0.0)  # nothing to compare with
     return (best * (~discard).to(best.dtype)).mean()
 
 

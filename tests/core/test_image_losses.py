@@ -89,3 +89,12 @@ def test_gradients_float64():
     )
     distance = (torch.rand(1, 4, 4, dtype=torch.float64) * 20 + 3).requires_grad_()
     assert torch.autograd.gradcheck(lambda d: masked_smoothness_loss(target, d, discard), (distance,), fast_mode=True)
+
+
+def test_patches_without_any_render_view_contribute_zero():
+    target, rendered = torch.rand(2, 3, 8, 8), torch.rand(2, 2, 3, 8, 8)
+    keep = torch.zeros(2, 8, 8, dtype=torch.bool)
+    missing = torch.tensor([[True, True], [False, True]])
+    loss = min_view_photometric_loss(rendered, target, keep, missing)
+    assert torch.isfinite(loss)
+    assert torch.allclose(loss, photometric_error(rendered[1:, 0], target[1:]).sum() / (2 * 64))

@@ -226,3 +226,46 @@ def test_disk_and_cached_image_stores_serve_the_same_groups(pipeline):
                 cached._cache[image_index] if image_index >= 0 else torch.zeros(HEIGHT, WIDTH, 3, dtype=torch.uint8)
             )
             assert torch.equal(images[row, column], expected)
+
+
+def test_photometric_loss_prefers_the_true_geometry(pipeline, synthetic_root, monkeypatch):
+    """With an oracle density (solid behind the generator's true surface, seen from the input camera) the loss is
+    lower than with the surface scaled nearer or farther or with empty space: the training signal points the right
+    way, so poses, intrinsics, ray generation, colour lookups and the loss agree with each other."""
+    import torch.nn.functional as F
+
+    from bts_studio.core.feature_sampling import outside_frustum, project_to_views
+
+    datamanager, model = pipeline.datamanager, pipeline.model
+    cameras = datamanager.train_dataset.cameras
+    sequence = next((synthetic_root / "bts_gt").iterdir()) / "depth"
+
+    def true_depth(image_index: int) -> torch.Tensor:
+        camera, frame = int(cameras.metadata["camera_id"][image_index]), int(cameras.metadata["frame_id"][image_index])
+        depth = torch.from_numpy(np.load(sequence / f"image_0{camera}" / f"{frame:010d}.npy"))
+        depth = torch.nan_to_num(depth, posinf=1e4)
+        return F.interpolate(depth[None, None], size=(HEIGHT, WIDTH), mode="nearest")[0, 0]
+
+    def oracle(scale: float, inputs):
+        def density(points, features, K, w2c):
+            xy, z = project_to_views(points, K[:, None], w2c[:, None], HEIGHT, WIDTH)
+            surface = torch.stack([true_depth(i) for i in inputs])[:, None] * scale
+            d = F.grid_sample(surface, xy, mode="nearest", padding_mode="border", align_corners=False)[:, 0, 0]
+            return (z[:, 0] >= d).float() * 50.0, outside_frustum(xy[:, 0], z[:, 0])
+
+        return density
+
+    datamanager.setup_train()
+    datamanager.config.colour_jitter = False
+    model.eval()
+    totals = {"true": 0.0, "x1.5": 0.0, "x0.6": 0.0, "empty": 0.0}
+    torch.manual_seed(1)
+    for step in range(6):
+        ray_bundle, batch = datamanager.next_train(step)
+        inputs = datamanager._train_store.groups[batch["group_ids"]][:, 0].tolist()
+        for name, scale in (("true", 1.0), ("x1.5", 1.5), ("x0.6", 0.6), ("empty", 1e6)):
+            monkeypatch.setattr(model.net, "density", oracle(scale, inputs))
+            with torch.no_grad():
+                outputs = model(ray_bundle, batch=batch)
+            totals[name] += float(model.get_loss_dict(outputs, batch)["photometric_loss"])
+    assert totals["true"] < 0.85 * min(totals["x1.5"], totals["x0.6"], totals["empty"]), totals

@@ -1,0 +1,7 @@
+"""``bts-density``: Behind the Scenes (CVPR 2023) as a nerfstudio method. See docs/bts-density.md.
+
+encoder.py (ResNet + Monodepth2 decoder) -> density_field.py (features + PE -> MLP -> softplus) -> model.py
+(rendering and losses, composed from bts_studio.core); datamanager.py + image_store.py + augmentation.py (frame
+groups, patches, colour jitter); pipeline.py (training and per-group evaluation); sources.py + conditioning.py (what a
+render is conditioned on); inference.py (the API for occupancy and BEV code); import_official.py; method_config.py.
+"""

@@ -186,11 +186,13 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
     # --------------------------------------------------------------------------------------------------- batches
     def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
         self.train_count += 1
+        if getattr(self, "_train_store", None) is None:  # test_mode "inference" (ns-export) skips setup_train
+            self.setup_train()
         return self._group_batch(self._train_store, self._train_views, augment=True)
 
     def next_eval(self, step: int) -> Tuple[RayBundle, Dict]:
         self.eval_count += 1
-        if self._eval_store is None:
+        if getattr(self, "_eval_store", None) is None:
             self._eval_store = self._make_store(self.eval_dataset)
             self._eval_views = self._camera_tensors(self.eval_dataset)
         assert self._eval_views is not None
@@ -251,7 +253,10 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
             "render_images": images[rows, render_cols],
             "render_K": K_all[render_index],
             "render_w2c": w2c_all[render_index],
-            "render_missing": render_frames < 0,
+            # A render frame that is the same image as a loss frame (indices clamped at a sequence's end) would
+            # reconstruct it perfectly at any depth: it carries no signal, so it counts as missing.
+            "render_missing": (render_frames < 0)
+            | (render_frames[:, :, None] == frames.gather(1, loss_cols)[:, None]).any(-1),
             "group_ids": group_ids,
         }
         return ray_bundle, batch
