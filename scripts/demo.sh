@@ -3,7 +3,7 @@
 # Usage: scripts/demo.sh [DEMO_DIR]   (make demo runs it inside the project's virtual environment)
 set -euo pipefail
 demo_dir=${1:-demo}
-iterations=${BTS_DEMO_ITERATIONS:-300}
+iterations=${BTS_DEMO_ITERATIONS:-200}
 mkdir -p "$demo_dir"
 demo_dir=$(cd "$demo_dir" && pwd)
 data="$demo_dir/kitti360"
@@ -28,7 +28,7 @@ step "Evaluating (ns-eval: depth against lidar, novel-view PSNR/SSIM)"
 ns-eval --load-config "$run_dir/config.yml" --output-path "$demo_dir/eval.json"
 
 step "Rendering a video that drives forward from training frame 0 (ns-render)"
-bts-studio camera-path --load-config "$run_dir/config.yml" --source-index 0 --output "$demo_dir/camera_path.json"
+bts-studio camera-path --load-config "$run_dir/config.yml" --source-index 0 --frames 32 --output "$demo_dir/camera_path.json" --overwrite
 ns-render camera-path --load-config "$run_dir/config.yml" --camera-path-filename "$demo_dir/camera_path.json" \
   --camera-idx 0 --rendered-output-names rgb depth --output-path "$demo_dir/video.mp4"
 
