@@ -22,7 +22,12 @@
 # Knobs (environment): PYTHON, SEQUENCES (1), FRAMES (80), SCALE (0.52), TRAIN_SECONDS (240), MAX_STEPS (1000000),
 # BATCH_GROUPS (16), RAYS (4096), SAMPLES (64), RESNET (50), LR (1e-4), TARGET_H (192), TARGET_W (640), TEST_EVERY (10),
 # TF32 (1), IMAGENET (path), VIDEO_FRAMES (48), SOURCE_INDEX (middle train image), BENCH (1), EXTRA_TRAIN_ARGS, WORK,
-# DEADLINE (560 s: the training budget shrinks so that everything ends by then), RESERVE (170 s kept for steps 3-5).
+# DEADLINE (560 s: the training budget shrinks so that everything ends by then), RESERVE (170 s kept for steps 3-5),
+# DATA_SEED (0: synth-kitti360 --seed), STOP_AFTER_TRAIN (0; 1 ends after step 2), RESUME (0; 1 continues the run in WORK from its last checkpoint,
+# skipping step 1, when WORK holds one; needs the same data knobs), CURVE_NAME (train_curve.csv).
+# Longer training than one device call allows: two back-to-back calls on the same warm machine, e.g.
+#   WORK=/tmp/btswork STOP_AFTER_TRAIN=1 ... bash benchmarks/gpu_bts.sh             (generate + train)
+#   WORK=/tmp/btswork RESUME=1 CURVE_NAME=train_curve_2.csv ... bash benchmarks/gpu_bts.sh   (train on + evaluate)
 # CPU smoke test with tiny settings (about 4 minutes on 2 cores):
 #   OUT=/tmp/bts_bench SCALE=0.06 FRAMES=8 TRAIN_SECONDS=15 RESNET=18 BATCH_GROUPS=2 RAYS=128 SAMPLES=16 TARGET_H=64 \
 #   TARGET_W=160 TEST_EVERY=3 VIDEO_FRAMES=2 BENCH=0 bash benchmarks/gpu_bts.sh
@@ -51,6 +56,11 @@ BENCH=${BENCH:-1}
 DEADLINE=${DEADLINE:-560}
 RESERVE=${RESERVE:-170}
 EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-}
+STOP_AFTER_TRAIN=${STOP_AFTER_TRAIN:-0}
+DATA_SEED=${DATA_SEED:-0}
+RESUME=${RESUME:-0}
+CURVE_NAME=${CURVE_NAME:-train_curve.csv}
+export CURVE_NAME
 export PYTHONUNBUFFERED=1
 # This checkout's code wins over an installed (possibly older) bts-studio wheel, also for scripts in benchmarks/.
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
@@ -69,12 +79,21 @@ log() { echo "[gpu_bts $(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
 quiet() { grep -v -E "Warning|warnings.warn|^ +(fx|cx|c2w|mask|self\._apply)" | tr '\r' '\n' | grep -v '^\s*$' || true; }
 log "work folder $WORK; $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo 'no GPU')"
 
-# 1. data
-start=$SECONDS
-"$PY" -m bts_studio.cli synth-kitti360 "$WORK/KITTI-360" --sequences "$SEQUENCES" --frames "$FRAMES" --scale "$SCALE" \
-  --overwrite 2>&1 | tail -n 3 | tee -a "$LOG"
-gen_s=$((SECONDS - start))
-log "generated $SEQUENCES x $FRAMES frames in ${gen_s} s"
+# 1. data (kept when resuming a run that has a checkpoint)
+RUN="$WORK/outputs/synthetic/bts-density/bench"
+resume_args=()
+if [ "$RESUME" = "1" ] && ls "$RUN"/nerfstudio_models/step-*.ckpt >/dev/null 2>&1 && [ -d "$WORK/KITTI-360" ]; then
+  resume_args=(--load-dir "$RUN/nerfstudio_models")
+  gen_s=0
+  log "resuming from $(ls "$RUN"/nerfstudio_models/step-*.ckpt | tail -n 1)"
+else
+  [ "$RESUME" = "1" ] && log "RESUME=1 but $WORK holds no run to resume: starting from scratch"
+  start=$SECONDS
+  "$PY" -m bts_studio.cli synth-kitti360 "$WORK/KITTI-360" --sequences "$SEQUENCES" --frames "$FRAMES" \
+    --scale "$SCALE" --seed "$DATA_SEED" --overwrite 2>&1 | tail -n 3 | tee -a "$LOG"
+  gen_s=$((SECONDS - start))
+  log "generated $SEQUENCES x $FRAMES frames in ${gen_s} s"
+fi
 
 # 2. training (TF32 through a tiny wrapper: nerfstudio has no flag for it). The budget shrinks if generation was
 #    slow, so that evaluation, baseline and video still fit before DEADLINE seconds.
@@ -96,18 +115,21 @@ entrypoint()
 " "$TF32" bts-density --data "$WORK/KITTI-360" --output-dir "$WORK/outputs" --experiment-name synthetic \
   --timestamp bench --vis tensorboard --viewer.quit-on-train-completion True --max-num-iterations "$MAX_STEPS" \
   --steps-per-save 100000000 --steps-per-eval-batch 500 --steps-per-eval-image 100000000 --logging.steps-per-log 50 \
-  --pipeline.max-train-seconds "$TRAIN_SECONDS" --pipeline.train-log-csv "$OUT/train_curve.csv" \
+  --pipeline.max-train-seconds "$TRAIN_SECONDS" --pipeline.train-log-csv "$OUT/$CURVE_NAME" \
   --pipeline.train-log-every 10 --pipeline.datamanager.groups-per-batch "$BATCH_GROUPS" \
   --pipeline.datamanager.rays-per-group "$RAYS" --pipeline.model.resnet-layers "$RESNET" \
   --pipeline.model.num-samples "$SAMPLES" --optimizers.encoder.optimizer.lr "$LR" \
-  --optimizers.density-mlp.optimizer.lr "$LR" "${weights[@]}" $EXTRA_TRAIN_ARGS \
+  --optimizers.density-mlp.optimizer.lr "$LR" "${weights[@]}" "${resume_args[@]}" $EXTRA_TRAIN_ARGS \
   kitti360-data --target-height "$TARGET_H" --target-width "$TARGET_W" --test-every "$TEST_EVERY" 2>&1 \
   | quiet | tail -n 60 >>"$LOG"
 train_wall_s=$((SECONDS - start))
-RUN="$WORK/outputs/synthetic/bts-density/bench"
 CONFIG="$RUN/config.yml"
 CKPT=$(ls "$RUN"/nerfstudio_models/step-*.ckpt | tail -n 1)
 log "training finished in ${train_wall_s} s wall; checkpoint $(basename "$CKPT")"
+if [ "$STOP_AFTER_TRAIN" = "1" ]; then
+  log "STOP_AFTER_TRAIN=1: done; resume with RESUME=1 WORK=$WORK"
+  exit 0
+fi
 
 # 3. ns-eval
 start=$SECONDS
@@ -126,6 +148,7 @@ summary() {
     "$LR" "$TF32" "${IMAGENET:-none}" "$SEQUENCES" "$FRAMES" "$SCALE" <<'EOF'
 import csv
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -161,7 +184,7 @@ lines = [
     f"Novel view (stereo partner, colours from the input image, 5% border crop): PSNR {model.get('psnr', float('nan')):.2f},"
     f" SSIM {model.get('ssim', float('nan')):.3f}. Eval speed: {model.get('fps', float('nan')):.2f} rendered frames/s (encoding included).",
 ]
-curve = out / "train_curve.csv"
+curve = out / os.environ.get("CURVE_NAME", "train_curve.csv")
 if curve.exists():
     rows = list(csv.DictReader(curve.open()))
     if rows:
@@ -198,26 +221,27 @@ EOF
 summary | tee -a "$LOG"
 
 # 5. fly-through video from one training frame
-SOURCE_INDEX=${SOURCE_INDEX:-$("$PY" -c "
+if [ "$VIDEO_FRAMES" -gt 0 ]; then
+  SOURCE_INDEX=${SOURCE_INDEX:-$("$PY" -c "
 import sys, yaml, bts_studio
 from pathlib import Path
 c = yaml.load(Path(sys.argv[1]).read_text(), Loader=yaml.Loader)
 d = c.pipeline.datamanager.dataparser; d.data = Path(c.pipeline.datamanager.data)
 o = d.setup().get_dataparser_outputs('train'); print(int(o.metadata['frame_groups'][len(o.metadata['frame_groups']) // 2, 0]))
 " "$CONFIG" 2>>"$LOG" | tail -n 1 || true)}
-SOURCE_INDEX=${SOURCE_INDEX:-0}  # a failed lookup (logged above) must not cost the video
-"$PY" -m bts_studio.cli camera-path --load-config "$CONFIG" --source-index "$SOURCE_INDEX" --output "$WORK/path.json" \
-  --frames "$VIDEO_FRAMES" --seconds 4 --overwrite 2>&1 | tail -n 5 >>"$LOG" || log "camera-path failed (see above)"
-shim="$WORK/shim"
-if ! command -v ffmpeg >/dev/null; then  # ns-render insists on an ffmpeg binary even for --output-format images
-  mkdir -p "$shim" && printf '#!/bin/sh\nexit 1\n' >"$shim/ffmpeg" && chmod +x "$shim/ffmpeg"
-fi
-start=$SECONDS
-PATH="$shim:$PATH" "$PY" -m nerfstudio.scripts.render camera-path --load-config "$CONFIG" \
-  --camera-path-filename "$WORK/path.json" --camera-idx "$SOURCE_INDEX" --output-path "$WORK/frames" \
-  --output-format images --image-format png --rendered-output-names rgb depth 2>&1 | quiet | tail -n 2 >>"$LOG" \
-  || log "ns-render failed (see train_log.txt)"
-"$PY" - "$WORK/frames" "$OUT/bts_flythrough.mp4" "$VIDEO_FRAMES" <<'EOF' >>"$LOG" 2>&1 || log "no video: OpenCV could not encode"
+  SOURCE_INDEX=${SOURCE_INDEX:-0}  # a failed lookup (logged above) must not cost the video
+  "$PY" -m bts_studio.cli camera-path --load-config "$CONFIG" --source-index "$SOURCE_INDEX" --output "$WORK/path.json" \
+    --frames "$VIDEO_FRAMES" --seconds 4 --overwrite 2>&1 | tail -n 5 >>"$LOG" || log "camera-path failed (see above)"
+  shim="$WORK/shim"
+  if ! command -v ffmpeg >/dev/null; then  # ns-render insists on an ffmpeg binary even for --output-format images
+    mkdir -p "$shim" && printf '#!/bin/sh\nexit 1\n' >"$shim/ffmpeg" && chmod +x "$shim/ffmpeg"
+  fi
+  start=$SECONDS
+  PATH="$shim:$PATH" "$PY" -m nerfstudio.scripts.render camera-path --load-config "$CONFIG" \
+    --camera-path-filename "$WORK/path.json" --camera-idx "$SOURCE_INDEX" --output-path "$WORK/frames" \
+    --output-format images --image-format png --rendered-output-names rgb depth 2>&1 | quiet | tail -n 2 >>"$LOG" \
+    || log "ns-render failed (see train_log.txt)"
+  "$PY" - "$WORK/frames" "$OUT/bts_flythrough.mp4" "$VIDEO_FRAMES" <<'EOF' >>"$LOG" 2>&1 || log "no video: OpenCV could not encode"
 import sys
 from pathlib import Path
 
@@ -232,7 +256,8 @@ for frame in frames:
 writer.release()
 print(f"wrote {len(frames)} frames of {first.shape[1]}x{first.shape[0]} to {sys.argv[2]}")
 EOF
-log "fly-through from train image $SOURCE_INDEX rendered in $((SECONDS - start)) s"
+  log "fly-through from train image $SOURCE_INDEX rendered in $((SECONDS - start)) s"
+fi
 
 # 6. speed at the official shapes
 if [ "$BENCH" = "1" ] && [ $((DEADLINE - SECONDS)) -gt 45 ]; then

@@ -6,8 +6,10 @@
 # RUN_DIR holds the run's config.yml, or is any folder above it (the newest config.yml below it is used), e.g. the
 # run benchmarks/gpu_bts.sh trained in the same GPU call. Scores the model and the "Depth + 4 m" baseline with the
 # official lidar protocol and, when the data is synthetic (it has bts_gt/), with the exact variant too; renders
-# bird's-eye views with a video. Writes at most three files to $OUT:
-#   occupancy.md       table of O_acc / IE_acc / IE_rec (+ precision/recall, timings, and the JSON means)
+# bird's-eye views with a video. Writes at most four files to $OUT:
+#   occupancy.md       table of O_acc / IE_acc / IE_rec (+ precision/recall, timings), and per variant how many
+#                      images the model beats the baseline on IE_acc (paired, image by image)
+#   occupancy.json     the full eval-occupancy report (means and per-image values)
 #   bev_montage.png    four bird's-eye frames stacked (input | depth | model | depth+4m | ground truth)
 #   bev.mp4            the bird's-eye video over the rendered frames
 # Knobs: PYTHON (interpreter with bts-studio installed), SPLIT (test), MAX_IMAGES (all), BEV_IMAGES (40).
@@ -79,9 +81,22 @@ for model, metrics in report.get("depth", {}).items():
     if model != "protocol" and "abs_rel" in metrics:
         cells = ", ".join(f"{n} {metrics[n]:.3f}" for n in ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3"))
         lines += ["", f"Depth ({model}, {metrics['n_frames']} images, {report['depth']['protocol']}): {cells}"]
+for variant, by_model in report.get("per_image", {}).items():
+    names_ = list(by_model)
+    if len(names_) < 2:
+        continue
+    model, base = names_[0], names_[1]
+    pairs = [(a["ie_acc"], b["ie_acc"]) for a, b in zip(by_model[model], by_model[base])
+             if a.get("ie_acc") is not None and b.get("ie_acc") is not None]
+    if pairs:
+        diff = np.array([a - b for a, b in pairs])
+        stderr = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+        lines += ["", f"IE_acc, {variant}, {model} minus {base}, image by image: mean {diff.mean():+.3f} "
+                  f"(standard error {stderr:.3f}), {model} higher on {(diff > 0).sum()} of {len(diff)} images."]
 lines += ["", "Protocols:", ""] + [f"- {k}: {v}" for k, v in report["protocols"].items()]
 lines += ["", "```json", json.dumps(report["results"], indent=1), "```", ""]
 (out / "occupancy.md").write_text("\n".join(lines))
+(out / "occupancy.json").write_text(json.dumps(report, indent=1))
 print("\n".join(lines))
 
 frames = sorted((work / "bev").glob("bev_*.png"))
