@@ -19,9 +19,8 @@ shadow behind parked cars, broken down by the label of the first surface on the 
 
     python benchmarks/occupancy_reference_agreement.py --data /tmp/occref_data --output-json agreement.json
 
-Glue replicated here (the repo functions are not changed): the velodyne-to-tilted chain of
-``evaluate_official_frames`` (it needs a model field and returns the reference already masked by visibility), and
-the occluder-label raycast (``exact_visibility`` returns only a boolean).
+The lidar vote is ``occupancy_protocol.lidar_reference``, the function ``evaluate_official_frames`` scores models
+with; only the occluder-label raycast is local (``exact_visibility`` returns only a boolean).
 """
 
 import argparse
@@ -37,20 +36,18 @@ import torch
 from bts_studio.core.occupancy import (
     CAMERA_TILT_DEG,
     OFFICIAL_NUM_SCANS,
-    lidar_reference_occupancy,
     official_query_points,
     outside_frustum,
-    tilt_rotation,
     tilted_to_camera,
     visible_before_depth,
 )
-from bts_studio.data.kitti360.formats import Kitti360Paths, list_sequences, read_poses
+from bts_studio.data.kitti360.formats import Kitti360FormatError, Kitti360Paths, list_sequences, read_poses
 from bts_studio.data.kitti360.rig import load_rig
 from bts_studio.data.kitti360.splits import interleaved_split
 from bts_studio.data.synthetic.ground_truth import load_ground_truth_depth, load_ground_truth_scene
 from bts_studio.eval.occupancy_cli import write_json_atomically
 from bts_studio.eval.occupancy_exact import camera_to_world_points, exact_reference
-from bts_studio.eval.occupancy_protocol import Kitti360Calibration, LidarSweep, load_lidar_sweep
+from bts_studio.eval.occupancy_protocol import Kitti360Calibration, lidar_reference, load_lidar_sweep
 
 REFERENCES = ("raw", "scored_scan", "scored_gtdepth")
 """raw: the 18-of-20 vote; scored_*: the vote forced empty where the protocol calls it visible (scan only / scan or
@@ -68,17 +65,6 @@ def split_test_images(root: Path, test_every: int) -> List[Tuple[str, int, int]]
         pose_index = int(np.flatnonzero(frame_ids[entry.sequence] == entry.image_id)[0])
         images.append((entry.sequence, pose_index, entry.image_id))
     return images
-
-
-def official_reference(
-    sweep: LidarSweep, query_tilted: torch.Tensor, tilt_deg: float
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The raw lidar vote and the current scan's visibility (the chain of ``evaluate_official_frames``)."""
-    rotation = torch.eye(4, dtype=torch.float32)
-    rotation[:3, :3] = tilt_rotation(tilt_deg)
-    velo_to_tilted = rotation @ sweep.velo_to_camera.to(query_tilted)
-    scans = [scan.to(query_tilted) for scan in sweep.scans_velo]
-    return lidar_reference_occupancy(query_tilted, scans, velo_to_tilted)
 
 
 def occluder_labels(
@@ -108,7 +94,7 @@ def analyse_image(
     """All masks of one image on the official slice (see the module docstring)."""
     query = official_query_points().reshape(-1, 3)
     sweep = load_lidar_sweep(calibration, pose_index, 0, num_scans)
-    raw, visible_scan = official_reference(sweep, query, tilt_deg)
+    raw, visible_scan = lidar_reference(sweep, query, tilt_deg)
     c2w = torch.from_numpy(calibration.rectified_camera_to_world(pose_index, 0))
     height, width = calibration.rig.target_size
     K = calibration.rig.K_tensor().float()
@@ -311,8 +297,11 @@ def main() -> None:
     if args.output_json is not None and args.output_json.exists() and not args.overwrite:
         raise SystemExit(f"{args.output_json} exists; pass --overwrite to replace it")
     start = time.perf_counter()
-    with torch.no_grad():  # not set_grad_enabled: main() also runs inside pytest's process
-        report = run(args.data, args.test_every, args.num_scans, args.tilt_deg, args.max_images)
+    try:
+        with torch.no_grad():  # not set_grad_enabled: main() also runs inside pytest's process
+            report = run(args.data, args.test_every, args.num_scans, args.tilt_deg, args.max_images)
+    except (Kitti360FormatError, FileNotFoundError) as error:  # their messages name the file and the fix
+        raise SystemExit(f"occupancy_reference_agreement: {error}") from error
     report["wall_s"] = round(time.perf_counter() - start, 1)
     print_table(report["summary"], "all test images")  # type: ignore[arg-type]
     print_table(report["summary_full_sweeps"], f"images with all {args.num_scans} scans")  # type: ignore[arg-type]

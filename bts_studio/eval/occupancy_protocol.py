@@ -12,7 +12,7 @@ The maths (tilted frame, polar profiles, 18-of-20 vote, visibility, metrics) is 
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -72,6 +72,18 @@ class LidarSweep:
     frame_ids: List[int]
 
 
+def lidar_reference(
+    sweep: LidarSweep, query_tilted: Float[Tensor, "N 3"], tilt_deg: float = CAMERA_TILT_DEG
+) -> Tuple[Bool[Tensor, " N"], Bool[Tensor, " N"]]:
+    """The raw 20-scan vote (``occupied``, not yet masked by visibility) and the current scan's ``visible_by_scan``
+    at tilted-frame query points, on their device."""
+    rotation = torch.eye(4, dtype=query_tilted.dtype, device=query_tilted.device)
+    rotation[:3, :3] = tilt_rotation(tilt_deg)
+    velo_to_tilted = rotation @ sweep.velo_to_camera.to(query_tilted)
+    scans = [scan.to(query_tilted) for scan in sweep.scans_velo]
+    return lidar_reference_occupancy(query_tilted, scans, velo_to_tilted)
+
+
 def evaluate_official_frames(
     fields: Dict[str, FrameField],
     sweep: LidarSweep,
@@ -91,11 +103,7 @@ def evaluate_official_frames(
     if query_tilted is None:
         query_tilted = official_query_points().reshape(-1, 3)
     query_tilted = query_tilted.to(device, torch.float32)
-    rotation = torch.eye(4, dtype=torch.float32, device=device)
-    rotation[:3, :3] = tilt_rotation(tilt_deg)
-    velo_to_tilted = rotation @ sweep.velo_to_camera.to(query_tilted)
-    scans = [scan.to(query_tilted) for scan in sweep.scans_velo]
-    gt_occupied, visible_by_scan = lidar_reference_occupancy(query_tilted, scans, velo_to_tilted)
+    gt_occupied, visible_by_scan = lidar_reference(sweep, query_tilted, tilt_deg)
     query_camera = tilted_to_camera(query_tilted, tilt_deg)
     frames = {}
     for name, field_ in fields.items():

@@ -46,9 +46,9 @@ def test_cli_writes_report_and_reference_matches_exact_occupancy(script, synthet
     assert summary["scored_scan"]["agreement_all"]["pooled"] > 0.8
 
 
-def test_replicated_glue_matches_evaluate_official_frames(script, synthetic_root):
-    """The script's vote, masked by the current scan's visibility, is the repo protocol's reference for a model whose
-    depth map is all zeros (then only the scan's visibility counts)."""
+def test_script_reference_matches_evaluate_official_frame(script, synthetic_root):
+    """The script's vote, masked by the current scan's visibility, is the protocol's reference for a model whose
+    depth map is all zeros (then only the scan's visibility counts), on the same query points."""
     from bts_studio.data.synthetic.ground_truth import load_ground_truth_scene
     from bts_studio.eval.density_field import FrameField
     from bts_studio.eval.occupancy_protocol import Kitti360Calibration, evaluate_official_frame, load_lidar_sweep
@@ -61,3 +61,13 @@ def test_replicated_glue_matches_evaluate_official_frames(script, synthetic_root
     frame = evaluate_official_frame(field, load_lidar_sweep(calibration, pose_index))
     assert torch.equal(frame.gt_occupied, masks["scored_scan"])
     assert torch.equal(frame.query_tilted, masks["query_tilted"])
+
+
+def test_data_without_ground_truth_is_refused_with_the_missing_file(script, synthetic_root, tmp_path, monkeypatch):
+    import shutil
+
+    root = tmp_path / "no_gt"
+    shutil.copytree(synthetic_root, root, ignore=shutil.ignore_patterns("bts_gt"))
+    monkeypatch.setattr(sys, "argv", ["occupancy_reference_agreement.py", "--data", str(root)])
+    with pytest.raises(SystemExit, match=r"bts_gt/.*scene\.json.*synth-kitti360"):
+        script.main()
