@@ -23,9 +23,10 @@
 # BATCH_GROUPS (16), RAYS (4096), SAMPLES (64), RESNET (50), LR (1e-4), TARGET_H (192), TARGET_W (640), TEST_EVERY (10),
 # TF32 (1), IMAGENET (path), VIDEO_FRAMES (48), SOURCE_INDEX (middle train image), BENCH (1), EXTRA_TRAIN_ARGS, WORK,
 # DEADLINE (560 s: the training budget shrinks so that everything ends by then), RESERVE (170 s kept for steps 3-5),
-# DATA_SEED (0: synth-kitti360 --seed), STOP_AFTER_TRAIN (0; 1 ends after step 2), RESUME (0; 1 continues the run in WORK from its last checkpoint,
-# skipping step 1, when WORK holds one; needs the same data knobs), CURVE_NAME (train_curve.csv).
-# Longer training than one device call allows: two back-to-back calls on the same warm machine, e.g.
+# DATA_SEED (0: synth-kitti360 --seed), STOP_AFTER_TRAIN (0; 1 ends after step 2), RESUME (0; 1 continues the run
+# in WORK from its last checkpoint, skipping step 1, when WORK holds one; needs the same data knobs), CURVE_NAME
+# (train_curve.csv). VIDEO_FRAMES=0 skips step 5.
+# Longer training than one device call allows: back-to-back calls on the same warm machine, e.g.
 #   WORK=/tmp/btswork STOP_AFTER_TRAIN=1 ... bash benchmarks/gpu_bts.sh             (generate + train)
 #   WORK=/tmp/btswork RESUME=1 CURVE_NAME=train_curve_2.csv ... bash benchmarks/gpu_bts.sh   (train on + evaluate)
 # CPU smoke test with tiny settings (about 4 minutes on 2 cores):
