@@ -2,10 +2,17 @@
 
 - ``vis`` is the viewer plus tensorboard, never wandb (nerfstudio's default, which needs a login);
 - the device is detected (``cuda`` when available, else ``cpu``; nerfstudio 1.1.5 always says cuda);
-- the viewer quits when training completes, so headless runs and scripts end.
+- the viewer quits when training completes, so headless runs and scripts end;
+- the trainer is ``bts_studio.utils.trainer.BTSStudioTrainer`` (atomic checkpoints, a resume that skips a damaged
+  checkpoint, a stop on non-finite steps), set as ``TrainerConfig._target``.
 """
 
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
+
+from bts_studio.utils.trainer import BTSStudioTrainer
+
+PLUGIN_TRAINER = BTSStudioTrainer
+"""The ``TrainerConfig._target`` of every bts-studio method."""
 
 
 def auto_device_type() -> str:

@@ -28,6 +28,8 @@ from typing import Dict, List, Tuple, Union
 
 import numpy as np
 
+from bts_studio.data.checks import UserError, check_pixel_intrinsics, check_rigid, first_non_rigid
+
 PathLike = Union[str, Path]
 
 SEQUENCE_PATTERN = "2013_05_28_drive_%04d_sync"
@@ -44,7 +46,7 @@ DOWNLOAD_FISHEYE = '"data_2d_raw" ("Fisheye Images", image_02/image_03)'
 DOWNLOAD_VELODYNE = '"data_3d_raw" ("Raw Velodyne Scans", velodyne_points)'
 
 
-class Kitti360FormatError(ValueError):
+class Kitti360FormatError(UserError):
     """A KITTI-360 file is missing or does not have the official format."""
 
 
@@ -67,6 +69,12 @@ def _parse_floats(path: PathLike, where: str, tokens: List[str], download: str) 
         return np.array([float(token) for token in tokens], dtype=np.float64)
     except ValueError as error:
         raise _fail(path, f"{where}: expected numbers, got {' '.join(tokens)[:80]!r}", download) from error
+
+
+def _check_rigid(matrix: np.ndarray, path: PathLike, where: str, download: str) -> None:
+    """A calibration/pose matrix must be a rigid transform (``bts_studio.data.checks.check_rigid``)."""
+    check_rigid(matrix, f"{path}: {where}", f"Fix or re-download it; it is part of the KITTI-360 download {download}.",
+                Kitti360FormatError)
 
 
 def _homogeneous(matrix_3x4: np.ndarray) -> np.ndarray:
@@ -111,6 +119,12 @@ def read_perspective_calibration(path: PathLike) -> Dict[str, np.ndarray]:
         if np.any(size <= 0) or np.any(size != np.round(size)):
             raise _fail(path, f"S_rect_{camera:02d} must be two positive integers (width height), got {size}",
                         DOWNLOAD_CALIBRATION)
+        _check_rigid(calibration[f"R_rect_{camera:02d}"], path, f"R_rect_{camera:02d}", DOWNLOAD_CALIBRATION)
+        projection = calibration[f"P_rect_{camera:02d}"]
+        # P_rect is in OpenCV pixels (pixel centre (0, 0) at 0); + 0.5 gives nerfstudio's convention.
+        check_pixel_intrinsics(projection[0, 0], projection[1, 1], projection[0, 2] + 0.5, projection[1, 2] + 0.5,
+                               int(size[1]), int(size[0]), f"{path}: P_rect_{camera:02d}",
+                               f"It is part of the KITTI-360 download {DOWNLOAD_CALIBRATION}.", Kitti360FormatError)
     return calibration
 
 
@@ -121,6 +135,8 @@ def read_cam_to_pose(path: PathLike) -> Dict[str, np.ndarray]:
     """
     shapes: Dict[str, Tuple[int, ...]] = {f"image_{camera:02d}": (3, 4) for camera in range(4)}
     matrices = _read_keyed_matrices(path, shapes, DOWNLOAD_CALIBRATION)
+    for key, value in matrices.items():
+        _check_rigid(value, path, key, DOWNLOAD_CALIBRATION)
     return {key: _homogeneous(value) for key, value in matrices.items()}
 
 
@@ -130,6 +146,7 @@ def read_cam_to_velo(path: PathLike) -> np.ndarray:
     values = _parse_floats(path, "contents", tokens, DOWNLOAD_CALIBRATION)
     if values.size != 12:
         raise _fail(path, f"expected 12 numbers (one 3x4 matrix), got {values.size}", DOWNLOAD_CALIBRATION)
+    _check_rigid(values.reshape(3, 4), path, "the 3x4 camera-to-velodyne matrix", DOWNLOAD_CALIBRATION)
     return _homogeneous(values.reshape(3, 4))
 
 
@@ -199,11 +216,14 @@ def read_mei_fisheye(path: PathLike) -> MeiFisheye:
         if not isinstance(value, (int, float)) or value <= 0 or value != int(value):
             raise _fail(path, f"{name} must be a positive integer, got {value!r}", DOWNLOAD_CALIBRATION)
         size[name] = int(value)
+    check_pixel_intrinsics(values["gamma1"], values["gamma2"], values["u0"] + 0.5, values["v0"] + 0.5,
+                           size["image_height"], size["image_width"], f"{path}: projection_parameters",
+                           f"It is part of the KITTI-360 download {DOWNLOAD_CALIBRATION}.", Kitti360FormatError)
     return MeiFisheye(width=size["image_width"], height=size["image_height"], **values)
 
 
 def _read_pose_rows(path: PathLike, values_per_row: int, what: str) -> Tuple[np.ndarray, np.ndarray]:
-    rows = []
+    rows, line_numbers = [], []
     for line_number, line in enumerate(_read_text(path, DOWNLOAD_POSES).splitlines(), start=1):
         tokens = line.split()
         if not tokens:
@@ -212,6 +232,7 @@ def _read_pose_rows(path: PathLike, values_per_row: int, what: str) -> Tuple[np.
             raise _fail(path, f"line {line_number} has {len(tokens)} numbers, expected frame id + {what}",
                         DOWNLOAD_POSES)
         rows.append(_parse_floats(path, f"line {line_number}", tokens, DOWNLOAD_POSES))
+        line_numbers.append(line_number)
     if not rows:
         raise _fail(path, "no poses", DOWNLOAD_POSES)
     table = np.stack(rows)
@@ -223,6 +244,11 @@ def _read_pose_rows(path: PathLike, values_per_row: int, what: str) -> Tuple[np.
         raise _fail(path, "frame ids must be strictly increasing", DOWNLOAD_POSES)
     if not np.all(np.isfinite(table)):
         raise _fail(path, "contains NaN or infinite values", DOWNLOAD_POSES)
+    shape = (3, 4) if values_per_row == 12 else (4, 4)
+    bad = first_non_rigid(table[:, 1:].reshape(-1, *shape))
+    if bad is not None:
+        _check_rigid(table[bad, 1:].reshape(shape), path, f"line {line_numbers[bad]} (frame {frame_ids[bad]})",
+                     DOWNLOAD_POSES)
     return frame_ids, table[:, 1:]
 
 

@@ -17,6 +17,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from bts_studio.data.checks import UserError
+
 SPLIT_FILE_NAMES = {"train": "train_files.txt", "val": "val_files.txt", "test": "test_files.txt"}
 """File names BTS uses inside a split folder, per nerfstudio split name."""
 
@@ -34,7 +36,7 @@ class SplitEntry:
         return f"{self.sequence} {self.image_id:010d} {'r' if self.is_right else 'l'}"
 
 
-class SplitFileError(ValueError):
+class SplitFileError(UserError):
     """A split file is missing or malformed, or names a frame that does not exist."""
 
 

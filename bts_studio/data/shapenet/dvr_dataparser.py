@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple, Type
 
+import tempfile
+
 import numpy as np
 import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
@@ -17,6 +19,7 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 from rich.progress import track
 
+from bts_studio.data.checks import check_pixel_intrinsics, rgb_image_path
 from bts_studio.data.shapenet.dvr_reader import (
     DVRFormatError,
     DVRObject,
@@ -67,6 +70,12 @@ class ShapeNetDVRDataParserConfig(DataParserConfig):
     """Override the suggested near distance in ``metadata["near"]`` (None: from the camera distances)."""
     far: Optional[float] = None
     """Override the suggested far distance in ``metadata["far"]`` (None: from the camera distances)."""
+    image_cache_dir: Path = Path(tempfile.gettempdir()) / "bts-studio-rgb"
+    """Where RGB copies of images that are not 8-bit RGB go (palette, grey, alpha, 16-bit; the rule is
+    ``bts_studio.data.checks.RGB_RULE``: alpha dropped, as DVR's ``convert("RGB")``)."""
+
+
+IMAGE_CACHE_OPTION = "--image-cache-dir (the dataparser option, e.g. 'ns-train ... shapenet-dvr-data --image-cache-dir DIR')"
 
 
 def split_objects(config: ShapeNetDVRDataParserConfig, split: str) -> List[Tuple[Path, str]]:
@@ -120,11 +129,17 @@ class ShapeNetDVR(DataParser):
                 c2w.append((pose @ OPENCV_TO_OPENGL)[:3])
                 camera_mat = obj.camera_mats[view]
                 corner_aligned = self.config.corner_aligned_pixels
-                intrinsics.append(normalized_to_pixel_intrinsics(camera_mat, height, width, corner_aligned))
+                pixel_intrinsics = normalized_to_pixel_intrinsics(camera_mat, height, width, corner_aligned)
+                check_pixel_intrinsics(*pixel_intrinsics, height, width, f"{obj.path / 'cameras.npz'}: camera_mat_{view}",
+                                       "Expected DVR's normalised intrinsics (image spans [-1, 1]).", DVRFormatError)
+                intrinsics.append(pixel_intrinsics)
                 sizes.append((height, width))
                 instance_idx.append(index)
                 view_idx.append(view)
-            images.extend(obj.image_paths)
+            images.extend(
+                rgb_image_path(path, self.config.image_cache_dir, "a PNG or JPEG view", IMAGE_CACHE_OPTION, DVRFormatError)
+                for path in obj.image_paths
+            )
             masks.extend(obj.mask_paths or [])
             depths.extend(obj.depth_paths or [])
         has_masks = all(obj.mask_paths for obj in objects)

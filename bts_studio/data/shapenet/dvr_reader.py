@@ -11,11 +11,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
+from bts_studio.data.checks import UserError, check_rigid, load_npz, npz_array
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEPTH_SUFFIXES = (".npy", ".exr")
 
 
-class DVRFormatError(ValueError):
+class DVRFormatError(UserError):
     """A file or folder does not follow DVR's ShapeNet layout."""
 
 
@@ -58,7 +60,11 @@ def read_metadata(root: Path) -> Dict[str, str]:
 
 def read_split_list(path: Path) -> List[str]:
     """Model ids of a ``<split>.lst`` file (blank lines skipped)."""
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DVRFormatError(f"{path}: cannot be read as a split list of model ids ({error})") from error
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _sorted_files(folder: Path, suffixes: Sequence[str]) -> List[Path]:
@@ -93,10 +99,13 @@ def read_cameras(path: Path, num_views: int) -> Tuple[np.ndarray, np.ndarray, fl
     """
     if not path.is_file():
         raise DVRFormatError(f"missing {path}: every DVR object folder needs cameras.npz")
-    try:
-        archive = np.load(path)
-    except (OSError, ValueError) as error:
-        raise DVRFormatError(f"cannot read {path}: {error}") from error
+    archive = load_npz(path, "DVR's cameras.npz (world_mat_i, camera_mat_i, scale_mat_i)", DVRFormatError)
+    if not hasattr(archive, "files"):
+        raise DVRFormatError(f"{path}: expected an .npz archive of named matrices, got a single array")
+
+    def get(key: str, default=None) -> np.ndarray:
+        return npz_array(archive, key, path, DVRFormatError) if key in keys or default is None else default
+
     with archive:
         keys = set(archive.files)
         c2w, camera_mats, scales, offsets = [], [], [], []
@@ -104,13 +113,20 @@ def read_cameras(path: Path, num_views: int) -> Tuple[np.ndarray, np.ndarray, fl
             for key in (f"world_mat_{view}", f"camera_mat_{view}"):
                 if key not in keys:
                     raise DVRFormatError(f"{path}: no {key}; the object has {num_views} images, so views 0..N-1")
-            world_mat = _as_4x4(archive[f"world_mat_{view}"], path, f"world_mat_{view}")
-            scale_mat = _as_4x4(archive.get(f"scale_mat_{view}", np.eye(4)), path, f"scale_mat_{view}")
+            world_mat = _as_4x4(get(f"world_mat_{view}"), path, f"world_mat_{view}")
+            check_rigid(
+                world_mat,
+                f"{path}: world_mat_{view}",
+                "DVR's ShapeNet/NMR world_mat_i is a rigid world-to-camera [R|t]; a full projection K[R|t] "
+                "(DTU-style cameras.npz) is not read by this parser.",
+                DVRFormatError,
+            )
+            scale_mat = _as_4x4(get(f"scale_mat_{view}", np.eye(4)), path, f"scale_mat_{view}")
             scale, offset = uniform_scale(scale_mat, path, f"scale_mat_{view}")
             pose = np.linalg.inv(world_mat)
             pose[:3, 3] = (pose[:3, 3] - offset) / scale
             c2w.append(pose)
-            camera_mats.append(_as_4x4(archive[f"camera_mat_{view}"], path, f"camera_mat_{view}"))
+            camera_mats.append(_as_4x4(get(f"camera_mat_{view}"), path, f"camera_mat_{view}"))
             scales.append(scale)
             offsets.append(offset)
     if np.ptp(scales) > 1e-9 * scales[0] or np.ptp(np.stack(offsets), axis=0).max() > 1e-9 * scales[0]:
@@ -171,7 +187,9 @@ def read_depth(path: Path) -> np.ndarray:
     if path.suffix.lower() != ".npy":
         # DVR's EXR depth needs an EXR reader at run time (imageio's downloads a binary); we do not ship one.
         raise DVRFormatError(f"{path}: only .npy depth maps are read; convert EXR depth to float32 .npy first")
-    depth = np.load(path)
+    depth = load_npz(path, "a float32 [H, W] depth map (.npy)", DVRFormatError)
+    if not isinstance(depth, np.ndarray):
+        raise DVRFormatError(f"{path}: expected one [H, W] array (.npy), got an archive")
     if depth.ndim == 3 and depth.shape[-1] == 1:
         depth = depth[..., 0]
     if depth.ndim != 2:
@@ -184,11 +202,14 @@ def load_pointcloud(path: Path, object_to_world: Optional[np.ndarray] = None) ->
 
     Pass the dataparser's ``metadata["object_to_world"]`` to get them in the nerfstudio world.
     """
-    with np.load(path) as archive:
+    with load_npz(path, "DVR's pointcloud.npz (points, normals)", DVRFormatError) as archive:
         if "points" not in archive.files:
             raise DVRFormatError(f"{path}: no 'points' array")
-        points = archive["points"].astype(np.float32)
-        normals = archive["normals"].astype(np.float32) if "normals" in archive.files else np.zeros_like(points)
+        points = npz_array(archive, "points", path, DVRFormatError).astype(np.float32)
+        has_normals = "normals" in archive.files
+        normals = npz_array(archive, "normals", path, DVRFormatError).astype(np.float32) if has_normals else None
+    if normals is None:
+        normals = np.zeros_like(points)
     if object_to_world is not None:
         transform = np.asarray(object_to_world, dtype=np.float32)
         points = points @ transform[:3, :3].T + transform[:3, 3]

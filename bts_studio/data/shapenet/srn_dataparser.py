@@ -20,7 +20,8 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 from rich.progress import track
 
-from bts_studio.data.shapenet.image_cache import resized_image_path
+from bts_studio.data.checks import rgb_image_path
+from bts_studio.data.shapenet.image_cache import RESIZE_CACHE_OPTION, resized_image_path
 from bts_studio.data.shapenet.srn_reader import (
     SRNFormatError,
     SRNInstance,
@@ -64,7 +65,8 @@ class ShapeNetSRNDataParserConfig(DataParserConfig):
     ``resize_cache_dir``; intrinsics follow. None: the stored size. Intrinsics are always rescaled from the
     resolution on line 4 of ``intrinsics.txt`` to the actual image size first (SRN's rule)."""
     resize_cache_dir: Path = Path(tempfile.gettempdir()) / "bts-studio-resized"
-    """Where resized copies of images go when ``image_size`` differs from the stored size."""
+    """Where resized copies of images go when ``image_size`` differs from the stored size, and RGB copies of
+    images that are not 8-bit RGB (palette, grey, alpha, 16-bit; ``bts_studio.data.checks.RGB_RULE``)."""
     few_shot_views: Tuple[int, ...] = (64,)
     """View indices (position in the sorted view files) used as inputs in val/test: SRN's 1-shot is
     ``64``, 2-shot ``64 104``. They are flagged in ``metadata["input_view_mask"]``."""
@@ -229,6 +231,10 @@ class ShapeNetSRN(DataParser):
             intrinsics = intrinsics.rescaled(target, width)
             for view in views.tolist():
                 paths[view] = resized_image_path(paths[view], target, width, self.config.resize_cache_dir)
+        else:
+            for view in views.tolist():
+                paths[view] = rgb_image_path(paths[view], self.config.resize_cache_dir, "a PNG or JPEG view",
+                                             RESIZE_CACHE_OPTION, SRNFormatError)
         shift = 0.5 if self.config.half_pixel_shift else 0.0
         return paths, (
             intrinsics.focal,

@@ -11,10 +11,12 @@ from typing import List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from bts_studio.data.checks import UserError, check_pixel_intrinsics, check_rigid, verify_image_file
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-class SRNFormatError(ValueError):
+class SRNFormatError(UserError):
     """A file or folder does not follow the SRN ShapeNet layout."""
 
 
@@ -68,7 +70,10 @@ def read_intrinsics(path: Path) -> SRNIntrinsics:
     """Parse an SRN ``intrinsics.txt`` (4 lines, optional 5th "world2cam" flag that SRN never uses)."""
     if not path.is_file():
         raise SRNFormatError(f"missing {path}: every SRN instance folder needs an intrinsics.txt")
-    lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise SRNFormatError(f"{path}: cannot be read as text ({error})") from error
     try:
         if len(lines) < 4:
             raise ValueError(f"{len(lines)} non-empty lines")
@@ -80,8 +85,11 @@ def read_intrinsics(path: Path) -> SRNIntrinsics:
         raise SRNFormatError(
             f"cannot parse {path} ({error}); expected the lines 'f cx cy 0.', '0. 0. 0.', '1.', 'H W'"
         ) from error
-    if focal <= 0 or height <= 0 or width <= 0:
-        raise SRNFormatError(f"{path}: focal length and resolution must be positive, got f={focal}, {height}x{width}")
+    if height <= 0 or width <= 0:
+        raise SRNFormatError(f"{path}: the resolution on line 4 must be positive, got {height}x{width}")
+    # SRN puts pixel j at coordinate j, nerfstudio at j + 0.5: the half pixel keeps the image-centre check fair.
+    check_pixel_intrinsics(focal, focal, cx + 0.5, cy + 0.5, height, width, f"{path}: line 1 'f cx cy'",
+                           "Expected SRN's 'f cx cy 0.' in pixels of the line-4 resolution.", SRNFormatError)
     return SRNIntrinsics(focal, cx, cy, height, width)
 
 
@@ -89,22 +97,20 @@ def read_pose(path: Path) -> np.ndarray:
     """A ``pose/*.txt`` file: 16 numbers (one line, or four lines of four) -> 4x4 float64 camera-to-world."""
     try:
         values = np.array(path.read_text().split(), dtype=np.float64)
-    except ValueError as error:
+    except (OSError, UnicodeDecodeError, ValueError) as error:
         raise SRNFormatError(f"{path}: not a list of numbers ({error})") from error
     if values.size != 16:
         raise SRNFormatError(f"{path}: expected 16 numbers (a 4x4 camera-to-world matrix), found {values.size}")
     if not np.isfinite(values).all():
         raise SRNFormatError(f"{path}: the pose contains NaN or infinite values")
+    check_rigid(values.reshape(4, 4), str(path), "Expected a rigid OpenCV camera-to-world matrix [[R, t], [0, 1]].",
+                SRNFormatError)
     return values.reshape(4, 4)
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """``(height, width)`` of an image, reading only its header."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (OSError, SyntaxError) as error:
-        raise SRNFormatError(f"cannot read image {path}: {error}") from error
+    """``(height, width)`` of an image, reading only its header and checking it is complete (not truncated)."""
+    _, height, width = verify_image_file(path, "a PNG or JPEG view", SRNFormatError)
     return height, width
 
 

@@ -16,7 +16,7 @@ from bts_studio.data.kitti360.dataparser import Kitti360DataParserConfig
 from bts_studio.methods.bts.datamanager import BTSDataManagerConfig
 from bts_studio.methods.bts.model import BTSModelConfig
 from bts_studio.methods.bts.pipeline import BTSPipelineConfig
-from bts_studio.utils.trainer_defaults import PLUGIN_VIS, plugin_machine_config, plugin_viewer_config
+from bts_studio.utils.trainer_defaults import PLUGIN_TRAINER, PLUGIN_VIS, plugin_machine_config, plugin_viewer_config
 
 BTS_ITERATIONS = 153_000
 """25 epochs of BTS's KITTI-360 split (98,008 entries, batch 16)."""
@@ -34,6 +34,7 @@ def bts_density_config() -> TrainerConfig:
     """The official configuration: ResNet-50, 192x640, 16 groups x 4096 rays, Adam 1e-4, x0.1 at 120k steps."""
     dataparser: DataParserConfig = Kitti360DataParserConfig()
     return TrainerConfig(
+        _target=PLUGIN_TRAINER,
         method_name="bts-density",
         steps_per_eval_batch=500,
         steps_per_eval_image=2000,

@@ -16,7 +16,7 @@ from nerfstudio.plugins.types import MethodSpecification
 from bts_studio.methods.srn.datamanager import SRNDataManagerConfig
 from bts_studio.methods.srn.model import SRNModelConfig
 from bts_studio.methods.srn.pipeline import SRNPipelineConfig
-from bts_studio.utils.trainer_defaults import PLUGIN_VIS, plugin_machine_config, plugin_viewer_config
+from bts_studio.utils.trainer_defaults import PLUGIN_TRAINER, PLUGIN_VIS, plugin_machine_config, plugin_viewer_config
 
 SRN_LEARNING_RATE = 5.0e-5
 """SRN's single Adam learning rate (networks and latent codes)."""
@@ -25,6 +25,7 @@ SRN_LEARNING_RATE = 5.0e-5
 def srn_trainer_config() -> TrainerConfig:
     """The base ``srn`` configuration."""
     return TrainerConfig(
+        _target=PLUGIN_TRAINER,
         method_name="srn",
         steps_per_eval_batch=500,
         steps_per_eval_image=1000,

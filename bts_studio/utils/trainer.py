@@ -1,0 +1,183 @@
+"""The trainer of every bts-studio method: nerfstudio's ``Trainer`` with atomic checkpoints, a resume that
+survives a damaged checkpoint, and a stop on non-finite losses or gradients.
+
+It is set as ``TrainerConfig._target`` in our method configs (``trainer_defaults.plugin_trainer_target``), so
+``ns-train`` builds it and nerfstudio itself is not patched:
+
+- ``save_checkpoint`` writes ``step-N.ckpt`` under a temporary name next to the run (``<base>/.step-N.ckpt.partial``,
+  outside ``nerfstudio_models/`` so nerfstudio's own "newest checkpoint" listing never sees it), then renames it
+  into place: a run killed while saving leaves the previous checkpoints intact.
+- ``--load-dir`` without ``--load-step`` tries the checkpoints newest first and resumes from the newest one that
+  loads, printing which ones were skipped and why (e.g. one truncated by an older, non-atomic save).
+- After each step, a non-finite loss or gradient ends the run with :class:`NonFiniteTrainingError`, naming the
+  step, the loss terms, the parameters and the training images of the batch; nothing is saved after it, so no
+  NaN checkpoint is written. (With ``--mixed-precision`` the gradient scaler already skips steps with inf
+  gradients, so only the loss is checked.)
+"""
+
+import os
+import re
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from nerfstudio.engine.trainer import Trainer
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from bts_studio.data.checks import UserError
+
+CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.ckpt$")
+
+
+class NonFiniteTrainingError(UserError):
+    """A training step produced a NaN/inf loss or gradient; the run stops before anything is saved."""
+
+
+class CheckpointError(UserError):
+    """No checkpoint of ``--load-dir`` / ``--load-checkpoint`` can be loaded."""
+
+
+def checkpoints_newest_first(folder: Path) -> List[Path]:
+    """``step-N.ckpt`` files of ``folder``, highest step first (other files are ignored)."""
+    found = [(int(m.group(1)), path) for path in folder.iterdir() if (m := CHECKPOINT_NAME.match(path.name))]
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def try_load(path: Path) -> Optional[str]:
+    """None if ``path`` loads as a nerfstudio checkpoint, else why not (one line)."""
+    try:
+        state = torch.load(path, map_location="cpu")
+    except Exception as error:  # noqa: BLE001 - any failure means "not loadable"; the reason is reported
+        return f"{type(error).__name__}: {error}".splitlines()[0][:200] or type(error).__name__
+    if not isinstance(state, dict) or not {"step", "pipeline", "optimizers"} <= set(state):
+        return "not a nerfstudio checkpoint (no step/pipeline/optimizers)"
+    return None
+
+
+class BTSStudioTrainer(Trainer):
+    """``Trainer`` with atomic checkpoints, a fall-back resume and a stop on non-finite steps (module docstring)."""
+
+    _last_train_batch = None
+
+    def setup(self, test_mode="val") -> None:
+        super().setup(test_mode=test_mode)
+        datamanager = self.pipeline.datamanager
+        next_train = datamanager.next_train
+
+        def recording_next_train(step: int):
+            batch = next_train(step)
+            self._last_train_batch = batch
+            return batch
+
+        datamanager.next_train = recording_next_train  # instance attribute: remembers the batch for error messages
+
+    # ----------------------------------------------------------------------------------------- checkpoints
+    def _load_checkpoint(self) -> None:
+        config = self.config
+        if config.load_dir is not None and config.load_step is None:
+            load_dir = Path(config.load_dir)
+            if not load_dir.is_dir():
+                raise CheckpointError(f"--load-dir {load_dir}: folder not found (expected a run's nerfstudio_models/)")
+            candidates = checkpoints_newest_first(load_dir)
+            if not candidates:
+                raise CheckpointError(f"--load-dir {load_dir}: no step-N.ckpt checkpoint in it")
+            skipped = []
+            for path in candidates:
+                problem = try_load(path)
+                if problem is None:
+                    if skipped:
+                        CONSOLE.print(
+                            f"[bold yellow]Resuming from {path.name}: the newer checkpoint(s) "
+                            + "; ".join(f"{p.name} ({why})" for p, why in skipped)
+                            + " cannot be loaded and were skipped."
+                        )
+                    config.load_step = int(CHECKPOINT_NAME.match(path.name).group(1))  # type: ignore[union-attr]
+                    break
+                skipped.append((path, problem))
+            else:
+                details = "; ".join(f"{p.name}: {why}" for p, why in skipped)
+                raise CheckpointError(f"--load-dir {load_dir}: no checkpoint can be loaded ({details})")
+        elif config.load_checkpoint is not None:
+            problem = try_load(Path(config.load_checkpoint))
+            if problem is not None:
+                raise CheckpointError(f"--load-checkpoint {config.load_checkpoint}: cannot be loaded ({problem})")
+        super()._load_checkpoint()
+
+    def save_checkpoint(self, step: int) -> None:
+        """Write ``step-N.ckpt`` atomically (temporary file, fsync, rename), then prune as nerfstudio does."""
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        target = self.checkpoint_dir / f"step-{step:09d}.ckpt"
+        temporary = self.checkpoint_dir.parent / f".{target.name}.{os.getpid()}.partial"
+        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        state = {
+            "step": step,
+            "pipeline": pipeline.state_dict(),  # type: ignore[union-attr]
+            "optimizers": {k: v.state_dict() for (k, v) in self.optimizers.optimizers.items()},
+            "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
+            "scalers": self.grad_scaler.state_dict(),
+        }
+        try:
+            with open(temporary, "wb") as stream:
+                torch.save(state, stream)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        if self.config.save_only_latest_checkpoint:
+            for old in self.checkpoint_dir.glob("*.ckpt"):
+                if old != target:
+                    old.unlink()
+
+    # ---------------------------------------------------------------------------------------- finite steps
+    def train_iteration(self, step: int):
+        loss, loss_dict, metrics_dict = super().train_iteration(step)
+        bad_terms = [name for name, value in loss_dict.items() if not torch.isfinite(value).all()]
+        bad_parameters: List[str] = []
+        if not self.mixed_precision:
+            bad_parameters = [
+                name
+                for name, parameter in self.pipeline.named_parameters()
+                if parameter.grad is not None and not torch.isfinite(parameter.grad).all()
+            ]
+        if bad_terms or bad_parameters or not torch.isfinite(loss).all():
+            raise NonFiniteTrainingError(self._non_finite_message(step, loss_dict, bad_terms, bad_parameters))
+        return loss, loss_dict, metrics_dict
+
+    def _non_finite_message(
+        self, step: int, loss_dict: Dict[str, torch.Tensor], bad_terms: List[str], bad_parameters: List[str]
+    ) -> str:
+        terms = ", ".join(f"{name}={float(value.detach().float().mean()):.4g}" for name, value in loss_dict.items())
+        parameters = ", ".join(bad_parameters[:5]) + (f" (+{len(bad_parameters) - 5} more)" if len(bad_parameters) > 5 else "")
+        files = self._batch_files()
+        return (
+            f"training step {step} produced a non-finite "
+            + ("loss" if bad_terms else "gradient")
+            + f" (loss terms: {terms}"
+            + (f"; non-finite gradients in {parameters}" if bad_parameters else "")
+            + f"). Batch images: {files}. The run stops here and saves nothing after step {step - 1}; "
+            "check these images' cameras (intrinsics, poses) or lower the learning rate, then resume with --load-dir."
+        )
+
+    def _batch_files(self) -> str:
+        """The training images the last batch was drawn from, as far as the batch tells."""
+        batch = self._last_train_batch
+        datamanager = self.pipeline.datamanager
+        outputs = getattr(datamanager, "train_dataparser_outputs", None)
+        names = list(getattr(outputs, "image_filenames", []) or [])
+        indices: List[int] = []
+        for part in batch if isinstance(batch, tuple) else (batch,):
+            camera_indices = getattr(part, "camera_indices", None)
+            if isinstance(camera_indices, torch.Tensor):
+                indices += camera_indices.reshape(-1).unique().tolist()
+            if isinstance(part, dict):
+                for key in ("image_idx", "image_indices", "group_images"):
+                    value = part.get(key)
+                    if isinstance(value, torch.Tensor) and not value.is_floating_point():
+                        indices += [int(i) for i in value.reshape(-1).unique().tolist() if int(i) >= 0]
+        indices = sorted(set(indices))
+        if not indices:
+            return "unknown (the batch does not record its images)"
+        shown = [str(names[i]) if 0 <= i < len(names) else f"image #{i}" for i in indices[:8]]
+        return ", ".join(shown) + (f" (+{len(indices) - 8} more)" if len(indices) > 8 else "")
