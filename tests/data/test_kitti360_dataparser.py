@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from bts_studio.core.fisheye import MeiParams, mei_project
 from bts_studio.data.kitti360 import formats
@@ -377,7 +378,12 @@ def test_foreign_preprocessed_folder_is_used_and_not_overwritten(data_copy: Path
     folder.mkdir(parents=True)
     frame_ids, _ = formats.read_poses(Kitti360Paths(data_copy, SEQUENCE).poses)
     foreign = folder / f"{int(frame_ids[1]):010d}.png"
-    foreign.write_bytes(b"not ours")
+    Image.fromarray(np.full((192, 640, 3), 7, dtype=np.uint8)).save(foreign)
+    contents = foreign.read_bytes()
     outputs = parse(data_copy, "train", cache_dir=cache)
-    assert foreign in outputs.image_filenames and foreign.read_bytes() == b"not ours"
+    assert foreign in outputs.image_filenames and foreign.read_bytes() == contents
     assert not (folder / ".bts_studio_cache.json").exists()
+    # A damaged file in someone else's folder is named, never silently served nor overwritten.
+    foreign.write_bytes(contents[: len(contents) // 2])
+    with pytest.raises(Kitti360FormatError, match=f"{foreign}: damaged cached file"):
+        parse(data_copy, "train", cache_dir=cache)

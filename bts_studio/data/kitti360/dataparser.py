@@ -140,15 +140,18 @@ class Kitti360DataParser(DataParser):
         return tuple(sorted(enabled))
 
     def _cache_root(self) -> Path:
+        from bts_studio.data.checks import ensure_writable_dir
+        from bts_studio.data.kitti360.image_cache import CACHE_OPTION
+
         if self.config.cache_dir is not None:
-            return Path(self.config.cache_dir)
+            return ensure_writable_dir(self.config.cache_dir, CACHE_OPTION, Kitti360FormatError)
         root = Path(self.config.data)
         if os.access(root / "data_2d_raw", os.W_OK):
             return root
         digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
         fallback = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "bts-studio" / "kitti360" / digest
         CONSOLE.log(f"[yellow]{root} is read-only; caching resized images in {fallback} (set cache_dir to choose).")
-        return fallback
+        return ensure_writable_dir(fallback, CACHE_OPTION, Kitti360FormatError)
 
     def _perspective_folder(self, cache_root: Path, sequence: str, camera: int) -> Path:
         height, width = self.target_size
@@ -232,20 +235,38 @@ class Kitti360DataParser(DataParser):
             return interleaved_split(frame_ids, split, self.config.test_every, self.config.frame_range), None
         split_path = resolve_split_file(Path(self.config.split_file), split)
         entries = read_split_file(split_path)
+        if not entries:
+            raise Kitti360FormatError(
+                f"split file {split_path} (answering split {split!r}) has no entries; expected lines "
+                "'<sequence> <image id> <l|r>', e.g. '2013_05_28_drive_0000_sync 0000000386 l'."
+            )
         present = set(formats.list_sequences(self.config.data))
-        unknown = sorted({entry.sequence for entry in entries} - present)
+        # --sequences is applied before the check, so a partial download can use the official split files.
+        wanted = {entry.sequence for entry in entries} if not self.config.sequences else set(selected)
+        unknown = sorted({entry.sequence for entry in entries} & wanted - present)
         if unknown:
             raise Kitti360FormatError(
                 f"{split_path} names sequence(s) {', '.join(unknown)} that {Path(self.config.data) / 'data_2d_raw'} "
-                f"lacks; present: {', '.join(sorted(present)) or 'none'}. Sequences come with the KITTI-360 download "
-                f"{formats.DOWNLOAD_PERSPECTIVE}."
+                f"lacks; present: {', '.join(sorted(present)) or 'none'}. Download them (KITTI-360 download "
+                f"{formats.DOWNLOAD_PERSPECTIVE}) or restrict the run to the present ones with --sequences."
             )
         kept = [entry for entry in entries if entry.sequence in selected]
         if len(kept) < len(entries):
             CONSOLE.log(f"{split_path}: {len(entries) - len(kept)} entries of unselected sequences left out.")
+        if not kept:
+            raise Kitti360FormatError(
+                f"split file {split_path}: none of its {len(entries)} entries is in the selected sequence(s) "
+                f"{', '.join(selected)} (it lists {', '.join(sorted({e.sequence for e in entries}))}); "
+                "change --sequences or --split-file."
+            )
         if self.config.frame_range is not None:
             start, end = self.config.frame_range
             kept = [entry for entry in kept if start <= entry.image_id < end]
+            if not kept:
+                raise Kitti360FormatError(
+                    f"split file {split_path}: no entry of the selected sequences has an image id in --frame-range "
+                    f"[{start}, {end})."
+                )
         return kept, split_path
 
     # -------------------------------------------------------------------------------------------- outputs
@@ -275,9 +296,13 @@ class Kitti360DataParser(DataParser):
         groups, keys = self._build_groups(entries, selected, cameras, set(members), load, split_path, problems)
         self._report(problems, split)
         if len(groups) == 0:
+            source = f"split file {split_path}" if split_path is not None else "interleaved split (test_every)"
+            reasons = "; ".join(f"{count} {what}" for what, count in sorted(problems.items()))
             raise Kitti360FormatError(
-                f"split {split!r} of {root} has no usable input frame (sequences {', '.join(selected)}, "
-                f"cameras {', '.join(CAMERA_FOLDERS[c] for c in cameras)}); see the log above."
+                f"split {split!r} of {root} has no usable input frame (from the {source}: {len(entries)} entries; "
+                f"sequences {', '.join(selected)}, cameras {', '.join(CAMERA_FOLDERS[c] for c in cameras)}"
+                + (f", frame range {list(self.config.frame_range)}" if self.config.frame_range is not None else "")
+                + f"). Skipped: {reasons or 'nothing (no entries)'}."
             )
 
         image_filenames = self._cache_images(keys, selected, loaded, rig, cache_root)
@@ -378,7 +403,7 @@ class Kitti360DataParser(DataParser):
 
     def _cache_lidar_depth(self, split, groups, keys, selected, loaded, rig, cache_root) -> List[Optional[Path]]:
         """Depth maps of the groups' input images (``None`` for every other image or without a scan)."""
-        from bts_studio.data.kitti360.image_cache import CacheJob, missing_jobs, prepare_cache_folder, run_jobs
+        from bts_studio.data.kitti360.image_cache import CacheJob, prepare_cache_folder, record_jobs, run_jobs, stale_jobs
         from bts_studio.data.kitti360.lidar_depth import save_depth_atomically, velodyne_depth_map
 
         depth_filenames: List[Optional[Path]] = [None] * len(keys)
@@ -417,7 +442,8 @@ class Kitti360DataParser(DataParser):
             scan = formats.read_velodyne(job.source)
             save_depth_atomically(job.target, velodyne_depth_map(scan, rig.velo_to_camera(camera), K, height, width))
 
-        run_jobs(missing_jobs(jobs), make, f"projecting lidar to {height}x{width} depth")
+        run_jobs(stale_jobs(jobs), make, f"projecting lidar to {height}x{width} depth")
+        record_jobs(jobs)
         return depth_filenames
 
     def _origin(self, selected: List[str], load, rig: Kitti360Rig) -> np.ndarray:

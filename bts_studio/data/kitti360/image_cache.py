@@ -8,6 +8,12 @@ no half-written file. Originals are only read.
 A folder that exists without a manifest was made by someone else (e.g. BTS's ``preprocess_kitti_360.py``,
 which writes the same ``data_192x640`` / ``data_192x640_0x-15`` folders): its files are used as they are and
 never overwritten; missing ones are added.
+
+Every entry is verified before it is served (:func:`stale_jobs`): our folders keep an index
+(``.bts_studio_files.json``) of each file's size and mtime and of its source's, and a file that no longer
+matches (damaged, replaced, or its source changed) is made again; a file the index does not know yet is
+checked for a complete PNG / a loadable ``.npy`` header first. A damaged file in a foreign folder is an
+error naming it (we never overwrite someone else's files).
 """
 
 import json
@@ -23,6 +29,10 @@ from jaxtyping import UInt8
 from bts_studio.data.kitti360.formats import Kitti360FormatError
 
 MANIFEST_NAME = ".bts_studio_cache.json"
+INDEX_NAME = ".bts_studio_files.json"
+"""Per cache folder: file name -> [size, mtime_ns, source size, source mtime_ns] of every file we made."""
+CACHE_OPTION = "--cache-dir (the kitti360-data option: 'ns-train bts-density ... kitti360-data --cache-dir DIR')"
+"""How users move the cache; named when a cache folder cannot be made or written."""
 CACHE_VERSION = 1
 """Bumped when the way cached files are made changes, so that old caches are rebuilt."""
 
@@ -58,10 +68,12 @@ def prepare_cache_folder(folder: Path, key: Dict[str, Any]) -> bool:
         # Our own folder made under other parameters: its files are stale.
         for entry in folder.iterdir():
             if entry.is_file() and entry.name != MANIFEST_NAME:
-                entry.unlink()
+                entry.unlink()  # the stale files and their index
     elif folder.is_dir() and any(entry.suffix in (".png", ".npy") for entry in folder.iterdir()):
         return True
-    folder.mkdir(parents=True, exist_ok=True)
+    from bts_studio.data.checks import ensure_writable_dir
+
+    ensure_writable_dir(folder, CACHE_OPTION, Kitti360FormatError)
     write_bytes_atomically(manifest, (json.dumps(wanted, indent=2, sort_keys=True) + "\n").encode())
     return False
 
@@ -90,6 +102,100 @@ def missing_jobs(jobs: Sequence[CacheJob]) -> List[CacheJob]:
         if job.target.name not in listings[folder]:
             result.append(job)
     return result
+
+
+def _stat_pair(path: Path) -> Optional[List[int]]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _read_index(folder: Path) -> Dict[str, List[int]]:
+    try:
+        index = json.loads((folder / INDEX_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    return index if isinstance(index, dict) else {}
+
+
+def _file_is_complete(path: Path) -> bool:
+    """A cheap integrity check: PNG header + end marker, or a readable ``.npy`` header and full size."""
+    from bts_studio.data.checks import UserError, verify_image_file
+
+    if path.suffix == ".npy":
+        try:
+            with open(path, "rb") as stream:
+                version = np.lib.format.read_magic(stream)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(stream)
+                expected = stream.tell() + int(np.prod(shape)) * dtype.itemsize
+            return path.stat().st_size == expected
+        except (OSError, ValueError):
+            return False
+    try:
+        verify_image_file(path, "a cached image")
+    except UserError:
+        return False
+    return True
+
+
+def stale_jobs(jobs: Sequence[CacheJob]) -> List[CacheJob]:
+    """The jobs whose target is missing or does not verify (see the module docstring); these must be (re)made.
+
+    Raises:
+        Kitti360FormatError: a damaged file in a foreign folder (no manifest), which is never overwritten.
+    """
+    indices: Dict[Path, Dict[str, List[int]]] = {}
+    foreign: Dict[Path, bool] = {}
+    result = []
+    for job in missing_jobs(jobs):
+        result.append(job)
+    missing = {job.target for job in result}
+    for job in jobs:
+        if job.target in missing:
+            continue
+        folder = job.target.parent
+        if folder not in indices:
+            foreign[folder] = not (folder / MANIFEST_NAME).is_file()
+            indices[folder] = _read_index(folder)
+        if foreign[folder]:
+            if not _file_is_complete(job.target):
+                raise Kitti360FormatError(
+                    f"{job.target}: damaged cached file (incomplete PNG/npy) in {folder}, a folder bts-studio did not "
+                    "make (no manifest), so it is not overwritten: delete it and the next run makes it again."
+                )
+            continue
+        recorded = indices[folder].get(job.target.name)
+        current = (_stat_pair(job.target) or []) + (_stat_pair(job.source) or [])
+        if recorded == current:
+            continue
+        if recorded is None and _file_is_complete(job.target):
+            continue  # made before the index existed (or the run stopped before writing it): recorded below
+        job.target.unlink(missing_ok=True)
+        result.append(job)
+    return result
+
+
+def record_jobs(jobs: Sequence[CacheJob]) -> None:
+    """Add the targets of ``jobs`` (in our folders) to their folders' index, atomically."""
+    by_folder: Dict[Path, List[CacheJob]] = {}
+    for job in jobs:
+        by_folder.setdefault(job.target.parent, []).append(job)
+    for folder, folder_jobs in by_folder.items():
+        if not (folder / MANIFEST_NAME).is_file():
+            continue
+        index = _read_index(folder)
+        changed = False
+        for job in folder_jobs:
+            pair = _stat_pair(job.target)
+            source = _stat_pair(job.source)
+            if pair is not None and source is not None and index.get(job.target.name) != pair + source:
+                index[job.target.name] = pair + source
+                changed = True
+        if changed:
+            write_bytes_atomically(folder / INDEX_NAME, json.dumps(index, sort_keys=True).encode())
 
 
 def run_jobs(jobs: Sequence[CacheJob], make: Callable[[CacheJob], None], description: str) -> None:
@@ -177,12 +283,12 @@ def cache_images(
     """
     for folder, key in folder_keys.items():
         prepare_cache_folder(folder, key)
-    todo = missing_jobs(jobs)
-    if not todo:
-        return
-    transform = make_transform()
+    todo = stale_jobs(jobs)
+    if todo:
+        transform = make_transform()
 
-    def make(job: CacheJob) -> None:
-        write_png_atomically(job.target, transform(read_rgb(job.source, download, source_size)))
+        def make(job: CacheJob) -> None:
+            write_png_atomically(job.target, transform(read_rgb(job.source, download, source_size)))
 
-    run_jobs(todo, make, description)
+        run_jobs(todo, make, description)
+    record_jobs(jobs)

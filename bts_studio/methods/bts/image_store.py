@@ -28,7 +28,8 @@ def read_png_uint8(path: Path, height: int, width: int) -> UInt8[Tensor, "H W 3"
     except Exception as error:
         raise ValueError(
             f"bts-density: cannot read image {path} ({type(error).__name__}: {error}); "
-            "re-run the dataparser's caching or check the download"
+            "if it is a cached copy, delete it and run again (the dataparser re-makes cached files that fail to "
+            "verify); otherwise check the download"
         ) from error
     if tuple(image.shape[-2:]) != (height, width):
         raise ValueError(f"bts-density: image {path} is {image.shape[-1]}x{image.shape[-2]}, expected {width}x{height}")
