@@ -257,6 +257,42 @@ def npz_array(archive, key: str, path: PathLike, error: Type[Exception] = UserEr
         raise error(f"{path}: entry {key!r} cannot be read ({type(exc).__name__}: {exc}); the file may be truncated") from exc
 
 
+def _process_is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_stale_staging(out: Path, tags: Tuple[str, ...] = ("tmp", "partial", "old")) -> list:
+    """Delete ``.<out name>.<tag>-<pid>...`` siblings of ``out`` left by a generator that was killed.
+
+    Generators build their output in such a staging folder and rename it into place; a SIGKILL skips their
+    clean-up. A folder is removed only when the process id in its name no longer runs (and, for ``old``, only
+    when ``out`` exists, i.e. the replacement had finished). Returns the removed paths.
+    """
+    import re
+    import shutil
+
+    out = Path(out).absolute()
+    if not out.parent.is_dir():
+        return []
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.({'|'.join(tags)})-(\d+)(?:-.*)?$")
+    removed = []
+    for entry in out.parent.iterdir():
+        match = pattern.match(entry.name)
+        if not match or not entry.is_dir() or _process_is_running(int(match.group(2))):
+            continue
+        if match.group(1) == "old" and not out.exists():
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
 def ensure_writable_dir(folder: PathLike, option: str, error: Type[Exception] = UserError) -> Path:
     """Create ``folder`` (and parents) and check it is writable; failures name ``option``, which moves it."""
     folder = Path(folder)

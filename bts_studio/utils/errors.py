@@ -61,3 +61,34 @@ def install_excepthook() -> None:
 
     hook._bts_studio = True  # type: ignore[attr-defined]
     sys.excepthook = hook
+
+
+UNSUPPORTED_EXPORTS = {
+    "pointcloud": "it samples rays through nerfstudio's VanillaDataManager pixel sampler, which our frame-group/"
+    "instance datamanagers replace",
+    "poisson": "it samples rays through nerfstudio's VanillaDataManager pixel sampler, which our frame-group/"
+    "instance datamanagers replace",
+    "marching-cubes": "it needs an SDF field",
+    "gaussian-splat": "it needs a splatfacto model",
+}
+"""``ns-export`` subcommands that cannot work on bts-studio pipelines, and why."""
+
+SUPPORTED_EXPORTS = ("tsdf", "cameras")
+"""``ns-export`` subcommands that work on bts-studio pipelines."""
+
+
+def refuse_unsupported_export(method: str, argv: Optional[list] = None) -> None:
+    """Called when a bts-studio pipeline is built: under ``ns-export <unsupported>`` raise a :class:`UserError`
+    naming the supported exports, before the checkpoint is loaded (nerfstudio would end in a bare AssertionError)."""
+    from bts_studio.data.checks import UserError
+
+    argv = sys.argv if argv is None else argv
+    if not argv or Path(argv[0]).name != "ns-export":
+        return
+    command = next((argument for argument in argv[1:] if not argument.startswith("-")), None)
+    if command in UNSUPPORTED_EXPORTS:
+        raise UserError(
+            f"ns-export {command} is not supported for {method} runs ({UNSUPPORTED_EXPORTS[command]}). Supported: "
+            + ", ".join(f"ns-export {name}" for name in SUPPORTED_EXPORTS)
+            + " (a mesh: ns-export tsdf --load-config CONFIG --output-dir DIR)."
+        )

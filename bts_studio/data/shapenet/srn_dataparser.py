@@ -69,7 +69,8 @@ class ShapeNetSRNDataParserConfig(DataParserConfig):
     images that are not 8-bit RGB (palette, grey, alpha, 16-bit; ``bts_studio.data.checks.RGB_RULE``)."""
     few_shot_views: Tuple[int, ...] = (64,)
     """View indices (position in the sorted view files) used as inputs in val/test: SRN's 1-shot is
-    ``64``, 2-shot ``64 104``. They are flagged in ``metadata["input_view_mask"]``."""
+    ``64``, 2-shot ``64 104``. They are flagged in ``metadata["input_view_mask"]`` where they exist; whether the
+    few-shot evaluation can run is checked when a pipeline that uses it starts (the srn pipeline's check)."""
     exclude_input_views: bool = True
     """pixelNeRF's protocol: evaluation skips the few-shot input views (SRN's own test script keeps them).
     The views stay in the outputs (models need them as inputs); ``metadata["exclude_input_views"]``
@@ -163,7 +164,6 @@ class ShapeNetSRN(DataParser):
         few_shot = () if split == "train" else self.config.few_shot_views
         columns: dict[str, list] = {key: [] for key in ("image", "c2w", "K", "hw", "instance", "view", "input")}
         for instance_idx, instance in enumerate(instances):
-            self._check_few_shot_views(instance, few_shot)
             views = linspace_subsample(instance.num_views, max_views)
             image_paths, intrinsics = self._served_images(instance, views)
             for view in views.tolist():
@@ -212,14 +212,6 @@ class ShapeNetSRN(DataParser):
             metadata=metadata,
         )
 
-    @staticmethod
-    def _check_few_shot_views(instance: SRNInstance, few_shot: Tuple[int, ...]) -> None:
-        missing = [view for view in few_shot if not 0 <= view < instance.num_views]
-        if missing:
-            raise SRNFormatError(
-                f"{instance.path}: few-shot input view(s) {missing} do not exist (it has {instance.num_views} views, "
-                "indices 0..N-1); choose others with --few-shot-views"
-            )
 
     def _served_images(self, instance: SRNInstance, views: np.ndarray) -> Tuple[List[Path], Tuple]:
         """Image paths (resized copies if ``image_size`` asks for it) and ``(f, cx, cy, H, W)`` for them."""

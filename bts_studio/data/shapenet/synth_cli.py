@@ -236,6 +236,10 @@ def main(argv: List[str], prog: str = "bts-studio synth-shapenet") -> None:
     if min(config.resolution, config.train_views, config.test_views, config.dvr_views) < 1:
         raise SystemExit("--resolution and the view counts must be positive")
     out.parent.mkdir(parents=True, exist_ok=True)
+    from bts_studio.data.checks import remove_stale_staging
+
+    for stale in remove_stale_staging(out):
+        print(f"removed {stale}, left by an interrupted synth-shapenet run")
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()

@@ -110,11 +110,15 @@ def run(config: SynthKitti360Config) -> Path:
         TimeRemainingColumn,
     )
 
+    from bts_studio.data.checks import remove_stale_staging
     from bts_studio.data.synthetic.kitti360_generate import default_workers, generate_dataset
 
     out = config.out.absolute()
     console = Console(stderr=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    for stale in remove_stale_staging(out):
+        console.print(f"Removed {stale}, left by an interrupted synth-kitti360 run.")
+    # The pid in the name lets a later run remove this folder if this process is killed (SIGKILL skips clean-up).
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     started = time.perf_counter()
     try:
         columns = (TextColumn("[bold]synth-kitti360[/] {task.description}"), BarColumn(), MofNCompleteColumn(),

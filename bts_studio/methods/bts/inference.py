@@ -10,9 +10,10 @@ Frames and units follow docs/conventions.md: OpenCV camera axes (x right, y down
 KITTI-360, intrinsics in nerfstudio pixel units.
 """
 
-from typing import Literal, Tuple, Union, overload
+from typing import Literal, Optional, Tuple, Union, overload
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras, CameraType
 from torch import Tensor
@@ -21,16 +22,58 @@ from bts_studio.core.geometry import opencv_to_opengl
 from bts_studio.methods.bts.model import BTSModel
 from bts_studio.methods.bts.sources import SourceView
 
-__all__ = ["SourceView", "encode_source", "density_in_camera", "depth_map", "source_from_dataset", "source_camera"]
+__all__ = ["SourceView", "encode_source", "resize_to", "training_image_size", "density_in_camera", "depth_map", "source_from_dataset", "source_camera"]
 
 DENSITY_CHUNK = 1 << 20
 """Points per density query (bounds memory for dense grids)."""
 
 
+def training_image_size(model: BTSModel) -> Optional[Tuple[int, int]]:
+    """``(height, width)`` of the images the model was trained on (the dataparser's ``target_size``), if known."""
+    size = (model.kwargs.get("metadata") or {}).get("target_size")
+    return (int(size[0]), int(size[1])) if size is not None else None
+
+
+def resize_to(
+    image: Float[Tensor, "3 H W"], K: Float[Tensor, "3 3"], size: Tuple[int, int]
+) -> Tuple[Float[Tensor, "3 h w"], Float[Tensor, "3 3"]]:
+    """Resize ``image`` to ``size = (h, w)`` and scale pixel ``K`` per axis, as BTS's data loading does.
+
+    BTS resizes KITTI-360 frames with ``cv2.resize(..., INTER_LINEAR)`` (bilinear, no anti-aliasing; torch's
+    ``bilinear`` with ``align_corners=False`` uses the same pixel-centre grid) and scales fx, cx by ``w / W`` and
+    fy, cy by ``h / H`` (nerfstudio pixel units, where the image spans [0, W]).
+    """
+    height, width = image.shape[-2:]
+    resized = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+    scale = torch.tensor([size[1] / width, size[0] / height, 1.0], dtype=K.dtype, device=K.device)
+    return resized, K * scale[:, None]
+
+
 def encode_source(
-    model: BTSModel, image: Float[Tensor, "3 H W"], K: Float[Tensor, "3 3"], c2w_opencv: Float[Tensor, "4 4"]
+    model: BTSModel,
+    image: Float[Tensor, "3 H W"],
+    K: Float[Tensor, "3 3"],
+    c2w_opencv: Float[Tensor, "4 4"],
+    resize: bool = True,
 ) -> SourceView:
-    """Encode an image in [0, 1] with pixel intrinsics ``K`` and OpenCV camera-to-world ``c2w_opencv``."""
+    """Encode an image in [0, 1] with pixel intrinsics ``K`` and OpenCV camera-to-world ``c2w_opencv``.
+
+    The density field depends on the image resolution (feature-map size, receptive field), so an image of
+    another size than the model's training images is resized to the training size with ``K`` scaled
+    (:func:`resize_to`, BTS's own rule); the returned source, and so ``depth_map``, is at the training size.
+    With ``resize=False`` such an image is refused.
+
+    Raises:
+        ValueError: ``resize=False`` and the image is not at the training size.
+    """
+    size = training_image_size(model)
+    if size is not None and tuple(image.shape[-2:]) != size:
+        if not resize:
+            raise ValueError(
+                f"image is {image.shape[-1]}x{image.shape[-2]} (WxH) but the model was trained on {size[1]}x{size[0]} "
+                "images; its depths depend on the resolution. Pass resize=True (resizes and scales K, as BTS does)."
+            )
+        image, K = resize_to(image, K, size)
     return model.encode_view(image, K, c2w_opencv)
 
 

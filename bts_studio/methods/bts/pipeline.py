@@ -30,6 +30,7 @@ from bts_studio.core.depth_metrics import DEPTH_METRIC_NAMES, average_metrics
 from bts_studio.methods.bts.datamanager import BTSDataManager, BTSDataManagerConfig
 from bts_studio.methods.bts.model import BTSModelConfig
 from bts_studio.methods.bts.sources import SourceBank
+from bts_studio.utils.errors import refuse_unsupported_export
 
 STEREO_PARTNER_COLUMN = 2
 
@@ -69,6 +70,7 @@ class BTSPipeline(VanillaPipeline):
         local_rank: int = 0,
         grad_scaler=None,
     ):
+        refuse_unsupported_export("bts-density")
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         self.model.attach_source_bank(
             SourceBank({"train": self.datamanager.train_dataset, "test": self.datamanager.eval_dataset})

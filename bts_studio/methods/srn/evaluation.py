@@ -29,6 +29,7 @@ from PIL import Image
 from torch import Tensor
 
 from bts_studio.core.image_quality import psnr, ssim
+from bts_studio.data.checks import UserError
 from bts_studio.methods.srn.datamanager import SRNDataManager, load_images, views_by_instance
 from bts_studio.methods.srn.few_shot import FewShotConfig, InstanceRays, fit_latent_codes
 from bts_studio.methods.srn.model import SRNModel
@@ -129,6 +130,10 @@ def render_images(
     return torch.cat(images)
 
 
+class FewShotSettingsError(UserError):
+    """The few-shot settings do not fit the test data (raised at start-up, not after training)."""
+
+
 def few_shot_tasks(datamanager: SRNDataManager, config: FewShotConfig, shots: int) -> List[InstanceTask]:
     """Conditioning and scored images of every test instance for the ``shots``-view protocol."""
     dataset = datamanager.eval_dataset
@@ -150,14 +155,42 @@ def few_shot_tasks(datamanager: SRNDataManager, config: FewShotConfig, shots: in
         missing = [view for view in chosen if view not in by_view]
         if missing:
             raise ValueError(
-                f"test instance {name} has no view(s) {missing} to condition on (it has {len(entries)} views); "
-                "set --pipeline.few-shot.input-views"
+                f"test instance {name} has no view(s) {missing} to condition on (it has {len(entries)} views, "
+                f"indices {sorted(by_view)[0]}..{sorted(by_view)[-1]}); the {shots}-shot protocol uses views {chosen}"
             )
         targets = [(view, image) for view, image in entries if not (exclude and view in chosen)]
         targets = targets[:: max(config.view_stride, 1)]
         inputs = [by_view[view] for view in chosen]
         tasks.append(InstanceTask(name, instance, inputs, [i for _, i in targets], [v for v, _ in targets]))
     return tasks
+
+
+FEW_SHOT_HINTS = {
+    "val": "choose views every test instance has with the ns-train options --pipeline.few-shot.input-views V1 V2 "
+    "(k-shot conditions on the first k), or run no few-shot evaluation with --pipeline.few-shot.shots (no values)",
+    "test": "ns-eval takes no config options: set pipeline.few_shot.input_views (or shots: []) in the run's "
+    "config.yml (the --load-config file) to views every test instance has, then run ns-eval again",
+}
+"""The hint for unusable few-shot settings, per nerfstudio test_mode (val: ns-train, test: ns-eval)."""
+
+
+def check_few_shot_settings(datamanager: SRNDataManager, config: FewShotConfig, test_mode: str) -> None:
+    """Check at start-up that every test instance has the conditioning views the few-shot protocols use.
+
+    Runs when the pipeline is built (ns-train and ns-eval), against the parsed test split, so a run never
+    trains for hours to fail at evaluation. No protocol (``shots`` empty, as ``srn-single-scene``): no check.
+
+    Raises:
+        FewShotSettingsError: a protocol cannot run on this data; the hint fits the command (``test_mode``).
+    """
+    if not config.shots or datamanager.eval_dataset is None or len(datamanager.eval_dataset) == 0:
+        return
+    try:
+        for shots in sorted(set(config.shots)):
+            few_shot_tasks(datamanager, config, shots)
+    except ValueError as error:
+        hint = FEW_SHOT_HINTS.get(test_mode, FEW_SHOT_HINTS["val"])
+        raise FewShotSettingsError(f"srn few-shot evaluation: {error}. To fix: {hint}.") from error
 
 
 def resolve_input_views(datamanager: SRNDataManager, config: FewShotConfig) -> Tuple[int, ...]:

@@ -15,9 +15,10 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineC
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from bts_studio.methods.srn.datamanager import SRNDataManager, SRNDataManagerConfig
-from bts_studio.methods.srn.evaluation import evaluate_srn
+from bts_studio.methods.srn.evaluation import check_few_shot_settings, evaluate_srn
 from bts_studio.methods.srn.few_shot import FewShotConfig
 from bts_studio.methods.srn.model import SRNModel, SRNModelConfig
+from bts_studio.utils.errors import refuse_unsupported_export
 
 
 @dataclass
@@ -41,6 +42,13 @@ class SRNPipeline(VanillaPipeline):
     """VanillaPipeline with SRN's evaluation protocol."""
 
     config: SRNPipelineConfig
+
+    def __init__(self, config: SRNPipelineConfig, device: str, test_mode="val", world_size=1, local_rank=0, grad_scaler=None):
+        refuse_unsupported_export("srn")
+        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        if test_mode in ("val", "test"):  # ns-train / ns-eval; renders ("inference") evaluate nothing
+            assert isinstance(self.datamanager, SRNDataManager)
+            check_few_shot_settings(self.datamanager, config.few_shot, test_mode)
 
     def get_average_eval_image_metrics(
         self, step: Optional[int] = None, output_path: Optional[Path] = None, get_std: bool = False
