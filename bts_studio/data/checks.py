@@ -244,7 +244,9 @@ def load_npz(path: PathLike, what: str, error: Type[Exception] = UserError):
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise error(f"{path}: cannot be read as {what} ({type(exc).__name__}: {exc}); the file may be truncated") from exc
+        raise error(
+            f"{path}: cannot be read as {what} ({type(exc).__name__}: {exc}); the file may be truncated"
+        ) from exc
 
 
 def npz_array(archive, key: str, path: PathLike, error: Type[Exception] = UserError) -> np.ndarray:
@@ -254,7 +256,9 @@ def npz_array(archive, key: str, path: PathLike, error: Type[Exception] = UserEr
     try:
         return archive[key]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise error(f"{path}: entry {key!r} cannot be read ({type(exc).__name__}: {exc}); the file may be truncated") from exc
+        raise error(
+            f"{path}: entry {key!r} cannot be read ({type(exc).__name__}: {exc}); the file may be truncated"
+        ) from exc
 
 
 def _process_is_running(pid: int) -> bool:

@@ -149,7 +149,9 @@ class BTSStudioTrainer(Trainer):
         self, step: int, loss_dict: Dict[str, torch.Tensor], bad_terms: List[str], bad_parameters: List[str]
     ) -> str:
         terms = ", ".join(f"{name}={float(value.detach().float().mean()):.4g}" for name, value in loss_dict.items())
-        parameters = ", ".join(bad_parameters[:5]) + (f" (+{len(bad_parameters) - 5} more)" if len(bad_parameters) > 5 else "")
+        parameters = ", ".join(bad_parameters[:5]) + (
+            f" (+{len(bad_parameters) - 5} more)" if len(bad_parameters) > 5 else ""
+        )
         files = self._batch_files()
         return (
             f"training step {step} produced a non-finite "

@@ -47,9 +47,9 @@ def scale_rotation_in_line(path: Path, line_index: int, first: int, factor: floa
     """Scale the 3x3 rotation of the matrix starting at token ``first`` on a line; return its 1-based number."""
     lines = path.read_text().splitlines()
     tokens = lines[line_index].split()
-    values = np.array(tokens[first:first + 12], dtype=float).reshape(3, 4)
+    values = np.array(tokens[first : first + 12], dtype=float).reshape(3, 4)
     values[:, :3] *= factor
-    tokens[first:first + 12] = [f"{v:.10g}" for v in values.ravel()]
+    tokens[first : first + 12] = [f"{v:.10g}" for v in values.ravel()]
     lines[line_index] = " ".join(tokens)
     path.write_text("\n".join(lines) + "\n")
     return line_index + 1
@@ -60,8 +60,11 @@ def test_scaled_rotation_in_poses_txt_names_file_line_and_frame(data: Path, fact
     poses = Kitti360Paths(data, SEQUENCE).poses
     line = scale_rotation_in_line(poses, 2, 1, factor)
     frame = int(poses.read_text().splitlines()[2].split()[0])
-    with pytest.raises(Kitti360FormatError, match=rf"^{poses}: line {line} \(frame {frame}\): the rotation part is not a"
-                       rf" proper rotation.*Vehicle Poses"):
+    with pytest.raises(
+        Kitti360FormatError,
+        match=rf"^{poses}: line {line} \(frame {frame}\): the rotation part is not a"
+        rf" proper rotation.*Vehicle Poses",
+    ):
         parse(data)
 
 
@@ -152,8 +155,11 @@ def test_no_usable_frame_says_why_in_the_message(data: Path, tmp_path: Path):
     split = tmp_path / "train_files.txt"
     frame = int(formats.read_poses(Kitti360Paths(data, SEQUENCE).poses)[0][1])
     split.write_text(f"{SEQUENCE} {frame:010d} r\n")
-    with pytest.raises(Kitti360FormatError, match=rf"no usable input frame \(from the split file {split}.*Skipped: 1 "
-                       "entries whose input camera image_01 is switched off"):
+    with pytest.raises(
+        Kitti360FormatError,
+        match=rf"no usable input frame \(from the split file {split}.*Skipped: 1 "
+        "entries whose input camera image_01 is switched off",
+    ):
         parse(data, split_file=split, cameras=("image_00",))
 
 

@@ -1,4 +1,4 @@
-"""Tier 2: broken SRN and DVR inputs, built from a generated dataset, fail naming the file (or parse to the right value).
+"""Tier 2: broken SRN and DVR inputs, built from generated data, fail naming the file (or parse to the right value).
 
 Each test is a row of docs/reliability.md.
 """
@@ -46,7 +46,9 @@ def dvr_root(generated, tmp_path) -> Path:
 
 
 def parse_srn(data: Path, tmp_path: Path, split: str = "train", **overrides):
-    config = ShapeNetSRNDataParserConfig(data=data, few_shot_views=(0,), resize_cache_dir=tmp_path / "cache", **overrides)
+    config = ShapeNetSRNDataParserConfig(
+        data=data, few_shot_views=(0,), resize_cache_dir=tmp_path / "cache", **overrides
+    )
     return config.setup().get_dataparser_outputs(split)
 
 

@@ -131,7 +131,9 @@ def test_non_finite_step_stops_the_run_naming_the_batch_and_saves_no_nan(synthet
     config.pipeline.datamanager.num_workers = 0
     config.pipeline.model.num_samples = 8
     config.save_config()
-    with pytest.raises(NonFiniteTrainingError, match=r"training step 2 produced a non-finite loss.*Batch images: .*\.png"):
+    with pytest.raises(
+        NonFiniteTrainingError, match=r"training step 2 produced a non-finite loss.*Batch images: .*\.png"
+    ):
         train_loop(local_rank=0, world_size=1, config=config)
     checkpoints = sorted((config.get_base_dir() / "nerfstudio_models").glob("*.ckpt"))
     assert [p.name for p in checkpoints] == ["step-000000001.ckpt"], "nothing is saved at or after the bad step"

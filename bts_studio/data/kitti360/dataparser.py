@@ -403,7 +403,13 @@ class Kitti360DataParser(DataParser):
 
     def _cache_lidar_depth(self, split, groups, keys, selected, loaded, rig, cache_root) -> List[Optional[Path]]:
         """Depth maps of the groups' input images (``None`` for every other image or without a scan)."""
-        from bts_studio.data.kitti360.image_cache import CacheJob, prepare_cache_folder, record_jobs, run_jobs, stale_jobs
+        from bts_studio.data.kitti360.image_cache import (
+            CacheJob,
+            prepare_cache_folder,
+            record_jobs,
+            run_jobs,
+            stale_jobs,
+        )
         from bts_studio.data.kitti360.lidar_depth import save_depth_atomically, velodyne_depth_map
 
         depth_filenames: List[Optional[Path]] = [None] * len(keys)

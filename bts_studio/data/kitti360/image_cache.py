@@ -128,7 +128,9 @@ def _file_is_complete(path: Path) -> bool:
         try:
             with open(path, "rb") as stream:
                 version = np.lib.format.read_magic(stream)
-                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
                 shape, _, dtype = read_header(stream)
                 expected = stream.tell() + int(np.prod(shape)) * dtype.itemsize
             return path.stat().st_size == expected

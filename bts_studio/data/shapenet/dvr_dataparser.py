@@ -6,11 +6,10 @@ normalised ``camera_mat_i`` becomes pixel intrinsics. Masks, depth maps and poin
 through ``metadata``. docs/conventions.md, section "ShapeNet (SRN and DVR)", has the conventions.
 """
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple, Type
-
-import tempfile
 
 import numpy as np
 import torch
@@ -75,7 +74,9 @@ class ShapeNetDVRDataParserConfig(DataParserConfig):
     ``bts_studio.data.checks.RGB_RULE``: alpha dropped, as DVR's ``convert("RGB")``)."""
 
 
-IMAGE_CACHE_OPTION = "--image-cache-dir (the dataparser option, e.g. 'ns-train ... shapenet-dvr-data --image-cache-dir DIR')"
+IMAGE_CACHE_OPTION = (
+    "--image-cache-dir (the dataparser option, e.g. 'ns-train ... shapenet-dvr-data --image-cache-dir DIR')"
+)
 
 
 def split_objects(config: ShapeNetDVRDataParserConfig, split: str) -> List[Tuple[Path, str]]:
@@ -130,14 +131,22 @@ class ShapeNetDVR(DataParser):
                 camera_mat = obj.camera_mats[view]
                 corner_aligned = self.config.corner_aligned_pixels
                 pixel_intrinsics = normalized_to_pixel_intrinsics(camera_mat, height, width, corner_aligned)
-                check_pixel_intrinsics(*pixel_intrinsics, height, width, f"{obj.path / 'cameras.npz'}: camera_mat_{view}",
-                                       "Expected DVR's normalised intrinsics (image spans [-1, 1]).", DVRFormatError)
+                check_pixel_intrinsics(
+                    *pixel_intrinsics,
+                    height,
+                    width,
+                    f"{obj.path / 'cameras.npz'}: camera_mat_{view}",
+                    "Expected DVR's normalised intrinsics (image spans [-1, 1]).",
+                    DVRFormatError,
+                )
                 intrinsics.append(pixel_intrinsics)
                 sizes.append((height, width))
                 instance_idx.append(index)
                 view_idx.append(view)
             images.extend(
-                rgb_image_path(path, self.config.image_cache_dir, "a PNG or JPEG view", IMAGE_CACHE_OPTION, DVRFormatError)
+                rgb_image_path(
+                    path, self.config.image_cache_dir, "a PNG or JPEG view", IMAGE_CACHE_OPTION, DVRFormatError
+                )
                 for path in obj.image_paths
             )
             masks.extend(obj.mask_paths or [])

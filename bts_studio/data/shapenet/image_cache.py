@@ -14,7 +14,9 @@ from PIL import Image
 
 from bts_studio.data.checks import cached_derivative, read_rgb_image
 
-RESIZE_CACHE_OPTION = "--resize-cache-dir (the dataparser option, e.g. 'ns-train srn ... shapenet-srn-data --resize-cache-dir DIR')"
+RESIZE_CACHE_OPTION = (
+    "--resize-cache-dir (the dataparser option, e.g. 'ns-train srn ... shapenet-srn-data --resize-cache-dir DIR')"
+)
 """How users move the resize cache; named in errors."""
 
 
@@ -25,5 +27,6 @@ def resized_image_path(source: Path, height: int, width: int, cache_dir: Path) -
         rgb = Image.fromarray(read_rgb_image(path, "a PNG or JPEG view"))
         return np.asarray(rgb.resize((width, height), resample=Image.Resampling.BOX))
 
-    return cached_derivative(source, cache_dir, f"{height}x{width}", make, RESIZE_CACHE_OPTION,
-                             expected_size=(height, width))
+    return cached_derivative(
+        source, cache_dir, f"{height}x{width}", make, RESIZE_CACHE_OPTION, expected_size=(height, width)
+    )

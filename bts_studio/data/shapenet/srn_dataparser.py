@@ -212,7 +212,6 @@ class ShapeNetSRN(DataParser):
             metadata=metadata,
         )
 
-
     def _served_images(self, instance: SRNInstance, views: np.ndarray) -> Tuple[List[Path], Tuple]:
         """Image paths (resized copies if ``image_size`` asks for it) and ``(f, cx, cy, H, W)`` for them."""
         intrinsics = instance.intrinsics
@@ -225,8 +224,9 @@ class ShapeNetSRN(DataParser):
                 paths[view] = resized_image_path(paths[view], target, width, self.config.resize_cache_dir)
         else:
             for view in views.tolist():
-                paths[view] = rgb_image_path(paths[view], self.config.resize_cache_dir, "a PNG or JPEG view",
-                                             RESIZE_CACHE_OPTION, SRNFormatError)
+                paths[view] = rgb_image_path(
+                    paths[view], self.config.resize_cache_dir, "a PNG or JPEG view", RESIZE_CACHE_OPTION, SRNFormatError
+                )
         shift = 0.5 if self.config.half_pixel_shift else 0.0
         return paths, (
             intrinsics.focal,

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
-from PIL import Image
 
 from bts_studio.data.checks import UserError, check_pixel_intrinsics, check_rigid, verify_image_file
 
@@ -88,8 +87,17 @@ def read_intrinsics(path: Path) -> SRNIntrinsics:
     if height <= 0 or width <= 0:
         raise SRNFormatError(f"{path}: the resolution on line 4 must be positive, got {height}x{width}")
     # SRN puts pixel j at coordinate j, nerfstudio at j + 0.5: the half pixel keeps the image-centre check fair.
-    check_pixel_intrinsics(focal, focal, cx + 0.5, cy + 0.5, height, width, f"{path}: line 1 'f cx cy'",
-                           "Expected SRN's 'f cx cy 0.' in pixels of the line-4 resolution.", SRNFormatError)
+    check_pixel_intrinsics(
+        focal,
+        focal,
+        cx + 0.5,
+        cy + 0.5,
+        height,
+        width,
+        f"{path}: line 1 'f cx cy'",
+        "Expected SRN's 'f cx cy 0.' in pixels of the line-4 resolution.",
+        SRNFormatError,
+    )
     return SRNIntrinsics(focal, cx, cy, height, width)
 
 
@@ -103,8 +111,12 @@ def read_pose(path: Path) -> np.ndarray:
         raise SRNFormatError(f"{path}: expected 16 numbers (a 4x4 camera-to-world matrix), found {values.size}")
     if not np.isfinite(values).all():
         raise SRNFormatError(f"{path}: the pose contains NaN or infinite values")
-    check_rigid(values.reshape(4, 4), str(path), "Expected a rigid OpenCV camera-to-world matrix [[R, t], [0, 1]].",
-                SRNFormatError)
+    check_rigid(
+        values.reshape(4, 4),
+        str(path),
+        "Expected a rigid OpenCV camera-to-world matrix [[R, t], [0, 1]].",
+        SRNFormatError,
+    )
     return values.reshape(4, 4)
 
 

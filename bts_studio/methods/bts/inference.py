@@ -22,7 +22,16 @@ from bts_studio.core.geometry import opencv_to_opengl
 from bts_studio.methods.bts.model import BTSModel
 from bts_studio.methods.bts.sources import SourceView
 
-__all__ = ["SourceView", "encode_source", "resize_to", "training_image_size", "density_in_camera", "depth_map", "source_from_dataset", "source_camera"]
+__all__ = [
+    "SourceView",
+    "encode_source",
+    "resize_to",
+    "training_image_size",
+    "density_in_camera",
+    "depth_map",
+    "source_from_dataset",
+    "source_camera",
+]
 
 DENSITY_CHUNK = 1 << 20
 """Points per density query (bounds memory for dense grids)."""

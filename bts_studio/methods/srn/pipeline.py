@@ -43,7 +43,9 @@ class SRNPipeline(VanillaPipeline):
 
     config: SRNPipelineConfig
 
-    def __init__(self, config: SRNPipelineConfig, device: str, test_mode="val", world_size=1, local_rank=0, grad_scaler=None):
+    def __init__(
+        self, config: SRNPipelineConfig, device: str, test_mode="val", world_size=1, local_rank=0, grad_scaler=None
+    ):
         refuse_unsupported_export("srn")
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         if test_mode in ("val", "test"):  # ns-train / ns-eval; renders ("inference") evaluate nothing
