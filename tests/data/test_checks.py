@@ -166,6 +166,20 @@ def test_user_errors_end_with_the_message_and_no_traceback(tmp_path):
     assert "Traceback" in shown.stderr and shown.stderr.strip().endswith("/data/x.txt: bad")
 
 
+def test_ns_train_output_dir_under_a_file_names_output_dir(monkeypatch):
+    from bts_studio.utils.errors import user_message
+
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/ns-train", "srn", "--output-dir", "/data/file/outputs"])
+    error = NotADirectoryError(20, "Not a directory", "/data/file/outputs/cars/srn/2026")
+    assert user_message(error) == (
+        "cannot create the run folder /data/file/outputs/cars/srn/2026 (Not a directory). "
+        "Choose another folder with --output-dir."
+    )
+    assert user_message(NotADirectoryError(20, "Not a directory", "/elsewhere/x")) is None
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/ns-eval"])
+    assert user_message(error) is None
+
+
 def test_unsupported_exports_are_refused_naming_the_supported_ones():
     from bts_studio.utils.errors import refuse_unsupported_export
 

@@ -213,6 +213,13 @@ def test_dvr_truncated_image_names_the_path(dvr_root, tmp_path):
         parse_dvr(dvr_root, tmp_path)
 
 
+def test_dvr_truncated_mask_names_the_path(dvr_root, tmp_path):
+    mask = sorted((first_dvr_object(dvr_root) / "mask").iterdir())[0]
+    mask.write_bytes(mask.read_bytes()[:-20])
+    with pytest.raises(DVRFormatError, match=rf"^{mask}: truncated PNG"):
+        parse_dvr(dvr_root, tmp_path)
+
+
 def test_dvr_palette_image_is_served_with_its_palette_colours(dvr_root, tmp_path):
     from nerfstudio.data.datasets.base_dataset import InputDataset
 

@@ -18,7 +18,7 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 from rich.progress import track
 
-from bts_studio.data.checks import check_pixel_intrinsics, rgb_image_path
+from bts_studio.data.checks import check_pixel_intrinsics, rgb_image_path, verify_image_file
 from bts_studio.data.shapenet.dvr_reader import (
     DVRFormatError,
     DVRObject,
@@ -149,6 +149,8 @@ class ShapeNetDVR(DataParser):
                 )
                 for path in obj.image_paths
             )
+            for mask in obj.mask_paths or []:
+                verify_image_file(mask, "a mask PNG (object > 0)", DVRFormatError)
             masks.extend(obj.mask_paths or [])
             depths.extend(obj.depth_paths or [])
         has_masks = all(obj.mask_paths for obj in objects)
