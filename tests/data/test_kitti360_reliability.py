@@ -219,3 +219,18 @@ def test_non_rgb_originals_are_cached_as_bts_reads_them(data: Path, mode: str):
     left = Path(outputs.image_filenames[0])
     right = next(Path(p) for p in outputs.image_filenames if "image_01" in str(p) and Path(p).stem == left.stem)
     np.testing.assert_array_equal(np.asarray(Image.open(left)), np.asarray(Image.open(right)))
+
+
+def test_synth_kitti360_removes_the_staging_folder_of_a_killed_run(tmp_path: Path):
+    import subprocess
+    import sys
+
+    from bts_studio.data.synthetic.kitti360_cli import main
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".out.tmp-{dead.pid}-x1y2"  # what a SIGKILL-ed run leaves
+    (stale / "data_2d_raw").mkdir(parents=True)
+    main([str(tmp_path / "out"), "--frames", "3", "--scale", "0.05"])
+    assert not stale.exists() and (tmp_path / "out" / "calibration").is_dir()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
