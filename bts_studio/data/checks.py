@@ -143,10 +143,12 @@ def verify_image_file(path: PathLike, what: str, error: Type[Exception] = UserEr
         raise error(f"{path}: not a readable image ({exc}); expected {what}") from exc
     marker = {"PNG": _PNG_END, "JPEG": _JPEG_END}.get(kind or "")
     if marker is not None:
+        # Writers may append a few bytes after the end marker (JPEG padding is common), so look near the end.
+        window = 64 if kind == "PNG" else 256
         with open(path, "rb") as stream:
-            stream.seek(max(0, path.stat().st_size - 64))
+            stream.seek(max(0, path.stat().st_size - window))
             tail = stream.read()
-        if marker not in tail[-(len(marker) + 32) :]:
+        if marker not in tail:
             raise error(f"{path}: truncated {kind} file (no end marker); expected {what}. Download or copy it again.")
     return mode, height, width
 

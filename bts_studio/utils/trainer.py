@@ -43,6 +43,14 @@ def checkpoints_newest_first(folder: Path) -> List[Path]:
     return [path for _, path in sorted(found, reverse=True)]
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step ``N`` of a ``step-N.ckpt`` path."""
+    match = CHECKPOINT_NAME.match(path.name)
+    if match is None:
+        raise ValueError(f"{path} is not named step-N.ckpt")
+    return int(match.group(1))
+
+
 def try_load(path: Path) -> Optional[str]:
     """None if ``path`` loads as a nerfstudio checkpoint, else why not (one line)."""
     try:
@@ -91,12 +99,17 @@ class BTSStudioTrainer(Trainer):
                             + "; ".join(f"{p.name} ({why})" for p, why in skipped)
                             + " cannot be loaded and were skipped."
                         )
-                    config.load_step = int(CHECKPOINT_NAME.match(path.name).group(1))  # type: ignore[union-attr]
+                    config.load_step = checkpoint_step(path)
                     break
                 skipped.append((path, problem))
             else:
                 details = "; ".join(f"{p.name}: {why}" for p, why in skipped)
                 raise CheckpointError(f"--load-dir {load_dir}: no checkpoint can be loaded ({details})")
+        elif config.load_dir is not None:
+            chosen = Path(config.load_dir) / f"step-{config.load_step:09d}.ckpt"
+            problem = try_load(chosen) if chosen.is_file() else "file not found"
+            if problem is not None:
+                raise CheckpointError(f"--load-step {config.load_step}: {chosen} cannot be loaded ({problem})")
         elif config.load_checkpoint is not None:
             problem = try_load(Path(config.load_checkpoint))
             if problem is not None:
