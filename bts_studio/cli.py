@@ -19,6 +19,10 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
         "bts_studio.data.shapenet.synth_cli:main",
         "Generate synthetic ShapeNet-like object classes in the SRN and/or DVR on-disk formats.",
     ),
+    "synth-deepvoxels": (
+        "bts_studio.data.synthetic.deepvoxels_cli:main",
+        "Generate one object scene in DeepVoxels' on-disk layout (upper-hemisphere views, test spiral).",
+    ),
     "import-official": (
         "bts_studio.methods.bts.import_official:main",
         "Convert an official Behind-the-Scenes KITTI-360 checkpoint into a nerfstudio run directory.",

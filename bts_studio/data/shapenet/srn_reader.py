@@ -69,6 +69,12 @@ def read_intrinsics(path: Path) -> SRNIntrinsics:
     if not path.is_file():
         raise SRNFormatError(f"missing {path}: every SRN instance folder needs an intrinsics.txt")
     lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    if len(lines) >= 5 and len(lines[3]) == 1 and len(lines[4]) == 2:
+        raise SRNFormatError(
+            f"{path} is in DeepVoxels' five-line format (near plane on line 3, scale on line 4, 'H W' on line 5); "
+            "SRN's intrinsics.txt has four lines: 'f cx cy 0.', '0. 0. 0.', '1.', 'H W'. Use the deepvoxels-data "
+            "dataparser for DeepVoxels scenes"
+        )
     try:
         if len(lines) < 4:
             raise ValueError(f"{len(lines)} non-empty lines")
