@@ -130,7 +130,8 @@ def sample_grid(
     barycentre: Float[Tensor, "3"],
     voxel_size: float,
 ) -> Float[Tensor, "B C *spatial"]:
-    """Trilinear lookup of the grid at world points; points outside the grid's outer voxel centres fade to zero.
+    """Trilinear lookup of the grid at world points; beyond the outer voxel centres values fade linearly to zero
+    within one voxel spacing (zero padding), and are zero farther out.
 
     Raises:
         ValueError: for a grid that is not cubic.
