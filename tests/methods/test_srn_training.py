@@ -17,7 +17,7 @@ VIEWS = 8
 
 @pytest.fixture(scope="module")
 def tiny_class(tmp_path_factory) -> Path:
-    from bts_studio.data.shapenet.synth_cli import main as synth
+    from bts_studio.data.synthetic.shapenet_cli import main as synth
 
     out = tmp_path_factory.mktemp("srn_data") / "synthetic"
     synth(
