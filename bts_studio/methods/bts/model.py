@@ -4,7 +4,7 @@ A single input image is encoded into a pixel-aligned feature map; the density of
 feature at the point's projection plus a positional encoding of its position in the input frustum
 (``density_field.py``). There is no colour head: a sample's colour is read from other posed frames
 ("render frames" in training, the input image itself at inference) and the photometric loss compares the
-volume-rendered colours with "loss frames" (``core.image_losses``).
+volume-rendered colours with "loss frames" (``methods.bts.losses``).
 
 Outputs (per ray): ``rgb`` (colours read from the first colour view; outside an image they take its border
 value, as BTS's ``grid_sample(padding_mode="border")``), ``depth`` (expected distance along the unit ray),
@@ -37,10 +37,10 @@ from bts_studio.core.compositing import (
 from bts_studio.core.depth_metrics import depth_metrics
 from bts_studio.core.feature_sampling import sample_view_colours
 from bts_studio.core.geometry import ray_distance_to_z_depth
-from bts_studio.core.image_losses import discarded_pixels, masked_smoothness_loss, min_view_photometric_loss
 from bts_studio.core.image_quality import psnr, ssim
 from bts_studio.methods.bts.conditioning import BTSConditioning
 from bts_studio.methods.bts.density_field import BTSDensityField
+from bts_studio.methods.bts.losses import discarded_pixels, masked_smoothness_loss, min_view_photometric_loss
 from bts_studio.methods.bts.sampler import DisparityLinearPointSampler
 from bts_studio.methods.bts.sources import SPLIT_NAMES, SourceBank, SourceView
 from bts_studio.methods.common.rendering import render_bundle_in_chunks

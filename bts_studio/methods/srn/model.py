@@ -40,9 +40,9 @@ from torch.nn import Parameter
 from bts_studio.core.depth_normals import normals_from_ray_depth
 from bts_studio.core.image_quality import psnr, ssim
 from bts_studio.core.ray_groups import from_padded, group_by_key, to_padded
-from bts_studio.core.srn_losses import negative_depth_penalty, signed_image_loss
 from bts_studio.methods.common.rendering import render_in_chunks
 from bts_studio.methods.srn.hypernetwork import HyperFC, SharedSceneFunction
+from bts_studio.methods.srn.losses import negative_depth_penalty, signed_image_loss
 from bts_studio.methods.srn.mlp import LayerNormMLP
 from bts_studio.methods.srn.pixel_generator import PixelGenerator, signed_to_unit_rgb
 from bts_studio.methods.srn.raymarcher import LSTMRayMarcher, SceneFunction
@@ -300,7 +300,7 @@ class SRNModel(Model):
         z_depth: Float[Tensor, "*batch 1"],
         latent_sq: Optional[Tensor] = None,
     ) -> Dict[str, Tensor]:
-        """SRN's weighted loss terms (``bts_studio.core.srn_losses``); ``latent_sq`` holds mean(z^2) terms."""
+        """SRN's weighted loss terms (``bts_studio.methods.srn.losses``); ``latent_sq`` holds mean(z^2) terms."""
         terms = {
             "rgb_loss": self.config.image_loss_weight * signed_image_loss(rgb_signed, target),
             "depth_reg": self.config.depth_reg_weight * negative_depth_penalty(z_depth),
