@@ -4,7 +4,7 @@ A single input image is encoded into a pixel-aligned feature map; the density of
 feature at the point's projection plus a positional encoding of its position in the input frustum
 (``density_field.py``). There is no colour head: a sample's colour is read from other posed frames
 ("render frames" in training, the input image itself at inference) and the photometric loss compares the
-volume-rendered colours with "loss frames" (``core.image_losses``).
+volume-rendered colours with "loss frames" (``methods.bts.losses``).
 
 Outputs (per ray): ``rgb`` (colours read from the first colour view; outside an image they take its border
 value, as BTS's ``grid_sample(padding_mode="border")``), ``depth`` (expected distance along the unit ray),
@@ -37,12 +37,13 @@ from bts_studio.core.compositing import (
 from bts_studio.core.depth_metrics import depth_metrics
 from bts_studio.core.feature_sampling import sample_view_colours
 from bts_studio.core.geometry import ray_distance_to_z_depth
-from bts_studio.core.image_losses import discarded_pixels, masked_smoothness_loss, min_view_photometric_loss
 from bts_studio.core.image_quality import psnr, ssim
 from bts_studio.methods.bts.conditioning import BTSConditioning
 from bts_studio.methods.bts.density_field import BTSDensityField
+from bts_studio.methods.bts.losses import discarded_pixels, masked_smoothness_loss, min_view_photometric_loss
 from bts_studio.methods.bts.sampler import DisparityLinearPointSampler
 from bts_studio.methods.bts.sources import SPLIT_NAMES, SourceBank, SourceView
+from bts_studio.methods.common.rendering import render_bundle_in_chunks
 
 SOURCE_CACHE_SIZE = 4
 """Encoded source views kept for rendering (the viewer and ns-render re-use one source for many frames)."""
@@ -274,15 +275,12 @@ class BTSModel(Model):
         """Render an ``[H, W]`` bundle in chunks of ``eval_num_rays_per_chunk`` rays."""
         if conditioning is None:
             conditioning = self.source_view("train", self.config.default_source_index).as_conditioning()
-        input_device = camera_ray_bundle.directions.device
-        height, width = camera_ray_bundle.origins.shape[:2]
-        flat = camera_ray_bundle.flatten()
-        chunks: Dict[str, List[Tensor]] = {}
-        for start in range(0, len(flat), self.config.eval_num_rays_per_chunk):
-            chunk = flat[start : start + self.config.eval_num_rays_per_chunk].to(self.device)
-            for name, value in self.forward(chunk, conditioning).items():
-                chunks.setdefault(name, []).append(value.to(input_device))
-        return {name: torch.cat(values).view(height, width, -1) for name, values in chunks.items()}
+        return render_bundle_in_chunks(
+            lambda chunk: self.forward(chunk, conditioning),
+            camera_ray_bundle,
+            self.config.eval_num_rays_per_chunk,
+            self.device,
+        )
 
     # ---------------------------------------------------------------------------------------------------- loss
     def _patch_views(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]):
