@@ -16,7 +16,7 @@ from bts_studio.core.voxel_grid import (
     visibility_weights,
     voxel_centres,
 )
-from bts_studio.data.shapenet.views import orbit_poses
+from bts_studio.data.synthetic.shapenet_views import orbit_poses
 
 GRID = 8
 VOXEL = 1.0 / GRID

@@ -11,10 +11,10 @@ from PIL import Image
 from bts_studio.data.deepvoxels.dataparser import DeepVoxelsDataParserConfig
 from bts_studio.data.deepvoxels.reader import DeepVoxelsFormatError, read_intrinsics
 from bts_studio.data.deepvoxels.writer import format_intrinsics, write_split
-from bts_studio.data.shapenet.srn_format import format_intrinsics as format_srn_intrinsics
 from bts_studio.data.shapenet.srn_reader import SRNFormatError
 from bts_studio.data.shapenet.srn_reader import read_intrinsics as read_srn_intrinsics
-from bts_studio.data.shapenet.views import look_at_opencv
+from bts_studio.data.shapenet.srn_writer import format_intrinsics as format_srn_intrinsics
+from bts_studio.data.synthetic.shapenet_views import look_at_opencv
 
 FILE_SIDE, IMAGE_SIDE = 64, 32
 FOCAL, CX, CY = 70.0, 31.0, 33.0  # at FILE_SIDE; principal point off-centre on purpose

@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from bts_studio.data.shapenet.srn_format import format_pose
+from bts_studio.data.shapenet.srn_writer import format_pose
 
 
 def format_intrinsics(

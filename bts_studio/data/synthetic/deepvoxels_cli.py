@@ -3,8 +3,8 @@
 Like the released synthetic objects (classics.md B.4): a z-up world, a Lambertian object inside the unit voxel-grid
 cube at the origin, white background, training views at random on the upper hemisphere, a spiral of test views on
 the upper hemisphere, Kinect-like intrinsics (f = 525 px at 512 px). The object is a generated ShapeNet-like chair or
-car (``bts_studio.data.shapenet.objects``, unit bounding-box diagonal) rendered exactly by the shared ray caster
-(``bts_studio.data.shapenet.render``). Output:
+car (``bts_studio.data.synthetic.shapenet_objects``, unit bounding-box diagonal) rendered exactly by the shared ray
+caster (``bts_studio.data.synthetic.shapenet_render``). Output:
 
     OUT/train/<scene>/{rgb,pose,intrinsics.txt}   OUT/validation/<scene>/{rgb,pose}   OUT/test/<scene>/{rgb,pose}
     OUT/synth_deepvoxels.json                     (the options that made it)
@@ -30,10 +30,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from bts_studio.data.deepvoxels.writer import format_intrinsics, write_split
-from bts_studio.data.shapenet.objects import CLASS_SAMPLERS, place
-from bts_studio.data.shapenet.render import render_views
-from bts_studio.data.shapenet.srn_format import srn_focal_length
-from bts_studio.data.shapenet.views import orbit_poses, sphere_positions
+from bts_studio.data.shapenet.srn_writer import srn_focal_length
+from bts_studio.data.synthetic.shapenet_objects import CLASS_SAMPLERS, place
+from bts_studio.data.synthetic.shapenet_render import render_views
+from bts_studio.data.synthetic.shapenet_views import orbit_poses, sphere_positions
 
 
 @dataclass

@@ -24,9 +24,9 @@ from torch import Tensor
 
 from bts_studio.core.geometry import invert_pose
 from bts_studio.data.deepvoxels.dataparser import DeepVoxelsDataParserConfig
+from bts_studio.methods.common.cameras import cameras_to_opencv
+from bts_studio.methods.common.image_store import load_images
 from bts_studio.methods.deepvoxels.batch import DeepVoxelsTriplet
-from bts_studio.methods.deepvoxels.model import camera_matrices
-from bts_studio.methods.srn.datamanager import load_images
 
 
 @dataclass
@@ -81,8 +81,9 @@ class DeepVoxelsDataManager(VanillaDataManager):
         if len(dataset) < 2:
             raise ValueError("deepvoxels needs at least two training views")
         self.image_cache = load_images(dataset, range(len(dataset)), cache_device, "Caching DeepVoxels training images")
-        K, c2w = camera_matrices(dataset.cameras)
-        self.train_K, self.train_c2w = K.to(self.device), c2w.to(self.device)
+        K, c2w = cameras_to_opencv(dataset.cameras)
+        c2w = c2w[:, :3].float()
+        self.train_K, self.train_c2w = K.float().to(self.device), c2w.to(self.device)
         # The optical axis is the third column of the OpenCV camera-to-world rotation (dataio.py uses pose[:3, 2]).
         self.neighbours = nearest_views(c2w[:, :3, 2], self.config.num_neighbours).to(self.device)
         CONSOLE.print(f"deepvoxels: {len(dataset)} training views of {dataset.metadata.get('scene_name')}")

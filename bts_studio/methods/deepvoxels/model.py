@@ -27,7 +27,6 @@ from nerfstudio.utils import colormaps
 from torch import Tensor
 from torch.nn import Parameter
 
-from bts_studio.core.geometry import opencv_to_opengl
 from bts_studio.core.image_quality import psnr, ssim
 from bts_studio.core.voxel_grid import (
     collapse_depth,
@@ -41,6 +40,7 @@ from bts_studio.core.voxel_grid import (
     visibility_weights,
     voxel_centres,
 )
+from bts_studio.methods.common.cameras import cameras_to_opencv
 from bts_studio.methods.deepvoxels.batch import DeepVoxelsTriplet
 from bts_studio.methods.deepvoxels.networks import (
     FeatureExtractor,
@@ -53,18 +53,6 @@ from bts_studio.methods.deepvoxels.networks import (
 
 GAN_EPS = 1.0e-9
 """``losses.py`` writes the BCE terms as ``-log(x + 1e-9)``."""
-
-
-def camera_matrices(cameras: Cameras) -> Tuple[Float[Tensor, "N 3 3"], Float[Tensor, "N 3 4"]]:
-    """Pixel intrinsics ``K`` and OpenCV camera-to-world poses of nerfstudio cameras (docs/conventions.md)."""
-    count = cameras.camera_to_worlds.reshape(-1, 3, 4).shape[0]
-    K = torch.zeros(count, 3, 3, device=cameras.device)
-    K[:, 0, 0] = cameras.fx.reshape(-1)
-    K[:, 1, 1] = cameras.fy.reshape(-1)
-    K[:, 0, 2] = cameras.cx.reshape(-1)
-    K[:, 1, 2] = cameras.cy.reshape(-1)
-    K[:, 2, 2] = 1.0
-    return K, opencv_to_opengl(cameras.camera_to_worlds.reshape(-1, 3, 4).float())
 
 
 def crop_border(images: Float[Tensor, "*batch H W"], border: int) -> Tensor:
@@ -236,8 +224,8 @@ class DeepVoxelsModel(Model):
         The camera's pixel grid is mapped affinely onto the model's ``image_side`` square (an exact change of pixel
         units), rendered there, and resized back to ``H x W`` (bilinear; identity for the training resolution).
         """
-        K, c2w = camera_matrices(camera[0:1] if camera.shape else camera)
-        K, c2w = K.to(self.device), c2w.to(self.device)
+        K, c2w = cameras_to_opencv(camera[0:1] if camera.shape else camera)
+        K, c2w = K.float().to(self.device), c2w[:, :3].float().to(self.device)
         height, width = int(camera.height.reshape(-1)[0]), int(camera.width.reshape(-1)[0])
         square = K.clone()
         square[:, 0] *= self.image_side / width

@@ -17,17 +17,16 @@ from typing import Dict, List, Optional, Type
 
 import numpy as np
 import torch
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
-from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from PIL import Image
 
+from bts_studio.methods.common.cameras import cameras_to_opencv
+from bts_studio.methods.common.training import BudgetedPipeline, BudgetedPipelineConfig
 from bts_studio.methods.deepvoxels.datamanager import DeepVoxelsDataManager, DeepVoxelsDataManagerConfig
-from bts_studio.methods.deepvoxels.model import DeepVoxelsModel, DeepVoxelsModelConfig, camera_matrices
-from bts_studio.methods.srn.pipeline import TimeBudget
+from bts_studio.methods.deepvoxels.model import DeepVoxelsModel, DeepVoxelsModelConfig
 
 
 @dataclass
-class DeepVoxelsPipelineConfig(VanillaPipelineConfig):
+class DeepVoxelsPipelineConfig(BudgetedPipelineConfig):
     """DeepVoxels training on triplets; evaluation from the stored grid."""
 
     _target: Type = field(default_factory=lambda: DeepVoxelsPipeline)
@@ -36,16 +35,13 @@ class DeepVoxelsPipelineConfig(VanillaPipelineConfig):
     """Triplets of one DeepVoxels scene."""
     model: DeepVoxelsModelConfig = field(default_factory=DeepVoxelsModelConfig)
     """The DeepVoxels model."""
-    max_train_seconds: float = 0.0
-    """Stop training after this many seconds of training steps (0: no limit); the final checkpoint is saved as
-    usual. ``--max-num-iterations`` still caps the steps."""
     max_eval_images: int = 0
     """Evaluate at most this many evaluation views, evenly spaced (0: all)."""
     saved_renders: int = 8
     """Renders (prediction | target | depth) written to ns-eval's ``--render-output-path``, evenly spaced."""
 
 
-class DeepVoxelsPipeline(VanillaPipeline):
+class DeepVoxelsPipeline(BudgetedPipeline):
     """VanillaPipeline with DeepVoxels' triplet training step and grid-only evaluation."""
 
     config: DeepVoxelsPipelineConfig
@@ -97,7 +93,7 @@ class DeepVoxelsPipeline(VanillaPipeline):
             np.linspace(0, count - 1, limit).round().astype(int).tolist() if 0 < limit < count else list(range(count))
         )
         saved = set(np.linspace(0, len(indices) - 1, min(self.config.saved_renders, len(indices))).round().astype(int))
-        _, eval_c2w = camera_matrices(dataset.cameras)
+        _, eval_c2w = cameras_to_opencv(dataset.cameras)
         train_axes = datamanager.train_c2w[:, :3, 2]
         train_axes = train_axes / train_axes.norm(dim=-1, keepdim=True)
         rows: Dict[str, List[float]] = {"psnr": [], "ssim": [], "nearest_view_psnr": [], "nearest_view_ssim": []}
@@ -153,14 +149,3 @@ class DeepVoxelsPipeline(VanillaPipeline):
         row = torch.cat([outputs["rgb"], target.to(outputs["rgb"]), depth.to(outputs["rgb"])], dim=1)
         image = (row.clamp(0, 1) * 255).round().byte().cpu().numpy()
         Image.fromarray(image).save(output_path / f"test_{index:04d}.png")
-
-    def get_training_callbacks(self, attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        callbacks = super().get_training_callbacks(attributes)
-        trainer = attributes.trainer
-        if self.config.max_train_seconds > 0 and trainer is not None:
-            callbacks.append(
-                TrainingCallback(
-                    [TrainingCallbackLocation.AFTER_TRAIN_ITERATION], TimeBudget(self.config.max_train_seconds, trainer)
-                )
-            )
-        return callbacks
