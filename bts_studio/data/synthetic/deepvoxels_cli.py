@@ -31,7 +31,7 @@ from torch import Tensor
 
 from bts_studio.data.deepvoxels.writer import format_intrinsics, write_split
 from bts_studio.data.shapenet.srn_writer import srn_focal_length
-from bts_studio.data.synthetic.shapenet_objects import CLASS_SAMPLERS, place
+from bts_studio.data.synthetic.shapenet_objects import CLASS_SAMPLERS, ObjectInstance, place
 from bts_studio.data.synthetic.shapenet_render import render_views
 from bts_studio.data.synthetic.shapenet_views import orbit_poses, sphere_positions
 
@@ -92,8 +92,13 @@ class ViewChunk:
     poses: Tuple[Tuple[float, ...], ...]
 
 
+def scene_object(object_class: str, seed: int) -> ObjectInstance:
+    """The generated object of a scene (benchmarks re-render it for exact ground-truth depth)."""
+    return place(CLASS_SAMPLERS[object_class](np.random.default_rng([seed, 1])), "srn")
+
+
 def _render_chunk(chunk: ViewChunk, root: Path, config: SynthDeepVoxelsConfig) -> int:
-    instance = place(CLASS_SAMPLERS[config.object_class](np.random.default_rng([config.seed, 1])), "srn")
+    instance = scene_object(config.object_class, config.seed)
     poses = torch.tensor(chunk.poses, dtype=torch.float64).reshape(-1, 4, 4)
     size = config.resolution
     focal = srn_focal_length(size)

@@ -258,28 +258,29 @@ class DeepVoxelsModel(Model):
     # losses and metrics
 
     def generator_losses(self, outputs: Dict[str, Tensor], targets: Float[Tensor, "T 3 H W"]) -> Dict[str, Tensor]:
-        """``l1_weight * L1`` (border ignored) and ``gan_weight * -log D(fake)``, averaged over the targets.
+        """``l1_weight * L1`` and ``gan_weight * -log D(fake)``, averaged over the targets, both on the images with
+        ``loss_border`` pixels dropped per side and in DeepVoxels' [-0.5, 0.5] colours (``run_deepvoxels.py``).
 
         The adversarial term runs the discriminator with DETACHED parameters (``torch.func.functional_call``): its
         gradient reaches the generator only, so one backward of the summed losses updates each network with its own
         objective (docs/deepvoxels.md, "GAN updates").
         """
-        fake = outputs["rgb_signed"]
         border = self.config.loss_border
-        losses = {
-            "l1_loss": self.config.l1_weight
-            * (crop_border(fake, border) - crop_border(targets - 0.5, border)).abs().mean()
-        }
+        fake = crop_border(outputs["rgb_signed"], border)
+        real = crop_border(targets - 0.5, border)
+        losses = {"l1_loss": self.config.l1_weight * (fake - real).abs().mean()}
         if self.config.gan_weight > 0:
             frozen = {name: parameter.detach() for name, parameter in self.discriminator.named_parameters()}
-            score = torch.func.functional_call(self.discriminator, frozen, (fake + 0.5,))
+            score = torch.func.functional_call(self.discriminator, frozen, (fake,))
             losses["gan_loss"] = self.config.gan_weight * -torch.log(score + GAN_EPS).mean()
         return losses
 
     def discriminator_loss(self, outputs: Dict[str, Tensor], targets: Float[Tensor, "T 3 H W"]) -> Tensor:
-        """``0.5 (-log(1 - D(fake)) - log D(real))`` on DETACHED fakes: reaches the discriminator only."""
-        fake = self.discriminator(outputs["rgb_signed"].detach() + 0.5)
-        real = self.discriminator(targets)
+        """``0.5 (-log(1 - D(fake)) - log D(real))`` on DETACHED fakes: reaches the discriminator only. Same crop and
+        colour space as :meth:`generator_losses`."""
+        border = self.config.loss_border
+        fake = self.discriminator(crop_border(outputs["rgb_signed"].detach(), border))
+        real = self.discriminator(crop_border(targets - 0.5, border))
         return 0.5 * (-torch.log(1.0 - fake + GAN_EPS).mean() - torch.log(real + GAN_EPS).mean())
 
     def training_losses(self, outputs: Dict[str, Tensor], triplet: DeepVoxelsTriplet) -> Dict[str, Tensor]:
