@@ -30,6 +30,19 @@ from torch import Tensor
 from bts_studio.core.feature_sampling import MIN_Z, outside_frustum
 from bts_studio.core.geometry import pixels_to_normalized, project_points, world_to_camera_points
 
+__all__ = [
+    "collapse_depth",
+    "expected_depth",
+    "frustum_depths",
+    "frustum_points",
+    "grid_coordinates",
+    "lift_features",
+    "ray_distance_scale",
+    "sample_grid",
+    "visibility_weights",
+    "voxel_centres",
+]
+
 
 def voxel_centres(grid_dim: int, voxel_size: float, barycentre: Float[Tensor, "3"]) -> Float[Tensor, "G G G 3"]:  # noqa: F821
     """World coordinates ``(x, y, z)`` of every voxel centre, indexed ``[k, j, i]`` = ``(z, y, x)``.
