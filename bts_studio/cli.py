@@ -16,8 +16,12 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
         "Generate a synthetic street sequence in the exact KITTI-360 on-disk format, with exact ground truth.",
     ),
     "synth-shapenet": (
-        "bts_studio.data.shapenet.synth_cli:main",
+        "bts_studio.data.synthetic.shapenet_cli:main",
         "Generate synthetic ShapeNet-like object classes in the SRN and/or DVR on-disk formats.",
+    ),
+    "synth-deepvoxels": (
+        "bts_studio.data.synthetic.deepvoxels_cli:main",
+        "Generate one object scene in DeepVoxels' on-disk layout (upper-hemisphere views, test spiral).",
     ),
     "import-official": (
         "bts_studio.methods.bts.import_official:main",

@@ -7,6 +7,7 @@ never datamanagers, pipelines or the trainer. The entry-point name is the CLI su
 
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
+from bts_studio.data.deepvoxels.dataparser import DeepVoxelsDataParserConfig
 from bts_studio.data.kitti360.dataparser import Kitti360DataParserConfig
 from bts_studio.data.shapenet.dvr_dataparser import ShapeNetDVRDataParserConfig
 from bts_studio.data.shapenet.srn_dataparser import ShapeNetSRNDataParserConfig
@@ -24,4 +25,9 @@ shapenet_srn_dataparser = DataParserSpecification(
 shapenet_dvr_dataparser = DataParserSpecification(
     config=ShapeNetDVRDataParserConfig(),
     description="ShapeNet renderings in DVR's layout (.lst splits, masks, depth, point clouds).",
+)
+
+deepvoxels_dataparser = DataParserSpecification(
+    config=DeepVoxelsDataParserConfig(),
+    description="DeepVoxels scenes (train|validation|test/<scene>/rgb, pose; five-line intrinsics.txt).",
 )

@@ -7,9 +7,12 @@ of one base config per method.
 """
 
 from bts_studio.methods.bts.method_config import bts_density_method, bts_density_tiny_method
+from bts_studio.methods.deepvoxels.method_config import deepvoxels_method, deepvoxels_tiny_method
 from bts_studio.methods.srn.method_config import srn_method, srn_single_scene_method
 
 srn = srn_method
 srn_single_scene = srn_single_scene_method
 bts_density = bts_density_method
 bts_density_tiny = bts_density_tiny_method
+deepvoxels = deepvoxels_method
+deepvoxels_tiny = deepvoxels_tiny_method

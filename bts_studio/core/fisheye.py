@@ -23,6 +23,16 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+__all__ = [
+    "MeiParams",
+    "UNDISTORT_ITERATIONS",
+    "UNDISTORT_TOLERANCE",
+    "mei_max_angle",
+    "mei_project",
+    "mei_unproject",
+    "mei_unproject_with_valid",
+]
+
 UNDISTORT_ITERATIONS = 12
 """Newton steps of the undistortion; it converges quadratically, 5-6 steps already reach float64 precision."""
 
@@ -57,7 +67,7 @@ class MeiParams:
 
     @classmethod
     def from_opencv(cls, calibration: Any) -> "MeiParams":
-        """Build from OpenCV-unit values (e.g. ``bts_studio.data.kitti360.formats.MeiFisheye``).
+        """Build from OpenCV-unit values (e.g. ``bts_studio.data.kitti360.reader.MeiFisheye``).
 
         ``calibration`` needs attributes ``xi, k1, k2, p1, p2, gamma1, gamma2, u0, v0, width, height``.
         """

@@ -12,17 +12,18 @@ Same metrics and thresholds as the lidar protocol (``bts_studio.eval.occupancy_p
 """
 
 from dataclasses import dataclass
-from typing import Dict, Protocol, Tuple
+from typing import Dict, Protocol, Tuple, runtime_checkable
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from bts_studio.core.occupancy import CAMERA_TILT_DEG, axis_samples, box_grid, outside_frustum, tilted_to_camera
 from bts_studio.eval.density_field import FrameField
+from bts_studio.eval.occupancy import CAMERA_TILT_DEG, axis_samples, box_grid, outside_frustum, tilted_to_camera
 from bts_studio.eval.occupancy_protocol import OccupancyFrame, score_frame
 
 
+@runtime_checkable
 class AnalyticScene(Protocol):
     """What the exact variant needs from a ground-truth scene (world frame, metres)."""
 
@@ -35,6 +36,7 @@ class AnalyticScene(Protocol):
         ...
 
 
+@runtime_checkable
 class RayHitDistances(Protocol):
     """The part of a raycast result the exact variant reads (``bts_studio.data.synthetic.raycast.RayHits``)."""
 

@@ -1,7 +1,7 @@
 """Reader of SRN's ShapeNet layout: split folders, instance folders, poses and ``intrinsics.txt``.
 
 Framework-free (numpy + PIL). Every malformed input raises :class:`SRNFormatError` naming the file and
-what was expected. Format and conventions: ``srn_format.py`` and docs/conventions.md ("ShapeNet").
+what was expected. Format and conventions: ``srn_writer.py`` and docs/conventions.md ("ShapeNet").
 """
 
 from dataclasses import dataclass
@@ -73,6 +73,12 @@ def read_intrinsics(path: Path) -> SRNIntrinsics:
         lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as error:
         raise SRNFormatError(f"{path}: cannot be read as text ({error})") from error
+    if len(lines) >= 5 and len(lines[3]) == 1 and len(lines[4]) == 2:
+        raise SRNFormatError(
+            f"{path} is in DeepVoxels' five-line format (near plane on line 3, scale on line 4, 'H W' on line 5); "
+            "SRN's intrinsics.txt has four lines: 'f cx cy 0.', '0. 0. 0.', '1.', 'H W'. Use the deepvoxels-data "
+            "dataparser for DeepVoxels scenes"
+        )
     try:
         if len(lines) < 4:
             raise ValueError(f"{len(lines)} non-empty lines")

@@ -1,6 +1,6 @@
 """The bts-density pipeline: passes frame-group batches to the model and evaluates per test frame group.
 
-Training: ``datamanager.next_train`` -> ``model(ray_bundle, batch=batch)`` (encodes the B input images, then
+Training: ``datamanager.next_train`` -> ``model(batch)`` (a ``BTSBatch``; encodes the G input images, then
 renders) -> losses. The model's cached source encodings are dropped every step.
 
 Evaluation (``ns-eval``, and the image evaluation during training), per test frame group:
@@ -17,26 +17,24 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from time import perf_counter
-from typing import Dict, List, Optional, Tuple, Type
+from typing import Dict, List, Optional, Tuple, Type, Union
 
 import torch
 import torchvision.utils as vutils
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
-from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
-from nerfstudio.utils.rich_utils import CONSOLE
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bts_studio.core.depth_metrics import DEPTH_METRIC_NAMES, average_metrics
 from bts_studio.methods.bts.datamanager import BTSDataManager, BTSDataManagerConfig
 from bts_studio.methods.bts.model import BTSModelConfig
 from bts_studio.methods.bts.sources import SourceBank
+from bts_studio.methods.common.training import BudgetedPipeline, BudgetedPipelineConfig
 from bts_studio.utils.errors import refuse_unsupported_export
 
 STEREO_PARTNER_COLUMN = 2
 
 
 @dataclass
-class BTSPipelineConfig(VanillaPipelineConfig):
+class BTSPipelineConfig(BudgetedPipelineConfig):
     """Pipeline of bts-density."""
 
     _target: Type = field(default_factory=lambda: BTSPipeline)
@@ -46,17 +44,14 @@ class BTSPipelineConfig(VanillaPipelineConfig):
     """The BTS density-field model."""
     max_eval_groups: Optional[int] = None
     """Evaluate at most this many test frame groups in ns-eval (evenly spread); None: all."""
-    max_train_seconds: float = 0.0
-    """Stop training after this many seconds of training steps (0: no limit); the final checkpoint is saved as
-    usual. For benchmarks with a time budget; --max-num-iterations still caps the steps."""
     train_log_csv: Optional[Path] = None
     """Append step, seconds and the losses to this CSV every train_log_every steps (the training curve)."""
     train_log_every: int = 10
     """Steps between rows of train_log_csv."""
 
 
-class BTSPipeline(VanillaPipeline):
-    """VanillaPipeline plus source-image plumbing and BTS's per-group evaluation."""
+class BTSPipeline(BudgetedPipeline):
+    """BudgetedPipeline (VanillaPipeline + time budget) plus source-image plumbing and BTS's per-group evaluation."""
 
     config: BTSPipelineConfig
     datamanager: BTSDataManager
@@ -64,7 +59,7 @@ class BTSPipeline(VanillaPipeline):
     def __init__(
         self,
         config: BTSPipelineConfig,
-        device: str,
+        device: Union[str, torch.device],
         test_mode="val",
         world_size: int = 1,
         local_rank: int = 0,
@@ -79,8 +74,8 @@ class BTSPipeline(VanillaPipeline):
     # ---------------------------------------------------------------------------------------------- training
     def get_train_loss_dict(self, step: int):
         self.model.forget_sources()  # the weights change every step
-        ray_bundle, batch = self.datamanager.next_train(step)
-        outputs = self._model(ray_bundle, batch=batch)
+        _, batch = self.datamanager.next_train(step)
+        outputs = self._model(batch)  # the model encodes the batch's input frames inside forward (DDP)
         metrics_dict = self.model.get_metrics_dict(outputs, batch)
         loss_dict = self.model.get_loss_dict(outputs, batch, metrics_dict)
         if self.config.train_log_csv is not None and step % max(1, self.config.train_log_every) == 0:
@@ -92,18 +87,11 @@ class BTSPipeline(VanillaPipeline):
         assert self.config.train_log_csv is not None
         return TrainingCurve(Path(self.config.train_log_csv))
 
-    def get_training_callbacks(self, attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        callbacks = super().get_training_callbacks(attributes)
-        if self.config.max_train_seconds > 0 and attributes.trainer is not None:
-            budget = TimeBudget(self.config.max_train_seconds, attributes.trainer)
-            callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], budget))
-        return callbacks
-
     def get_eval_loss_dict(self, step: int):
         self.eval()
         with torch.no_grad():
-            ray_bundle, batch = self.datamanager.next_eval(step)
-            outputs = self.model(ray_bundle, batch=batch)
+            _, batch = self.datamanager.next_eval(step)
+            outputs = self.model(batch)
             metrics_dict = self.model.get_metrics_dict(outputs, batch)
             loss_dict = self.model.get_loss_dict(outputs, batch, metrics_dict)
         self.train()
@@ -126,11 +114,11 @@ class BTSPipeline(VanillaPipeline):
         cameras = dataset.cameras.to(self.device)
         input_index, partner_index = int(group[0]), int(group[STEREO_PARTNER_COLUMN])
         source = self.model.source_view("test", input_index)
-        outputs = self.model.get_outputs_for_camera(cameras[input_index : input_index + 1], source=source)
+        outputs = self.model.render_camera(cameras[input_index : input_index + 1], source)
         input_metrics, images = self.model.get_image_metrics_and_images(outputs, dataset[input_index])
         metrics = {name: input_metrics[name] for name in DEPTH_METRIC_NAMES if name in input_metrics}
         if partner_index >= 0:
-            novel = self.model.get_outputs_for_camera(cameras[partner_index : partner_index + 1], source=source)
+            novel = self.model.render_camera(cameras[partner_index : partner_index + 1], source)
             novel_metrics, novel_images = self.model.get_image_metrics_and_images(novel, dataset[partner_index])
             metrics["psnr"], metrics["ssim"] = novel_metrics["psnr"], novel_metrics["ssim"]
             images["novel_view"] = novel_images["img"]
@@ -204,20 +192,3 @@ class TrainingCurve:
         ]
         with self.path.open("a") as stream:
             stream.write(",".join(row) + "\n")
-
-
-class TimeBudget:
-    """Training callback that asks nerfstudio's trainer to stop once ``seconds`` have passed since the first step."""
-
-    def __init__(self, seconds: float, trainer) -> None:
-        self.seconds = seconds
-        self.trainer = trainer
-        self.start: Optional[float] = None
-
-    def __call__(self, step: int) -> None:
-        now = perf_counter()
-        if self.start is None:
-            self.start = now
-        elif now - self.start >= self.seconds and not self.trainer.stop_training:
-            CONSOLE.print(f"bts-density: training time budget of {self.seconds:.0f} s reached after step {step}")
-            self.trainer.stop_training = True  # Trainer.train checks it before every step, then saves a checkpoint

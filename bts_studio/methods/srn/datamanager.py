@@ -16,12 +16,11 @@ training (``next_eval``, ``next_eval_image``) come from the held-out views of tr
 training views when none are held out).
 """
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple, Type
+from typing import Dict, List, Tuple, Type
 
 import torch
-from jaxtyping import Float, Int, UInt8
+from jaxtyping import Float, Int
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import (
@@ -33,10 +32,11 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader, RandIndicesEvalDataloader
 from nerfstudio.model_components.ray_generators import RayGenerator
 from nerfstudio.utils.rich_utils import CONSOLE
-from rich.progress import track
 from torch import Tensor
 
 from bts_studio.data.shapenet.srn_dataparser import ShapeNetSRNDataParserConfig
+from bts_studio.methods.common.image_store import load_images
+from bts_studio.methods.srn.batch import SRNBatch
 
 
 @dataclass
@@ -55,32 +55,6 @@ class SRNDataManagerConfig(VanillaDataManagerConfig):
     """Views per training instance withheld from training (the last ones by view index); ns-eval scores them."""
     images_on_gpu: bool = True
     """Keep the uint8 image cache on the training device (a 128x128 view takes 48 KiB)."""
-
-
-def load_images(
-    dataset: InputDataset, indices: Sequence[int], device: torch.device | str = "cpu", description: str = ""
-) -> UInt8[Tensor, "N H W 3"]:
-    """Read images of a dataset as one uint8 tensor (alpha composited on the dataparser's colour, dropped).
-
-    Raises:
-        ValueError: when the images do not all have the same size.
-    """
-    indices = list(indices)
-
-    def read(index: int) -> Tensor:
-        return dataset.get_image_uint8(index)[..., :3]
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        iterator = pool.map(read, indices)
-        if description and len(indices) > 64:
-            iterator = track(iterator, total=len(indices), description=description, transient=True)
-        images = list(iterator)
-    if not images:
-        return torch.zeros(0, 0, 0, 3, dtype=torch.uint8, device=device)
-    sizes = {tuple(image.shape) for image in images}
-    if len(sizes) > 1:
-        raise ValueError(f"srn needs images of one size; found sizes {sorted(sizes)} (use --image-size to resize)")
-    return torch.stack(images).to(device)
 
 
 def views_by_instance(cameras: Cameras, instance_key: str) -> Dict[int, List[Tuple[int, int]]]:
@@ -171,9 +145,7 @@ class SRNDataManager(VanillaDataManager):
             f"{len(self.heldout_image_indices)} held out"
         )
 
-    def _instance_ray_batch(
-        self, views: ViewTable, generator: RayGenerator, step: int
-    ) -> Tuple[RayBundle, Dict[str, Tensor]]:
+    def _instance_ray_batch(self, views: ViewTable, generator: RayGenerator, step: int) -> Tuple[RayBundle, SRNBatch]:
         num_instances = views.num_instances
         count = min(self.config.instances_per_batch, num_instances)
         instances = torch.randperm(num_instances, device=self.device)[:count]
@@ -181,13 +153,20 @@ class SRNDataManager(VanillaDataManager):
         _, height, width, _ = self.image_cache.shape
         rows = torch.randint(0, height, images.shape, device=self.device)
         cols = torch.randint(0, width, images.shape, device=self.device)
-        indices = torch.stack([images, rows, cols], dim=-1).reshape(-1, 3)
+        indices = torch.stack([images, rows, cols], dim=-1)  # [U, R, 3]
         cache_indices = indices.to(self.image_cache.device)
-        colours = self.image_cache[cache_indices[:, 0], cache_indices[:, 1], cache_indices[:, 2]]
-        batch = {"image": colours.to(self.device).float() / 255.0, "indices": indices}
-        return generator(indices), batch
+        colours = self.image_cache[cache_indices[..., 0], cache_indices[..., 1], cache_indices[..., 2]]
+        rays = generator(indices.reshape(-1, 3)).reshape(tuple(images.shape))
+        batch = SRNBatch(
+            rays=rays,
+            image=colours.to(self.device).float() / 255.0,
+            instances=instances,
+            indices=indices,
+        )
+        return rays, batch
 
-    def next_train(self, step: int) -> Tuple[RayBundle, Dict[str, Tensor]]:
+    def next_train(self, step: int) -> Tuple[RayBundle, SRNBatch]:
+        """Rays ``[U, R]`` (one instance per row) and their :class:`SRNBatch`."""
         self.train_count += 1
         return self._instance_ray_batch(self.train_views, self.train_ray_generator, step)
 
@@ -208,7 +187,7 @@ class SRNDataManager(VanillaDataManager):
             input_dataset=self.eval_dataset, device=self.device, num_workers=self.world_size * 4
         )
 
-    def next_eval(self, step: int) -> Tuple[RayBundle, Dict[str, Tensor]]:
+    def next_eval(self, step: int) -> Tuple[RayBundle, SRNBatch]:
         self.eval_count += 1
         views = self.heldout_views if self.heldout_views is not None else self.train_views
         return self._instance_ray_batch(views, self.train_ray_generator, step)
