@@ -225,7 +225,7 @@ def export_3d(config: PredictConfig, model, prediction: Prediction, out: Path) -
     return written
 
 
-def predict_one(config: PredictConfig, loaded, pixels: np.ndarray, exif: Dict[str, Any], out: Path, console):
+def predict_one(config: PredictConfig, loaded, pixels: np.ndarray, exif: Dict[str, Any], out: Path) -> Dict[str, Any]:
     """Every output of one decoded RGB image; returns its ``prediction.json`` payload."""
     from bts_studio.eval.bev_panels import colorize, colorize_depth, compose_panels, field_profile, image_to_uint8
     from bts_studio.eval.predict_intrinsics import fit_to_training, fov_comparison, sanity_warnings
@@ -390,7 +390,7 @@ def run(config: PredictConfig) -> List[Dict[str, Any]]:
                 continue
             out = config.output_dir / frame.name
             try:
-                payload = predict_one(config, loaded, decoded.pixels, decoded.exif, out, console)
+                payload = predict_one(config, loaded, decoded.pixels, decoded.exif, out)
             except IntrinsicsError as error:
                 raise SystemExit(f"{TOOL}: {frame.path}: {error}") from error
             except FileExistsError as error:
