@@ -7,11 +7,13 @@ BTS (``models/common/render/nerf.py::sample_coarse`` with ``lindisp: true``) spl
 ``delta_k = t_{k+1} - t_k`` (``core.compositing.sample_deltas``).
 """
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+__all__ = ["bin_offsets", "disparity_linear_distances", "disparity_linear_samples"]
 
 
 def bin_offsets(
@@ -49,7 +51,7 @@ def disparity_linear_distances(
     return 1.0 / ((1.0 - offsets) / near + offsets / far)
 
 
-def sample_disparity_linear(
+def disparity_linear_samples(
     num_rays: int,
     num_samples: int,
     near: float,
@@ -58,7 +60,8 @@ def sample_disparity_linear(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     generator: Optional[torch.Generator] = None,
-) -> Float[Tensor, "num_rays num_samples"]:
-    """BTS's coarse samples: ``S`` stratified distances per ray, linear in disparity between near and far."""
+) -> Tuple[Float[Tensor, "num_rays num_samples"], Float[Tensor, "num_rays num_samples"]]:
+    """BTS's coarse samples: bin positions ``s`` in ``[0, 1]`` and their distances ``t``, linear in disparity
+    between near and far (stratified: one uniform draw per bin)."""
     offsets = bin_offsets(num_rays, num_samples, stratified, device=device, dtype=dtype, generator=generator)
-    return disparity_linear_distances(offsets, near, far)
+    return offsets, disparity_linear_distances(offsets, near, far)
