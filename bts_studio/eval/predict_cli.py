@@ -151,27 +151,19 @@ def predict_depth(model, image: torch.Tensor, K: torch.Tensor) -> Prediction:
 
 def flythrough_frames(model, source, frames: int, forward_m: float, sideways_m: float) -> List[np.ndarray]:
     """Colour over depth of novel views along ``camera-path``'s forward-and-sideways path from the source camera."""
-    from nerfstudio.cameras.cameras import Cameras, CameraType
-
     from bts_studio.core.geometry import opencv_to_opengl
     from bts_studio.eval.bev_panels import colorize_depth, image_to_uint8
     from bts_studio.eval.camera_path_cli import path_poses
+    from bts_studio.methods.common.cameras import opencv_to_cameras
 
     start = opencv_to_opengl(torch.eye(4, dtype=torch.float64)[:3])
     K = source.K.float().cpu()
     images = []
     for pose in path_poses(start, forward_m, sideways_m, frames):
-        camera = Cameras(
-            camera_to_worlds=pose[:3].float()[None],
-            fx=K[0, 0].reshape(1, 1),
-            fy=K[1, 1].reshape(1, 1),
-            cx=K[0, 2].reshape(1, 1),
-            cy=K[1, 2].reshape(1, 1),
-            width=torch.tensor([[source.width]]),
-            height=torch.tensor([[source.height]]),
-            camera_type=CameraType.PERSPECTIVE,
-        ).to(source.features.device)
-        outputs = model.get_outputs_for_camera(camera, source=source)
+        c2w_opencv = opencv_to_opengl(pose[:3]).float()  # path_poses speaks nerfstudio's OpenGL
+        camera = opencv_to_cameras(K[None], c2w_opencv[None], source.width, source.height)
+        camera = camera.to(source.features.device)
+        outputs = model.render_camera(camera, source)
         rgb = image_to_uint8(outputs["rgb"].permute(2, 0, 1))
         depth = colorize_depth(outputs["z_depth"][..., 0], model.config.near, model.config.far)
         frame = np.concatenate([rgb, depth], axis=0)

@@ -218,7 +218,7 @@ def ns_eval_frame(trained_config):
     dataset = pipeline.datamanager.eval_dataset
     source = pipeline.model.source_view("test", index)
     camera = dataset.cameras[index : index + 1].to(pipeline.device)
-    depth = pipeline.model.get_outputs_for_camera(camera, source=source)["z_depth"][..., 0].cpu()
+    depth = pipeline.model.render_camera(camera, source)["z_depth"][..., 0].cpu()  # BTSPipeline.evaluate_group
     K = source.K.double().cpu()
     return Path(dataset.image_filenames[index]), depth, K
 
