@@ -35,6 +35,10 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
         "bts_studio.eval.bev_cli:main",
         "Render bird's-eye occupancy views (and a video) of a trained bts-density run.",
     ),
+    "predict": (
+        "bts_studio.eval.predict_cli:main",
+        "Depth, bird's-eye occupancy, a fly-through and 3D exports of your own photos, folders or videos.",
+    ),
     "camera-path": (
         "bts_studio.eval.camera_path_cli:main",
         "Write an ns-render camera path that drives forward and sideways from one source frame.",
