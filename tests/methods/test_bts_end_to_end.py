@@ -208,7 +208,7 @@ def test_ns_render_camera_path_from_a_source_frame(trained_run, tmp_path):
 
 def test_disk_and_cached_image_stores_serve_the_same_groups(pipeline):
     from bts_studio.methods.bts.datamanager import BTSDataManager
-    from bts_studio.methods.bts.image_store import GroupImageStore
+    from bts_studio.methods.common.image_store import GroupImageStore
 
     dataset = pipeline.datamanager.train_dataset
     groups = BTSDataManager.usable_groups(BTSDataManager.frame_groups(dataset))

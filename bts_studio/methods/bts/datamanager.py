@@ -30,8 +30,8 @@ from torch import Tensor
 from bts_studio.core.geometry import invert_pose
 from bts_studio.data.kitti360.dataparser import Kitti360DataParserConfig
 from bts_studio.methods.bts.augmentation import ColourJitterRanges, apply_colour_jitter, draw_colour_jitter
-from bts_studio.methods.bts.image_store import GroupImageStore, ImageCacheMode
 from bts_studio.methods.bts.sources import SPLIT_IDS, cameras_to_opencv
+from bts_studio.methods.common.image_store import GroupImageStore, ImageCacheMode
 
 LOSS_COLUMNS = (0, 3, 4, 7)
 RENDER_COLUMNS = (1, 2, 5, 6)

@@ -1,0 +1,1 @@
+"""Nerfstudio-level pieces shared by several methods (see docs/architecture.md)."""
