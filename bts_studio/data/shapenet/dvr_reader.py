@@ -11,6 +11,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
+from bts_studio.data.shapenet.dvr_formats_extra import (
+    InputViews,
+    is_projection_matrix,
+    read_exr_depth,
+    read_input_views,
+    read_projection_cameras,
+)
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEPTH_SUFFIXES = (".npy", ".exr")
 
@@ -38,6 +46,11 @@ class DVRObject:
     world_offset: np.ndarray
     """Translation of ``scale_mat`` (where the object origin is in the world); 0 for ShapeNet."""
     pointcloud_path: Optional[Path]
+    pixel_intrinsics: Optional[np.ndarray] = None
+    """``[V, 4]`` (fx, fy, cx, cy) in nerfstudio pixels for DTU-style projection cameras (then ``camera_mats``
+    is unused); None for ShapeNet-style normalised ``camera_mat_i``."""
+    input_views: Optional[InputViews] = None
+    """Encoder input views in ``img_choy2016/`` with their own cameras, when the object has them."""
 
 
 def read_metadata(root: Path) -> Dict[str, str]:
@@ -101,10 +114,11 @@ def read_cameras(path: Path, num_views: int) -> Tuple[np.ndarray, np.ndarray, fl
         keys = set(archive.files)
         c2w, camera_mats, scales, offsets = [], [], [], []
         for view in range(num_views):
-            for key in (f"world_mat_{view}", f"camera_mat_{view}"):
-                if key not in keys:
-                    raise DVRFormatError(f"{path}: no {key}; the object has {num_views} images, so views 0..N-1")
-            world_mat = _as_4x4(archive[f"world_mat_{view}"], path, f"world_mat_{view}")
+            if f"camera_mat_{view}" not in keys:
+                raise DVRFormatError(
+                    f"{path}: no camera_mat_{view}; the object has {num_views} images, so views 0..N-1"
+                )
+            world_mat = world_to_camera(archive, path, view)
             scale_mat = _as_4x4(archive.get(f"scale_mat_{view}", np.eye(4)), path, f"scale_mat_{view}")
             scale, offset = uniform_scale(scale_mat, path, f"scale_mat_{view}")
             pose = np.linalg.inv(world_mat)
@@ -116,6 +130,36 @@ def read_cameras(path: Path, num_views: int) -> Tuple[np.ndarray, np.ndarray, fl
     if np.ptp(scales) > 1e-9 * scales[0] or np.ptp(np.stack(offsets), axis=0).max() > 1e-9 * scales[0]:
         raise DVRFormatError(f"{path}: scale_mat_i differ between views; one object-to-world scale is expected")
     return np.stack(c2w), np.stack(camera_mats), scales[0], offsets[0]
+
+
+def world_to_camera(archive, path: Path, view: int) -> np.ndarray:
+    """``world_mat_i``, or the inverse of ``world_mat_inv_i`` when that is all the file has (or both agree).
+
+    pixelNeRF prefers ``world_mat_inv_i`` when present (the NMR files carry both).
+    """
+    key, inverse_key = f"world_mat_{view}", f"world_mat_inv_{view}"
+    if inverse_key in archive.files:
+        return np.linalg.inv(_as_4x4(archive[inverse_key], path, inverse_key))
+    if key not in archive.files:
+        raise DVRFormatError(f"{path}: neither {key} nor {inverse_key}; views 0..N-1 need one of them")
+    return _as_4x4(archive[key], path, key)
+
+
+def cameras_are_projections(path: Path) -> bool:
+    """Whether ``cameras.npz`` holds DTU-style full projections in ``world_mat_0`` (see ``dvr_formats_extra``)."""
+    with np.load(path) as archive:
+        if "world_mat_0" not in archive.files:
+            return False
+        return is_projection_matrix(_as_4x4(archive["world_mat_0"], path, "world_mat_0"))
+
+
+def read_dtu_cameras(path: Path, num_views: int) -> Tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """DTU-style cameras: ``(c2w OpenCV in the object frame, pixel intrinsics [V, 4], scale, offset)``."""
+    with np.load(path) as archive:
+        c2w, intrinsics = read_projection_cameras(archive, path, num_views)
+        scale_mat = _as_4x4(archive.get("scale_mat_0", np.eye(4)), path, "scale_mat_0")
+    scale, offset = uniform_scale(scale_mat, path, "scale_mat_0")
+    return c2w, intrinsics, scale, offset
 
 
 def read_object(synset_dir: Path, model_id: str) -> DVRObject:
@@ -131,7 +175,13 @@ def read_object(synset_dir: Path, model_id: str) -> DVRObject:
     for name, paths in (("mask", mask_paths), ("depth", depth_paths)):
         if paths is not None and len(paths) != len(image_paths):
             raise DVRFormatError(f"{path / name}: {len(paths)} files for {len(image_paths)} images in image/")
-    c2w, camera_mats, scale, offset = read_cameras(path / "cameras.npz", len(image_paths))
+    cameras = path / "cameras.npz"
+    pixel_intrinsics = None
+    if cameras.is_file() and cameras_are_projections(cameras):
+        c2w, pixel_intrinsics, scale, offset = read_dtu_cameras(cameras, len(image_paths))
+        camera_mats = np.tile(np.eye(4), (len(image_paths), 1, 1))
+    else:
+        c2w, camera_mats, scale, offset = read_cameras(cameras, len(image_paths))
     pointcloud = path / "pointcloud.npz"
     return DVRObject(
         synset=synset_dir.name,
@@ -145,6 +195,8 @@ def read_object(synset_dir: Path, model_id: str) -> DVRObject:
         world_scale=scale,
         world_offset=offset,
         pointcloud_path=pointcloud if pointcloud.is_file() else None,
+        pixel_intrinsics=pixel_intrinsics,
+        input_views=read_input_views(path),
     )
 
 
@@ -168,9 +220,10 @@ def normalized_to_pixel_intrinsics(
 
 def read_depth(path: Path) -> np.ndarray:
     """A depth map as float32 ``[H, W]`` camera z-depth (inf on background) from ``.npy`` or ``.exr``."""
+    if path.suffix.lower() == ".exr":
+        return read_exr_depth(path)
     if path.suffix.lower() != ".npy":
-        # DVR's EXR depth needs an EXR reader at run time (imageio's downloads a binary); we do not ship one.
-        raise DVRFormatError(f"{path}: only .npy depth maps are read; convert EXR depth to float32 .npy first")
+        raise DVRFormatError(f"{path}: depth maps must be .npy or .exr")
     depth = np.load(path)
     if depth.ndim == 3 and depth.shape[-1] == 1:
         depth = depth[..., 0]
