@@ -41,7 +41,7 @@ from bts_studio.core.occupancy import (
     tilted_to_camera,
     visible_before_depth,
 )
-from bts_studio.data.kitti360.formats import Kitti360FormatError, Kitti360Paths, list_sequences, read_poses
+from bts_studio.data.kitti360.reader import Kitti360FormatError, Kitti360Paths, list_sequences, read_poses
 from bts_studio.data.kitti360.rig import load_rig
 from bts_studio.data.kitti360.splits import interleaved_split
 from bts_studio.data.synthetic.ground_truth import load_ground_truth_depth, load_ground_truth_scene

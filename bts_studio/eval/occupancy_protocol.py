@@ -30,7 +30,7 @@ from bts_studio.core.occupancy import (
     tilted_to_camera,
     visible_before_depth,
 )
-from bts_studio.data.kitti360.formats import Kitti360Paths, read_poses, read_velodyne
+from bts_studio.data.kitti360.reader import Kitti360Paths, read_poses, read_velodyne
 from bts_studio.data.kitti360.rig import load_rig
 from bts_studio.eval.density_field import FrameField
 

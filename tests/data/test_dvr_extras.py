@@ -10,9 +10,9 @@ from PIL import Image
 
 from bts_studio.data.shapenet.dvr_dataparser import ShapeNetDVRDataParserConfig
 from bts_studio.data.shapenet.dvr_reader import DVRFormatError, read_depth, read_object
-from bts_studio.data.shapenet.objects import instance_names, place
-from bts_studio.data.shapenet.synth_cli import canonical_instance
-from bts_studio.data.shapenet.synth_cli import main as synth
+from bts_studio.data.synthetic.shapenet_cli import canonical_instance
+from bts_studio.data.synthetic.shapenet_cli import main as synth
+from bts_studio.data.synthetic.shapenet_objects import instance_names, place
 
 SEED, SIZE = 5, 32
 SPLITS = {"train": 1, "val": 1, "test": 1}
@@ -91,7 +91,7 @@ def test_input_views_have_their_own_cameras(dataset):
     scene_object = exact(instance_names("cars", 3, SEED).index(name))
     image = np.asarray(Image.open(obj.input_views.image_paths[0]))[..., :3]
     K, w2c = obj.input_views.intrinsics[0], obj.input_views.w2c[0]
-    from bts_studio.data.shapenet.surface import sample_surface
+    from bts_studio.data.synthetic.shapenet_surface import sample_surface
 
     points, _ = sample_surface(scene_object, 300, torch.Generator().manual_seed(0))
     camera = points.numpy() @ w2c[:3, :3].T + w2c[:3, 3]

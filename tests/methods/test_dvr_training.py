@@ -14,7 +14,7 @@ from bts_studio.methods.dvr.method_config import dvr_multiview_trainer_config, d
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from bts_studio.data.shapenet.synth_cli import main as synth
+    from bts_studio.data.synthetic.shapenet_cli import main as synth
 
     out = tmp_path_factory.mktemp("dvr_data") / "synthetic"
     synth(

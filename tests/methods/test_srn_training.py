@@ -17,7 +17,7 @@ VIEWS = 8
 
 @pytest.fixture(scope="module")
 def tiny_class(tmp_path_factory) -> Path:
-    from bts_studio.data.shapenet.synth_cli import main as synth
+    from bts_studio.data.synthetic.shapenet_cli import main as synth
 
     out = tmp_path_factory.mktemp("srn_data") / "synthetic"
     synth(
@@ -189,7 +189,7 @@ def test_single_scene_preset_trains_on_one_instance(tiny_class, tmp_path):
 def test_time_budget_stops_the_trainer_after_the_budget():
     from types import SimpleNamespace
 
-    from bts_studio.methods.srn.pipeline import TimeBudget
+    from bts_studio.methods.common.training import TimeBudget
 
     trainer = SimpleNamespace(stop_training=False)
     budget = TimeBudget(0.05, trainer)

@@ -1,10 +1,10 @@
 """``bts-studio synth-shapenet``: synthetic ShapeNet-like classes in the SRN and/or DVR on-disk formats.
 
-Every instance is built from analytic parts (``objects.py``) and rendered exactly (``render.py``), so
+Every instance is built from analytic parts (``shapenet_objects.py``) and rendered exactly (``shapenet_render.py``), so
 poses, masks, depth and surface points are exact ground truth. Output layout:
 
-    OUT/srn_<class>/<class>_{train,val,test}/<instance>/...   (srn_format.py)
-    OUT/dvr/metadata.yaml, OUT/dvr/<synset>/...                (dvr_format.py)
+    OUT/srn_<class>/<class>_{train,val,test}/<instance>/...   (data/shapenet/srn_writer.py)
+    OUT/dvr/metadata.yaml, OUT/dvr/<synset>/...                (data/shapenet/dvr_writer.py)
     OUT/synth_shapenet.json                                    (the options that made it)
 
 The same objects appear in both formats (in each format's own world frame) and in the same splits.
@@ -24,11 +24,18 @@ import torch
 import tyro
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bts_studio.data.shapenet import dvr_extra_writer, dvr_format, srn_format
-from bts_studio.data.shapenet.objects import CLASS_SAMPLERS, Z_UP_TO_Y_UP, ObjectInstance, instance_names, place
-from bts_studio.data.shapenet.render import render_views
-from bts_studio.data.shapenet.surface import sample_surface
-from bts_studio.data.shapenet.views import archimedean_spiral_positions, orbit_poses, sphere_positions
+from bts_studio.data.shapenet import dvr_writer as dvr_format
+from bts_studio.data.shapenet import srn_writer as srn_format
+from bts_studio.data.synthetic.shapenet_objects import (
+    CLASS_SAMPLERS,
+    Z_UP_TO_Y_UP,
+    ObjectInstance,
+    instance_names,
+    place,
+)
+from bts_studio.data.synthetic.shapenet_render import render_views
+from bts_studio.data.synthetic.shapenet_surface import sample_surface
+from bts_studio.data.synthetic.shapenet_views import archimedean_spiral_positions, orbit_poses, sphere_positions
 
 SRN_CAMERA_DISTANCE = {"cars": 1.3, "chairs": 2.0}
 """Camera distance of SRN's renderings per class (pixelNeRF's near/far are these -/+ 0.5 and 0.75)."""
@@ -164,18 +171,18 @@ def write_dvr(root: Path, name: str, canonical: ObjectInstance, views: torch.Gen
         normals.numpy(),
     )
     if config.dvr_depth_format == "exr":
-        dvr_extra_writer.write_exr_depths(object_dir, rendered.z_depth)
+        dvr_format.write_exr_depths(object_dir, rendered.z_depth)
     if config.dvr_input_views > 0:
         count = config.dvr_input_views
         input_poses = to_y_up @ orbit_poses(sphere_positions(count, float(np.mean(DVR_DISTANCE_RANGE)), views))
         size = config.dvr_input_resolution
         focal_px = dvr_format.DVR_FOCAL * size / 2.0
         inputs = render_views(instance, input_poses, focal_px, focal_px, size / 2.0, size / 2.0, size, size)
-        dvr_extra_writer.write_input_views(object_dir, inputs.rgb, torch.linalg.inv(input_poses).numpy(), focal_px)
+        dvr_format.write_input_views(object_dir, inputs.rgb, torch.linalg.inv(input_poses).numpy(), focal_px)
 
 
 def write_dtu(root: Path, canonical: ObjectInstance, views: torch.Generator, config) -> None:
-    """The DTU-style multi-view scene of one object (``dvr_extra_writer.write_dtu_scene``)."""
+    """The DTU-style multi-view scene of one object (``dvr_format.write_dtu_scene``)."""
     instance = place(canonical, "dvr")
     count = config.dtu_views
     low, high = DVR_DISTANCE_RANGE
@@ -188,7 +195,7 @@ def write_dtu(root: Path, canonical: ObjectInstance, views: torch.Generator, con
     focal_px = dvr_format.DVR_FOCAL * size / 2.0
     rendered = render_views(instance, poses, focal_px, focal_px, size / 2.0, size / 2.0, size, size)
     points, normals = sample_surface(instance, config.pointcloud_points, views)
-    dvr_extra_writer.write_dtu_scene(
+    dvr_format.write_dtu_scene(
         root / "dtu" / "scan1",
         rendered.rgb,
         rendered.mask,
