@@ -32,6 +32,7 @@ from torch import Tensor
 
 from bts_studio.data.shapenet.dvr_dataparser import ShapeNetDVRDataParserConfig
 from bts_studio.data.shapenet.dvr_reader import read_depth
+from bts_studio.methods.common.image_store import load_images
 from bts_studio.methods.dvr.batch import DVRBatch
 
 SPLIT_CODES = {"train": 0, "test": 1}
@@ -108,13 +109,14 @@ class DVRDataManager(VanillaDataManager):
     def _cache(self, dataset: InputDataset) -> Dict[str, Optional[Tensor]]:
         device = self.device if self.config.cache_on_device else "cpu"
         metadata = dataset.metadata
-        paths = dataset.image_filenames
         if not metadata.get("mask_filenames"):
             raise ValueError(f"dvr needs object masks (mask/*.png) for every image; {self.config.data} has none")
-        images = np.stack(read_all(_read_rgb, paths)).copy()
+        images = load_images(dataset, range(len(dataset)), device, "Caching DVR images")
         masks = np.stack(read_all(_read_mask, metadata["mask_filenames"]))
-        if images.shape[:3] != masks.shape:
-            raise ValueError(f"dvr: masks {masks.shape} do not match images {images.shape[:3]} in {self.config.data}")
+        if tuple(images.shape[:3]) != masks.shape:
+            raise ValueError(
+                f"dvr: masks {masks.shape} do not match images {tuple(images.shape[:3])} in {self.config.data}"
+            )
         depth = None
         if self.config.load_depth and metadata.get("depth_filenames"):
             depth = torch.from_numpy(np.stack(read_all(read_depth, metadata["depth_filenames"]))).to(device)
@@ -128,7 +130,7 @@ class DVRDataManager(VanillaDataManager):
             raise ValueError(f"dvr: object {int(torch.nonzero(counts == 0)[0])} has no images in this split")
         table = torch.stack([torch.cat([v, v[:1].repeat(int(counts.max()) - len(v))]) for v in views])
         return {
-            "images": torch.from_numpy(images).to(device),
+            "images": images,
             "masks": torch.from_numpy(masks).to(device),
             "depth": depth,
             "views": table.to(device),
@@ -218,7 +220,7 @@ class DVRDataManager(VanillaDataManager):
     def eval_image(self, image_idx: int) -> Tuple[Cameras, Dict]:
         """Camera (with ``instance_idx`` and ``dvr_split``), image and mask of one eval-split image."""
         camera = self.eval_dataset.cameras[image_idx : image_idx + 1].to(self.device)
-        image = torch.from_numpy(_read_rgb(self.eval_dataset.image_filenames[image_idx])).float() / 255.0
+        image = torch.from_numpy(_read_rgb(self.eval_dataset.image_filenames[image_idx]).copy()).float() / 255.0
         mask = torch.from_numpy(_read_mask(self.eval_dataset.metadata["mask_filenames"][image_idx]))
         return camera, {"image": image.to(self.device), "mask": mask.to(self.device), "image_idx": image_idx}
 

@@ -43,6 +43,7 @@ from bts_studio.core.root_finding import (
     surface_depth,
     surface_depth_unrolled,
 )
+from bts_studio.methods.common.rendering import render_bundle_in_chunks
 from bts_studio.methods.dvr.batch import DVRBatch
 from bts_studio.methods.dvr.networks import DVRDecoder, DVREncoder
 
@@ -252,28 +253,19 @@ class DVRModel(Model):
             code = self.encode(self.input_source(camera).to(self.device))
             self.encoder.train(was_training)
             bundle.metadata["latent_code"] = code.reshape(1, 1, -1).expand(*bundle.origins.shape[:2], -1)
-        return self.render_bundle(bundle)
-
-    @torch.no_grad()
-    def render_bundle(self, bundle: RayBundle) -> Dict[str, Tensor]:
-        """Render an ``[H, W]`` bundle in chunks, plus ``normals`` at the surface points."""
-        outputs = self.get_outputs_for_camera_ray_bundle(bundle)
-        return outputs
+        return self.get_outputs_for_camera_ray_bundle(bundle)
 
     @torch.no_grad()
     def get_outputs_for_camera_ray_bundle(self, camera_ray_bundle: RayBundle) -> Dict[str, Tensor]:
-        height, width = camera_ray_bundle.origins.shape[:2]
-        flat = camera_ray_bundle.flatten()
-        chunks: Dict[str, List[Tensor]] = {}
-        keep = ("rgb", "z_depth", "depth", "accumulation", "normals")
-        for start in range(0, len(flat), self.config.eval_num_rays_per_chunk):
-            chunk = flat[start : start + self.config.eval_num_rays_per_chunk].to(self.device)
-            outputs = self.get_outputs(chunk)
-            outputs = {name: value.detach() for name, value in outputs.items() if name in keep}
+        """Render an ``[H, W]`` bundle in chunks of ``eval_num_rays_per_chunk`` rays, with ``normals``."""
+        keep = ("rgb", "z_depth", "depth", "accumulation")
+
+        def render(chunk: RayBundle) -> Dict[str, Tensor]:
+            outputs = {name: value for name, value in self.get_outputs(chunk).items() if name in keep}
             outputs["normals"] = self._normals(chunk, outputs)
-            for name, value in outputs.items():
-                chunks.setdefault(name, []).append(value)
-        return {name: torch.cat(values).view(height, width, -1) for name, values in chunks.items()}
+            return outputs
+
+        return render_bundle_in_chunks(render, camera_ray_bundle, self.config.eval_num_rays_per_chunk, self.device)
 
     def _normals(self, chunk: RayBundle, outputs: Dict[str, Tensor]) -> Tensor:
         hit = outputs["accumulation"][:, 0] > 0

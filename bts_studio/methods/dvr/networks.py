@@ -5,23 +5,22 @@
   before each, then ReLU and ``Linear(H, out_dim)``. Channel 0 is the occupancy logit, channels 1..3 the RGB
   logits (colour = sigmoid). No positional encoding: points live in the object's unit cube.
 - :class:`ResnetBlockFC` (``im2mesh/layers.py``): ``x + fc_1(relu(fc_0(relu(x))))`` with ``fc_1`` zero-initialised.
-- :class:`DVREncoder` (``im2mesh/encoder/conv.py``, ``Resnet18``): torchvision ResNet-18, classifier replaced by
-  ``Linear(512, c_dim)``, inputs in [0, 1] normalised with ImageNet statistics inside.
+- :class:`DVREncoder` (``im2mesh/encoder/conv.py``, ``Resnet18``): torchvision ResNet-18 (the shared backbone,
+  ImageNet weights loaded offline), global average pooling, ``Linear(512, c_dim)``; inputs in [0, 1]
+  normalised with ImageNet statistics inside.
 """
 
-import warnings
 from pathlib import Path
 from typing import Optional
 
 import torch
-import torchvision
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from bts_studio.methods.common.backbone import RESNET_ENCODER_CHANNELS, ResnetEncoder
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-RESNET18_WEIGHTS = "resnet18-f37072fd.pth"
-"""torchvision's IMAGENET1K_V1 ResNet-18 file name in the torch hub cache (what DVR's ``pretrained=True`` loads)."""
 
 
 class ResnetBlockFC(nn.Module):
@@ -79,35 +78,20 @@ class DVRDecoder(nn.Module):
 
 
 class DVREncoder(nn.Module):
-    """ResNet-18 to a global code ``[B, c_dim]``; images ``[B, 3, H, W]`` in [0, 1]."""
+    """ResNet-18 (``methods/common/backbone.py``) to a global code ``[B, c_dim]``; images ``[B, 3, H, W]`` in [0, 1]."""
 
     def __init__(self, latent_dim: int = 256) -> None:
         super().__init__()
-        self.features = torchvision.models.resnet18(weights=None)
-        self.features.fc = nn.Identity()
-        self.fc = nn.Linear(512, latent_dim)
+        self.backbone = ResnetEncoder(18)  # identity normalisation there; ImageNet statistics applied here
+        self.fc = nn.Linear(RESNET_ENCODER_CHANNELS[18][-1], latent_dim)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B C"]:
         assert images.dim() == 4 and images.shape[1] == 3, f"images must be [B, 3, H, W], got {tuple(images.shape)}"
-        return self.fc(self.features((images - self.mean) / self.std))
+        deepest = self.backbone((images - self.mean) / self.std)[-1]
+        return self.fc(deepest.mean(dim=(2, 3)))  # global average pooling, as torchvision's ResNet
 
     def load_imagenet_weights(self, path: Optional[Path]) -> Optional[Path]:
-        """Load torchvision's ImageNet ResNet-18 from ``path`` or the torch hub cache; never downloads.
-
-        Warns and trains from scratch when no file is found (DVR starts from ImageNet weights).
-        """
-        candidates = [Path(path).expanduser()] if path is not None else []
-        candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_WEIGHTS)
-        for candidate in candidates:
-            if candidate.is_file():
-                state = torch.load(candidate, map_location="cpu", weights_only=True)
-                self.features.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
-                return candidate
-        warnings.warn(
-            f"dvr: no ImageNet ResNet-18 weights at {', '.join(map(str, candidates))}; the encoder starts from "
-            "random weights (DVR starts from ImageNet). Set --pipeline.model.imagenet-weights.",
-            stacklevel=2,
-        )
-        return None
+        """torchvision's ImageNet ResNet-18 from ``path`` or the torch hub cache; never downloads (warns if absent)."""
+        return self.backbone.load_imagenet_weights(path, method="dvr")

@@ -19,14 +19,12 @@ from typing import Callable, Dict, List, Optional, Type
 import numpy as np
 import torch
 import trimesh
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
-from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
-from nerfstudio.utils.rich_utils import CONSOLE
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bts_studio.core.mise import mise_grid
 from bts_studio.data.shapenet.dvr_reader import load_pointcloud
 from bts_studio.eval.meshes import grid_to_mesh, mesh_metrics, write_mesh
+from bts_studio.methods.common.training import BudgetedPipeline, BudgetedPipelineConfig
 from bts_studio.methods.dvr.datamanager import SPLIT_CODES, DVRDataManager, DVRDataManagerConfig
 from bts_studio.methods.dvr.model import UNIT_CUBE_HALF, DVRModel, DVRModelConfig
 
@@ -53,7 +51,7 @@ class MeshExtractionConfig:
 
 
 @dataclass
-class DVRPipelineConfig(VanillaPipelineConfig):
+class DVRPipelineConfig(BudgetedPipelineConfig):
     """DVR training and DVR's mesh evaluation."""
 
     _target: Type = field(default_factory=lambda: DVRPipeline)
@@ -64,8 +62,6 @@ class DVRPipelineConfig(VanillaPipelineConfig):
     """The DVR model."""
     mesh: MeshExtractionConfig = field(default_factory=MeshExtractionConfig)
     """Mesh extraction for evaluation and export-mesh."""
-    max_train_seconds: float = 0.0
-    """Stop training after this many seconds of training steps (0: no limit); the final checkpoint is saved."""
     eval_max_objects: Optional[int] = None
     """Evaluate at most this many eval objects (the first ones); None: all."""
     eval_views_per_object: int = 4
@@ -78,7 +74,7 @@ class DVRPipelineConfig(VanillaPipelineConfig):
     """Also write each evaluated mesh here as ``<object>.ply`` (None: not written)."""
 
 
-class DVRPipeline(VanillaPipeline):
+class DVRPipeline(BudgetedPipeline):
     """VanillaPipeline plus per-ray codes from encoded input views and DVR's mesh evaluation."""
 
     config: DVRPipelineConfig
@@ -118,17 +114,6 @@ class DVRPipeline(VanillaPipeline):
             loss_dict = self.model.get_loss_dict(outputs, batch, metrics_dict)
         self.train()
         return outputs, loss_dict, metrics_dict
-
-    def get_training_callbacks(self, attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        callbacks = super().get_training_callbacks(attributes)
-        if self.config.max_train_seconds > 0 and attributes.trainer is not None:
-            callbacks.append(
-                TrainingCallback(
-                    [TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
-                    TimeBudget(self.config.max_train_seconds, attributes.trainer),
-                )
-            )
-        return callbacks
 
     # ------------------------------------------------------------------------------------------------ meshes
     @torch.no_grad()
@@ -239,20 +224,3 @@ class DVRPipeline(VanillaPipeline):
     def _sync(self) -> None:
         if torch.cuda.is_available() and str(self.device).startswith("cuda"):
             torch.cuda.synchronize()
-
-
-class TimeBudget:
-    """Training callback that asks nerfstudio's trainer to stop once ``seconds`` have passed since step one."""
-
-    def __init__(self, seconds: float, trainer) -> None:
-        self.seconds = seconds
-        self.trainer = trainer
-        self.start: Optional[float] = None
-
-    def __call__(self, step: int) -> None:
-        now = time.perf_counter()
-        if self.start is None:
-            self.start = now
-        elif now - self.start >= self.seconds and not self.trainer.stop_training:
-            CONSOLE.print(f"dvr: training time budget of {self.seconds:.0f} s reached after step {step}; stopping")
-            self.trainer.stop_training = True
