@@ -15,20 +15,29 @@
 
 import os
 from pathlib import Path
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 import numpy as np
 import torch
-import trimesh
+
+from bts_studio.utils.optional import import_optional
+
+if TYPE_CHECKING:
+    import trimesh
+
+
+def _trimesh():
+    return import_optional("trimesh", "DVR mesh extraction and evaluation")
+
 
 EMPTY_MESH_DISTANCE = 3**0.5
 """Accuracy/completeness of an empty mesh: the unit cube's diagonal (no distance inside the cube is larger)."""
 
 
-def grid_to_mesh(values: torch.Tensor | np.ndarray, half_extent: float, threshold: float = 0.0) -> trimesh.Trimesh:
+def grid_to_mesh(values: torch.Tensor | np.ndarray, half_extent: float, threshold: float = 0.0) -> "trimesh.Trimesh":
     """Marching cubes of ``[R, R, R]`` values (``[x, y, z]``, higher inside) over ``[-h, h]^3``; empty if no surface."""
-    from skimage.measure import marching_cubes
-
+    marching_cubes = import_optional("skimage.measure", "marching cubes", "pip install scikit-image").marching_cubes
+    trimesh = _trimesh()
     volume = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
     volume = volume.astype(np.float32)
     if not (volume.min() < threshold < volume.max()):
@@ -50,7 +59,7 @@ def grid_to_mesh(values: torch.Tensor | np.ndarray, half_extent: float, threshol
 
 
 def mesh_metrics(
-    mesh: trimesh.Trimesh,
+    mesh: "trimesh.Trimesh",
     gt_points: np.ndarray,
     gt_normals: Optional[np.ndarray],
     num_points: int = 100_000,
@@ -60,6 +69,7 @@ def mesh_metrics(
     """DVR's mesh metrics of ``mesh`` against a ground-truth point cloud (see the module docstring)."""
     from scipy.spatial import cKDTree
 
+    trimesh = _trimesh()
     keys = ("accuracy", "completeness", "chamfer_l1", "chamfer_l1_x10", "normal_consistency", "precision", "recall")
     if len(mesh.faces) == 0 or mesh.area <= 0:
         worst = EMPTY_MESH_DISTANCE
@@ -87,7 +97,7 @@ def mesh_metrics(
     return {**dict(zip(keys, values, strict=True)), "fscore": fscore, "fscore_threshold": fscore_threshold}
 
 
-def write_mesh(mesh: trimesh.Trimesh, path: Path, overwrite: bool = False) -> Path:
+def write_mesh(mesh: "trimesh.Trimesh", path: Path, overwrite: bool = False) -> Path:
     """Write ``.ply`` or ``.obj`` (vertex colours kept) atomically; refuse to replace a file without ``overwrite``."""
     path = Path(path)
     suffix = path.suffix.lower()

@@ -78,13 +78,3 @@ def test_two_training_steps_then_eval(data, tmp_path, preset):
     assert outputs["rgb"].shape == (24, 24, 3) and outputs["normals"].shape == (24, 24, 3)
     assert torch.isfinite(outputs["depth"]).all()
 
-
-def test_registry_help():
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [sys.executable, "-m", "nerfstudio.scripts.train", "dvr", "--help"], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "secant" in result.stdout.lower()
