@@ -78,3 +78,14 @@ def test_two_training_steps_then_eval(data, tmp_path, preset):
     assert outputs["rgb"].shape == (24, 24, 3) and outputs["normals"].shape == (24, 24, 3)
     assert torch.isfinite(outputs["depth"]).all()
 
+    from bts_studio.cli import entrypoint
+
+    mesh_path = tmp_path / "mesh.ply"
+    args = ["export-mesh", "--load-config", str(config_path), "--output", str(mesh_path), "--resolution-0", "8"]
+    args += ["--upsampling-steps", "1"]
+    if preset == "dvr":
+        args += ["--source-image", str(sorted((data / "dvr").glob("*/*/image/0000.png"))[0])]
+    entrypoint(args)
+    assert mesh_path.is_file()
+    with pytest.raises(SystemExit, match="overwrite"):
+        entrypoint(args)

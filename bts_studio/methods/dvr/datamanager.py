@@ -61,7 +61,7 @@ class DVRDataManagerConfig(VanillaDataManagerConfig):
     """Keep the caches on the training device (uint8 images; 256x256 x 24 views take 4.5 MiB per object)."""
 
 
-def _read_rgb(path: Path, size: Optional[int] = None) -> np.ndarray:
+def read_rgb(path: Path, size: Optional[int] = None) -> np.ndarray:
     with Image.open(path) as image:
         if image.mode in ("RGBA", "LA") or "transparency" in image.info:
             rgba = image.convert("RGBA")
@@ -145,7 +145,7 @@ class DVRDataManager(VanillaDataManager):
         chosen = [lists[obj] for obj in objects]
         count = min(len(paths) for paths in chosen)
         flat = [paths[view] for paths in chosen for view in range(count)]
-        arrays = np.stack(read_all(_read_rgb, flat, size)).reshape(len(chosen), count, size, size, 3)
+        arrays = np.stack(read_all(read_rgb, flat, size)).reshape(len(chosen), count, size, size, 3)
         return torch.from_numpy(arrays).permute(0, 1, 4, 2, 3).contiguous()
 
     def setup_train(self) -> None:
@@ -220,7 +220,7 @@ class DVRDataManager(VanillaDataManager):
     def eval_image(self, image_idx: int) -> Tuple[Cameras, Dict]:
         """Camera (with ``instance_idx`` and ``dvr_split``), image and mask of one eval-split image."""
         camera = self.eval_dataset.cameras[image_idx : image_idx + 1].to(self.device)
-        image = torch.from_numpy(_read_rgb(self.eval_dataset.image_filenames[image_idx]).copy()).float() / 255.0
+        image = torch.from_numpy(read_rgb(self.eval_dataset.image_filenames[image_idx]).copy()).float() / 255.0
         mask = torch.from_numpy(_read_mask(self.eval_dataset.metadata["mask_filenames"][image_idx]))
         return camera, {"image": image.to(self.device), "mask": mask.to(self.device), "image_idx": image_idx}
 
