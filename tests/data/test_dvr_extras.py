@@ -145,3 +145,20 @@ def test_dtu_style_scene_parses_with_decomposed_projections(dataset):
     held = ShapeNetDVRDataParserConfig(data=scene, scene_heldout_every=2).setup()
     assert held.get_dataparser_outputs("train").cameras.metadata["view_idx"].reshape(-1).tolist() == [1, 3]
     assert held.get_dataparser_outputs("test").cameras.metadata["view_idx"].reshape(-1).tolist() == [0, 2]
+
+
+def test_visual_hull_of_the_dtu_scene_contains_its_surface(dataset):
+    from bts_studio.core.visual_hull import visual_hull_occupancy
+    from bts_studio.methods.common.cameras import cameras_to_opencv_w2c
+
+    scene = dataset / "dtu" / "scan1"
+    outputs = ShapeNetDVRDataParserConfig(data=scene).setup().get_dataparser_outputs("train")
+    K, w2c = cameras_to_opencv_w2c(outputs.cameras)
+    masks = torch.from_numpy(
+        np.stack([grown(np.asarray(Image.open(p)) > 127) for p in outputs.metadata["mask_filenames"]])
+    )
+    with np.load(scene / "pointcloud.npz") as archive:
+        points = torch.from_numpy(archive["points"]).float() @ outputs.metadata["object_to_world"][:3, :3].T
+    assert visual_hull_occupancy(points, K, w2c, masks).float().mean() > 0.99
+    far_away = torch.tensor([[0.49, 0.49, 0.49], [-0.49, 0.49, -0.49]])
+    assert not visual_hull_occupancy(far_away, K, w2c, masks).any()

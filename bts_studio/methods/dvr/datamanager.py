@@ -73,7 +73,7 @@ def read_rgb(path: Path, size: Optional[int] = None) -> np.ndarray:
         return np.asarray(image)
 
 
-def _read_mask(path: Path) -> np.ndarray:
+def read_mask(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         array = np.asarray(image)
     if array.ndim == 3:
@@ -112,7 +112,7 @@ class DVRDataManager(VanillaDataManager):
         if not metadata.get("mask_filenames"):
             raise ValueError(f"dvr needs object masks (mask/*.png) for every image; {self.config.data} has none")
         images = load_images(dataset, range(len(dataset)), device, "Caching DVR images")
-        masks = np.stack(read_all(_read_mask, metadata["mask_filenames"]))
+        masks = np.stack(read_all(read_mask, metadata["mask_filenames"]))
         if tuple(images.shape[:3]) != masks.shape:
             raise ValueError(
                 f"dvr: masks {masks.shape} do not match images {tuple(images.shape[:3])} in {self.config.data}"
@@ -221,7 +221,7 @@ class DVRDataManager(VanillaDataManager):
         """Camera (with ``instance_idx`` and ``dvr_split``), image and mask of one eval-split image."""
         camera = self.eval_dataset.cameras[image_idx : image_idx + 1].to(self.device)
         image = torch.from_numpy(read_rgb(self.eval_dataset.image_filenames[image_idx]).copy()).float() / 255.0
-        mask = torch.from_numpy(_read_mask(self.eval_dataset.metadata["mask_filenames"][image_idx]))
+        mask = torch.from_numpy(read_mask(self.eval_dataset.metadata["mask_filenames"][image_idx]))
         return camera, {"image": image.to(self.device), "mask": mask.to(self.device), "image_idx": image_idx}
 
     # ------------------------------------------------------------------------------------------ conditioning
