@@ -93,6 +93,8 @@ def render(args) -> None:
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
     mesh = trimesh.load(args.mesh, process=False)
+    if len(mesh.faces) == 0:
+        raise SystemExit(f"{args.mesh} is empty (no surface at the threshold); nothing to draw")
     if len(mesh.faces) > args.max_faces:  # keep the picture light: an even subset of faces
         mesh.update_faces(np.linspace(0, len(mesh.faces) - 1, args.max_faces).astype(int))
     colours = np.asarray(mesh.visual.face_colors, dtype=np.float64)[:, :3] / 255.0

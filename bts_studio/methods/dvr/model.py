@@ -279,6 +279,7 @@ class DVRModel(Model):
         return (normals + 1) / 2 * hit[:, None]
 
     # ------------------------------------------------------------------------------------------------ losses
+    @torch.no_grad()
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         dvr: DVRBatch = batch["dvr"]
         mask = dvr.mask.reshape(-1)
