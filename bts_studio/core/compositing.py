@@ -8,8 +8,20 @@ Expected depth is ``sum_k w_k t_k`` (no background term).
 """
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Shaped
 from torch import Tensor
+
+__all__ = [
+    "LAST_DELTA",
+    "TRANSMITTANCE_EPS",
+    "alphas_to_weights",
+    "composite_values",
+    "composite_weights",
+    "densities_to_alphas",
+    "expected_distance",
+    "invalid_mass",
+    "sample_deltas",
+]
 
 LAST_DELTA = 1e10
 """Length given to the interval after the last sample (BTS's ``delta_inf``)."""
@@ -66,7 +78,10 @@ def expected_distance(
     return (weights * distances).sum(dim=-1, keepdim=True)
 
 
-def invalid_mass(weights: Float[Tensor, "*batch S"], invalid: Float[Tensor, "*batch S V"]) -> Float[Tensor, "*batch V"]:
-    """Weight-integrated invalid indicator per view: ``sum_k w_k [sample k invalid in view v]``."""
+def invalid_mass(
+    weights: Float[Tensor, "*batch S"], invalid: Shaped[Tensor, "*batch S V"]
+) -> Float[Tensor, "*batch V"]:
+    """Weight-integrated invalid indicator per view: ``sum_k w_k [sample k invalid in view v]`` (``invalid``: bool
+    or 0/1 floats)."""
     assert invalid.shape[:-1] == weights.shape, f"invalid {tuple(invalid.shape)} vs weights {tuple(weights.shape)}"
     return (weights[..., None] * invalid.to(weights.dtype)).sum(dim=-2)

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+__all__ = ["GridFunction", "grid_points", "mise_grid"]
+
 GridFunction = Callable[[Float[Tensor, "P 3"]], Float[Tensor, " P"]]
 """Values (e.g. occupancy logits) at points ``[P, 3]``."""
 

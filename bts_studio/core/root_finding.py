@@ -24,6 +24,18 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+__all__ = [
+    "MIN_DIRECTIONAL_DERIVATIVE",
+    "OccupancyField",
+    "SurfaceBracket",
+    "first_crossing",
+    "proposal_depths",
+    "ray_box_interval",
+    "secant_refine",
+    "surface_depth",
+    "surface_depth_unrolled",
+]
+
 OccupancyField = Callable[[Float[Tensor, "N S 3"], Optional[Float[Tensor, "N C"]]], Float[Tensor, "N S"]]
 """``field(points, latent) -> logits``; ``latent`` is one code per ray (or None for an unconditioned field)."""
 

@@ -10,6 +10,8 @@ from torch import Tensor
 
 from bts_studio.core.geometry import project_points
 
+__all__ = ["visual_hull_occupancy"]
+
 
 def visual_hull_occupancy(
     points: Float[Tensor, "P 3"],

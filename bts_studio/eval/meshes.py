@@ -15,15 +15,12 @@
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch
 
 from bts_studio.utils.optional import import_optional
-
-if TYPE_CHECKING:
-    import trimesh
 
 
 def _trimesh():
@@ -34,7 +31,7 @@ EMPTY_MESH_DISTANCE = 3**0.5
 """Accuracy/completeness of an empty mesh: the unit cube's diagonal (no distance inside the cube is larger)."""
 
 
-def grid_to_mesh(values: torch.Tensor | np.ndarray, half_extent: float, threshold: float = 0.0) -> "trimesh.Trimesh":
+def grid_to_mesh(values: torch.Tensor | np.ndarray, half_extent: float, threshold: float = 0.0):
     """Marching cubes of ``[R, R, R]`` values (``[x, y, z]``, higher inside) over ``[-h, h]^3``; empty if no surface."""
     marching_cubes = import_optional("skimage.measure", "marching cubes", "pip install scikit-image").marching_cubes
     trimesh = _trimesh()
@@ -59,7 +56,7 @@ def grid_to_mesh(values: torch.Tensor | np.ndarray, half_extent: float, threshol
 
 
 def mesh_metrics(
-    mesh: "trimesh.Trimesh",
+    mesh,
     gt_points: np.ndarray,
     gt_normals: Optional[np.ndarray],
     num_points: int = 100_000,
@@ -97,7 +94,7 @@ def mesh_metrics(
     return {**dict(zip(keys, values, strict=True)), "fscore": fscore, "fscore_threshold": fscore_threshold}
 
 
-def write_mesh(mesh: "trimesh.Trimesh", path: Path, overwrite: bool = False) -> Path:
+def write_mesh(mesh, path: Path, overwrite: bool = False) -> Path:
     """Write ``.ply`` or ``.obj`` (vertex colours kept) atomically; refuse to replace a file without ``overwrite``."""
     path = Path(path)
     suffix = path.suffix.lower()

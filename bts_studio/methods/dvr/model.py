@@ -28,13 +28,6 @@ from nerfstudio.utils import colormaps
 from torch import Tensor
 from torch.nn import Parameter
 
-from bts_studio.core.dvr_losses import (
-    depth_l1_loss,
-    finite_difference_normals,
-    normal_smoothness_loss,
-    occupancy_bce_loss,
-    rgb_l1_loss,
-)
 from bts_studio.core.image_quality import psnr, ssim
 from bts_studio.core.root_finding import (
     first_crossing,
@@ -45,6 +38,13 @@ from bts_studio.core.root_finding import (
 )
 from bts_studio.methods.common.rendering import render_bundle_in_chunks
 from bts_studio.methods.dvr.batch import DVRBatch
+from bts_studio.methods.dvr.losses import (
+    depth_l1_loss,
+    finite_difference_normals,
+    normal_smoothness_loss,
+    occupancy_bce_loss,
+    rgb_l1_loss,
+)
 from bts_studio.methods.dvr.networks import DVRDecoder, DVREncoder
 
 UNIT_CUBE_HALF = 0.5

@@ -14,7 +14,7 @@ for PSNR/SSIM (scikit-image definitions) and mask IoU. Times per rendered image 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Type
+from typing import Callable, Dict, List, Optional, Type
 
 import numpy as np
 import torch
@@ -26,9 +26,6 @@ from bts_studio.eval.meshes import grid_to_mesh, mesh_metrics, write_mesh
 from bts_studio.methods.common.training import BudgetedPipeline, BudgetedPipelineConfig
 from bts_studio.methods.dvr.datamanager import SPLIT_CODES, DVRDataManager, DVRDataManagerConfig
 from bts_studio.methods.dvr.model import UNIT_CUBE_HALF, DVRModel, DVRModelConfig
-
-if TYPE_CHECKING:
-    import trimesh
 
 CHAMFER_NOTE = (
     "chamfer_l1 is in object units (unit cube); DVR's tables report chamfer_l1_x10 = 10 x chamfer_l1 "
@@ -119,10 +116,8 @@ class DVRPipeline(BudgetedPipeline):
 
     # ------------------------------------------------------------------------------------------------ meshes
     @torch.no_grad()
-    def extract_mesh(
-        self, code: Optional[torch.Tensor], progress: Optional[Callable[[int, int], None]] = None
-    ) -> "trimesh.Trimesh":
-        """Mesh of the model's surface (nerfstudio world frame) with vertex colours from the RGB head."""
+    def extract_mesh(self, code: Optional[torch.Tensor], progress: Optional[Callable[[int, int], None]] = None):
+        """``trimesh.Trimesh`` of the model's surface (nerfstudio world frame) with vertex colours from the RGB head."""
         config = self.config.mesh
         model = self.model
         model.eval()
