@@ -14,7 +14,7 @@ for PSNR/SSIM (scikit-image definitions) and mask IoU. Times per rendered image 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Type
+from typing import Callable, Dict, List, Optional, Type, Union
 
 import numpy as np
 import torch
@@ -81,7 +81,13 @@ class DVRPipeline(BudgetedPipeline):
     model: DVRModel
 
     def __init__(
-        self, config: DVRPipelineConfig, device: str, test_mode="val", world_size=1, local_rank=0, grad_scaler=None
+        self,
+        config: DVRPipelineConfig,
+        device: Union[str, torch.device],
+        test_mode="val",
+        world_size=1,
+        local_rank=0,
+        grad_scaler=None,
     ):
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         datamanager = self.datamanager
