@@ -47,6 +47,10 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
         "bts_studio.methods.srn.interpolate_cli:main",
         "Render the latent-code interpolation between two SRN instances while the camera turns.",
     ),
+    "export-mesh": (
+        "bts_studio.eval.export_mesh_cli:main",
+        "Extract a coloured PLY/OBJ mesh from a trained dvr run (MISE + marching cubes).",
+    ),
     "bench": (
         "bts_studio.bench:main",
         "Speed benchmarks; results belong in docs/benchmarks.md.",

@@ -8,6 +8,13 @@ of one base config per method.
 
 from bts_studio.methods.bts.method_config import bts_density_method, bts_density_tiny_method
 from bts_studio.methods.deepvoxels.method_config import deepvoxels_method, deepvoxels_tiny_method
+from bts_studio.methods.dvr.method_config import (
+    dvr_combined_method,
+    dvr_depth_method,
+    dvr_method,
+    dvr_multiview_method,
+    dvr_tiny_method,
+)
 from bts_studio.methods.srn.method_config import srn_method, srn_single_scene_method
 
 srn = srn_method
@@ -16,3 +23,8 @@ bts_density = bts_density_method
 bts_density_tiny = bts_density_tiny_method
 deepvoxels = deepvoxels_method
 deepvoxels_tiny = deepvoxels_tiny_method
+dvr = dvr_method
+dvr_depth = dvr_depth_method
+dvr_combined = dvr_combined_method
+dvr_multiview = dvr_multiview_method
+dvr_tiny = dvr_tiny_method

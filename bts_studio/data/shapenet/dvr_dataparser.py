@@ -72,6 +72,9 @@ class ShapeNetDVRDataParserConfig(DataParserConfig):
     image_cache_dir: Path = Path(tempfile.gettempdir()) / "bts-studio-rgb"
     """Where RGB copies of images that are not 8-bit RGB go (palette, grey, alpha, 16-bit; the rule is
     ``bts_studio.data.checks.RGB_RULE``: alpha dropped, as DVR's ``convert("RGB")``)."""
+    scene_heldout_every: int = 0
+    """Single-object folders only (multi-view fitting): every k-th view (0, k, 2k, ...) is the eval split and
+    is left out of training; 0: every view is in both splits (DVR's multi-view fitting uses all views)."""
 
 
 IMAGE_CACHE_OPTION = (
@@ -79,8 +82,19 @@ IMAGE_CACHE_OPTION = (
 )
 
 
+def is_single_object(path: Path) -> bool:
+    """``--data`` names one object/scene folder (it has ``cameras.npz``) rather than a dataset root."""
+    return (path / "cameras.npz").is_file()
+
+
 def split_objects(config: ShapeNetDVRDataParserConfig, split: str) -> List[Tuple[Path, str]]:
-    """``(synset_dir, model_id)`` of the split, synsets in sorted order, models in list order."""
+    """``(synset_dir, model_id)`` of the split, synsets in sorted order, models in list order.
+
+    When ``config.data`` is itself one object folder (DVR's multi-view setting, e.g. a DTU-style scan), that
+    object is every split; ``scene_heldout_every`` then decides which of its views each split keeps.
+    """
+    if is_single_object(config.data):
+        return [(config.data.parent, config.data.name)]
     synsets = read_metadata(config.data)
     wanted = set(config.classes)
     chosen = [syn for syn, name in sorted(synsets.items()) if not wanted or syn in wanted or name in wanted]
@@ -124,19 +138,23 @@ class ShapeNetDVR(DataParser):
         images, masks, depths = [], [], []
         for index, obj in enumerate(objects):
             height, width = image_size(obj.image_paths[0])
-            for view in range(len(obj.image_paths)):
+            views = scene_views(self.config, split, len(obj.image_paths))
+            for view in views:
                 pose = obj.c2w_opencv[view].copy()
                 pose[:3] = object_to_world[:, :3] @ pose[:3]
                 c2w.append((pose @ OPENCV_TO_OPENGL)[:3])
-                camera_mat = obj.camera_mats[view]
-                corner_aligned = self.config.corner_aligned_pixels
-                pixel_intrinsics = normalized_to_pixel_intrinsics(camera_mat, height, width, corner_aligned)
+                if obj.pixel_intrinsics is not None:
+                    pixel_intrinsics = tuple(float(value) for value in obj.pixel_intrinsics[view])
+                else:
+                    camera_mat = obj.camera_mats[view]
+                    corner_aligned = self.config.corner_aligned_pixels
+                    pixel_intrinsics = normalized_to_pixel_intrinsics(camera_mat, height, width, corner_aligned)
                 check_pixel_intrinsics(
                     *pixel_intrinsics,
                     height,
                     width,
-                    f"{obj.path / 'cameras.npz'}: camera_mat_{view}",
-                    "Expected DVR's normalised intrinsics (image spans [-1, 1]).",
+                    f"{obj.path / 'cameras.npz'}: view {view}",
+                    "Expected DVR's normalised intrinsics (image spans [-1, 1]) or a DTU-style projection.",
                     DVRFormatError,
                 )
                 intrinsics.append(pixel_intrinsics)
@@ -145,14 +163,19 @@ class ShapeNetDVR(DataParser):
                 view_idx.append(view)
             images.extend(
                 rgb_image_path(
-                    path, self.config.image_cache_dir, "a PNG or JPEG view", IMAGE_CACHE_OPTION, DVRFormatError
+                    obj.image_paths[view],
+                    self.config.image_cache_dir,
+                    "a PNG or JPEG view",
+                    IMAGE_CACHE_OPTION,
+                    DVRFormatError,
                 )
-                for path in obj.image_paths
+                for view in views
             )
-            for mask in obj.mask_paths or []:
-                verify_image_file(mask, "a mask PNG (object > 0)", DVRFormatError)
-            masks.extend(obj.mask_paths or [])
-            depths.extend(obj.depth_paths or [])
+            if obj.mask_paths:
+                for view in views:
+                    verify_image_file(obj.mask_paths[view], "a mask PNG (object > 0)", DVRFormatError)
+                masks.extend(obj.mask_paths[view] for view in views)
+            depths.extend(obj.depth_paths[view] for view in views if obj.depth_paths)
         has_masks = all(obj.mask_paths for obj in objects)
         has_depth = all(obj.depth_paths for obj in objects)
 
@@ -184,6 +207,9 @@ class ShapeNetDVR(DataParser):
             "depth_unit_scale_factor": 1.0,
             "depth_kind": "z",
             "pointcloud_filenames": [obj.pointcloud_path for obj in objects],
+            "input_image_filenames": [
+                obj.input_views.image_paths if obj.input_views is not None else obj.image_paths for obj in objects
+            ],
             "object_to_world": torch.from_numpy(object_to_world).float(),
             "near": near,
             "far": far,
@@ -213,3 +239,12 @@ class ShapeNetDVR(DataParser):
                     "one world transform per dataset, so parse such objects separately"
                 )
         return first.world_scale, first.world_offset
+
+
+def scene_views(config: ShapeNetDVRDataParserConfig, split: str, num_views: int) -> List[int]:
+    """Views of an object in ``split``: all of them, except for single-object folders with a held-out stride."""
+    every = config.scene_heldout_every
+    if not is_single_object(config.data) or every <= 0:
+        return list(range(num_views))
+    heldout = [view for view in range(num_views) if view % every == 0]
+    return heldout if split != "train" else [view for view in range(num_views) if view % every != 0]

@@ -6,7 +6,7 @@ expected. Format: ``dvr_writer.py``; conventions: docs/conventions.md ("ShapeNet
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import yaml
@@ -19,6 +19,17 @@ DEPTH_SUFFIXES = (".npy", ".exr")
 
 class DVRFormatError(UserError):
     """A file or folder does not follow DVR's ShapeNet layout."""
+
+
+@dataclass(frozen=True)
+class InputViews:
+    """Encoder input views of one object (``img_choy2016/`` when present, else the supervision images)."""
+
+    image_paths: List[Path]
+    intrinsics: Optional[np.ndarray]
+    """``[V, 3, 3]`` pixel intrinsics from the folder's own ``cameras.npz`` (None when it has none)."""
+    w2c: Optional[np.ndarray]
+    """``[V, 4, 4]`` world-to-camera of the input views (None when the folder has no ``cameras.npz``)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,11 @@ class DVRObject:
     world_offset: np.ndarray
     """Translation of ``scale_mat`` (where the object origin is in the world); 0 for ShapeNet."""
     pointcloud_path: Optional[Path]
+    pixel_intrinsics: Optional[np.ndarray] = None
+    """``[V, 4]`` (fx, fy, cx, cy) in nerfstudio pixels for DTU-style projection cameras (then ``camera_mats``
+    is unused); None for ShapeNet-style normalised ``camera_mat_i``."""
+    input_views: Optional[InputViews] = None
+    """Encoder input views in ``img_choy2016/`` with their own cameras, when the object has them."""
 
 
 def read_metadata(root: Path) -> Dict[str, str]:
@@ -110,15 +126,16 @@ def read_cameras(path: Path, num_views: int) -> Tuple[np.ndarray, np.ndarray, fl
         keys = set(archive.files)
         c2w, camera_mats, scales, offsets = [], [], [], []
         for view in range(num_views):
-            for key in (f"world_mat_{view}", f"camera_mat_{view}"):
-                if key not in keys:
-                    raise DVRFormatError(f"{path}: no {key}; the object has {num_views} images, so views 0..N-1")
-            world_mat = _as_4x4(get(f"world_mat_{view}"), path, f"world_mat_{view}")
+            if f"camera_mat_{view}" not in keys:
+                raise DVRFormatError(
+                    f"{path}: no camera_mat_{view}; the object has {num_views} images, so views 0..N-1"
+                )
+            world_mat = world_to_camera(archive, path, view)
             check_rigid(
                 world_mat,
                 f"{path}: world_mat_{view}",
-                "DVR's ShapeNet/NMR world_mat_i is a rigid world-to-camera [R|t]; a full projection K[R|t] "
-                "(DTU-style cameras.npz) is not read by this parser.",
+                "DVR's ShapeNet/NMR world_mat_i is a rigid world-to-camera [R|t] (DTU-style full projections "
+                "K[R|t] are recognised only when every world_mat_i is one).",
                 DVRFormatError,
             )
             scale_mat = _as_4x4(get(f"scale_mat_{view}", np.eye(4)), path, f"scale_mat_{view}")
@@ -134,6 +151,36 @@ def read_cameras(path: Path, num_views: int) -> Tuple[np.ndarray, np.ndarray, fl
     return np.stack(c2w), np.stack(camera_mats), scales[0], offsets[0]
 
 
+def world_to_camera(archive, path: Path, view: int) -> np.ndarray:
+    """``world_mat_i``, or the inverse of ``world_mat_inv_i`` when that is all the file has (or both agree).
+
+    pixelNeRF prefers ``world_mat_inv_i`` when present (the NMR files carry both).
+    """
+    key, inverse_key = f"world_mat_{view}", f"world_mat_inv_{view}"
+    if inverse_key in archive.files:
+        return np.linalg.inv(_as_4x4(npz_array(archive, inverse_key, path, DVRFormatError), path, inverse_key))
+    if key not in archive.files:
+        raise DVRFormatError(f"{path}: neither {key} nor {inverse_key}; views 0..N-1 need one of them")
+    return _as_4x4(npz_array(archive, key, path, DVRFormatError), path, key)
+
+
+def cameras_are_projections(path: Path) -> bool:
+    """Whether ``cameras.npz`` holds DTU-style full projections in ``world_mat_0`` (see the end of this module)."""
+    with load_npz(path, "DVR's cameras.npz", DVRFormatError) as archive:
+        if "world_mat_0" not in archive.files:
+            return False
+        return is_projection_matrix(_as_4x4(npz_array(archive, "world_mat_0", path, DVRFormatError), path, "world_mat_0"))
+
+
+def read_dtu_cameras(path: Path, num_views: int) -> Tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """DTU-style cameras: ``(c2w OpenCV in the object frame, pixel intrinsics [V, 4], scale, offset)``."""
+    with load_npz(path, "DVR's cameras.npz", DVRFormatError) as archive:
+        c2w, intrinsics = read_projection_cameras(archive, path, num_views)
+        scale_mat = _as_4x4(archive.get("scale_mat_0", np.eye(4)), path, "scale_mat_0")
+    scale, offset = uniform_scale(scale_mat, path, "scale_mat_0")
+    return c2w, intrinsics, scale, offset
+
+
 def read_object(synset_dir: Path, model_id: str) -> DVRObject:
     """Read one object folder (images, optional masks/depth, cameras)."""
     path = synset_dir / model_id
@@ -147,7 +194,13 @@ def read_object(synset_dir: Path, model_id: str) -> DVRObject:
     for name, paths in (("mask", mask_paths), ("depth", depth_paths)):
         if paths is not None and len(paths) != len(image_paths):
             raise DVRFormatError(f"{path / name}: {len(paths)} files for {len(image_paths)} images in image/")
-    c2w, camera_mats, scale, offset = read_cameras(path / "cameras.npz", len(image_paths))
+    cameras = path / "cameras.npz"
+    pixel_intrinsics = None
+    if cameras.is_file() and cameras_are_projections(cameras):
+        c2w, pixel_intrinsics, scale, offset = read_dtu_cameras(cameras, len(image_paths))
+        camera_mats = np.tile(np.eye(4), (len(image_paths), 1, 1))
+    else:
+        c2w, camera_mats, scale, offset = read_cameras(cameras, len(image_paths))
     pointcloud = path / "pointcloud.npz"
     return DVRObject(
         synset=synset_dir.name,
@@ -161,6 +214,8 @@ def read_object(synset_dir: Path, model_id: str) -> DVRObject:
         world_scale=scale,
         world_offset=offset,
         pointcloud_path=pointcloud if pointcloud.is_file() else None,
+        pixel_intrinsics=pixel_intrinsics,
+        input_views=read_input_views(path),
     )
 
 
@@ -184,9 +239,10 @@ def normalized_to_pixel_intrinsics(
 
 def read_depth(path: Path) -> np.ndarray:
     """A depth map as float32 ``[H, W]`` camera z-depth (inf on background) from ``.npy`` or ``.exr``."""
+    if path.suffix.lower() == ".exr":
+        return read_exr_depth(path)
     if path.suffix.lower() != ".npy":
-        # DVR's EXR depth needs an EXR reader at run time (imageio's downloads a binary); we do not ship one.
-        raise DVRFormatError(f"{path}: only .npy depth maps are read; convert EXR depth to float32 .npy first")
+        raise DVRFormatError(f"{path}: depth maps must be .npy (float32 [H, W]) or .exr (camera z-depth)")
     depth = load_npz(path, "a float32 [H, W] depth map (.npy)", DVRFormatError)
     if not isinstance(depth, np.ndarray):
         raise DVRFormatError(f"{path}: expected one [H, W] array (.npy), got an archive")
@@ -197,10 +253,10 @@ def read_depth(path: Path) -> np.ndarray:
     return depth.astype(np.float32)
 
 
-def load_pointcloud(path: Path, object_to_world: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+def load_pointcloud(path: Path, object_to_world: Optional[Any] = None) -> Tuple[np.ndarray, np.ndarray]:
     """``points, normals`` (float32 ``[P, 3]``) of a ``pointcloud.npz``, optionally mapped by a 3x4 transform.
 
-    Pass the dataparser's ``metadata["object_to_world"]`` to get them in the nerfstudio world.
+    Pass the dataparser's ``metadata["object_to_world"]`` (a 3x4 tensor or array) to get them in the nerfstudio world.
     """
     with load_npz(path, "DVR's pointcloud.npz (points, normals)", DVRFormatError) as archive:
         if "points" not in archive.files:
@@ -215,3 +271,127 @@ def load_pointcloud(path: Path, object_to_world: Optional[np.ndarray] = None) ->
         points = points @ transform[:3, :3].T + transform[:3, 3]
         normals = normals @ transform[:3, :3].T
     return points, normals
+
+
+# ----------------------------------------------------------------------------------------------------------
+# DVR data beyond the basic ShapeNet object folder
+#
+# - ``depth/*.exr``: DVR's camera z-depth maps (world units, ``inf`` on background). DVR reads them through
+#   imageio's FreeImage plugin, which downloads a binary at run time; here the ``OpenEXR`` package from PyPI
+#   reads and writes them (one float channel; the first of ``Y, Z, R, depth`` or the only one).
+# - DTU-style ``cameras.npz`` (DVR's multi-view data, classics.md C.4(c)): ``world_mat_i`` is a full 3x4/4x4
+#   projection ``K [R | t]`` in pixels (pixel centres at integers, OpenCV), ``scale_mat_i`` maps the unit
+#   object cube into the scan's world. As pixelNeRF, ``P = world_mat @ scale_mat`` is decomposed with
+#   ``cv2.decomposeProjectionMatrix`` into pixel intrinsics and a camera pose in the normalised object frame.
+# - ``img_choy2016/``: the 3D-R2N2 renderings DVR's ShapeNet models take as encoder input, with their own
+#   ``cameras.npz`` (3x3 pixel intrinsics ``camera_mat_i``, ``world_mat_i``); classics.md C.4(a).
+
+EXR_DEPTH_CHANNELS = ("Y", "Z", "R", "depth", "V")
+"""Channel names tried, in order, for the depth of an ``.exr`` file."""
+
+
+def exr_error(path: Path, message: str) -> Exception:
+    return DVRFormatError(f"{path}: {message}")
+
+
+def read_exr_depth(path: Path) -> np.ndarray:
+    """float32 ``[H, W]`` depth from an OpenEXR file (``inf`` kept). Raises ``DVRFormatError`` when unreadable."""
+    try:
+        import OpenEXR
+    except ImportError as error:  # pragma: no cover - OpenEXR is a dependency
+        raise exr_error(path, "reading .exr depth needs the OpenEXR package (pip install OpenEXR)") from error
+    try:
+        with OpenEXR.File(str(path), separate_channels=True) as exr:
+            channels = {name: channel.pixels for name, channel in exr.channels().items()}
+    except Exception as error:  # OpenEXR raises plain RuntimeError/OSError for truncated or foreign files
+        raise exr_error(path, f"cannot read as OpenEXR ({error})") from error
+    name = next((name for name in EXR_DEPTH_CHANNELS if name in channels), None)
+    if name is None:
+        if len(channels) != 1:
+            raise exr_error(path, f"no depth channel among {sorted(channels)} (expected one of {EXR_DEPTH_CHANNELS})")
+        name = next(iter(channels))
+    depth = np.asarray(channels[name], dtype=np.float32)
+    if depth.ndim != 2:
+        raise exr_error(path, f"channel {name!r} has shape {depth.shape}, expected [H, W]")
+    return depth
+
+
+def is_projection_matrix(world_mat: np.ndarray, tolerance: float = 1e-4) -> bool:
+    """True when ``world_mat[:3, :3]`` is not a rotation, i.e. it is a full ``K [R | t]`` projection (DTU)."""
+    rotation = world_mat[:3, :3]
+    return not (
+        np.allclose(rotation @ rotation.T, np.eye(3), atol=tolerance) and abs(np.linalg.det(rotation) - 1) < tolerance
+    )
+
+
+def decompose_projection(projection: np.ndarray, path: Path, key: str) -> Tuple[np.ndarray, np.ndarray]:
+    """``(K [3, 3] with K[2, 2] = 1, camera-to-world [4, 4] OpenCV)`` of a 3x4 projection, as pixelNeRF does.
+
+    Raises ``DVRFormatError`` when the matrix is singular or its intrinsics are not positive.
+    """
+    import cv2
+
+    if abs(np.linalg.det(projection[:3, :3])) < 1e-12:
+        raise exr_error(path, f"{key}: singular projection matrix")
+    intrinsics, rotation, centre = cv2.decomposeProjectionMatrix(projection[:3, :4].astype(np.float64))[:3]
+    intrinsics = intrinsics / intrinsics[2, 2]
+    # decomposeProjectionMatrix may return K with negative diagonal entries paired with a flipped R; fix signs.
+    signs = np.diag(np.sign(np.diag(intrinsics)))
+    intrinsics, rotation = intrinsics @ signs, signs @ rotation
+    if np.linalg.det(rotation) < 0:
+        raise exr_error(path, f"{key}: projection decomposes into a reflection, not a camera")
+    c2w = np.eye(4)
+    c2w[:3, :3] = rotation.T  # decomposeProjectionMatrix returns the world-to-camera rotation
+    c2w[:3, 3] = (centre[:3] / centre[3])[:, 0]
+    if not (intrinsics[0, 0] > 0 and intrinsics[1, 1] > 0):
+        raise exr_error(path, f"{key}: focal lengths must be positive, got {intrinsics[0, 0]}, {intrinsics[1, 1]}")
+    return intrinsics, c2w
+
+
+def read_projection_cameras(archive, path: Path, num_views: int) -> Tuple[np.ndarray, np.ndarray]:
+    """DTU-style cameras: ``(c2w [V, 4, 4] OpenCV in the object frame, pixel intrinsics [V, 4] fx fy cx cy)``.
+
+    Intrinsics are in nerfstudio pixels (pixel centres at +0.5): DTU's projections put centres at integers.
+    """
+    c2w, intrinsics = [], []
+    for view in range(num_views):
+        key = f"world_mat_{view}"
+        if key not in archive.files:
+            raise DVRFormatError(f"{path}: no {key}; the object has {num_views} images, so views 0..N-1")
+        world_mat = _as_4x4(npz_array(archive, key, path, DVRFormatError), path, key)
+        scale_mat = (
+            _as_4x4(npz_array(archive, f"scale_mat_{view}", path, DVRFormatError), path, f"scale_mat_{view}")
+            if (f"scale_mat_{view}" in archive.files)
+            else np.eye(4)
+        )
+        k, pose = decompose_projection(world_mat @ scale_mat, path, key)
+        c2w.append(pose)
+        intrinsics.append((k[0, 0], k[1, 1], k[0, 2] + 0.5, k[1, 2] + 0.5))
+    return np.stack(c2w), np.asarray(intrinsics, dtype=np.float64)
+
+
+def read_input_views(object_dir: Path, folder: str = "img_choy2016") -> Optional[InputViews]:
+    """The ``folder`` input views (sorted ``.jpg``/``.png``) and their ``cameras.npz``; None when absent.
+
+    3D-R2N2's ``camera_mat_i`` are 3x3 pixel intrinsics (focal 149.84 px, centre 68.5 for 137 px images;
+    DVR issue #64), unlike the normalised 4x4 ones of DVR's own renderings.
+    """
+    directory = object_dir / folder
+    paths = _sorted_files(directory, IMAGE_SUFFIXES)
+    if not paths:
+        return None
+    cameras = directory / "cameras.npz"
+    if not cameras.is_file():
+        return InputViews(paths, None, None)
+    intrinsics, w2c = [], []
+    with load_npz(cameras, "DVR's cameras.npz", DVRFormatError) as archive:
+        for view in range(len(paths)):
+            for key in (f"camera_mat_{view}", f"world_mat_{view}"):
+                if key not in archive.files:
+                    raise DVRFormatError(f"{cameras}: no {key} for the {len(paths)} images of {directory}")
+            k = np.asarray(npz_array(archive, f"camera_mat_{view}", cameras, DVRFormatError), dtype=np.float64)[:3, :3]
+            if not (np.isfinite(k).all() and k[0, 0] > 0 and k[1, 1] > 0):
+                raise DVRFormatError(f"{cameras}: camera_mat_{view} must hold finite positive focal lengths")
+            intrinsics.append(k)
+            w2c.append(_as_4x4(npz_array(archive, f"world_mat_{view}", cameras, DVRFormatError), cameras, f"world_mat_{view}"))
+    return InputViews(paths, np.stack(intrinsics), np.stack(w2c))

@@ -74,6 +74,20 @@ class SynthShapeNetConfig:
     """DVR views per object, at random on the sphere (DVR's renderings: 24)."""
     pointcloud_points: int = 100_000
     """Surface points per object in DVR's pointcloud.npz (Occupancy Networks: 100k)."""
+    dvr_depth_format: Literal["npy", "exr"] = "npy"
+    """DVR depth maps as ``.npy`` or as OpenEXR ``.exr`` (DVR's own format; needs the OpenEXR package)."""
+    dvr_input_views: int = 0
+    """Encoder input views per object in ``img_choy2016/`` with their own cameras.npz (DVR's ShapeNet set has
+    24 3D-R2N2 renderings); 0: none (models then take input views from ``image/``)."""
+    dvr_input_resolution: int = 64
+    """Side length of the ``img_choy2016`` views (3D-R2N2's are 137 px; the encoder resizes to 224)."""
+    dvr_split_prefix: str = ""
+    """Prefix of the DVR split lists: empty for ``train.lst``, ``softras_`` for the NMR names."""
+    dtu_scene: bool = False
+    """Also write ``OUT/dtu/scan1``: the first test object as a DTU-style multi-view scene (full projection
+    world_mat_i, non-trivial scale_mat_i) for dvr-multiview."""
+    dtu_views: int = 49
+    """Views of the DTU-style scene (DTU's scans have 49 or 64)."""
     workers: int = 0
     """Worker processes, each single-threaded; 0: one per CPU core (inline for fewer than 8 objects)."""
 
@@ -145,13 +159,48 @@ def write_dvr(root: Path, name: str, canonical: ObjectInstance, views: torch.Gen
     rendered = render_views(instance, poses, focal_px, focal_px, size / 2.0, size / 2.0, size, size)
     points, normals = sample_surface(instance, config.pointcloud_points, views)
     synset = dvr_format.SYNSETS[canonical.class_name][0]
+    object_dir = root / "dvr" / synset / name
     dvr_format.write_dvr_object(
-        root / "dvr" / synset / name,
+        object_dir,
         rendered.rgb,
         rendered.mask,
         rendered.z_depth,
         torch.linalg.inv(poses).numpy(),
         dvr_format.DVR_FOCAL,
+        points.numpy(),
+        normals.numpy(),
+    )
+    if config.dvr_depth_format == "exr":
+        dvr_format.write_exr_depths(object_dir, rendered.z_depth)
+    if config.dvr_input_views > 0:
+        count = config.dvr_input_views
+        input_poses = to_y_up @ orbit_poses(sphere_positions(count, float(np.mean(DVR_DISTANCE_RANGE)), views))
+        size = config.dvr_input_resolution
+        focal_px = dvr_format.DVR_FOCAL * size / 2.0
+        inputs = render_views(instance, input_poses, focal_px, focal_px, size / 2.0, size / 2.0, size, size)
+        dvr_format.write_input_views(object_dir, inputs.rgb, torch.linalg.inv(input_poses).numpy(), focal_px)
+
+
+def write_dtu(root: Path, canonical: ObjectInstance, views: torch.Generator, config) -> None:
+    """The DTU-style multi-view scene of one object (``dvr_format.write_dtu_scene``)."""
+    instance = place(canonical, "dvr")
+    count = config.dtu_views
+    low, high = DVR_DISTANCE_RANGE
+    directions = sphere_positions(count, 1.0, views)
+    distances = low + (high - low) * torch.rand(count, 1, generator=views, dtype=torch.float64)
+    to_y_up = torch.eye(4, dtype=torch.float64)
+    to_y_up[:3, :3] = torch.from_numpy(Z_UP_TO_Y_UP)
+    poses = to_y_up @ orbit_poses(directions * distances)
+    size = config.resolution
+    focal_px = dvr_format.DVR_FOCAL * size / 2.0
+    rendered = render_views(instance, poses, focal_px, focal_px, size / 2.0, size / 2.0, size, size)
+    points, normals = sample_surface(instance, config.pointcloud_points, views)
+    dvr_format.write_dtu_scene(
+        root / "dtu" / "scan1",
+        rendered.rgb,
+        rendered.mask,
+        torch.linalg.inv(poses).numpy(),
+        focal_px,
         points.numpy(),
         normals.numpy(),
     )
@@ -201,7 +250,8 @@ def generate(config: SynthShapeNetConfig, root: Path) -> None:
             jobs.extend(ObjectJob(class_name, split, number + offset, name) for offset, name in enumerate(split_names))
             number += count
             if config.format in ("dvr", "both"):
-                dvr_format.write_split_list(root / "dvr" / dvr_format.SYNSETS[class_name][0], split, split_names)
+                synset_dir = root / "dvr" / dvr_format.SYNSETS[class_name][0]
+                dvr_format.write_split_list(synset_dir, config.dvr_split_prefix + split, split_names)
     if config.format in ("dvr", "both"):
         dvr_format.write_metadata(root / "dvr", classes)
 
@@ -230,6 +280,11 @@ def generate(config: SynthShapeNetConfig, root: Path) -> None:
                 except BaseException:
                     pool.shutdown(wait=True, cancel_futures=True)  # nothing may write into a removed folder
                     raise
+    if config.dtu_scene:
+        class_name = classes[0]
+        number = sizes["train"] + sizes["val"]  # the first test object
+        canonical, view_rng = canonical_instance(config.seed, class_name, number)
+        write_dtu(root, canonical, view_rng, config)
     record = {"generator": "bts-studio synth-shapenet", **asdict(config), "out": str(config.out)}
     (root / "synth_shapenet.json").write_text(json.dumps(record, indent=2) + "\n")
 

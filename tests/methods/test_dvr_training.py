@@ -1,0 +1,91 @@
+"""Tiers 3-4: dvr-tiny and dvr-multiview train two steps through nerfstudio's train_loop on generated data,
+then the trained pipeline renders a camera, extracts a mesh and runs DVR's evaluation."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bts_studio.data.shapenet.dvr_dataparser import ShapeNetDVRDataParserConfig
+from bts_studio.methods.dvr.method_config import dvr_multiview_trainer_config, dvr_tiny_trainer_config
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    from bts_studio.data.synthetic.shapenet_cli import main as synth
+
+    out = tmp_path_factory.mktemp("dvr_data") / "synthetic"
+    synth(
+        ["--classes", "cars", "--instances", "2", "--val-instances", "1", "--test-instances", "1", "--format", "dvr",
+         "--resolution", "24", "--dvr-views", "3", "--pointcloud-points", "2000", "--dvr-input-views", "2",
+         "--dvr-input-resolution", "24", "--dtu-scene", "--dtu-views", "4", str(out)]
+    )  # fmt: skip
+    return out
+
+
+def _train(config, data: Path, output_dir: Path):
+    from nerfstudio.scripts.train import train_loop
+
+    config.set_timestamp()
+    config.machine.device_type = "cpu"
+    config.vis = "tensorboard"
+    config.max_num_iterations = 2
+    config.steps_per_eval_batch = 1
+    config.steps_per_eval_image = 1
+    config.output_dir = output_dir
+    config.viewer.quit_on_train_completion = True
+    config.pipeline.datamanager.data = data
+    config.pipeline.datamanager.dataparser = ShapeNetDVRDataParserConfig()
+    config.pipeline.model.hidden_size = 16
+    config.pipeline.model.initial_proposals = 6
+    config.pipeline.model.eval_proposals = 8
+    config.pipeline.datamanager.images_per_batch = 2
+    config.pipeline.datamanager.rays_per_image = 48
+    config.pipeline.mesh.resolution_0 = 8
+    config.pipeline.mesh.upsampling_steps = 1
+    config.pipeline.eval_num_points = 2000
+    config.pipeline.eval_views_per_object = 1
+    config.save_config()
+    train_loop(local_rank=0, world_size=1, config=config)
+    return config.get_base_dir() / "config.yml"
+
+
+@pytest.mark.parametrize("preset", ["dvr", "dvr-multiview"])
+def test_two_training_steps_then_eval(data, tmp_path, preset):
+    if preset == "dvr":
+        config = dvr_tiny_trainer_config()
+        data_path = data / "dvr"
+    else:
+        config = dvr_multiview_trainer_config()
+        config.pipeline.model.num_blocks = 2
+        data_path = data / "dtu" / "scan1"
+    config_path = _train(config, data_path, tmp_path)
+    checkpoints = list((config_path.parent / "nerfstudio_models").glob("*.ckpt"))
+    assert checkpoints, "train_loop saved a checkpoint"
+
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
+    metrics = pipeline.get_average_eval_image_metrics(output_path=tmp_path / "eval", get_std=True)
+    for key in ("chamfer_l1", "chamfer_l1_x10", "accuracy", "completeness", "normal_consistency", "fscore", "psnr"):
+        assert key in metrics and np.isfinite(metrics[key]), key
+    assert metrics["chamfer_l1_x10"] == pytest.approx(10 * metrics["chamfer_l1"])
+    json.dumps(metrics)
+    camera, _ = pipeline.datamanager.eval_image(0)
+    outputs = pipeline.model.get_outputs_for_camera(camera)
+    assert outputs["rgb"].shape == (24, 24, 3) and outputs["normals"].shape == (24, 24, 3)
+    assert torch.isfinite(outputs["depth"]).all()
+
+    from bts_studio.cli import entrypoint
+
+    mesh_path = tmp_path / "mesh.ply"
+    args = ["export-mesh", "--load-config", str(config_path), "--output", str(mesh_path), "--resolution-0", "8"]
+    args += ["--upsampling-steps", "1"]
+    if preset == "dvr":
+        args += ["--source-image", str(sorted((data / "dvr").glob("*/*/image/0000.png"))[0])]
+    entrypoint(args)
+    assert mesh_path.is_file()
+    with pytest.raises(SystemExit, match="overwrite"):
+        entrypoint(args)
