@@ -169,7 +169,9 @@ def cameras_are_projections(path: Path) -> bool:
     with load_npz(path, "DVR's cameras.npz", DVRFormatError) as archive:
         if "world_mat_0" not in archive.files:
             return False
-        return is_projection_matrix(_as_4x4(npz_array(archive, "world_mat_0", path, DVRFormatError), path, "world_mat_0"))
+        return is_projection_matrix(
+            _as_4x4(npz_array(archive, "world_mat_0", path, DVRFormatError), path, "world_mat_0")
+        )
 
 
 def read_dtu_cameras(path: Path, num_views: int) -> Tuple[np.ndarray, np.ndarray, float, np.ndarray]:
@@ -393,5 +395,7 @@ def read_input_views(object_dir: Path, folder: str = "img_choy2016") -> Optional
             if not (np.isfinite(k).all() and k[0, 0] > 0 and k[1, 1] > 0):
                 raise DVRFormatError(f"{cameras}: camera_mat_{view} must hold finite positive focal lengths")
             intrinsics.append(k)
-            w2c.append(_as_4x4(npz_array(archive, f"world_mat_{view}", cameras, DVRFormatError), cameras, f"world_mat_{view}"))
+            w2c.append(
+                _as_4x4(npz_array(archive, f"world_mat_{view}", cameras, DVRFormatError), cameras, f"world_mat_{view}")
+            )
     return InputViews(paths, np.stack(intrinsics), np.stack(w2c))
