@@ -14,7 +14,7 @@ from PIL import Image
 from bts_studio.data.checks import UserError
 from bts_studio.data.kitti360 import formats
 from bts_studio.data.kitti360.dataparser import Kitti360DataParserConfig
-from bts_studio.data.kitti360.formats import Kitti360FormatError, Kitti360Paths
+from bts_studio.data.kitti360.reader import Kitti360FormatError, Kitti360Paths
 
 FRAMES = 8
 SCALE = 0.06

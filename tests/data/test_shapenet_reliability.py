@@ -15,7 +15,7 @@ from bts_studio.data.shapenet.dvr_dataparser import ShapeNetDVRDataParserConfig
 from bts_studio.data.shapenet.dvr_reader import DVRFormatError, load_pointcloud, read_depth
 from bts_studio.data.shapenet.srn_dataparser import ShapeNetSRNDataParserConfig
 from bts_studio.data.shapenet.srn_reader import SRNFormatError
-from bts_studio.data.shapenet.synth_cli import main as synth
+from bts_studio.data.synthetic.shapenet_cli import main as synth
 
 SIZE = 16
 

@@ -143,7 +143,7 @@ def test_non_finite_step_stops_the_run_naming_the_batch_and_saves_no_nan(synthet
 
 @pytest.fixture(scope="module")
 def srn_class(tmp_path_factory) -> Path:
-    from bts_studio.data.shapenet.synth_cli import main as synth
+    from bts_studio.data.synthetic.shapenet_cli import main as synth
 
     out = tmp_path_factory.mktemp("srn_fewshot") / "synthetic"
     synth([str(out), "--classes", "cars", "--instances", "2", "--val-instances", "1", "--test-instances", "1",
