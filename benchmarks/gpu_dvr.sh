@@ -22,7 +22,8 @@
 # (64), PRESET (dvr-combined), TRAIN_SECONDS (210), MV_TRAIN_SECONDS (90), MV_VIEWS (49), IMAGES_PER_BATCH (64),
 # RAYS_PER_IMAGE (1024), MV_IMAGES_PER_BATCH (16), MV_RAYS_PER_IMAGE (2048), LR (5e-4), EVAL_VIEWS (4),
 # MESH_RES0 (32), MESH_STEPS (3), HULL_RES (128), MEAN_RES (64), EVAL_POINTS (100000), MAX_STEPS (1000000),
-# EXTRA_TRAIN_ARGS / EXTRA_MV_ARGS (appended to ns-train's method arguments), WORK (scratch folder).
+# EXTRA_TRAIN_ARGS / EXTRA_MV_ARGS (appended to ns-train's method arguments), WORK (scratch folder), SKIP_MULTIVIEW (0),
+# TF32 (0; 1 turns on TF32 matmuls through TORCH_ALLOW_TF32_CUBLAS_OVERRIDE).
 # LR: DVR trains for weeks at 1e-4; a 3.5-minute budget is a tiny fraction of that, so the default is 5e-4 (a CPU proxy,
 # dvr-multiview width 64 on a 6-view 32 px scan at 1e-3, went from mask IoU 0.1 to 0.63 in 200 steps). LR=1e-4 is DVR's.
 # The ImageNet ResNet-18 weights are not on the offline GPU machine: the encoder trains from scratch (a warning says
@@ -61,6 +62,10 @@ EVAL_POINTS=${EVAL_POINTS:-100000}
 MAX_STEPS=${MAX_STEPS:-1000000}
 EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-}
 EXTRA_MV_ARGS=${EXTRA_MV_ARGS:-}
+SKIP_MULTIVIEW=${SKIP_MULTIVIEW:-0}
+TF32=${TF32:-0}
+# TF32=1: TF32 matmuls on CUDA (torch honours this variable), for the 512-wide decoder's fp32 GEMMs.
+[ "$TF32" = 1 ] && export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 # Register the plugin even where the installed bts-studio metadata predates the dvr entry points.
@@ -122,7 +127,10 @@ log "ns-eval took ${eval_s} s"
   --resolution "$MEAN_RES" --num-points "$EVAL_POINTS" 2>&1 | quiet | tail -n 2 >>"$LOG"
 log "mean-shape baseline done"
 
-# 5. multi-view fitting of the DTU-style scan, and its visual hull
+# 5. multi-view fitting of the DTU-style scan, and its visual hull (SKIP_MULTIVIEW=1 leaves it out)
+MV_CKPT=none
+mv_train_s=0
+if [ "$SKIP_MULTIVIEW" != 1 ]; then
 start=$SECONDS
 # shellcheck disable=SC2086
 train dvr-multiview "$WORK/data/dtu/scan1" scan1 "$MV_TRAIN_SECONDS" \
@@ -136,6 +144,7 @@ MV_CKPT=$(ls "$WORK/outputs/scan1/dvr-multiview/bench/nerfstudio_models/"step-*.
 "$PY" benchmarks/dvr_baselines.py visual-hull --data "$WORK/data/dtu/scan1" --out "$OUT/dvr_visual_hull.json" \
   --resolution "$HULL_RES" --num-points "$EVAL_POINTS" 2>&1 | quiet | tail -n 2 >>"$LOG"
 log "dvr-multiview trained in ${mv_train_s} s wall ($(basename "$MV_CKPT")), evaluated, visual hull scored"
+fi
 
 # 6. an exported mesh and its picture
 start=$SECONDS
@@ -156,8 +165,9 @@ out, ckpt, mv_ckpt = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 gen_s, train_s, mv_train_s, preset, budget, mv_budget = sys.argv[4:10]
 single = json.loads((out / "dvr_eval.json").read_text())["results"]
 mean_shape = json.loads((out / "dvr_mean_shape.json").read_text())
-multi = json.loads((out / "dvr_multiview_eval.json").read_text())["results"]
-hull = json.loads((out / "dvr_visual_hull.json").read_text())
+has_multi = (out / "dvr_multiview_eval.json").is_file() and mv_ckpt != "none"
+multi = json.loads((out / "dvr_multiview_eval.json").read_text())["results"] if has_multi else {}
+hull = json.loads((out / "dvr_visual_hull.json").read_text()) if has_multi else {}
 steps = lambda path: int(re.search(r"step-(\d+)", path).group(1))  # noqa: E731
 keys = ["chamfer_l1", "chamfer_l1_x10", "accuracy", "completeness", "normal_consistency", "fscore"]
 head = "| method | Chamfer-L1 | Chamfer-L1 x10 (paper units) | accuracy | completeness | normal consistency | F-score@0.01 |"
@@ -178,6 +188,9 @@ lines = [
     f"mask IoU {single.get('mask_iou', float('nan')):.3f}; {1000 * single.get('seconds_per_image', float('nan')):.1f} ms "
     f"per rendered image, {single.get('seconds_per_mesh', float('nan')):.2f} s per extracted mesh.",
     "",
+]
+if has_multi:
+    lines += [
     f"Multi-view: `dvr-multiview` on the DTU-style scan, {steps(mv_ckpt)} steps in a {mv_budget} s budget "
     f"(training wall {mv_train_s} s).",
     "",
@@ -188,7 +201,7 @@ lines = [
     "",
     f"Multi-view rendered (training) views: PSNR {multi.get('psnr', float('nan')):.2f}, SSIM {multi.get('ssim', float('nan')):.3f}.",
     "",
-]
+    ]
 (out / "dvr_summary.md").write_text("\n".join(lines))
 print("\n".join(lines))
 EOF
