@@ -258,7 +258,7 @@ def read_depth(path: Path) -> np.ndarray:
 def load_pointcloud(path: Path, object_to_world: Optional[Any] = None) -> Tuple[np.ndarray, np.ndarray]:
     """``points, normals`` (float32 ``[P, 3]``) of a ``pointcloud.npz``, optionally mapped by a 3x4 transform.
 
-    Pass the dataparser's ``metadata["object_to_world"]`` (a 3x4 tensor or array) to get them in the nerfstudio world.
+    Pass the dataparser's ``metadata["object_to_world"]`` (a ``[3, 4]`` array or tensor) for the nerfstudio world.
     """
     with load_npz(path, "DVR's pointcloud.npz (points, normals)", DVRFormatError) as archive:
         if "points" not in archive.files:
