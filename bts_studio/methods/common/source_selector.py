@@ -1,0 +1,111 @@
+"""One object per model that answers "which dataset image conditions this camera?" for every caller.
+
+:class:`SourceSelector` binds the rules of ``conditioning_rules.py`` to a datamanager's datasets and to the viewer
+control (``viewer_controls.py``): ``choose(camera)`` applies the rules, checks the index, logs the choice when it
+changes and shows it in the viewer. Models hold one (``attach_source_selector``) and call it from
+``get_outputs_for_camera``; the viewer, ``ns-render`` and ``ns-eval`` all reach the model through that method.
+"""
+
+import math
+from typing import Dict, Optional, Tuple
+
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.data.datasets.base_dataset import InputDataset
+from torch import Tensor, nn
+
+from bts_studio.methods.common.conditioning_rules import (
+    CAM_IDX_KEY,
+    ChoiceLog,
+    SourceCatalogue,
+    SourceChoice,
+    check_index,
+    choose_source,
+    image_names,
+    own_image,
+)
+from bts_studio.methods.common.viewer_controls import NEAREST, SourceControls
+
+
+class SourceSelector(nn.Module):
+    """The source rules for one model, over the datasets of its datamanager (no parameters, nothing saved).
+
+    Args:
+        method: method name for logs.
+        datasets: ``{"train": dataset, "test": dataset}``; the train cameras are the nearest-rule candidates.
+        nearest: allow the nearest-image rule (off for srn, whose source is an object instance).
+        default_index: train image used when ``nearest`` is off and nothing names a source.
+        default_rule: the viewer control's initial rule.
+        frustum_scale: training-frustum size in scene units for the viewer.
+        direction_weight: scene units one unit of ``1 - cos(angle)`` costs in the nearest rule.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        datasets: Dict[str, Optional[InputDataset]],
+        nearest: bool = True,
+        default_index: int = 0,
+        default_rule: str = NEAREST,
+        frustum_scale: float = 1.0,
+        direction_weight: float = 10.0,
+    ) -> None:
+        super().__init__()
+        self.method = method
+        self.datasets = {name: dataset for name, dataset in datasets.items() if dataset is not None}
+        if "train" not in self.datasets:
+            raise ValueError(f"{method}: the source rules need the train dataset")
+        self.sizes = {name: len(dataset) for name, dataset in self.datasets.items()}
+        self.names = {
+            name: image_names(dataset.image_filenames, len(dataset)) for name, dataset in self.datasets.items()
+        }
+        self.nearest, self.default_index = nearest, default_index
+        self.catalogue = SourceCatalogue.from_camera_to_worlds(
+            self.datasets["train"].cameras.camera_to_worlds, direction_weight
+        )
+        self.log = ChoiceLog(method)
+        self.controls = SourceControls(
+            method,
+            self.sizes,
+            self.names,
+            self.catalogue,
+            image_of=self.image,
+            camera_of=self.camera_pose_and_fov,
+            default_rule=default_rule,
+            frustum_scale=frustum_scale,
+        )
+
+    def image(self, split: str, index: int) -> Tensor:
+        """Image ``[3, H, W]`` in [0, 1] of ``split`` image ``index``."""
+        return self.datasets[split].get_image_float32(index)[..., :3].permute(2, 0, 1)
+
+    def camera_pose_and_fov(self, split: str, index: int) -> Tuple[Tensor, float]:
+        """OpenGL camera-to-world ``[3, 4]`` and vertical field of view (radians) of a dataset image."""
+        camera = self.datasets[split].cameras[index]
+        fov = 2 * math.atan(float(camera.height) / 2 / float(camera.fy))
+        return camera.camera_to_worlds.detach().cpu(), fov
+
+    def choose(self, camera: Cameras) -> SourceChoice:
+        """The source of a one-camera ``Cameras`` (rules in ``conditioning_rules.py``); logged and shown."""
+        metadata = dict(camera.metadata or {})
+        camera_to_world = camera.camera_to_worlds.reshape(-1, 3, 4)[0]
+        request = None
+        if self.controls.in_viewer and own_image(metadata) is None:
+            # nerfstudio's viewer always sends its last clicked frustum as cam_idx (0 before any click); only the
+            # control's "Clicked camera frustum" rule uses it.
+            metadata.pop(CAM_IDX_KEY, None)
+            request = self.controls.request(camera_to_world)
+        choice = choose_source(metadata, camera_to_world, self.catalogue, request, self.nearest, self.default_index)
+        check_index(choice, self.sizes)
+        self.log(choice, self.names[choice.split][choice.index])
+        self.controls.show(choice)
+        return choice
+
+
+def viewer_scene_defaults(kind: str) -> Dict[str, float]:
+    """Viewer and path scales per scene kind: ``"street"`` (metres) or ``"object"`` (unit-size objects)."""
+    if kind == "street":
+        return {"frustum_scale": 1.0, "direction_weight": 10.0, "spiral_radius": 1.5, "focus_distance": 15.0}
+    if kind == "object":
+        return {"frustum_scale": 0.1, "direction_weight": 0.5, "spiral_radius": 0.15, "focus_distance": 0.0}
+    raise ValueError(f"unknown scene kind {kind!r}; expected 'street' or 'object'")
+
