@@ -96,7 +96,7 @@ def test_batches_hold_patches_of_loss_frames_whose_rays_hit_their_pixels(pipelin
     # Rays leave through pixel centres of their loss frame: project a point on each ray back into that camera.
     index = ray_bundle.camera_indices[:, 0]
     cameras = datamanager.train_dataset.cameras
-    from bts_studio.methods.bts.sources import cameras_to_opencv
+    from bts_studio.methods.common.cameras import cameras_to_opencv
 
     K, c2w = cameras_to_opencv(cameras[index])
     points = ray_bundle.origins + 7.0 * ray_bundle.directions

@@ -189,7 +189,7 @@ def test_single_scene_preset_trains_on_one_instance(tiny_class, tmp_path):
 def test_time_budget_stops_the_trainer_after_the_budget():
     from types import SimpleNamespace
 
-    from bts_studio.methods.srn.pipeline import TimeBudget
+    from bts_studio.methods.common.training import TimeBudget
 
     trainer = SimpleNamespace(stop_training=False)
     budget = TimeBudget(0.05, trainer)

@@ -27,10 +27,10 @@ from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader, RandIn
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
-from bts_studio.core.geometry import invert_pose
 from bts_studio.data.kitti360.dataparser import Kitti360DataParserConfig
 from bts_studio.methods.bts.augmentation import ColourJitterRanges, apply_colour_jitter, draw_colour_jitter
-from bts_studio.methods.bts.sources import SPLIT_IDS, cameras_to_opencv
+from bts_studio.methods.bts.sources import SPLIT_IDS
+from bts_studio.methods.common.cameras import cameras_to_opencv_w2c
 from bts_studio.methods.common.image_store import GroupImageStore, ImageCacheMode
 
 LOSS_COLUMNS = (0, 3, 4, 7)
@@ -177,8 +177,8 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
 
     def _camera_tensors(self, dataset: InputDataset) -> Tuple[Tensor, Tensor, Tensor]:
         """Per image: pixel K ``[N, 3, 3]``, OpenCV w2c ``[N, 3, 4]`` (on the device), and the cameras for rays."""
-        K, c2w = cameras_to_opencv(dataset.cameras)
-        return K.to(self.device), invert_pose(c2w)[:, :3].to(self.device), dataset.cameras.to(self.device)
+        K, w2c = cameras_to_opencv_w2c(dataset.cameras)
+        return K.to(self.device), w2c.to(self.device), dataset.cameras.to(self.device)
 
     def get_train_rays_per_batch(self) -> int:
         return self.config.groups_per_batch * self.config.rays_per_group

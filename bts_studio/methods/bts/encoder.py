@@ -12,15 +12,15 @@ because BTS's ``prediction_mode: default`` uses scale 0 only; the official heads
 on import.
 """
 
-import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from jaxtyping import Float
 from torch import Tensor, nn
+
+from bts_studio.methods.common.backbone import ResnetEncoder
 
 MONODEPTH2_MEAN = 0.45
 MONODEPTH2_STD = 0.225
@@ -28,15 +28,6 @@ MONODEPTH2_STD = 0.225
 
 MIN_IMAGE_SIZE = 64
 """Smallest image side the encoder takes: the 1/32-scale features need 2 pixels for the decoder's padding."""
-
-RESNET_ENCODER_CHANNELS = {18: (64, 64, 128, 256, 512), 34: (64, 64, 128, 256, 512), 50: (64, 256, 512, 1024, 2048)}
-
-IMAGENET_WEIGHT_FILES = {
-    18: "resnet18-f37072fd.pth",
-    34: "resnet34-b627a593.pth",
-    50: "resnet50-0676ba61.pth",
-}
-"""torchvision's IMAGENET1K_V1 files (what ``pretrained=True`` gave BTS), as named in the torch hub cache."""
 
 
 class Conv3x3(nn.Module):
@@ -61,29 +52,6 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.nonlin(self.conv(x))
-
-
-class ResnetEncoder(nn.Module):
-    """A torchvision ResNet returning the five skip features (1/2, 1/4, 1/8, 1/16, 1/32)."""
-
-    def __init__(self, num_layers: int) -> None:
-        super().__init__()
-        if num_layers not in RESNET_ENCODER_CHANNELS:
-            raise ValueError(f"ResNet depth must be one of {sorted(RESNET_ENCODER_CHANNELS)}, got {num_layers}")
-        self.num_layers = num_layers
-        self.channels = RESNET_ENCODER_CHANNELS[num_layers]
-        self.encoder = getattr(torchvision.models, f"resnet{num_layers}")(weights=None)
-        del self.encoder.fc  # the classifier is unused; keeping it would only add unused parameters
-
-    def forward(self, image: Float[Tensor, "B 3 H W"]) -> List[Tensor]:
-        net = self.encoder
-        x = (image - MONODEPTH2_MEAN) / MONODEPTH2_STD
-        features = [net.relu(net.bn1(net.conv1(x)))]
-        features.append(net.layer1(net.maxpool(features[-1])))
-        features.append(net.layer2(features[-1]))
-        features.append(net.layer3(features[-1]))
-        features.append(net.layer4(features[-1]))
-        return features
 
 
 class Decoder(nn.Module):
@@ -121,7 +89,7 @@ class BTSEncoder(nn.Module):
         self, num_layers: int = 50, feature_dim: int = 64, decoder_channels: Sequence[int] = (32, 32, 64, 128, 256)
     ):
         super().__init__()
-        self.encoder = ResnetEncoder(num_layers)
+        self.encoder = ResnetEncoder(num_layers, mean=MONODEPTH2_MEAN, std=MONODEPTH2_STD)
         self.decoder = Decoder(self.encoder.channels, decoder_channels, feature_dim)
         self.feature_dim = feature_dim
 
@@ -139,33 +107,5 @@ class BTSEncoder(nn.Module):
         return features
 
     def load_imagenet_weights(self, path: Optional[Path], search_torch_hub: bool = True) -> Optional[Path]:
-        """Load ImageNet ResNet weights from ``path`` or the torch hub cache; warn once and go on without them.
-
-        Never downloads. Returns the file that was loaded, or None.
-        """
-        num_layers = self.encoder.num_layers
-        candidates: List[Path] = []
-        if path is not None:
-            candidates.append(Path(path).expanduser())
-        if search_torch_hub:
-            candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_WEIGHT_FILES[num_layers])
-        problems = []
-        for candidate in candidates:
-            if not candidate.is_file():
-                problems.append(f"{candidate} (not found)")
-                continue
-            try:
-                state = torch.load(candidate, map_location="cpu", weights_only=True)
-                state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-                self.encoder.encoder.load_state_dict(state, strict=True)
-            except Exception as error:  # a corrupt or wrong file must not stop training
-                problems.append(f"{candidate} ({type(error).__name__}: {error})")
-                continue
-            return candidate
-        warnings.warn(
-            f"bts-density: no ImageNet weights for ResNet-{num_layers}; training the encoder from scratch "
-            f"(BTS starts from ImageNet, so expect slower convergence). Looked at: {'; '.join(problems)}. "
-            f"Set --pipeline.model.imagenet-weights PATH to torchvision's {IMAGENET_WEIGHT_FILES[num_layers]}.",
-            stacklevel=2,
-        )
-        return None
+        """Load torchvision's ImageNet weights into the ResNet (``common.backbone.load_imagenet_weights``)."""
+        return self.encoder.load_imagenet_weights(path, search_torch_hub, method="bts-density")

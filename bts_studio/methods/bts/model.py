@@ -43,6 +43,7 @@ from bts_studio.methods.bts.conditioning import BTSConditioning
 from bts_studio.methods.bts.density_field import BTSDensityField
 from bts_studio.methods.bts.sampler import DisparityLinearPointSampler
 from bts_studio.methods.bts.sources import SPLIT_NAMES, SourceBank, SourceView
+from bts_studio.methods.common.rendering import render_bundle_in_chunks
 
 SOURCE_CACHE_SIZE = 4
 """Encoded source views kept for rendering (the viewer and ns-render re-use one source for many frames)."""
@@ -274,15 +275,12 @@ class BTSModel(Model):
         """Render an ``[H, W]`` bundle in chunks of ``eval_num_rays_per_chunk`` rays."""
         if conditioning is None:
             conditioning = self.source_view("train", self.config.default_source_index).as_conditioning()
-        input_device = camera_ray_bundle.directions.device
-        height, width = camera_ray_bundle.origins.shape[:2]
-        flat = camera_ray_bundle.flatten()
-        chunks: Dict[str, List[Tensor]] = {}
-        for start in range(0, len(flat), self.config.eval_num_rays_per_chunk):
-            chunk = flat[start : start + self.config.eval_num_rays_per_chunk].to(self.device)
-            for name, value in self.forward(chunk, conditioning).items():
-                chunks.setdefault(name, []).append(value.to(input_device))
-        return {name: torch.cat(values).view(height, width, -1) for name, values in chunks.items()}
+        return render_bundle_in_chunks(
+            lambda chunk: self.forward(chunk, conditioning),
+            camera_ray_bundle,
+            self.config.eval_num_rays_per_chunk,
+            self.device,
+        )
 
     # ---------------------------------------------------------------------------------------------------- loss
     def _patch_views(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]):

@@ -21,21 +21,19 @@ from typing import Dict, List, Optional, Tuple, Type
 
 import torch
 import torchvision.utils as vutils
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
-from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
-from nerfstudio.utils.rich_utils import CONSOLE
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bts_studio.core.depth_metrics import DEPTH_METRIC_NAMES, average_metrics
 from bts_studio.methods.bts.datamanager import BTSDataManager, BTSDataManagerConfig
 from bts_studio.methods.bts.model import BTSModelConfig
 from bts_studio.methods.bts.sources import SourceBank
+from bts_studio.methods.common.training import BudgetedPipeline, BudgetedPipelineConfig
 
 STEREO_PARTNER_COLUMN = 2
 
 
 @dataclass
-class BTSPipelineConfig(VanillaPipelineConfig):
+class BTSPipelineConfig(BudgetedPipelineConfig):
     """Pipeline of bts-density."""
 
     _target: Type = field(default_factory=lambda: BTSPipeline)
@@ -45,17 +43,14 @@ class BTSPipelineConfig(VanillaPipelineConfig):
     """The BTS density-field model."""
     max_eval_groups: Optional[int] = None
     """Evaluate at most this many test frame groups in ns-eval (evenly spread); None: all."""
-    max_train_seconds: float = 0.0
-    """Stop training after this many seconds of training steps (0: no limit); the final checkpoint is saved as
-    usual. For benchmarks with a time budget; --max-num-iterations still caps the steps."""
     train_log_csv: Optional[Path] = None
     """Append step, seconds and the losses to this CSV every train_log_every steps (the training curve)."""
     train_log_every: int = 10
     """Steps between rows of train_log_csv."""
 
 
-class BTSPipeline(VanillaPipeline):
-    """VanillaPipeline plus source-image plumbing and BTS's per-group evaluation."""
+class BTSPipeline(BudgetedPipeline):
+    """BudgetedPipeline (VanillaPipeline + time budget) plus source-image plumbing and BTS's per-group evaluation."""
 
     config: BTSPipelineConfig
     datamanager: BTSDataManager
@@ -89,13 +84,6 @@ class BTSPipeline(VanillaPipeline):
     def _curve(self) -> "TrainingCurve":
         assert self.config.train_log_csv is not None
         return TrainingCurve(Path(self.config.train_log_csv))
-
-    def get_training_callbacks(self, attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        callbacks = super().get_training_callbacks(attributes)
-        if self.config.max_train_seconds > 0 and attributes.trainer is not None:
-            budget = TimeBudget(self.config.max_train_seconds, attributes.trainer)
-            callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], budget))
-        return callbacks
 
     def get_eval_loss_dict(self, step: int):
         self.eval()
@@ -202,20 +190,3 @@ class TrainingCurve:
         ]
         with self.path.open("a") as stream:
             stream.write(",".join(row) + "\n")
-
-
-class TimeBudget:
-    """Training callback that asks nerfstudio's trainer to stop once ``seconds`` have passed since the first step."""
-
-    def __init__(self, seconds: float, trainer) -> None:
-        self.seconds = seconds
-        self.trainer = trainer
-        self.start: Optional[float] = None
-
-    def __call__(self, step: int) -> None:
-        now = perf_counter()
-        if self.start is None:
-            self.start = now
-        elif now - self.start >= self.seconds and not self.trainer.stop_training:
-            CONSOLE.print(f"bts-density: training time budget of {self.seconds:.0f} s reached after step {step}")
-            self.trainer.stop_training = True  # Trainer.train checks it before every step, then saves a checkpoint

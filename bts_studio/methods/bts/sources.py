@@ -14,24 +14,16 @@ from dataclasses import dataclass
 from typing import Dict, Tuple
 
 from jaxtyping import Float
-from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from torch import Tensor
 
-from bts_studio.core.geometry import intrinsics_matrix, invert_pose, opencv_to_opengl, to_homogeneous_pose
+from bts_studio.core.geometry import invert_pose
 from bts_studio.methods.bts.conditioning import BTSConditioning
+from bts_studio.methods.common.cameras import cameras_to_opencv
 
 SPLIT_IDS = {"train": 0, "test": 1}
 """Integer codes of dataset splits in ``camera.metadata["bts_split"]``."""
 SPLIT_NAMES = {code: name for name, code in SPLIT_IDS.items()}
-
-
-def cameras_to_opencv(cameras: Cameras) -> Tuple[Float[Tensor, "N 3 3"], Float[Tensor, "N 4 4"]]:
-    """Pixel intrinsics and OpenCV camera-to-world poses of flat nerfstudio ``Cameras`` ``[N]``."""
-    cameras = cameras.flatten() if cameras.shape else cameras.reshape((1,))
-    K = intrinsics_matrix(cameras.fx[..., 0], cameras.fy[..., 0], cameras.cx[..., 0], cameras.cy[..., 0])
-    c2w = to_homogeneous_pose(opencv_to_opengl(cameras.camera_to_worlds))
-    return K, c2w
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""Fast access to the images of BTS frame groups: a uint8 cache (GPU or RAM) or PNG decoding in worker processes.
+"""Image stores: dataset images kept as uint8 so that batches are drawn without decoding files every step.
+
+``load_images``: images of a dataset as one uint8 tensor (SRN's training cache and few-shot evaluation).
+
+``GroupImageStore``: the images of BTS frame groups, from a uint8 cache (GPU or RAM) or PNG decoding in workers.
 
 A training step needs the 8 images of each of 16 frame groups (128 images at 192x640). Decoding that many PNGs in
 the main process would starve the GPU, so the store either keeps every image as one uint8 tensor (``cache``;
@@ -12,11 +16,40 @@ from typing import Iterator, List, Literal, Optional, Sequence, Tuple
 
 import torch
 from jaxtyping import Int, UInt8
-from rich.progress import Progress
+from nerfstudio.data.datasets.base_dataset import InputDataset
+from rich.progress import Progress, track
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+__all__ = ["GroupImageStore", "ImageCacheMode", "load_images", "read_png_uint8"]
+
 ImageCacheMode = Literal["auto", "device", "cpu", "disk"]
+
+
+def load_images(
+    dataset: InputDataset, indices: Sequence[int], device: torch.device | str = "cpu", description: str = ""
+) -> UInt8[Tensor, "N H W 3"]:
+    """Read images of a dataset as one uint8 tensor (alpha composited on the dataparser's colour, dropped).
+
+    Raises:
+        ValueError: when the images do not all have the same size.
+    """
+    indices = list(indices)
+
+    def read(index: int) -> Tensor:
+        return dataset.get_image_uint8(index)[..., :3]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        iterator = pool.map(read, indices)
+        if description and len(indices) > 64:
+            iterator = track(iterator, total=len(indices), description=description, transient=True)
+        images = list(iterator)
+    if not images:
+        return torch.zeros(0, 0, 0, 3, dtype=torch.uint8, device=device)
+    sizes = {tuple(image.shape) for image in images}
+    if len(sizes) > 1:
+        raise ValueError(f"need images of one size; found sizes {sorted(sizes)} (use --image-size to resize)")
+    return torch.stack(images).to(device)
 
 
 def read_png_uint8(path: Path, height: int, width: int) -> UInt8[Tensor, "H W 3"]:

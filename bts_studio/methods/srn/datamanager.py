@@ -16,12 +16,11 @@ training (``next_eval``, ``next_eval_image``) come from the held-out views of tr
 training views when none are held out).
 """
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple, Type
+from typing import Dict, List, Tuple, Type
 
 import torch
-from jaxtyping import Float, Int, UInt8
+from jaxtyping import Float, Int
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import (
@@ -33,10 +32,10 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader, RandIndicesEvalDataloader
 from nerfstudio.model_components.ray_generators import RayGenerator
 from nerfstudio.utils.rich_utils import CONSOLE
-from rich.progress import track
 from torch import Tensor
 
 from bts_studio.data.shapenet.srn_dataparser import ShapeNetSRNDataParserConfig
+from bts_studio.methods.common.image_store import load_images
 
 
 @dataclass
@@ -55,32 +54,6 @@ class SRNDataManagerConfig(VanillaDataManagerConfig):
     """Views per training instance withheld from training (the last ones by view index); ns-eval scores them."""
     images_on_gpu: bool = True
     """Keep the uint8 image cache on the training device (a 128x128 view takes 48 KiB)."""
-
-
-def load_images(
-    dataset: InputDataset, indices: Sequence[int], device: torch.device | str = "cpu", description: str = ""
-) -> UInt8[Tensor, "N H W 3"]:
-    """Read images of a dataset as one uint8 tensor (alpha composited on the dataparser's colour, dropped).
-
-    Raises:
-        ValueError: when the images do not all have the same size.
-    """
-    indices = list(indices)
-
-    def read(index: int) -> Tensor:
-        return dataset.get_image_uint8(index)[..., :3]
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        iterator = pool.map(read, indices)
-        if description and len(indices) > 64:
-            iterator = track(iterator, total=len(indices), description=description, transient=True)
-        images = list(iterator)
-    if not images:
-        return torch.zeros(0, 0, 0, 3, dtype=torch.uint8, device=device)
-    sizes = {tuple(image.shape) for image in images}
-    if len(sizes) > 1:
-        raise ValueError(f"srn needs images of one size; found sizes {sorted(sizes)} (use --image-size to resize)")
-    return torch.stack(images).to(device)
 
 
 def views_by_instance(cameras: Cameras, instance_key: str) -> Dict[int, List[Tuple[int, int]]]:

@@ -29,7 +29,8 @@ from PIL import Image
 from torch import Tensor
 
 from bts_studio.core.image_quality import psnr, ssim
-from bts_studio.methods.srn.datamanager import SRNDataManager, load_images, views_by_instance
+from bts_studio.methods.common.image_store import load_images
+from bts_studio.methods.srn.datamanager import SRNDataManager, views_by_instance
 from bts_studio.methods.srn.few_shot import FewShotConfig, InstanceRays, fit_latent_codes
 from bts_studio.methods.srn.model import SRNModel
 

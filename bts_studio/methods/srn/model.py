@@ -41,6 +41,7 @@ from bts_studio.core.depth_normals import normals_from_ray_depth
 from bts_studio.core.image_quality import psnr, ssim
 from bts_studio.core.ray_groups import from_padded, group_by_key, to_padded
 from bts_studio.core.srn_losses import negative_depth_penalty, signed_image_loss
+from bts_studio.methods.common.rendering import render_in_chunks
 from bts_studio.methods.srn.hypernetwork import HyperFC, SharedSceneFunction
 from bts_studio.methods.srn.mlp import LayerNormMLP
 from bts_studio.methods.srn.pixel_generator import PixelGenerator, signed_to_unit_rgb
@@ -232,13 +233,12 @@ class SRNModel(Model):
         Deterministic (no start-depth jitter) in any mode: renderings of cameras must not flicker.
         """
         phi = self.scene_function(code)
-        chunk = self.config.eval_num_rays_per_chunk
-        pieces: List[Dict[str, Tensor]] = []
-        for start in range(0, origins.shape[0], chunk):
-            part = [x[start : start + chunk].to(self.device)[None] for x in (origins, directions, directions_norm)]
-            outputs = self.render_grouped(phi, *part, jitter=False)
-            pieces.append({name: value[0].to(origins.device) for name, value in outputs.items()})
-        return {name: torch.cat([piece[name] for piece in pieces]) for name in pieces[0]}
+
+        def render(start: int, end: int) -> Dict[str, Tensor]:
+            part = [x[start:end].to(self.device)[None] for x in (origins, directions, directions_norm)]
+            return {name: value[0] for name, value in self.render_grouped(phi, *part, jitter=False).items()}
+
+        return render_in_chunks(render, origins.shape[0], self.config.eval_num_rays_per_chunk, origins.device)
 
     @torch.no_grad()
     def render_camera(

@@ -5,15 +5,11 @@ views of every test instance and scores the other views (``evaluation.py``), plu
 training instances. Everything else (training steps, the viewer, ns-render) is the vanilla pipeline.
 """
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Type
+from typing import Dict, Optional, Type
 
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
-from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
-from nerfstudio.utils.rich_utils import CONSOLE
-
+from bts_studio.methods.common.training import BudgetedPipeline, BudgetedPipelineConfig
 from bts_studio.methods.srn.datamanager import SRNDataManager, SRNDataManagerConfig
 from bts_studio.methods.srn.evaluation import evaluate_srn
 from bts_studio.methods.srn.few_shot import FewShotConfig
@@ -21,7 +17,7 @@ from bts_studio.methods.srn.model import SRNModel, SRNModelConfig
 
 
 @dataclass
-class SRNPipelineConfig(VanillaPipelineConfig):
+class SRNPipelineConfig(BudgetedPipelineConfig):
     """SRN training plus its few-shot evaluation protocol."""
 
     _target: Type = field(default_factory=lambda: SRNPipeline)
@@ -32,13 +28,10 @@ class SRNPipelineConfig(VanillaPipelineConfig):
     """The SRN model."""
     few_shot: FewShotConfig = field(default_factory=FewShotConfig)
     """How ns-eval reconstructs and scores test instances."""
-    max_train_seconds: float = 0.0
-    """Stop training after this many seconds of training steps (0: no limit); the final checkpoint is saved
-    as usual. For benchmarks with a time budget; ``--max-num-iterations`` still caps the steps."""
 
 
-class SRNPipeline(VanillaPipeline):
-    """VanillaPipeline with SRN's evaluation protocol."""
+class SRNPipeline(BudgetedPipeline):
+    """BudgetedPipeline (VanillaPipeline + time budget) with SRN's evaluation protocol."""
 
     config: SRNPipelineConfig
 
@@ -58,33 +51,3 @@ class SRNPipeline(VanillaPipeline):
             return evaluate_srn(datamanager, model, self.config.few_shot, output_path, scalars_only=step is not None)
         finally:
             self.train()
-
-    def get_training_callbacks(self, attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
-        callbacks = super().get_training_callbacks(attributes)
-        trainer = attributes.trainer
-        if self.config.max_train_seconds > 0 and trainer is not None:
-            callbacks.append(
-                TrainingCallback(
-                    [TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
-                    TimeBudget(self.config.max_train_seconds, trainer),
-                )
-            )
-        return callbacks
-
-
-class TimeBudget:
-    """Training callback that asks nerfstudio's trainer to stop once ``seconds`` have passed since step one."""
-
-    def __init__(self, seconds: float, trainer) -> None:
-        self.seconds = seconds
-        self.trainer = trainer
-        self.start: Optional[float] = None
-
-    def __call__(self, step: int) -> None:
-        now = time.perf_counter()
-        if self.start is None:
-            self.start = now
-        elif now - self.start >= self.seconds and not self.trainer.stop_training:
-            CONSOLE.print(f"srn: training time budget of {self.seconds:.0f} s reached after step {step}; stopping")
-            # Trainer.train checks this flag before every step, then saves the final checkpoint.
-            self.trainer.stop_training = True

@@ -1,0 +1,98 @@
+"""Loss fingerprint: the training losses of a short CPU run at a fixed seed, through nerfstudio's trainer.
+
+Refactors that must not change behaviour compare these numbers before and after (issue 12). The script
+generates tiny data (the same generators and sizes as the end-to-end tests), builds the ``bts-density-tiny``
+and/or ``srn`` presets with only data-size overrides, seeds everything with ``machine.seed`` exactly as
+``ns-train`` does, runs ``--steps`` calls of ``Trainer.train_iteration`` and prints one line per step::
+
+    python benchmarks/loss_fingerprint.py --steps 20 --methods bts-density-tiny srn [--work DIR]
+
+The last line per method (``<method> step 20 loss ...``) is the fingerprint. CPU only.
+"""
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+def bts_config(work: Path):
+    from bts_studio.data.synthetic.kitti360_cli import SynthKitti360Config, run
+    from bts_studio.methods.bts.method_config import bts_density_tiny_config
+
+    root = work / "KITTI-360"
+    if not root.exists():
+        run(SynthKitti360Config(out=root, frames=6, scale=0.06, seed=0, device="cpu"))
+    config = bts_density_tiny_config()
+    config.pipeline.datamanager.data = root
+    dataparser = config.pipeline.datamanager.dataparser
+    dataparser.target_height, dataparser.target_width, dataparser.test_every = 64, 160, 4
+    config.pipeline.datamanager.groups_per_batch = 2
+    config.pipeline.datamanager.rays_per_group = 128
+    config.pipeline.model.num_samples = 16
+    return config
+
+
+def srn_config(work: Path):
+    from bts_studio.data.shapenet.srn_dataparser import ShapeNetSRNDataParserConfig
+    from bts_studio.methods.srn.method_config import srn_trainer_config
+
+    out = work / "shapenet"
+    if not out.exists():
+        from bts_studio.data.shapenet.synth_cli import main as synth
+
+        synth(
+            [str(out), "--classes", "cars", "--instances", "4", "--val-instances", "1", "--test-instances", "1"]
+            + ["--format", "srn", "--resolution", "32", "--train-views", "8", "--test-views", "8"]
+        )
+    config = srn_trainer_config()
+    config.pipeline.datamanager.data = out / "srn_cars"
+    config.pipeline.datamanager.dataparser = ShapeNetSRNDataParserConfig(few_shot_views=(0,))
+    config.pipeline.datamanager.instances_per_batch = 3
+    config.pipeline.datamanager.rays_per_instance = 64
+    return config
+
+
+BUILDERS = {"bts-density-tiny": bts_config, "srn": srn_config}
+
+
+def run_method(name: str, steps: int, work: Path) -> list:
+    import torch
+    from nerfstudio.scripts.train import _set_random_seed
+
+    config = BUILDERS[name](work)
+    config.set_timestamp()
+    config.machine.device_type = "cpu"
+    config.vis = "tensorboard"
+    config.output_dir = work / "runs"
+    config.max_num_iterations = steps
+    config.viewer.quit_on_train_completion = True
+    _set_random_seed(config.machine.seed)
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    rows = []
+    for step in range(steps):
+        loss, loss_dict, _ = trainer.train_iteration(step)
+        terms = " ".join(f"{k}={float(v):.9g}" for k, v in sorted(loss_dict.items()))
+        rows.append(float(loss))
+        print(f"{name} step {step + 1} loss {float(loss):.9g} {terms}", flush=True)
+    torch.set_grad_enabled(True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--methods", nargs="+", default=list(BUILDERS), choices=list(BUILDERS))
+    parser.add_argument("--work", type=Path, default=None, help="data and run folder (default: a temporary one)")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="loss_fingerprint_"))
+    work.mkdir(parents=True, exist_ok=True)
+    for name in args.methods:
+        run_method(name, args.steps, work)
+
+
+if __name__ == "__main__":
+    main()

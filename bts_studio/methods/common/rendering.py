@@ -1,0 +1,53 @@
+"""Whole-image rendering in chunks of rays, for models whose full frame does not fit one forward pass.
+
+nerfstudio's ``Model.get_outputs_for_camera_ray_bundle`` does the same for plain ``get_outputs``; the methods here
+render with extra arguments (a conditioning, a latent code), so they pass a closure instead.
+"""
+
+from typing import Callable, Dict, List
+
+import torch
+from nerfstudio.cameras.rays import RayBundle
+from torch import Tensor
+
+__all__ = ["render_bundle_in_chunks", "render_in_chunks"]
+
+
+def render_in_chunks(
+    render: Callable[[int, int], Dict[str, Tensor]],
+    num_rays: int,
+    chunk_size: int,
+    output_device: torch.device | str,
+) -> Dict[str, Tensor]:
+    """Call ``render(start, end)`` for consecutive ray ranges of at most ``chunk_size`` and concatenate.
+
+    Every output of ``render`` must be ``[end - start, ...]``; the result is ``[num_rays, ...]`` on
+    ``output_device`` (chunks move there as they finish, so the render device holds one chunk at a time).
+    """
+    assert chunk_size > 0, f"chunk_size must be positive, got {chunk_size}"
+    pieces: Dict[str, List[Tensor]] = {}
+    for start in range(0, num_rays, chunk_size):
+        end = min(start + chunk_size, num_rays)
+        for name, value in render(start, end).items():
+            assert value.shape[0] == end - start, f"output {name!r} has {value.shape[0]} rows for {end - start} rays"
+            pieces.setdefault(name, []).append(value.to(output_device))
+    return {name: torch.cat(values) for name, values in pieces.items()}
+
+
+def render_bundle_in_chunks(
+    render: Callable[[RayBundle], Dict[str, Tensor]],
+    camera_ray_bundle: RayBundle,
+    chunk_size: int,
+    device: torch.device | str,
+) -> Dict[str, Tensor]:
+    """Render an ``[H, W]`` ray bundle as flat chunks on ``device``; outputs ``[H, W, C]`` on the bundle's device."""
+    assert camera_ray_bundle.origins.ndim == 3, f"expected an [H, W] bundle, got {camera_ray_bundle.shape}"
+    height, width = camera_ray_bundle.origins.shape[:2]
+    flat = camera_ray_bundle.flatten()
+    outputs = render_in_chunks(
+        lambda start, end: render(flat[start:end].to(device)),
+        len(flat),
+        chunk_size,
+        camera_ray_bundle.origins.device,
+    )
+    return {name: value.view(height, width, -1) for name, value in outputs.items()}
