@@ -18,9 +18,9 @@ A method that cannot use rule 4 (srn: an instance code, not a view; the nearest 
 the object) passes ``nearest=False`` and gets **default** with the index it names; either way the choice is logged.
 """
 
-import math
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -233,11 +233,6 @@ class ChoiceLog:
 
 def image_names(filenames: Sequence, count: int) -> List[str]:
     """Short names (file names) of a split's images, for logs and the viewer."""
-    names = [getattr(f, "name", str(f)) for f in filenames]
+    # "<folder>/<file>" two levels up: KITTI-360's camera (image_00/.../0000000004.png), an SRN instance id.
+    names = [f"{Path(f).parent.parent.name}/{Path(f).name}" for f in filenames]
     return names if len(names) == count else [f"#{i}" for i in range(count)]
-
-
-def angle_deg(a: Float[Tensor, " 3"], b: Float[Tensor, " 3"]) -> float:
-    """Angle between two directions in degrees (for logs)."""
-    cosine = float(torch.dot(a, b) / (a.norm() * b.norm()))
-    return math.degrees(math.acos(max(-1.0, min(1.0, cosine))))

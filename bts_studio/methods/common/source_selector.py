@@ -72,6 +72,7 @@ class SourceSelector(nn.Module):
             camera_of=self.camera_pose_and_fov,
             default_rule=default_rule,
             frustum_scale=frustum_scale,
+            default_index=default_index,
         )
 
     def image(self, split: str, index: int) -> Tensor:
@@ -101,11 +102,9 @@ class SourceSelector(nn.Module):
         return choice
 
 
-def viewer_scene_defaults(kind: str) -> Dict[str, float]:
-    """Viewer and path scales per scene kind: ``"street"`` (metres) or ``"object"`` (unit-size objects)."""
-    if kind == "street":
-        return {"frustum_scale": 1.0, "direction_weight": 10.0, "spiral_radius": 1.5, "focus_distance": 15.0}
-    if kind == "object":
-        return {"frustum_scale": 0.1, "direction_weight": 0.5, "spiral_radius": 0.15, "focus_distance": 0.0}
-    raise ValueError(f"unknown scene kind {kind!r}; expected 'street' or 'object'")
-
+SCENE_KINDS = {
+    "street": {"frustum_scale": 1.0, "direction_weight": 10.0},
+    "object": {"frustum_scale": 0.1, "direction_weight": 0.5},
+}
+"""SourceSelector scales per scene kind: metric street scenes (1 m frustums; a 90 degree turn costs 10 m in the
+nearest rule) and unit-size objects."""

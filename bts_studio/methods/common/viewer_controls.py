@@ -100,6 +100,7 @@ class SourceControls(nn.Module):
         camera_of: ``(split, index) -> (c2w [3, 4] OpenGL, vertical fov in radians)`` for "Go to source view".
         default_rule: initial Source rule.
         frustum_scale: frustum size in scene units the viewer starts with (nerfstudio's default is 0.01).
+        default_index: initial Source index.
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class SourceControls(nn.Module):
         camera_of: Callable[[str, int], tuple],
         default_rule: str = NEAREST,
         frustum_scale: float = 1.0,
+        default_index: int = 0,
     ) -> None:
         super().__init__()
         assert default_rule in SOURCE_RULES, default_rule
@@ -122,18 +124,23 @@ class SourceControls(nn.Module):
         self._shown: Optional[tuple] = None
         self._last_pose: Optional[torch.Tensor] = None
         self._frustums_scaled = False
-        self.rule = ViewerDropdown("Source rule", default_rule, list(SOURCE_RULES), hint="Which image conditions renders")
-        self.split = ViewerDropdown("Source split", "train", [s for s, n in sizes.items() if n > 0])
-        self.index = ViewerNumber("Source index", 0, hint="Image index within the split (Fixed image)")
-        self.fix_nearest = ViewerButton("Fix nearest image", cb_hook=lambda _: self._fix_nearest())
-        self.go_to_source = ViewerButton("Go to source view", cb_hook=lambda _: self._go_to_source())
-        self.active = ViewerText("Active source", "none yet", disabled=True)
-        self.thumbnail = ViewerMarkdown("Source thumbnail", "")
-        self.frustum_scale = ViewerSlider(
-            "Frustum scale", float(frustum_scale), 0.01, 10.0 * max(frustum_scale, 0.1), step=0.01,
+        # nerfstudio installs elements in dir() order (alphabetical), hence the s1..s8 prefixes.
+        self.s1_rule = ViewerDropdown("Source rule", default_rule, list(SOURCE_RULES), hint="What conditions renders")
+        self.s2_split = ViewerDropdown("Source split", "train", [s for s, n in sizes.items() if n > 0])
+        self.s3_index = ViewerNumber("Source index", int(default_index), hint="Index within the split (Fixed image)")
+        self.s4_fix_nearest = ViewerButton("Fix nearest image", cb_hook=lambda _: self._fix_nearest())
+        self.s5_go_to_source = ViewerButton("Go to source view", cb_hook=lambda _: self._go_to_source())
+        self.s6_active = ViewerText("Active source", "none yet", disabled=True)
+        self.s7_thumbnail = ViewerMarkdown("Source thumbnail", "")
+        self.s8_frustum_scale = ViewerSlider(
+            "Frustum scale",
+            float(frustum_scale),
+            0.01,
+            10.0 * max(frustum_scale, 0.1),
+            step=0.01,
             cb_hook=lambda element: self._rescale_frustums(float(element.value)),
             hint="Training-camera frustum size, scene units",
-        )  # fmt: skip
+        )
         self.viewer_link = _ViewerLink(self._attach)
         self._current: Optional[SourceChoice] = None
 
@@ -141,7 +148,7 @@ class SourceControls(nn.Module):
     @property
     def in_viewer(self) -> bool:
         """True once nerfstudio's viewer installed the elements (never in ns-render or ns-eval)."""
-        return self.rule.gui_handle is not None
+        return self.s1_rule.gui_handle is not None
 
     def _attach(self, viewer) -> None:
         self._viewer = viewer
@@ -150,13 +157,13 @@ class SourceControls(nn.Module):
         """The viewer's request for a render from ``camera_to_world`` (None: use the nearest image)."""
         self._last_pose = camera_to_world.detach().reshape(-1, 4)[:3].cpu()
         self._scale_frustums_once()
-        rule = self.rule.value
+        rule = self.s1_rule.value
         if rule == FIXED:
-            split = str(self.split.value)
-            index = int(self.index.value)
+            split = str(self.s2_split.value)
+            index = int(self.s3_index.value)
             size = self.sizes.get(split, 0)
             if not 0 <= index < size:
-                self.active.value = f"Source index {index} does not exist: {split} has {size} images (0..{size - 1})"
+                self.s6_active.value = f"Source index {index} does not exist: {split} has {size} images (0..{size - 1})"
                 index = min(max(index, 0), size - 1)
             return SourceRequest(split, index, "viewer: Fixed image")
         if rule == CLICKED:
@@ -176,21 +183,21 @@ class SourceControls(nn.Module):
         self._current = choice
         names = self.names.get(choice.split, [])
         name = names[choice.index] if 0 <= choice.index < len(names) else ""
-        self.active.value = f"{choice.split} #{choice.index}  {name}  ({choice.rule.value})"
+        self.s6_active.value = f"{choice.split} #{choice.index}  {name}  ({choice.rule.value})"
         try:
             image = self.image_of(choice.split, choice.index)
-            self.thumbnail.set_content(f"{thumbnail_markdown(image)}\n\n`{choice.split} #{choice.index}` {name}")
+            self.s7_thumbnail.set_content(f"{thumbnail_markdown(image)}\n\n`{choice.split} #{choice.index}` {name}")
             self._highlight(choice, image)
         except Exception as error:  # a thumbnail must never break rendering
-            self.thumbnail.set_content(f"(no thumbnail: {type(error).__name__})")
+            self.s7_thumbnail.set_content(f"(no thumbnail: {type(error).__name__})")
 
     # ------------------------------------------------------------------------------------------ buttons
     def _fix_nearest(self) -> None:
         if self._last_pose is None:
             return
-        self.split.value = "train"
-        self.index.value = self.catalogue.nearest(self._last_pose)
-        self.rule.value = FIXED
+        self.s2_split.value = "train"
+        self.s3_index.value = self.catalogue.nearest(self._last_pose)
+        self.s1_rule.value = FIXED
 
     def _go_to_source(self) -> None:
         viewer = self._viewer
@@ -209,7 +216,7 @@ class SourceControls(nn.Module):
                 client.camera.fov = float(fov)
 
     # ----------------------------------------------------------------------------------------- frustums
-    def _highlight(self, choice: SourceChoice, image: torch.Tensor) -> None:
+    def _highlight(self, choice: SourceChoice, image: torch.Tensor) -> None:  # image: for its aspect
         """Draw the active source's camera as a large orange frustum (nerfstudio's are small and alike)."""
         viewer = self._viewer
         if viewer is None:
@@ -218,14 +225,12 @@ class SourceControls(nn.Module):
 
         c2w, fov = self.camera_of(choice.split, choice.index)
         rotation = vtf.SO3.from_matrix(np.asarray(c2w[:3, :3], dtype=np.float64)) @ vtf.SO3.from_x_radians(np.pi)
-        small = (torch.nn.functional.interpolate(image[None], scale_factor=0.5)[0] * 255).byte()
         viewer.viser_server.scene.add_camera_frustum(
             "/bts_active_source",
             fov=float(fov),
             aspect=float(image.shape[-1] / image.shape[-2]),
-            scale=float(self.frustum_scale.value) * VISER_SCALE * 1.5,
-            color=(255, 120, 0),
-            image=small.permute(1, 2, 0).cpu().numpy(),
+            scale=float(self.s8_frustum_scale.value) * VISER_SCALE * 1.5,
+            color=(255, 120, 0),  # no image on it: seen from the source view it would cover the render
             wxyz=rotation.wxyz,
             position=np.asarray(c2w[:3, 3], dtype=np.float64) * VISER_SCALE,
         )
@@ -237,9 +242,9 @@ class SourceControls(nn.Module):
             return
         self._frustums_scaled = True
         if abs(float(viewer.config.camera_frustum_scale) - NERFSTUDIO_FRUSTUM_SCALE) < 1e-9:
-            self._rescale_frustums(float(self.frustum_scale.value))
+            self._rescale_frustums(float(self.s8_frustum_scale.value))
         else:
-            self.frustum_scale.value = float(viewer.config.camera_frustum_scale) / VISER_SCALE
+            self.s8_frustum_scale.value = float(viewer.config.camera_frustum_scale) / VISER_SCALE
 
     def _rescale_frustums(self, scale: float) -> None:
         """Re-draw nerfstudio's training frustums at ``scale`` scene units (viser cannot resize them in place)."""
@@ -252,7 +257,8 @@ class SourceControls(nn.Module):
             old = handles[index]
             camera = dataset.cameras[index]
             image = (dataset[index]["image"][..., :3] * 255).byte().permute(2, 0, 1)
-            image = torch.nn.functional.interpolate(image[None].float(), size=(100, max(1, 100 * image.shape[-1] // image.shape[-2])))[0]  # fmt: skip
+            size = (100, max(1, 100 * image.shape[-1] // image.shape[-2]))  # nerfstudio's thumbnails are 100 px high
+            image = torch.nn.functional.interpolate(image[None].float(), size=size)[0]
             handle = viewer.viser_server.scene.add_camera_frustum(
                 name=f"/cameras/camera_{index:05d}",
                 fov=float(2 * np.arctan(float(camera.cx) / float(camera.fx[0]))),
