@@ -4,7 +4,10 @@ from pathlib import Path
 
 import pytest
 
-BTS_SIZE = (128, 320)  # parsed KITTI-360 size; 128 rows so that ns-render dataset --downscale-factor 2 still feeds the encoder 64
+BTS_SIZE = (
+    128,
+    320,
+)  # parsed KITTI-360 size; 128 rows so that ns-render dataset --downscale-factor 2 still feeds the encoder 64
 
 
 def train_tiny_bts(root: Path) -> Path:

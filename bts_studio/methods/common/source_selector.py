@@ -6,7 +6,10 @@ changes and shows it in the viewer. Models hold one (``attach_source_selector``)
 ``get_outputs_for_camera``; the viewer, ``ns-render`` and ``ns-eval`` all reach the model through that method.
 """
 
+import json
 import math
+import os
+from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 from nerfstudio.cameras.cameras import Cameras
@@ -24,6 +27,9 @@ from bts_studio.methods.common.conditioning_rules import (
     own_image,
 )
 from bts_studio.methods.common.viewer_controls import NEAREST, SourceControls
+
+VIEWER_LOG_ENV = "BTS_STUDIO_VIEWER_LOG"
+"""Environment variable naming a JSON-lines file that receives every viewer render's camera and source."""
 
 
 class SourceSelector(nn.Module):
@@ -99,7 +105,26 @@ class SourceSelector(nn.Module):
         check_index(choice, self.sizes)
         self.log(choice, self.names[choice.split][choice.index])
         self.controls.show(choice)
+        if self.controls.in_viewer and os.environ.get(VIEWER_LOG_ENV):
+            append_render_record(Path(os.environ[VIEWER_LOG_ENV]), camera, choice)
         return choice
+
+
+def append_render_record(path: Path, camera: Cameras, choice: SourceChoice) -> None:
+    """Append one viewer render (its camera and source) as a JSON line: lets a test or a bug report re-render
+    exactly what the viewer showed."""
+    flat = camera.reshape(-1)
+    record = {
+        "split": choice.split,
+        "index": choice.index,
+        "rule": choice.rule.value,
+        "camera_to_world": flat.camera_to_worlds[0].tolist(),
+        **{name: float(getattr(flat, name)[0, 0]) for name in ("fx", "fy", "cx", "cy")},
+        "width": int(flat.width[0, 0]),
+        "height": int(flat.height[0, 0]),
+    }
+    with path.open("a") as stream:
+        stream.write(json.dumps(record) + "\n")
 
 
 SCENE_KINDS = {

@@ -8,8 +8,10 @@ folder of its Control tab, and hands any ``ViewerControl`` the running viewer. :
   ``Fixed image`` (split and index below) or ``Clicked camera frustum`` (nerfstudio's last clicked frustum);
 - **Source split** and **Source index** for ``Fixed image``;
 - **Fix nearest image** (freezes the current nearest image as a fixed source) and **Go to source view** (moves the
-  viewer camera onto the source camera, with its vertical field of view);
-- **Active source**: index, file name, rule and a thumbnail, updated on every render that changes the source;
+  viewer camera onto the source camera, with its vertical field of view, and hides the frustums within two frustum
+  sizes of it, whose lines would cover the picture from their apex, until the source changes);
+- **Active source**: index, file name, rule and a thumbnail, updated on every render that changes the source; the
+  source camera is drawn as a larger orange frustum;
 - **Frustum scale**: size of the training-camera frustums; the method's default replaces nerfstudio's 0.1 (1 cm in
   metres-scaled street scenes) when the viewer was started with that default.
 
@@ -124,6 +126,8 @@ class SourceControls(nn.Module):
         self._shown: Optional[tuple] = None
         self._last_pose: Optional[torch.Tensor] = None
         self._frustums_scaled = False
+        self._highlight_handle = None
+        self._hidden_frustums: List[int] = []
         # nerfstudio installs elements in dir() order (alphabetical), hence the s1..s8 prefixes.
         self.s1_rule = ViewerDropdown("Source rule", default_rule, list(SOURCE_RULES), hint="What conditions renders")
         self.s2_split = ViewerDropdown("Source split", "train", [s for s, n in sizes.items() if n > 0])
@@ -181,6 +185,7 @@ class SourceControls(nn.Module):
                 return
             self._shown = key
         self._current = choice
+        self._restore_hidden_frustum()
         names = self.names.get(choice.split, [])
         name = names[choice.index] if 0 <= choice.index < len(names) else ""
         self.s6_active.value = f"{choice.split} #{choice.index}  {name}  ({choice.rule.value})"
@@ -207,10 +212,21 @@ class SourceControls(nn.Module):
         c2w, fov = self.camera_of(choice.split, choice.index)
         import viser.transforms as vtf
 
+        # Frustum lines are as thick as the frustum is large; seen from their apex they would cover the picture.
+        if self._highlight_handle is not None:
+            self._highlight_handle.visible = False
         rotation = vtf.SO3.from_matrix(np.asarray(c2w[:3, :3], dtype=np.float64)) @ vtf.SO3.from_x_radians(np.pi)
         position = np.asarray(c2w[:3, 3], dtype=np.float64) * VISER_SCALE
+        reach = 2.0 * float(self.s8_frustum_scale.value) * VISER_SCALE  # rigs put several cameras within a metre
+        handles = getattr(viewer, "camera_handles", {}) or {}
+        for index, handle in handles.items():
+            if handle.visible and np.linalg.norm(np.asarray(handle.position) - position) < reach:
+                handle.visible = False
+                self._hidden_frustums.append(index)
         for client in viewer.viser_server.get_clients().values():
             with client.atomic():
+                # viser keeps an up direction and derives the roll from it; the source's own up keeps its roll.
+                client.camera.up_direction = np.asarray(c2w[:3, 1], dtype=np.float64)
                 client.camera.wxyz = rotation.wxyz
                 client.camera.position = position
                 client.camera.fov = float(fov)
@@ -225,7 +241,7 @@ class SourceControls(nn.Module):
 
         c2w, fov = self.camera_of(choice.split, choice.index)
         rotation = vtf.SO3.from_matrix(np.asarray(c2w[:3, :3], dtype=np.float64)) @ vtf.SO3.from_x_radians(np.pi)
-        viewer.viser_server.scene.add_camera_frustum(
+        self._highlight_handle = viewer.viser_server.scene.add_camera_frustum(
             "/bts_active_source",
             fov=float(fov),
             aspect=float(image.shape[-1] / image.shape[-2]),
@@ -234,6 +250,13 @@ class SourceControls(nn.Module):
             wxyz=rotation.wxyz,
             position=np.asarray(c2w[:3, 3], dtype=np.float64) * VISER_SCALE,
         )
+
+    def _restore_hidden_frustum(self) -> None:
+        handles = getattr(self._viewer, "camera_handles", {}) or {}
+        for index in self._hidden_frustums:
+            if index in handles:
+                handles[index].visible = True
+        self._hidden_frustums = []
 
     def _scale_frustums_once(self) -> None:
         """Apply the method's frustum scale when the viewer runs with nerfstudio's default (ns-viewer)."""
