@@ -26,7 +26,9 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check bts_studio tests benchmarks
+	$(BIN)/ruff format --check bts_studio tests benchmarks
 
+# pyproject's pytest addopts check every jaxtyping annotation of bts_studio at run time (beartype).
 # pytest exits 5 when it collects no tests: say so plainly instead of failing with a bare code.
 test: install lint
 	@$(BIN)/pytest -q tests; rc=$$?; \

@@ -41,7 +41,7 @@ def srn_config(work: Path):
 
     out = work / "shapenet"
     if not out.exists():
-        from bts_studio.data.shapenet.synth_cli import main as synth
+        from bts_studio.data.synthetic.shapenet_cli import main as synth
 
         synth(
             [str(out), "--classes", "cars", "--instances", "4", "--val-instances", "1", "--test-instances", "1"]

@@ -33,7 +33,11 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 
-from bts_studio.core.occupancy import (
+from bts_studio.data.kitti360.reader import Kitti360FormatError, Kitti360Paths, list_sequences, read_poses
+from bts_studio.data.kitti360.rig import load_rig
+from bts_studio.data.kitti360.splits import interleaved_split
+from bts_studio.data.synthetic.ground_truth import load_ground_truth_depth, load_ground_truth_scene
+from bts_studio.eval.occupancy import (
     CAMERA_TILT_DEG,
     OFFICIAL_NUM_SCANS,
     official_query_points,
@@ -41,10 +45,6 @@ from bts_studio.core.occupancy import (
     tilted_to_camera,
     visible_before_depth,
 )
-from bts_studio.data.kitti360.formats import Kitti360FormatError, Kitti360Paths, list_sequences, read_poses
-from bts_studio.data.kitti360.rig import load_rig
-from bts_studio.data.kitti360.splits import interleaved_split
-from bts_studio.data.synthetic.ground_truth import load_ground_truth_depth, load_ground_truth_scene
 from bts_studio.eval.occupancy_cli import write_json_atomically
 from bts_studio.eval.occupancy_exact import camera_to_world_points, exact_reference
 from bts_studio.eval.occupancy_protocol import Kitti360Calibration, lidar_reference, load_lidar_sweep

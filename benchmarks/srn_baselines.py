@@ -24,7 +24,8 @@ from typing import Callable, Dict, List
 import torch
 import tyro
 
-from bts_studio.methods.srn.datamanager import SRNDataManager, load_images
+from bts_studio.methods.common.image_store import load_images
+from bts_studio.methods.srn.datamanager import SRNDataManager
 from bts_studio.methods.srn.evaluation import (
     InstanceTask,
     ScoreBoard,

@@ -114,18 +114,19 @@ def training_batch(config: BenchConfig, K, c2w, cameras, device: torch.device):
     rays = cameras.generate_rays(
         camera_indices=torch.zeros(len(coords), 1, dtype=torch.long, device=device), coords=coords
     )
-    batch = {
-        "input_image": torch.rand(b, 3, h, w, device=device),
-        "input_K": K.expand(b, 3, 3),
-        "input_w2c": w2c[0].expand(b, 3, 4),
-        "render_images": torch.rand(b, v, 3, h, w, device=device),
-        "render_K": K.expand(b, v, 3, 3),
-        "render_w2c": w2c[1:].expand(b, v, 3, 4),
-        "render_missing": torch.zeros(b, v, dtype=torch.bool, device=device),
-        "patch_size": p,
-        "image": torch.rand(len(coords), 3, device=device),
-    }
-    return rays, batch
+    from bts_studio.methods.bts.batch import BTSBatch
+
+    return BTSBatch(
+        rays=rays.reshape((b, patches, p, p)),
+        image=torch.rand(b, patches, p, p, 3, device=device),
+        input_image=torch.rand(b, 3, h, w, device=device),
+        input_K=K.expand(b, 3, 3),
+        input_w2c=w2c[0].expand(b, 3, 4),
+        render_images=torch.rand(b, v, 3, h, w, device=device),
+        render_K=K.expand(b, v, 3, 3),
+        render_w2c=w2c[1:].expand(b, v, 3, 4),
+        render_missing=torch.zeros(b, v, dtype=torch.bool, device=device),
+    )
 
 
 def time_training(model, config: BenchConfig, device: torch.device) -> Dict[str, float]:
@@ -136,11 +137,11 @@ def time_training(model, config: BenchConfig, device: torch.device) -> Dict[str,
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for step in range(config.warmup + config.steps):
-        rays, batch = training_batch(config, K, c2w, cameras, device)
+        batch = training_batch(config, K, c2w, cameras, device)
         _sync(device)
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        outputs = model(rays, model.condition_on_groups(batch))
+        outputs = model(batch)
         loss = sum(model.get_loss_dict(outputs, batch).values())
         loss.backward()
         optimizer.step()
@@ -166,7 +167,7 @@ def time_render(model, config: BenchConfig, device: torch.device) -> Dict[str, f
         source = model.encode_view(image, K, c2w[0])
         _sync(device)
         middle = time.perf_counter()
-        outputs = model.get_outputs_for_camera(cameras[0:1], source=source)
+        outputs = model.render_camera(cameras[0:1], source)
         _sync(device)
         if repeat > 0:  # the first pass warms up
             encode.append(middle - start)

@@ -16,7 +16,7 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
         "Generate a synthetic street sequence in the exact KITTI-360 on-disk format, with exact ground truth.",
     ),
     "synth-shapenet": (
-        "bts_studio.data.shapenet.synth_cli:main",
+        "bts_studio.data.synthetic.shapenet_cli:main",
         "Generate synthetic ShapeNet-like object classes in the SRN and/or DVR on-disk formats.",
     ),
     "import-official": (

@@ -8,7 +8,7 @@ Expected depth is ``sum_k w_k t_k`` (no background term).
 """
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Shaped
 from torch import Tensor
 
 LAST_DELTA = 1e10
@@ -66,8 +66,11 @@ def expected_distance(
     return (weights * distances).sum(dim=-1, keepdim=True)
 
 
-def invalid_mass(weights: Float[Tensor, "*batch S"], invalid: Float[Tensor, "*batch S V"]) -> Float[Tensor, "*batch V"]:
-    """Weight-integrated invalid indicator per view: ``sum_k w_k [sample k invalid in view v]``."""
+def invalid_mass(
+    weights: Float[Tensor, "*batch S"], invalid: Shaped[Tensor, "*batch S V"]
+) -> Float[Tensor, "*batch V"]:
+    """Weight-integrated invalid indicator per view: ``sum_k w_k [sample k invalid in view v]`` (``invalid``: bool
+    or 0/1 floats)."""
     assert invalid.shape[:-1] == weights.shape, f"invalid {tuple(invalid.shape)} vs weights {tuple(weights.shape)}"
     return (weights[..., None] * invalid.to(weights.dtype)).sum(dim=-2)
 
@@ -83,7 +86,7 @@ def occupancy_behind_surface(
 
     The surface is the first sample where the accumulated weight reaches 0.5 (the median depth). This is what a
     density field knows beyond depth: a depth map stops at the first surface, while BTS's field also predicts
-    whether the space behind it is occupied (its occupancy evaluation thresholds density at 0.5, ``core.occupancy``).
+    whether the space behind it is occupied (its occupancy evaluation thresholds density at 0.5, ``eval.occupancy``).
     Rays with no sample in the band get 0. ``band`` is in the units of ``distances``.
     """
     assert (

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from bts_studio.core.geometry import pixels_to_normalized, world_to_camera_points
+from bts_studio.core.geometry import pixels_to_normalized, project_points
 
 MIN_Z = 1e-3
 """BTS's ``EPS``: smallest z used in the perspective divide; points at or below it are invalid."""
@@ -40,10 +40,7 @@ def project_to_views(
     assert points.dim() == 3 and points.shape[-1] == 3, f"points must be [B, N, 3], got {tuple(points.shape)}"
     assert K.shape[-2:] == (3, 3) and K.dim() == 4, f"K must be [B, V, 3, 3], got {tuple(K.shape)}"
     assert w2c_opencv.shape[:2] == K.shape[:2], f"K {tuple(K.shape)} vs w2c {tuple(w2c_opencv.shape)}"
-    camera_points = world_to_camera_points(points[:, None], w2c_opencv[..., :3, :])  # [B, V, N, 3]
-    z = camera_points[..., 2]
-    image_points = camera_points @ K.transpose(-1, -2)
-    uv = image_points[..., :2] / z.clamp_min(MIN_Z)[..., None]
+    uv, z = project_points(points[:, None], K, w2c_opencv, min_z=MIN_Z)  # [B, V, N, 2], [B, V, N]
     return pixels_to_normalized(uv, width, height), z
 
 

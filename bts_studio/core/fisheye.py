@@ -57,7 +57,7 @@ class MeiParams:
 
     @classmethod
     def from_opencv(cls, calibration: Any) -> "MeiParams":
-        """Build from OpenCV-unit values (e.g. ``bts_studio.data.kitti360.formats.MeiFisheye``).
+        """Build from OpenCV-unit values (e.g. ``bts_studio.data.kitti360.reader.MeiFisheye``).
 
         ``calibration`` needs attributes ``xi, k1, k2, p1, p2, gamma1, gamma2, u0, v0, width, height``.
         """

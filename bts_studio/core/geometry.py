@@ -17,7 +17,7 @@ OPENCV_TO_OPENGL = (1.0, -1.0, -1.0)
 """Per-axis sign flip of the camera frame; it is its own inverse."""
 
 
-def opencv_to_opengl(c2w: Float[Tensor, "*batch 3 4"]) -> Float[Tensor, "*batch 3 4"]:
+def opencv_to_opengl(c2w: Float[Tensor, "*batch rows 4"]) -> Float[Tensor, "*batch rows 4"]:
     """Convert an OpenCV camera-to-world pose to nerfstudio's OpenGL one, or back (the flip is an involution).
 
     Args:
@@ -31,7 +31,7 @@ def opencv_to_opengl(c2w: Float[Tensor, "*batch 3 4"]) -> Float[Tensor, "*batch 
     return c2w * flip
 
 
-def to_homogeneous_pose(pose: Float[Tensor, "*batch 3 4"]) -> Float[Tensor, "*batch 4 4"]:
+def to_homogeneous_pose(pose: Float[Tensor, "*batch rows 4"]) -> Float[Tensor, "*batch 4 4"]:
     """Append the ``[0, 0, 0, 1]`` row to ``[..., 3, 4]`` poses (``[..., 4, 4]`` pass through)."""
     if pose.shape[-2] == 4:
         return pose
@@ -41,7 +41,7 @@ def to_homogeneous_pose(pose: Float[Tensor, "*batch 3 4"]) -> Float[Tensor, "*ba
     return torch.cat([pose, bottom], dim=-2)
 
 
-def invert_pose(pose: Float[Tensor, "*batch 3 4"]) -> Float[Tensor, "*batch 3 4"]:
+def invert_pose(pose: Float[Tensor, "*batch rows 4"]) -> Float[Tensor, "*batch rows 4"]:
     """Invert rigid poses ``[R | t]`` -> ``[R^T | -R^T t]``; returns the same row count it was given."""
     assert pose.shape[-1] == 4 and pose.shape[-2] in (3, 4), f"expected [..., 3|4, 4], got {tuple(pose.shape)}"
     rotation = pose[..., :3, :3]
@@ -52,25 +52,28 @@ def invert_pose(pose: Float[Tensor, "*batch 3 4"]) -> Float[Tensor, "*batch 3 4"
 
 
 def world_to_camera_points(
-    points: Float[Tensor, "*batch N 3"], w2c: Float[Tensor, "*batch 3 4"]
-) -> Float[Tensor, "*batch N 3"]:
-    """Transform world points into a camera frame (whatever axis convention ``w2c`` encodes)."""
+    points: Float[Tensor, "*#batch N 3"], w2c: Float[Tensor, "*#batch rows 4"]
+) -> Float[Tensor, "*#batch N 3"]:
+    """Transform world points into a camera frame (whatever axis convention ``w2c`` encodes).
+
+    ``w2c`` is ``[..., 3, 4]`` or ``[..., 4, 4]``; the batch dimensions of points and poses broadcast.
+    """
     assert points.shape[-1] == 3, f"points must be [..., N, 3], got {tuple(points.shape)}"
     return points @ w2c[..., :3, :3].transpose(-1, -2) + w2c[..., None, :3, 3]
 
 
 def project_points(
-    points: Float[Tensor, "*batch N 3"],
-    K: Float[Tensor, "*batch 3 3"],
-    w2c_opencv: Float[Tensor, "*batch 3 4"],
+    points: Float[Tensor, "*#batch N 3"],
+    K: Float[Tensor, "*#batch 3 3"],
+    w2c_opencv: Float[Tensor, "*#batch rows 4"],
     min_z: float = 1e-3,
-) -> tuple[Float[Tensor, "*batch N 2"], Float[Tensor, "*batch N"]]:
+) -> tuple[Float[Tensor, "*#batch N 2"], Float[Tensor, "*#batch N"]]:
     """Project world points through an OpenCV pinhole camera.
 
     Args:
         points: world points.
         K: intrinsics in nerfstudio pixel units (docs/conventions.md, "Pixels").
-        w2c_opencv: world-to-camera pose in OpenCV axes.
+        w2c_opencv: world-to-camera pose in OpenCV axes (``[..., 3|4, 4]``); batch dimensions broadcast.
         min_z: the divisor is clamped to at least this (points behind the camera project to garbage;
             callers test ``z > min_z`` for validity).
 

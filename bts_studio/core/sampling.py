@@ -7,11 +7,13 @@ BTS (``models/common/render/nerf.py::sample_coarse`` with ``lindisp: true``) spl
 ``delta_k = t_{k+1} - t_k`` (``core.compositing.sample_deltas``).
 """
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+__all__ = ["bin_offsets", "disparity_linear_distances", "disparity_linear_samples", "sample_disparity_linear"]
 
 
 def bin_offsets(
@@ -49,6 +51,22 @@ def disparity_linear_distances(
     return 1.0 / ((1.0 - offsets) / near + offsets / far)
 
 
+def disparity_linear_samples(
+    num_rays: int,
+    num_samples: int,
+    near: float,
+    far: float,
+    stratified: bool,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    generator: Optional[torch.Generator] = None,
+) -> Tuple[Float[Tensor, "num_rays num_samples"], Float[Tensor, "num_rays num_samples"]]:
+    """BTS's coarse samples: bin positions ``s`` in ``[0, 1]`` and their distances ``t``, linear in disparity
+    between near and far (stratified: one uniform draw per bin)."""
+    offsets = bin_offsets(num_rays, num_samples, stratified, device=device, dtype=dtype, generator=generator)
+    return offsets, disparity_linear_distances(offsets, near, far)
+
+
 def sample_disparity_linear(
     num_rays: int,
     num_samples: int,
@@ -59,6 +77,5 @@ def sample_disparity_linear(
     dtype: torch.dtype = torch.float32,
     generator: Optional[torch.Generator] = None,
 ) -> Float[Tensor, "num_rays num_samples"]:
-    """BTS's coarse samples: ``S`` stratified distances per ray, linear in disparity between near and far."""
-    offsets = bin_offsets(num_rays, num_samples, stratified, device=device, dtype=dtype, generator=generator)
-    return disparity_linear_distances(offsets, near, far)
+    """The distances of :func:`disparity_linear_samples`."""
+    return disparity_linear_samples(num_rays, num_samples, near, far, stratified, device, dtype, generator)[1]

@@ -1,6 +1,6 @@
 """Bird's-eye occupancy panels of a :class:`FrameField` (and of an analytic scene), composed into one image.
 
-The BEV maths is ``bts_studio.core.bev`` (BTS's "profile"); this module samples a field on the grid, colours the
+The BEV maths is ``bts_studio.eval.bev`` (BTS's "profile"); this module samples a field on the grid, colours the
 result and lays panels out: camera panels (input image over depth map) on the left, BEV panels on the right.
 """
 
@@ -12,9 +12,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from bts_studio.core.bev import BTS_PROFILE_THRESHOLD, bev_profile, bev_query_points
-from bts_studio.core.occupancy import CAMERA_TILT_DEG, outside_frustum
+from bts_studio.eval.bev import BTS_PROFILE_THRESHOLD, bev_profile, bev_query_points
 from bts_studio.eval.density_field import FrameField
+from bts_studio.eval.occupancy import CAMERA_TILT_DEG, outside_frustum
 
 SCENE_OCCUPIED_DENSITY = 100.0
 """Density given to the inside of analytic solids for the ground-truth panel (blocks a column at once)."""

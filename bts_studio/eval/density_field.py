@@ -11,7 +11,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from bts_studio.core.occupancy import depth_band_occupancy, outside_frustum
+from bts_studio.eval.occupancy import depth_band_occupancy, outside_frustum
 
 DensityFunction = Callable[[Tensor], Tensor]
 """Maps camera-frame points ``[N, 3]`` (OpenCV axes, metres) to densities ``[N]``."""

@@ -26,8 +26,8 @@ from typing import Any, Dict, List, Literal, Optional
 import torch
 import tyro
 
-from bts_studio.core.occupancy import CAMERA_TILT_DEG, OFFICIAL_NUM_SCANS, mean_metrics
 from bts_studio.eval.density_field import depth_plus_band_field
+from bts_studio.eval.occupancy import CAMERA_TILT_DEG, OFFICIAL_NUM_SCANS, mean_metrics
 
 TOOL = "bts-studio eval-occupancy"
 REPORTED = ("o_acc", "ie_acc", "ie_rec")

@@ -18,8 +18,8 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from bts_studio.core.occupancy import CAMERA_TILT_DEG, axis_samples, box_grid, outside_frustum, tilted_to_camera
 from bts_studio.eval.density_field import FrameField
+from bts_studio.eval.occupancy import CAMERA_TILT_DEG, axis_samples, box_grid, outside_frustum, tilted_to_camera
 from bts_studio.eval.occupancy_protocol import OccupancyFrame, score_frame
 
 

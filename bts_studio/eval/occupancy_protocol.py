@@ -7,7 +7,7 @@ frame through the KITTI-360 calibration chain::
     rectified camera c -> world:  poses[i] @ calib_cam_to_pose[image_0c] @ inv(R_rect_0c)
     velodyne -> world:            poses[j] @ calib_cam_to_pose[image_00] @ inv(calib_cam_to_velo)
 
-The maths (tilted frame, polar profiles, 18-of-20 vote, visibility, metrics) is ``bts_studio.core.occupancy``.
+The maths (tilted frame, polar profiles, 18-of-20 vote, visibility, metrics) is ``bts_studio.eval.occupancy``.
 """
 
 from dataclasses import dataclass, field
@@ -19,7 +19,10 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from bts_studio.core.occupancy import (
+from bts_studio.data.kitti360.reader import Kitti360Paths, read_poses, read_velodyne
+from bts_studio.data.kitti360.rig import load_rig
+from bts_studio.eval.density_field import FrameField
+from bts_studio.eval.occupancy import (
     CAMERA_TILT_DEG,
     OCCUPIED_DENSITY_THRESHOLD,
     OFFICIAL_NUM_SCANS,
@@ -30,9 +33,6 @@ from bts_studio.core.occupancy import (
     tilted_to_camera,
     visible_before_depth,
 )
-from bts_studio.data.kitti360.formats import Kitti360Paths, read_poses, read_velodyne
-from bts_studio.data.kitti360.rig import load_rig
-from bts_studio.eval.density_field import FrameField
 
 
 @dataclass

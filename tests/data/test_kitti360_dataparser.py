@@ -1,7 +1,7 @@
 """The ``kitti360-data`` dataparser on a tiny generated KITTI-360 folder (``bts-studio synth-kitti360``).
 
 Geometry is checked against what the generator drew, computed independently of the parser's own
-calibration code: sidecar depth unprojected with the KITTI-360 chain of :mod:`bts_studio.data.kitti360.formats`
+calibration code: sidecar depth unprojected with the KITTI-360 chain of :mod:`bts_studio.data.kitti360.reader`
 must land, through nerfstudio's own ray generation, on the pixels the generator rendered; resampled
 fisheye pixels must show what the original fisheye image shows where the scene point lies.
 """
@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from bts_studio.core.fisheye import MeiParams, mei_project
-from bts_studio.data.kitti360 import formats
+from bts_studio.data.kitti360 import reader as formats
 from bts_studio.data.kitti360.dataparser import GROUP_SIZE, Kitti360DataParserConfig
-from bts_studio.data.kitti360.formats import Kitti360FormatError, Kitti360Paths
 from bts_studio.data.kitti360.lidar_depth import nearest_depth_map
+from bts_studio.data.kitti360.reader import Kitti360FormatError, Kitti360Paths
 from bts_studio.data.kitti360.splits import SplitEntry, read_split_file, write_split_file
 
 FRAMES = 8  # 6 posed frames (the generator leaves 2 stationary ones out of poses.txt); groups clamp, as in BTS

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bts_studio.core.fisheye import MeiParams, mei_project
-from bts_studio.data.kitti360 import formats
+from bts_studio.data.kitti360 import reader as formats
 from bts_studio.data.synthetic.kitti360_cli import SynthKitti360Config, run
 
 

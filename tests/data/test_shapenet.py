@@ -16,12 +16,12 @@ from PIL import Image
 from bts_studio.core.geometry import intrinsics_matrix, invert_pose, opencv_to_opengl, project_points
 from bts_studio.data.shapenet.dvr_dataparser import ShapeNetDVRDataParserConfig
 from bts_studio.data.shapenet.dvr_reader import DVRFormatError, load_pointcloud
-from bts_studio.data.shapenet.objects import ObjectInstance, instance_names, place
 from bts_studio.data.shapenet.srn_dataparser import ShapeNetSRNDataParserConfig
 from bts_studio.data.shapenet.srn_reader import SRNFormatError
-from bts_studio.data.shapenet.surface import sample_surface
-from bts_studio.data.shapenet.synth_cli import canonical_instance
-from bts_studio.data.shapenet.synth_cli import main as synth
+from bts_studio.data.synthetic.shapenet_cli import canonical_instance
+from bts_studio.data.synthetic.shapenet_cli import main as synth
+from bts_studio.data.synthetic.shapenet_objects import ObjectInstance, instance_names, place
+from bts_studio.data.synthetic.shapenet_surface import sample_surface
 
 SEED = 3
 SIZE = 32

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bts_studio.core.fisheye import MeiParams, mei_project, mei_unproject
-from bts_studio.data.kitti360 import formats
+from bts_studio.data.kitti360 import reader as formats
 from bts_studio.data.synthetic import ground_truth
 from bts_studio.data.synthetic.kitti360_cli import SynthKitti360Config, main, run
 from bts_studio.data.synthetic.primitives import Scene

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from bts_studio.core.occupancy import tilt_rotation
 from bts_studio.data.synthetic.primitives import Scene, make_box
 from bts_studio.eval.density_field import FrameField, depth_plus_band_field
+from bts_studio.eval.occupancy import tilt_rotation
 from bts_studio.eval.occupancy_exact import ExactGrid, evaluate_exact_frame, exact_reference
 
 WIDE_K = torch.tensor([[50.0, 0.0, 100.0], [0.0, 50.0, 100.0], [0.0, 0.0, 1.0]])  # 200 x 200, ~126 deg wide

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from bts_studio.core.occupancy import tilt_rotation
-from bts_studio.data.kitti360.formats import Kitti360FormatError
+from bts_studio.data.kitti360.reader import Kitti360FormatError
 from bts_studio.eval.density_field import FrameField, depth_plus_band_field
+from bts_studio.eval.occupancy import tilt_rotation
 from bts_studio.eval.occupancy_protocol import (
     Kitti360Calibration,
     LidarSweep,

@@ -84,15 +84,11 @@ def test_batches_hold_patches_of_loss_frames_whose_rays_hit_their_pixels(pipelin
     datamanager = pipeline.datamanager
     datamanager.setup_train()
     ray_bundle, batch = datamanager.next_train(0)
-    p = batch["patch_size"]
-    assert p == 8 and len(ray_bundle) == 2 * 128 and batch["image"].shape == (256, 3)
-    assert batch["input_image"].shape == (2, 3, HEIGHT, WIDTH) and batch["render_images"].shape == (
-        2,
-        4,
-        3,
-        HEIGHT,
-        WIDTH,
-    )
+    p = batch.patch_size
+    assert p == 8 and len(ray_bundle) == 2 * 128 and batch.image.shape == (2, 2, 8, 8, 3)
+    assert tuple(ray_bundle.shape) == (2, 2, 8, 8) and batch.rays is ray_bundle  # [groups, patches, p, p]
+    assert batch.input_image.shape == (2, 3, HEIGHT, WIDTH) and batch.render_images.shape == (2, 4, 3, HEIGHT, WIDTH)
+    ray_bundle = ray_bundle.flatten()
     # Rays leave through pixel centres of their loss frame: project a point on each ray back into that camera.
     index = ray_bundle.camera_indices[:, 0]
     cameras = datamanager.train_dataset.cameras
@@ -109,6 +105,7 @@ def test_batches_hold_patches_of_loss_frames_whose_rays_hit_their_pixels(pipelin
     # Targets are those pixels (colour jitter is applied to the whole group; without it they are exact).
     datamanager.config.colour_jitter = False
     ray_bundle, batch = datamanager.next_train(1)
+    ray_bundle, targets = ray_bundle.flatten(), batch.image.reshape(-1, 3)
     index = ray_bundle.camera_indices[:, 0]
     K, c2w = cameras_to_opencv(cameras[index])
     local = torch.einsum(
@@ -117,7 +114,7 @@ def test_batches_hold_patches_of_loss_frames_whose_rays_hit_their_pixels(pipelin
     uv = (torch.einsum("nij,nj->ni", K, local)[:, :2] / local[:, 2:]).floor().long()
     for n in range(0, len(index), 37):
         image = datamanager.train_dataset.get_image_float32(int(index[n]))
-        assert torch.allclose(batch["image"][n], image[uv[n, 1], uv[n, 0]], atol=1e-6)
+        assert torch.allclose(targets[n], image[uv[n, 1], uv[n, 0]], atol=1e-6)
 
 
 def test_ns_eval_reports_depth_and_novel_view_metrics_as_strict_json(pipeline, tmp_path):
@@ -262,10 +259,10 @@ def test_photometric_loss_prefers_the_true_geometry(pipeline, synthetic_root, mo
     torch.manual_seed(1)
     for step in range(6):
         ray_bundle, batch = datamanager.next_train(step)
-        inputs = datamanager._train_store.groups[batch["group_ids"]][:, 0].tolist()
+        inputs = datamanager._train_store.groups[batch.group_ids][:, 0].tolist()
         for name, scale in (("true", 1.0), ("x1.5", 1.5), ("x0.6", 0.6), ("empty", 1e6)):
             monkeypatch.setattr(model.net, "density", oracle(scale, inputs))
             with torch.no_grad():
-                outputs = model(ray_bundle, batch=batch)
+                outputs = model(batch)
             totals[name] += float(model.get_loss_dict(outputs, batch)["photometric_loss"])
     assert totals["true"] < 0.85 * min(totals["x1.5"], totals["x0.6"], totals["empty"]), totals

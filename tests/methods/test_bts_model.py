@@ -16,6 +16,7 @@ from nerfstudio.data.scene_box import SceneBox
 from bts_studio.core.geometry import opencv_to_opengl
 from bts_studio.core.positional_encoding import positional_encoding
 from bts_studio.methods.bts.augmentation import ColourJitterDraw, apply_colour_jitter
+from bts_studio.methods.bts.batch import BTSBatch
 from bts_studio.methods.bts.conditioning import BTSConditioning
 from bts_studio.methods.bts.density_field import BTSDensityField
 from bts_studio.methods.bts.encoder import BTSEncoder
@@ -104,7 +105,7 @@ def test_self_view_render_reproduces_the_source_and_chunks_agree(model):
     image, c2w = torch.rand(3, H, W), _pose()
     source = encode_source(model, image, K, c2w)
     camera = _camera(c2w)
-    outputs = model.get_outputs_for_camera(camera, source=source)
+    outputs = model.render_camera(camera, source)
     assert set(outputs) >= {"rgb", "depth", "z_depth", "accumulation", "outside_source"}
     assert outputs["rgb"].shape == (H, W, 3) and outputs["depth"].shape == (H, W, 1)
     assert torch.allclose(outputs["rgb"].permute(2, 0, 1), image, atol=1e-4)  # colours come from the source itself
@@ -112,7 +113,7 @@ def test_self_view_render_reproduces_the_source_and_chunks_agree(model):
     assert (outputs["depth"] >= 3 - 1e-4).all() and (outputs["depth"] <= 80 + 1e-3).all()
     assert (outputs["z_depth"] <= outputs["depth"] + 1e-5).all() and outputs["depth"].std() > 0
     model.config.eval_num_rays_per_chunk = H * W
-    single = model.get_outputs_for_camera(camera, source=source)
+    single = model.render_camera(camera, source)
     model.config.eval_num_rays_per_chunk = 1000
     assert torch.allclose(single["depth"], outputs["depth"], atol=1e-4)  # eval sampling is deterministic
     z = depth_map(model, source)
@@ -133,7 +134,7 @@ def test_density_in_camera_matches_world_queries(model):
 def test_image_metrics_include_kitti_depth_metrics(model):
     image, c2w = torch.rand(3, H, W), _pose()
     source = encode_source(model, image, K, c2w)
-    outputs = model.get_outputs_for_camera(_camera(c2w), source=source)
+    outputs = model.render_camera(_camera(c2w), source)
     lidar = torch.zeros(H, W, 1)
     lidar[::4, ::4] = 10.0
     metrics, images = model.get_image_metrics_and_images(
@@ -159,19 +160,6 @@ def test_training_loss_reaches_encoder_and_mlp(model):
     c2w = torch.stack([_pose(0.0, (0.0, 0.0, 0.0)), _pose(0.1, (0.5, 0.0, 1.0))])
     w2c = torch.linalg.inv(c2w)[:, :3]
     images = torch.rand(groups, 3, H, W)
-    batch = {
-        "input_image": images,
-        "input_K": K.expand(groups, 3, 3),
-        "input_w2c": w2c,
-        "render_images": torch.rand(groups, views, 3, H, W),
-        "render_K": K.expand(groups, views, 3, 3),
-        "render_w2c": w2c[:, None].expand(groups, views, 3, 4).clone(),
-        "render_missing": torch.tensor([[False, True], [False, False]]),
-        "patch_size": patch,
-        "image": torch.rand(groups * patch * patch, 3),
-    }
-    conditioning = model.condition_on_groups(batch)
-    assert isinstance(conditioning, BTSConditioning) and conditioning.with_loss_outputs
     camera = Cameras(
         camera_to_worlds=opencv_to_opengl(c2w[:, :3]),
         fx=K[0, 0],
@@ -185,10 +173,23 @@ def test_training_loss_reaches_encoder_and_mlp(model):
     ys, xs = torch.meshgrid(torch.arange(patch) + 10.5, torch.arange(patch) + 20.5, indexing="ij")
     coords = torch.stack([ys, xs], -1).reshape(-1, 2).repeat(groups, 1)
     indices = torch.arange(groups).repeat_interleave(patch * patch)[:, None]
-    outputs = model(camera.generate_rays(camera_indices=indices, coords=coords), conditioning)
-    assert outputs["rgb_views"].shape == (groups * patch * patch, views, 3)
-    assert outputs["invalid_mass"].shape == (groups * patch * patch, views)
-    assert (outputs["invalid_mass"][: patch * patch, 1] > 0.999).all()  # a missing view is all invalid
+    batch = BTSBatch(
+        rays=camera.generate_rays(camera_indices=indices, coords=coords).reshape((groups, 1, patch, patch)),
+        image=torch.rand(groups, 1, patch, patch, 3),
+        input_image=images,
+        input_K=K.expand(groups, 3, 3),
+        input_w2c=w2c,
+        render_images=torch.rand(groups, views, 3, H, W),
+        render_K=K.expand(groups, views, 3, 3),
+        render_w2c=w2c[:, None].expand(groups, views, 3, 4).clone(),
+        render_missing=torch.tensor([[False, True], [False, False]]),
+    )
+    conditioning = model.condition_on_groups(batch)
+    assert isinstance(conditioning, BTSConditioning) and conditioning.with_loss_outputs
+    outputs = model(batch)
+    assert outputs["rgb_views"].shape == (groups, 1, patch, patch, views, 3)
+    assert outputs["invalid_mass"].shape == (groups, 1, patch, patch, views)
+    assert (outputs["invalid_mass"][0, ..., 1] > 0.999).all()  # a missing view is all invalid
     losses = model.get_loss_dict(outputs, batch, model.get_metrics_dict(outputs, batch))
     assert set(losses) == {"photometric_loss", "smoothness_loss"}
     sum(losses.values()).backward()

@@ -7,7 +7,7 @@ import torch
 from bts_studio.core.depth_normals import normals_from_point_map, normals_from_ray_depth
 from bts_studio.core.image_quality import psnr, ssim
 from bts_studio.core.ray_groups import from_padded, group_by_key, to_padded
-from bts_studio.core.srn_losses import latent_prior, negative_depth_penalty, signed_image_loss
+from bts_studio.methods.srn.losses import latent_prior, negative_depth_penalty, signed_image_loss
 
 
 def test_ray_groups_roundtrip_and_layout():

@@ -104,8 +104,9 @@ def test_model_groups_mixed_instances_like_separate_renders():
     rays = _rays(10, instance)
     with torch.no_grad():
         outputs = model(rays)
-        for key in ("rgb", "depth", "z_depth", "accumulation", "latent_sq"):
+        for key in ("rgb", "depth", "z_depth", "accumulation"):
             assert outputs[key].shape[0] == 10
+        assert outputs["latent_codes"].shape == (3, model.config.latent_dim)  # the codes of instances 0, 1, 2
         for index in range(3):
             mask = instance == index
             alone = model.render_rays_with_code(
@@ -155,6 +156,6 @@ def test_single_scene_mode_has_no_codes():
     model = _small_model(single_scene=True)
     assert not hasattr(model, "latent_codes") and not hasattr(model, "hyper_phi")
     outputs = model(_rays(5, torch.zeros(5, dtype=torch.long)))
-    assert "latent_sq" not in outputs
+    assert "latent_codes" not in outputs
     assert set(model.get_param_groups()) == {"networks"}
     assert model.get_outputs_for_camera(_camera(None))["rgb"].shape == (8, 8, 3)

@@ -17,7 +17,7 @@ VIEWS = 8
 
 @pytest.fixture(scope="module")
 def tiny_class(tmp_path_factory) -> Path:
-    from bts_studio.data.shapenet.synth_cli import main as synth
+    from bts_studio.data.synthetic.shapenet_cli import main as synth
 
     out = tmp_path_factory.mktemp("srn_data") / "synthetic"
     synth(
@@ -97,10 +97,11 @@ def test_training_batches_are_grouped_by_instance(pipeline):
     ray_bundle, batch = datamanager.next_train(0)
     instances = ray_bundle.metadata["instance_idx"].reshape(3, 64)
     assert (instances == instances[:, :1]).all() and instances[:, 0].unique().numel() == 3
-    assert batch["image"].shape == (192, 3) and batch["image"].max() <= 1
+    assert batch.image.shape == (3, 64, 3) and batch.image.max() <= 1  # [instances, rays, 3]
+    assert tuple(ray_bundle.shape) == (3, 64) and (instances[:, 0] == batch.instances).all()
     # Held-out views never appear in training batches.
     heldout = set(datamanager.heldout_image_indices)
-    assert len(heldout) == 4 and not heldout & set(batch["indices"][:, 0].tolist())
+    assert len(heldout) == 4 and not heldout & set(batch.indices[..., 0].reshape(-1).tolist())
 
 
 def test_few_shot_fitting_lowers_the_loss_with_networks_frozen(pipeline):

@@ -197,7 +197,7 @@ def test_picking_a_source_in_the_viewer_renders_the_models_view_of_it(viewer_url
         **{name: record[name] for name in ("fx", "fy", "cx", "cy", "width", "height")},
     )
     renders = {
-        index: model.get_outputs_for_camera(camera, source=model.source_view("train", index))["rgb"].numpy()
+        index: model.render_camera(camera, model.source_view("train", index))["rgb"].numpy()
         for index in (SOURCE_INDEX, 0)
     }
     image = Image.fromarray((after * 255).astype(np.uint8)).resize(renders[0].shape[1::-1], Image.BILINEAR)

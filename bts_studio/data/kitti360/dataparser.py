@@ -37,8 +37,8 @@ from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from bts_studio.core.geometry import opencv_to_opengl
-from bts_studio.data.kitti360 import formats
-from bts_studio.data.kitti360.formats import Kitti360FormatError, Kitti360Paths
+from bts_studio.data.kitti360 import reader as formats
+from bts_studio.data.kitti360.reader import Kitti360FormatError, Kitti360Paths
 from bts_studio.data.kitti360.rig import CAMERA_FOLDERS, FISHEYE_IDS, Kitti360Rig, load_rig
 from bts_studio.data.kitti360.splits import SplitEntry, interleaved_split, read_split_file, resolve_split_file
 

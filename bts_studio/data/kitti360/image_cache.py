@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from jaxtyping import UInt8
 
-from bts_studio.data.kitti360.formats import Kitti360FormatError
+from bts_studio.data.kitti360.reader import Kitti360FormatError
 
 MANIFEST_NAME = ".bts_studio_cache.json"
 CACHE_VERSION = 1

@@ -25,7 +25,7 @@ from jaxtyping import Float
 
 from bts_studio.core.fisheye import MeiParams
 from bts_studio.data.kitti360.fisheye_resample import virtual_camera_rotation
-from bts_studio.data.kitti360.formats import (
+from bts_studio.data.kitti360.reader import (
     DOWNLOAD_CALIBRATION,
     Kitti360FormatError,
     Kitti360Paths,

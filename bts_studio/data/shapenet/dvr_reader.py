@@ -1,7 +1,7 @@
 """Reader of DVR's ShapeNet layout: metadata, split lists, per-object views, cameras and point clouds.
 
 Framework-free (numpy). Malformed input raises :class:`DVRFormatError` naming the file and what was
-expected. Format: ``dvr_format.py``; conventions: docs/conventions.md ("ShapeNet (SRN and DVR)").
+expected. Format: ``dvr_writer.py``; conventions: docs/conventions.md ("ShapeNet (SRN and DVR)").
 """
 
 from dataclasses import dataclass

@@ -1,7 +1,7 @@
 """Reader of SRN's ShapeNet layout: split folders, instance folders, poses and ``intrinsics.txt``.
 
 Framework-free (numpy + PIL). Every malformed input raises :class:`SRNFormatError` naming the file and
-what was expected. Format and conventions: ``srn_format.py`` and docs/conventions.md ("ShapeNet").
+what was expected. Format and conventions: ``srn_writer.py`` and docs/conventions.md ("ShapeNet").
 """
 
 from dataclasses import dataclass

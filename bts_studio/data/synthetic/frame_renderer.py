@@ -14,9 +14,9 @@ import torch
 from torch import Tensor
 
 from bts_studio.core.fisheye import MeiParams, mei_unproject_with_valid
-from bts_studio.data.kitti360 import formats
+from bts_studio.data.kitti360 import reader as formats
+from bts_studio.data.kitti360 import writer
 from bts_studio.data.synthetic import ground_truth, lidar
-from bts_studio.data.synthetic import kitti360_writer as writer
 from bts_studio.data.synthetic.raycast import RAY_CHUNK, RayHits, tile_order
 from bts_studio.data.synthetic.rig import Rig
 from bts_studio.data.synthetic.shading import StreetShader, to_srgb8

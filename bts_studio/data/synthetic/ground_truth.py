@@ -17,7 +17,7 @@ from typing import Any, Dict, Union
 
 import numpy as np
 
-from bts_studio.data.kitti360.formats import sequence_name
+from bts_studio.data.kitti360.reader import sequence_name
 from bts_studio.data.synthetic.primitives import Scene
 
 GROUND_TRUTH_DIR = "bts_gt"

@@ -16,9 +16,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from bts_studio.data.kitti360 import formats
+from bts_studio.data.kitti360 import reader as formats
+from bts_studio.data.kitti360 import writer
 from bts_studio.data.synthetic import ground_truth
-from bts_studio.data.synthetic import kitti360_writer as writer
 from bts_studio.data.synthetic.frame_renderer import FrameRenderer, SequenceJob, init_worker, render_in_worker
 from bts_studio.data.synthetic.primitives import Scene
 from bts_studio.data.synthetic.rig import Rig, build_rig, load_rig

@@ -181,7 +181,7 @@ class Scene:
 
     def raycast(
         self,
-        origins: Float[Tensor, "*batch 3"],
+        origins: Float[Tensor, "*#batch 3"],
         directions: Float[Tensor, "*batch 3"],
         t_min: float = 1e-4,
         chunk: int = RAY_CHUNK,

@@ -11,7 +11,7 @@ roof. The IMU/GPS "pose" frame is x forward, y right, z down. Two things are mad
   implementation of the model agrees.
 
 :func:`load_rig` rebuilds the rig from the written calibration files, so rendering uses exactly what a
-reader of the files sees. The chain itself is in :mod:`bts_studio.data.kitti360.formats` and
+reader of the files sees. The chain itself is in :mod:`bts_studio.data.kitti360.reader` and
 docs/conventions.md ("KITTI-360 frames").
 """
 
@@ -20,8 +20,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from bts_studio.data.kitti360 import formats
-from bts_studio.data.kitti360.formats import MeiFisheye
+from bts_studio.data.kitti360 import reader as formats
+from bts_studio.data.kitti360.reader import MeiFisheye
 
 FULL_PERSPECTIVE_SIZE = (1408, 376)
 FULL_FISHEYE_SIZE = (1400, 1400)

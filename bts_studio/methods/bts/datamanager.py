@@ -19,6 +19,7 @@ from typing import Dict, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.configs.dataparser_configs import AnnotatedDataParserUnion
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
@@ -29,6 +30,7 @@ from torch import Tensor
 
 from bts_studio.data.kitti360.dataparser import Kitti360DataParserConfig
 from bts_studio.methods.bts.augmentation import ColourJitterRanges, apply_colour_jitter, draw_colour_jitter
+from bts_studio.methods.bts.batch import BTSBatch
 from bts_studio.methods.bts.sources import SPLIT_IDS
 from bts_studio.methods.common.cameras import cameras_to_opencv_w2c
 from bts_studio.methods.common.image_store import GroupImageStore, ImageCacheMode
@@ -151,7 +153,7 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
         )
         self.eval_dataloader = RandIndicesEvalDataloader(input_dataset=self.eval_dataset, device=self.device)
         self._eval_store: Optional[GroupImageStore] = None
-        self._eval_views: Optional[Tuple[Tensor, Tensor, Tensor]] = None
+        self._eval_views: Optional[Tuple[Tensor, Tensor, Cameras]] = None
 
     def _make_store(self, dataset: InputDataset) -> GroupImageStore:
         groups = self.usable_groups(self.frame_groups(dataset))
@@ -175,7 +177,7 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
         CONSOLE.log(f"bts-density: {len(groups)} frame groups, images served from '{store.mode}'")
         return store
 
-    def _camera_tensors(self, dataset: InputDataset) -> Tuple[Tensor, Tensor, Tensor]:
+    def _camera_tensors(self, dataset: InputDataset) -> Tuple[Tensor, Tensor, Cameras]:
         """Per image: pixel K ``[N, 3, 3]``, OpenCV w2c ``[N, 3, 4]`` (on the device), and the cameras for rays."""
         K, w2c = cameras_to_opencv_w2c(dataset.cameras)
         return K.to(self.device), w2c.to(self.device), dataset.cameras.to(self.device)
@@ -184,13 +186,14 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
         return self.config.groups_per_batch * self.config.rays_per_group
 
     # --------------------------------------------------------------------------------------------------- batches
-    def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
+    def next_train(self, step: int) -> Tuple[RayBundle, BTSBatch]:
+        """Rays ``[G, P, p, p]`` and their :class:`BTSBatch` (which holds the same rays)."""
         self.train_count += 1
         if getattr(self, "_train_store", None) is None:  # test_mode "inference" (ns-export) skips setup_train
             self.setup_train()
         return self._group_batch(self._train_store, self._train_views, augment=True)
 
-    def next_eval(self, step: int) -> Tuple[RayBundle, Dict]:
+    def next_eval(self, step: int) -> Tuple[RayBundle, BTSBatch]:
         self.eval_count += 1
         if getattr(self, "_eval_store", None) is None:
             self._eval_store = self._make_store(self.eval_dataset)
@@ -208,7 +211,9 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
             swap = torch.full((batch_size, 1), bool(torch.rand(()) < 0.5), device=self.device)
         return torch.where(swap, render, loss), torch.where(swap, loss, render)
 
-    def _group_batch(self, store: GroupImageStore, views: Tuple[Tensor, Tensor, Tensor], augment: bool):
+    def _group_batch(
+        self, store: GroupImageStore, views: Tuple[Tensor, Tensor, Cameras], augment: bool
+    ) -> Tuple[RayBundle, BTSBatch]:
         K_all, w2c_all, cameras = views
         group_ids, images_u8 = store.next_batch()
         frames = store.groups[group_ids].to(self.device)  # [B, 8]
@@ -244,19 +249,19 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
         inputs = frames[:, 0]
         render_frames = frames.gather(1, render_cols)
         render_index = render_frames.clamp_min(0)
-        batch = {
-            "image": targets.reshape(-1, 3),
-            "patch_size": p,
-            "input_image": images[:, 0],
-            "input_K": K_all[inputs],
-            "input_w2c": w2c_all[inputs],
-            "render_images": images[rows, render_cols],
-            "render_K": K_all[render_index],
-            "render_w2c": w2c_all[render_index],
+        batch = BTSBatch(
+            rays=ray_bundle.reshape((batch_size, num_patches, p, p)),
+            image=targets,
+            input_image=images[:, 0],
+            input_K=K_all[inputs],
+            input_w2c=w2c_all[inputs],
+            render_images=images[rows, render_cols],
+            render_K=K_all[render_index],
+            render_w2c=w2c_all[render_index],
             # A render frame that is the same image as a loss frame (indices clamped at a sequence's end) would
             # reconstruct it perfectly at any depth: it carries no signal, so it counts as missing.
-            "render_missing": (render_frames < 0)
+            render_missing=(render_frames < 0)
             | (render_frames[:, :, None] == frames.gather(1, loss_cols)[:, None]).any(-1),
-            "group_ids": group_ids,
-        }
-        return ray_bundle, batch
+            group_ids=group_ids,
+        )
+        return batch.rays, batch

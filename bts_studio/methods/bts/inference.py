@@ -91,7 +91,7 @@ def source_camera(source: SourceView) -> Cameras:
 def depth_map(model: BTSModel, source: SourceView) -> Float[Tensor, "H W"]:
     """Rendered z-depth of the source's own view (metres), as BTS evaluates depth."""
     camera = source_camera(source).to(source.features.device)
-    return model.get_outputs_for_camera(camera, source=source)["z_depth"][..., 0]
+    return model.render_camera(camera, source)["z_depth"][..., 0]
 
 
 def source_from_dataset(pipeline, split: Literal["train", "test"], image_index: int) -> SourceView:

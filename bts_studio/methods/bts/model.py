@@ -4,7 +4,7 @@ A single input image is encoded into a pixel-aligned feature map; the density of
 feature at the point's projection plus a positional encoding of its position in the input frustum
 (``density_field.py``). There is no colour head: a sample's colour is read from other posed frames
 ("render frames" in training, the input image itself at inference) and the photometric loss compares the
-volume-rendered colours with "loss frames" (``core.image_losses``).
+volume-rendered colours with "loss frames" (``methods.bts.losses``).
 
 Outputs (per ray): ``rgb`` (colours read from the first colour view; outside an image they take its border
 value, as BTS's ``grid_sample(padding_mode="border")``), ``depth`` (expected distance along the unit ray),
@@ -19,11 +19,12 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type, Union
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.data.scene_box import OrientedBox
 from nerfstudio.model_components.renderers import RGBRenderer
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
@@ -31,9 +32,8 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from bts_studio.core.compositing import (
-    alphas_to_weights,
     composite_values,
-    densities_to_alphas,
+    composite_weights,
     expected_distance,
     invalid_mass,
     occupancy_behind_surface,
@@ -41,11 +41,12 @@ from bts_studio.core.compositing import (
 from bts_studio.core.depth_metrics import depth_metrics
 from bts_studio.core.feature_sampling import sample_view_colours
 from bts_studio.core.geometry import ray_distance_to_z_depth
-from bts_studio.core.image_losses import discarded_pixels, masked_smoothness_loss, min_view_photometric_loss
 from bts_studio.core.image_quality import psnr, ssim
-from bts_studio.core.occupancy import OCCUPIED_DENSITY_THRESHOLD as OCCUPIED_DENSITY
+from bts_studio.eval.occupancy import OCCUPIED_DENSITY_THRESHOLD as OCCUPIED_DENSITY
+from bts_studio.methods.bts.batch import BTSBatch
 from bts_studio.methods.bts.conditioning import BTSConditioning
 from bts_studio.methods.bts.density_field import BTSDensityField
+from bts_studio.methods.bts.losses import discarded_pixels, masked_smoothness_loss, min_view_photometric_loss
 from bts_studio.methods.bts.sampler import DisparityLinearPointSampler
 from bts_studio.methods.bts.sources import SourceBank, SourceView
 from bts_studio.methods.common import deferred_warnings
@@ -189,7 +190,7 @@ class BTSModel(Model):
         if self._source_bank is None:
             raise RuntimeError(
                 "bts-density renders condition on a dataset image, but this model has no source bank; "
-                "build it through the pipeline (BTSPipeline attaches one) or call render_camera(camera, source=...)"
+                "build it through the pipeline (BTSPipeline attaches one) or call render_camera(camera, source)"
             )
         source = self.encode_view(*self._source_bank.view_inputs(split, int(index)))
         with self._source_lock:
@@ -198,52 +199,52 @@ class BTSModel(Model):
                 self._source_cache.popitem(last=False)
         return source
 
-    def resolve_source(self, camera: Cameras) -> Tuple[str, int]:
-        """Which dataset image conditions a render from ``camera`` (``methods/common/conditioning_rules.py``)."""
+    def resolve_source(self, camera: Union[Cameras, RayBundle]) -> Tuple[str, int]:
+        """Which dataset image conditions a render of ``camera`` or of a ray bundle generated from one (nerfstudio
+        copies camera metadata onto its rays): the rules of ``methods/common/conditioning_rules.py``."""
         if self.source_selector is None:
             raise RuntimeError(
                 "bts-density renders condition on a dataset image, but this model has no source bank; "
-                "build it through the pipeline (BTSPipeline attaches one) or pass source=..."
+                "build it through the pipeline (BTSPipeline attaches one) or call render_camera(camera, source)"
             )
         choice = self.source_selector.choose(camera)
         return choice.split, choice.index
 
     # ----------------------------------------------------------------------------------------------- rendering
-    def condition_on_groups(self, batch: Dict[str, Tensor]) -> BTSConditioning:
-        """Encode the input frame of every frame group of a training batch (see ``BTSDataManager.next_train``)."""
+    def condition_on_groups(self, batch: BTSBatch) -> BTSConditioning:
+        """Encode the input frame of every frame group of a batch (see ``BTSDataManager.next_train``)."""
         flip = self.training and self.config.flip_augmentation and bool(torch.rand(()) < 0.5)
         return BTSConditioning(
-            features=self.net.encode(batch["input_image"], flip=flip),
-            source_K=batch["input_K"],
-            source_w2c=batch["input_w2c"],
-            colour_images=batch["render_images"],
-            colour_K=batch["render_K"],
-            colour_w2c=batch["render_w2c"],
-            colour_missing=batch.get("render_missing"),
+            features=self.net.encode(batch.input_image, flip=flip),
+            source_K=batch.input_K,
+            source_w2c=batch.input_w2c,
+            colour_images=batch.render_images,
+            colour_K=batch.render_K,
+            colour_w2c=batch.render_w2c,
+            colour_missing=batch.render_missing,
             with_loss_outputs=True,
         )
 
-    def forward(  # type: ignore[override]
-        self,
-        ray_bundle: RayBundle,
-        conditioning: Optional[BTSConditioning] = None,
-        batch: Optional[Dict[str, Tensor]] = None,
-    ) -> Dict[str, Tensor]:
-        """Render rays conditioned on ``conditioning``, or on the frame groups of a training ``batch`` (encoded here,
-        inside forward, so that DistributedDataParallel sees the encoder's use), or on the default source."""
-        if conditioning is None and batch is not None:
-            conditioning = self.condition_on_groups(batch)
-        return self.get_outputs(ray_bundle, conditioning)
+    def get_outputs(self, ray_bundle: Union[RayBundle, Cameras, BTSBatch]) -> Dict[str, Union[Tensor, List]]:
+        """Render a :class:`BTSBatch` (training and eval losses: its input frames are encoded here, inside forward,
+        so that DistributedDataParallel sees the encoder's use), or a ray bundle / camera conditioned on the dataset
+        image its metadata names (``resolve_source``)."""
+        if isinstance(ray_bundle, BTSBatch):
+            return self.render_rays(ray_bundle.rays, self.condition_on_groups(ray_bundle))
+        if isinstance(ray_bundle, Cameras):
+            return self.get_outputs_for_camera(ray_bundle)
+        return self.render_rays_from_source(ray_bundle, self.source_view(*self.resolve_source(ray_bundle)))
 
-    def get_outputs(self, ray_bundle: RayBundle, conditioning: Optional[BTSConditioning] = None) -> Dict[str, Tensor]:  # type: ignore[override]
-        """Render a flat bundle whose rays are grouped element-major by ``conditioning`` (default: default source)."""
-        if conditioning is None:
-            conditioning = self.source_view("train", self.config.default_source_index).as_conditioning()
-        ray_bundle = ray_bundle.flatten()
-        num_rays, batch = len(ray_bundle), conditioning.batch_size
-        assert num_rays % batch == 0, f"{num_rays} rays do not split into {batch} equal groups"
+    def render_rays(self, ray_bundle: RayBundle, conditioning: BTSConditioning) -> Dict[str, Tensor]:
+        """Render rays ``[B, ...]`` whose leading dimension indexes ``conditioning``'s elements; every output is
+        ``[B, ..., C]``."""
+        shape = tuple(ray_bundle.shape)
+        batch = conditioning.batch_size
+        assert shape[0] == batch, f"rays {shape} must lead with the {batch} conditioning elements"
+        ray_bundle = ray_bundle.flatten()  # the field, sampler and compositing work on [B * R] rays
+        num_rays = len(ray_bundle)
         samples = self.sampler(ray_bundle)
-        distances = samples.frustums.starts[..., 0]  # [R, S]
+        distances = samples.frustums.starts[..., 0]  # [B * R, S]
         points = samples.frustums.get_start_positions().reshape(batch, -1, 3)
         sigma, outside = self.net.density(points, conditioning.features, conditioning.source_K, conditioning.source_w2c)
         colours, colour_invalid = sample_view_colours(
@@ -252,10 +253,9 @@ class BTSModel(Model):
         if conditioning.colour_missing is not None:
             colour_invalid = colour_invalid | conditioning.colour_missing[:, None, :]
         num_samples, num_views = distances.shape[-1], conditioning.num_views
-        alphas = densities_to_alphas(
-            sigma.reshape(num_rays, num_samples), samples.deltas[..., 0], self.config.terminate_last_sample
+        weights = composite_weights(
+            sigma.reshape(num_rays, num_samples), distances, terminate_last=self.config.terminate_last_sample
         )
-        weights = alphas_to_weights(alphas)
         rgb_views = composite_values(weights, colours.reshape(num_rays, num_samples, num_views * 3))
         rgb_views = rgb_views.reshape(num_rays, num_views, 3)
         depth = expected_distance(weights, distances)
@@ -276,58 +276,59 @@ class BTSModel(Model):
             invalid = colour_invalid | outside[..., None]
             outputs["rgb_views"] = rgb_views
             outputs["invalid_mass"] = invalid_mass(weights, invalid.reshape(num_rays, num_samples, num_views))
-        return outputs
+        return {name: value.reshape(*shape, *value.shape[1:]) for name, value in outputs.items()}
+
+    def render_rays_from_source(self, ray_bundle: RayBundle, source: SourceView) -> Dict[str, Tensor]:
+        """Render rays of any shape conditioned on one source view; outputs have the bundle's shape."""
+        shape = tuple(ray_bundle.shape)
+        outputs = self.render_rays(ray_bundle.reshape((1, -1)), source.as_conditioning())
+        return {name: value[0].reshape(*shape, *value.shape[2:]) for name, value in outputs.items()}
 
     @torch.no_grad()
-    def get_outputs_for_camera(  # type: ignore[override]
-        self, camera: Cameras, obb_box=None, source: Optional[SourceView] = None
+    def get_outputs_for_camera(self, camera: Cameras, obb_box: Optional[OrientedBox] = None) -> Dict[str, Tensor]:
+        """Render a camera conditioned on the dataset image its metadata names (``resolve_source``)."""
+        return self.render_camera(camera, self.source_view(*self.resolve_source(camera)), obb_box)
+
+    @torch.no_grad()
+    def render_camera(
+        self, camera: Cameras, source: SourceView, obb_box: Optional[OrientedBox] = None
     ) -> Dict[str, Tensor]:
-        """Render a camera conditioned on ``source``, or on the dataset image its metadata names."""
-        if source is None:
-            source = self.source_view(*self.resolve_source(camera))
+        """Render one camera's full image conditioned on ``source``; outputs ``[H, W, C]``, in chunks of
+        ``eval_num_rays_per_chunk`` rays."""
         bundle = camera.generate_rays(camera_indices=0, keep_shape=True, obb_box=obb_box)
-        return self.get_outputs_for_camera_ray_bundle(bundle, conditioning=source.as_conditioning())
-
-    @torch.no_grad()
-    def get_outputs_for_camera_ray_bundle(  # type: ignore[override]
-        self, camera_ray_bundle: RayBundle, conditioning: Optional[BTSConditioning] = None
-    ) -> Dict[str, Tensor]:
-        """Render an ``[H, W]`` bundle in chunks of ``eval_num_rays_per_chunk`` rays."""
-        if conditioning is None:
-            conditioning = self.source_view("train", self.config.default_source_index).as_conditioning()
         return render_bundle_in_chunks(
-            lambda chunk: self.forward(chunk, conditioning),
-            camera_ray_bundle,
+            lambda chunk: self.render_rays_from_source(chunk, source),
+            bundle,
             self.config.eval_num_rays_per_chunk,
             self.device,
         )
 
     # ---------------------------------------------------------------------------------------------------- loss
-    def _patch_views(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]):
-        """Reshape flat patch rays ``[P * p * p]`` into patches (rays are ordered group, patch, row, column)."""
-        p = int(batch["patch_size"])
-        rgb_views = outputs["rgb_views"]
-        num_views = rgb_views.shape[1]
-        rendered = rgb_views.reshape(-1, p, p, num_views, 3).permute(0, 3, 4, 1, 2)
-        target = batch["image"].reshape(-1, p, p, 3).permute(0, 3, 1, 2)
-        masses = outputs["invalid_mass"].reshape(-1, p, p, num_views).permute(0, 3, 1, 2)
-        distance = outputs["depth"].reshape(-1, p, p)
-        view_missing = batch.get("render_missing")
-        if view_missing is not None:
-            view_missing = view_missing.repeat_interleave(rendered.shape[0] // view_missing.shape[0], dim=0)
+    def _patches(self, outputs: Dict[str, Tensor], batch: BTSBatch):
+        """Rendered and target patches ``[G * P, ...]`` in the layout of ``methods.bts.losses``."""
+        g, num_patches, p = batch.num_groups, batch.num_patches, batch.patch_size
+        rgb_views = outputs["rgb_views"]  # [G, P, p, p, V, 3]
+        num_views = rgb_views.shape[-2]
+        rendered = rgb_views.reshape(g * num_patches, p, p, num_views, 3).permute(0, 3, 4, 1, 2)
+        target = batch.image.reshape(g * num_patches, p, p, 3).permute(0, 3, 1, 2)
+        masses = outputs["invalid_mass"].reshape(g * num_patches, p, p, num_views).permute(0, 3, 1, 2)
+        distance = outputs["depth"].reshape(g * num_patches, p, p)
+        view_missing = None
+        if batch.render_missing is not None:
+            view_missing = batch.render_missing[:, None].expand(g, num_patches, num_views).reshape(-1, num_views)
         return rendered, target, masses, distance, view_missing
 
-    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+    def get_metrics_dict(self, outputs, batch: BTSBatch) -> Dict[str, Tensor]:
         if "invalid_mass" not in outputs:
             return {}
-        _, _, masses, distance, _ = self._patch_views(outputs, batch)
+        _, _, masses, distance, _ = self._patches(outputs, batch)
         return {
             "discarded_ratio": discarded_pixels(masses, self.config.invalid_threshold).float().mean(),
             "mean_depth": distance.mean(),
         }
 
-    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
-        rendered, target, masses, distance, view_missing = self._patch_views(outputs, batch)
+    def get_loss_dict(self, outputs, batch: BTSBatch, metrics_dict=None) -> Dict[str, Tensor]:
+        rendered, target, masses, distance, view_missing = self._patches(outputs, batch)
         discard = discarded_pixels(masses, self.config.invalid_threshold)
         photometric = min_view_photometric_loss(rendered, target, discard, view_missing)
         smoothness = masked_smoothness_loss(target, distance, discard)
@@ -338,7 +339,7 @@ class BTSModel(Model):
 
     # ------------------------------------------------------------------------------------------------- metrics
     def get_image_metrics_and_images(
-        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Any]
     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
         """PSNR/SSIM (scikit-image definitions, border-cropped) of ``rgb`` against ``batch["image"]`` and, when the
         batch holds ``lidar_depth``, the KITTI depth metrics of ``z_depth``."""

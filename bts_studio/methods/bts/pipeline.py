@@ -1,6 +1,6 @@
 """The bts-density pipeline: passes frame-group batches to the model and evaluates per test frame group.
 
-Training: ``datamanager.next_train`` -> ``model(ray_bundle, batch=batch)`` (encodes the B input images, then
+Training: ``datamanager.next_train`` -> ``model(batch)`` (a ``BTSBatch``; encodes the G input images, then
 renders) -> losses. The model's cached source encodings are dropped every step.
 
 Evaluation (``ns-eval``, and the image evaluation during training), per test frame group:
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from time import perf_counter
-from typing import Dict, List, Optional, Tuple, Type
+from typing import Dict, List, Optional, Tuple, Type, Union
 
 import torch
 import torchvision.utils as vutils
@@ -59,7 +59,7 @@ class BTSPipeline(BudgetedPipeline):
     def __init__(
         self,
         config: BTSPipelineConfig,
-        device: str,
+        device: Union[str, torch.device],
         test_mode="val",
         world_size: int = 1,
         local_rank: int = 0,
@@ -75,8 +75,8 @@ class BTSPipeline(BudgetedPipeline):
     # ---------------------------------------------------------------------------------------------- training
     def get_train_loss_dict(self, step: int):
         self.model.forget_sources()  # the weights change every step
-        ray_bundle, batch = self.datamanager.next_train(step)
-        outputs = self._model(ray_bundle, batch=batch)
+        _, batch = self.datamanager.next_train(step)
+        outputs = self._model(batch)  # the model encodes the batch's input frames inside forward (DDP)
         metrics_dict = self.model.get_metrics_dict(outputs, batch)
         loss_dict = self.model.get_loss_dict(outputs, batch, metrics_dict)
         if self.config.train_log_csv is not None and step % max(1, self.config.train_log_every) == 0:
@@ -91,8 +91,8 @@ class BTSPipeline(BudgetedPipeline):
     def get_eval_loss_dict(self, step: int):
         self.eval()
         with torch.no_grad():
-            ray_bundle, batch = self.datamanager.next_eval(step)
-            outputs = self.model(ray_bundle, batch=batch)
+            _, batch = self.datamanager.next_eval(step)
+            outputs = self.model(batch)
             metrics_dict = self.model.get_metrics_dict(outputs, batch)
             loss_dict = self.model.get_loss_dict(outputs, batch, metrics_dict)
         self.train()
@@ -115,11 +115,11 @@ class BTSPipeline(BudgetedPipeline):
         cameras = dataset.cameras.to(self.device)
         input_index, partner_index = int(group[0]), int(group[STEREO_PARTNER_COLUMN])
         source = self.model.source_view("test", input_index)
-        outputs = self.model.get_outputs_for_camera(cameras[input_index : input_index + 1], source=source)
+        outputs = self.model.render_camera(cameras[input_index : input_index + 1], source)
         input_metrics, images = self.model.get_image_metrics_and_images(outputs, dataset[input_index])
         metrics = {name: input_metrics[name] for name in DEPTH_METRIC_NAMES if name in input_metrics}
         if partner_index >= 0:
-            novel = self.model.get_outputs_for_camera(cameras[partner_index : partner_index + 1], source=source)
+            novel = self.model.render_camera(cameras[partner_index : partner_index + 1], source)
             novel_metrics, novel_images = self.model.get_image_metrics_and_images(novel, dataset[partner_index])
             metrics["psnr"], metrics["ssim"] = novel_metrics["psnr"], novel_metrics["ssim"]
             images["novel_view"] = novel_images["img"]

@@ -4,16 +4,18 @@ nerfstudio's ``LinearDisparitySampler`` jitters bin *edges* and evaluates the fi
 euclidean space; BTS evaluates at ``t_k`` drawn inside bin ``k`` of the disparity spacing and composites with
 ``delta_k = t_{k+1} - t_k``. This sampler keeps BTS's maths (``core.sampling``) and returns standard
 ``RaySamples``: ``frustums.starts`` are the sample distances ``t_k`` (evaluate at
-``frustums.get_start_positions()``), ``deltas`` are BTS's deltas, the last one ``core.compositing.LAST_DELTA``.
+``frustums.get_start_positions()``), ``deltas`` are BTS's deltas (``core.compositing.sample_deltas``).
 Near and far are fixed distances along the unit ray (the bundle's ``nears``/``fars`` are ignored, as in BTS).
 """
+
+from typing import Optional
 
 import torch
 from nerfstudio.cameras.rays import RayBundle, RaySamples
 from nerfstudio.model_components.ray_samplers import Sampler
 
-from bts_studio.core.compositing import LAST_DELTA
-from bts_studio.core.sampling import bin_offsets, disparity_linear_distances
+from bts_studio.core.compositing import sample_deltas
+from bts_studio.core.sampling import disparity_linear_distances, disparity_linear_samples
 
 
 class DisparityLinearPointSampler(Sampler):
@@ -36,23 +38,22 @@ class DisparityLinearPointSampler(Sampler):
         self.train_stratified = train_stratified
         self.eval_stratified = eval_stratified
 
-    def generate_ray_samples(self, ray_bundle: RayBundle) -> RaySamples:  # type: ignore[override]
+    def generate_ray_samples(self, ray_bundle: Optional[RayBundle] = None) -> RaySamples:
         """Samples for every ray of a flat bundle ``[R]``; ``RaySamples`` has shape ``[R, S]``."""
-        assert ray_bundle.origins.dim() == 2, "flatten the ray bundle first"
-        num_rays = ray_bundle.origins.shape[0]
+        assert ray_bundle is not None and ray_bundle.origins.dim() == 2, "give a flat ray bundle [R]"
         stratified = self.train_stratified if self.training else self.eval_stratified
-        offsets = bin_offsets(
-            num_rays,
+        offsets, distances = disparity_linear_samples(
+            ray_bundle.origins.shape[0],
             int(self.num_samples or 0),
+            self.near,
+            self.far,
             stratified,
             device=ray_bundle.origins.device,
             dtype=ray_bundle.origins.dtype,
         )
-        distances = disparity_linear_distances(offsets, self.near, self.far)
-        ends = torch.cat([distances[:, 1:], distances[:, -1:] + LAST_DELTA], dim=-1)
         return ray_bundle.get_ray_samples(
             bin_starts=distances[..., None],
-            bin_ends=ends[..., None],
+            bin_ends=(distances + sample_deltas(distances))[..., None],
             spacing_starts=offsets[..., None],
             spacing_ends=torch.cat([offsets[:, 1:], torch.ones_like(offsets[:, :1])], dim=-1)[..., None],
             spacing_to_euclidean_fn=lambda s: disparity_linear_distances(s, self.near, self.far),

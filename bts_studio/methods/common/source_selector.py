@@ -10,9 +10,11 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
+import torch
 from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from torch import Tensor, nn
 
@@ -91,10 +93,18 @@ class SourceSelector(nn.Module):
         fov = 2 * math.atan(float(camera.height) / 2 / float(camera.fy))
         return camera.camera_to_worlds.detach().cpu(), fov
 
-    def choose(self, camera: Cameras) -> SourceChoice:
-        """The source of a one-camera ``Cameras`` (rules in ``conditioning_rules.py``); logged and shown."""
+    def choose(self, camera: Union[Cameras, RayBundle]) -> SourceChoice:
+        """The source of a one-camera ``Cameras``, or of rays generated from one (their metadata is the camera's;
+        the first origin and the mean direction stand for its pose); rules in ``conditioning_rules.py``; logged and
+        shown in the viewer."""
         metadata = dict(camera.metadata or {})
-        camera_to_world = camera.camera_to_worlds.reshape(-1, 3, 4)[0]
+        if isinstance(camera, Cameras):
+            camera_to_world = camera.camera_to_worlds.reshape(-1, 3, 4)[0]
+        else:
+            direction = camera.directions.reshape(-1, 3).mean(dim=0)
+            camera_to_world = torch.zeros(3, 4)
+            camera_to_world[:, 2] = -direction.cpu() / direction.norm().clamp_min(1e-9).cpu()
+            camera_to_world[:, 3] = camera.origins.reshape(-1, 3)[0].cpu()
         request = None
         if self.controls.in_viewer and own_image(metadata) is None:
             # nerfstudio's viewer always sends its last clicked frustum as cam_idx (0 before any click); only the
@@ -105,7 +115,7 @@ class SourceSelector(nn.Module):
         check_index(choice, self.sizes)
         self.log(choice, self.names[choice.split][choice.index])
         self.controls.show(choice)
-        if self.controls.in_viewer and os.environ.get(VIEWER_LOG_ENV):
+        if self.controls.in_viewer and isinstance(camera, Cameras) and os.environ.get(VIEWER_LOG_ENV):
             append_render_record(Path(os.environ[VIEWER_LOG_ENV]), camera, choice)
         return choice
 

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from bts_studio.data.shapenet.srn_dataparser import ShapeNetSRNDataParserConfig
 from bts_studio.methods.common.image_store import load_images
+from bts_studio.methods.srn.batch import SRNBatch
 
 
 @dataclass
@@ -144,9 +145,7 @@ class SRNDataManager(VanillaDataManager):
             f"{len(self.heldout_image_indices)} held out"
         )
 
-    def _instance_ray_batch(
-        self, views: ViewTable, generator: RayGenerator, step: int
-    ) -> Tuple[RayBundle, Dict[str, Tensor]]:
+    def _instance_ray_batch(self, views: ViewTable, generator: RayGenerator, step: int) -> Tuple[RayBundle, SRNBatch]:
         num_instances = views.num_instances
         count = min(self.config.instances_per_batch, num_instances)
         instances = torch.randperm(num_instances, device=self.device)[:count]
@@ -154,13 +153,20 @@ class SRNDataManager(VanillaDataManager):
         _, height, width, _ = self.image_cache.shape
         rows = torch.randint(0, height, images.shape, device=self.device)
         cols = torch.randint(0, width, images.shape, device=self.device)
-        indices = torch.stack([images, rows, cols], dim=-1).reshape(-1, 3)
+        indices = torch.stack([images, rows, cols], dim=-1)  # [U, R, 3]
         cache_indices = indices.to(self.image_cache.device)
-        colours = self.image_cache[cache_indices[:, 0], cache_indices[:, 1], cache_indices[:, 2]]
-        batch = {"image": colours.to(self.device).float() / 255.0, "indices": indices}
-        return generator(indices), batch
+        colours = self.image_cache[cache_indices[..., 0], cache_indices[..., 1], cache_indices[..., 2]]
+        rays = generator(indices.reshape(-1, 3)).reshape(tuple(images.shape))
+        batch = SRNBatch(
+            rays=rays,
+            image=colours.to(self.device).float() / 255.0,
+            instances=instances,
+            indices=indices,
+        )
+        return rays, batch
 
-    def next_train(self, step: int) -> Tuple[RayBundle, Dict[str, Tensor]]:
+    def next_train(self, step: int) -> Tuple[RayBundle, SRNBatch]:
+        """Rays ``[U, R]`` (one instance per row) and their :class:`SRNBatch`."""
         self.train_count += 1
         return self._instance_ray_batch(self.train_views, self.train_ray_generator, step)
 
@@ -181,7 +187,7 @@ class SRNDataManager(VanillaDataManager):
             input_dataset=self.eval_dataset, device=self.device, num_workers=self.world_size * 4
         )
 
-    def next_eval(self, step: int) -> Tuple[RayBundle, Dict[str, Tensor]]:
+    def next_eval(self, step: int) -> Tuple[RayBundle, SRNBatch]:
         self.eval_count += 1
         views = self.heldout_views if self.heldout_views is not None else self.train_views
         return self._instance_ray_batch(views, self.train_ray_generator, step)

@@ -116,8 +116,7 @@ def fit_latent_codes(
             sample = _sample_rays(rays, take, generator)
             # No start-depth jitter: the fitted code should not chase the marcher's noise.
             outputs = model.render_grouped(model.scene_function(codes), *sample[:3], jitter=False)
-            latent_sq = (codes**2).mean(dim=-1)
-            terms = model.srn_loss_terms(outputs["rgb_signed"], sample[3], outputs["z_depth"], latent_sq)
+            terms = model.srn_loss_terms(outputs["rgb_signed"], sample[3], outputs["z_depth"], codes)
             loss = sum(terms.values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -24,7 +24,7 @@ Which instance a camera shows (``get_outputs_for_camera``; viewer, ns-render, ns
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Type
+from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 import torch
 from jaxtyping import Float, Int
@@ -40,10 +40,11 @@ from torch.nn import Parameter
 from bts_studio.core.depth_normals import normals_from_ray_depth
 from bts_studio.core.image_quality import psnr, ssim
 from bts_studio.core.ray_groups import from_padded, group_by_key, to_padded
-from bts_studio.core.srn_losses import negative_depth_penalty, signed_image_loss
 from bts_studio.methods.common.rendering import render_in_chunks
 from bts_studio.methods.common.source_selector import SourceSelector
+from bts_studio.methods.srn.batch import SRNBatch
 from bts_studio.methods.srn.hypernetwork import HyperFC, SharedSceneFunction
+from bts_studio.methods.srn.losses import latent_prior, negative_depth_penalty, signed_image_loss
 from bts_studio.methods.srn.mlp import LayerNormMLP
 from bts_studio.methods.srn.pixel_generator import PixelGenerator, signed_to_unit_rgb
 from bts_studio.methods.srn.raymarcher import LSTMRayMarcher, SceneFunction
@@ -202,26 +203,39 @@ class SRNModel(Model):
             )
         return indices
 
-    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
-        batch_shape = ray_bundle.origins.shape[:-1]
-        origins = ray_bundle.origins.reshape(-1, 3)
-        directions = ray_bundle.directions.reshape(-1, 3)
+    def get_outputs(self, ray_bundle: Union[RayBundle, Cameras]) -> Dict[str, Union[Tensor, List]]:
+        """Render rays; every per-ray output has the bundle's shape ``[*batch, C]``.
+
+        A bundle ``[U, R]`` whose rows each show one instance (what ``SRNDataManager`` yields) is rendered row by
+        row as it is; any other bundle is grouped by instance first (``core.ray_groups``). Multi-instance models
+        also return ``latent_codes`` ``[U, D]``, the codes used, for SRN's latent prior.
+        """
+        if isinstance(ray_bundle, Cameras):
+            return self.get_outputs_for_camera(ray_bundle)
+        batch_shape = tuple(ray_bundle.shape)
         directions_norm = (ray_bundle.metadata or {}).get("directions_norm")
         if not isinstance(directions_norm, Tensor):  # e.g. ns-export's synthetic probe ray
-            directions_norm = torch.ones_like(origins[:, :1])
-        directions_norm = directions_norm.reshape(-1, 1).to(origins)
-        groups = group_by_key(self.ray_instances(ray_bundle).to(origins.device))
-        codes = None if self.config.single_scene else self.latent_codes(groups.keys)
-        grouped = self.render_grouped(
-            self.scene_function(codes),
-            to_padded(origins, groups),
-            to_padded(directions, groups),
-            to_padded(directions_norm, groups),
-        )
-        outputs = {name: from_padded(value, groups) for name, value in grouped.items()}
+            directions_norm = torch.ones_like(ray_bundle.origins[..., :1])
+        directions_norm = directions_norm.to(ray_bundle.origins)
+        instances = self.ray_instances(ray_bundle).to(ray_bundle.origins.device).reshape(batch_shape)
+        if len(batch_shape) == 2 and bool((instances == instances[:, :1]).all()):
+            keys = instances[:, 0]  # one instance per row: the rows are the groups
+            codes = None if self.config.single_scene else self.latent_codes(keys)
+            outputs = self.render_grouped(
+                self.scene_function(codes), ray_bundle.origins, ray_bundle.directions, directions_norm
+            )
+        else:
+            groups = group_by_key(instances.reshape(-1))
+            codes = None if self.config.single_scene else self.latent_codes(groups.keys)
+            grouped = self.render_grouped(
+                self.scene_function(codes),
+                *(to_padded(x.reshape(-1, x.shape[-1]), groups) for x in (ray_bundle.origins, ray_bundle.directions)),
+                to_padded(directions_norm.reshape(-1, 1), groups),
+            )
+            outputs = {name: from_padded(value, groups).reshape(*batch_shape, -1) for name, value in grouped.items()}
         if codes is not None:
-            outputs["latent_sq"] = (codes**2).mean(dim=-1, keepdim=True)[groups.group]
-        return {name: value.reshape(*batch_shape, value.shape[-1]) for name, value in outputs.items()}
+            outputs["latent_codes"] = codes
+        return outputs
 
     def render_rays_with_code(
         self,
@@ -302,28 +316,33 @@ class SRNModel(Model):
         rgb_signed: Float[Tensor, "*batch 3"],
         target: Float[Tensor, "*batch 3"],
         z_depth: Float[Tensor, "*batch 1"],
-        latent_sq: Optional[Tensor] = None,
+        codes: Optional[Float[Tensor, "U D"]] = None,
     ) -> Dict[str, Tensor]:
-        """SRN's weighted loss terms (``bts_studio.core.srn_losses``); ``latent_sq`` holds mean(z^2) terms."""
+        """SRN's weighted loss terms (``methods.srn.losses``); ``codes`` are the latent codes the rays used."""
         terms = {
             "rgb_loss": self.config.image_loss_weight * signed_image_loss(rgb_signed, target),
             "depth_reg": self.config.depth_reg_weight * negative_depth_penalty(z_depth),
         }
-        if latent_sq is not None:
-            terms["latent_reg"] = self.config.latent_reg_weight * latent_sq.mean()
+        if codes is not None:
+            terms["latent_reg"] = self.config.latent_reg_weight * latent_prior(codes)
         return terms
 
-    def get_metrics_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        target = batch["image"][..., :3].to(outputs["rgb"])
+    @staticmethod
+    def _target_colours(batch: Union[SRNBatch, Dict[str, Any]]) -> Tensor:
+        """Target colours of an :class:`SRNBatch` or of a nerfstudio image batch (``{"image": ...}``)."""
+        return batch.image if isinstance(batch, SRNBatch) else batch["image"][..., :3]
+
+    def get_metrics_dict(self, outputs, batch: Union[SRNBatch, Dict[str, Any]]) -> Dict[str, Tensor]:
+        target = self._target_colours(batch).to(outputs["rgb"])
         mse = ((outputs["rgb"] - target) ** 2).mean().clamp_min(1e-10)
         return {"psnr": -10.0 * torch.log10(mse)}
 
-    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
-        target = batch["image"][..., :3].to(outputs["rgb_signed"])
-        return self.srn_loss_terms(outputs["rgb_signed"], target, outputs["z_depth"], outputs.get("latent_sq"))
+    def get_loss_dict(self, outputs, batch: Union[SRNBatch, Dict[str, Any]], metrics_dict=None) -> Dict[str, Tensor]:
+        target = self._target_colours(batch).to(outputs["rgb_signed"])
+        return self.srn_loss_terms(outputs["rgb_signed"], target, outputs["z_depth"], outputs.get("latent_codes"))
 
     def get_image_metrics_and_images(
-        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Any]
     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
         """PSNR and SSIM as scikit-image computes them (SRN's evaluation), on the clipped prediction."""
         prediction = outputs["rgb"]

@@ -12,7 +12,7 @@ from nerfstudio.cameras.cameras import Cameras, CameraType
 from torch import Tensor
 
 from bts_studio.core.geometry import opencv_to_opengl
-from bts_studio.data.shapenet.views import orbit_poses
+from bts_studio.data.synthetic.shapenet_views import orbit_poses
 
 
 def orbit_camera_to_worlds(

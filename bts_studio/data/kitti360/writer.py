@@ -1,4 +1,4 @@
-"""Writers of the KITTI-360 on-disk files (the readers are in :mod:`bts_studio.data.kitti360.formats`).
+"""Writers of the KITTI-360 on-disk files (the readers are in :mod:`bts_studio.data.kitti360.reader`).
 
 The text layouts follow the official files: ``key: values`` lines in ``perspective.txt`` and
 ``calib_cam_to_pose.txt``, one bare 3x4 in ``calib_cam_to_velo.txt``, OpenCV YAML (``%YAML:1.0``) for
@@ -13,7 +13,7 @@ from typing import Iterable, List
 
 import numpy as np
 
-from bts_studio.data.kitti360.formats import MeiFisheye
+from bts_studio.data.kitti360.reader import MeiFisheye
 from bts_studio.data.synthetic.rig import FULL_PERSPECTIVE_SIZE, Rig
 
 

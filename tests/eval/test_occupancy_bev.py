@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from bts_studio.core.bev import bev_profile, bev_query_points
+from bts_studio.eval.bev import bev_profile, bev_query_points
 
 
 def test_bev_grid_layout_and_tilt():

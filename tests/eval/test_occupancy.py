@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bts_studio.core.occupancy import (
+from bts_studio.eval.occupancy import (
     box_grid,
     depth_band_occupancy,
     lidar_reference_occupancy,

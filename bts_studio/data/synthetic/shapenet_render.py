@@ -1,4 +1,4 @@
-"""Exact rendering of an :class:`~bts_studio.data.shapenet.objects.ObjectInstance`: colour, mask and z-depth.
+"""Exact rendering of an :class:`~bts_studio.data.synthetic.shapenet_objects.ObjectInstance`: colour, mask and z-depth.
 
 Like SRN's ShapeNet renderer: one ray per pixel through its centre (no anti-aliasing), white background,
 diffuse shading under lights fixed in the object's canonical frame, so colours do not depend on the
@@ -14,9 +14,9 @@ import torch
 from jaxtyping import Bool, Float, UInt8
 from torch import Tensor
 
-from bts_studio.data.shapenet.objects import ObjectInstance
 from bts_studio.data.synthetic.primitives import Scene
 from bts_studio.data.synthetic.raycast import tile_order
+from bts_studio.data.synthetic.shapenet_objects import ObjectInstance
 
 LIGHTS: Tuple[Tuple[Tuple[float, float, float], float], ...] = (
     ((0.35, 0.45, 1.0), 0.55),  # key light from above

@@ -11,8 +11,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from bts_studio.data.shapenet.objects import ObjectInstance
 from bts_studio.data.synthetic.primitives import Primitive
+from bts_studio.data.synthetic.shapenet_objects import ObjectInstance
 
 OUTSIDE_STEP = 1e-5
 """A sample moved this far along its normal must be outside every other part to count as surface."""

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from bts_studio.core.image_losses import (
+from bts_studio.methods.bts.losses import (
     discarded_pixels,
     edge_aware_smoothness,
     masked_smoothness_loss,

@@ -11,7 +11,7 @@ meshes) or DVR's (y-up, centred, longest side 1 so it fills the unit cube). docs
 import colorsys
 import math
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, List, Literal, Tuple
+from typing import Callable, Dict, List, Literal, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -65,7 +65,7 @@ def rotation_about(axis: Literal["x", "y", "z"], angle: float) -> np.ndarray:
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=np.float64)
 
 
-def _flat(matrix: np.ndarray) -> Tuple[float, ...]:
+def _flat(matrix: Union[np.ndarray, Sequence[float]]) -> Tuple[float, ...]:
     return tuple(float(v) for v in np.asarray(matrix).reshape(-1))
 
 

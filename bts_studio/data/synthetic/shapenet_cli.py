@@ -1,10 +1,10 @@
 """``bts-studio synth-shapenet``: synthetic ShapeNet-like classes in the SRN and/or DVR on-disk formats.
 
-Every instance is built from analytic parts (``objects.py``) and rendered exactly (``render.py``), so
+Every instance is built from analytic parts (``shapenet_objects.py``) and rendered exactly (``shapenet_render.py``), so
 poses, masks, depth and surface points are exact ground truth. Output layout:
 
-    OUT/srn_<class>/<class>_{train,val,test}/<instance>/...   (srn_format.py)
-    OUT/dvr/metadata.yaml, OUT/dvr/<synset>/...                (dvr_format.py)
+    OUT/srn_<class>/<class>_{train,val,test}/<instance>/...   (data/shapenet/srn_writer.py)
+    OUT/dvr/metadata.yaml, OUT/dvr/<synset>/...                (data/shapenet/dvr_writer.py)
     OUT/synth_shapenet.json                                    (the options that made it)
 
 The same objects appear in both formats (in each format's own world frame) and in the same splits.
@@ -24,11 +24,18 @@ import torch
 import tyro
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bts_studio.data.shapenet import dvr_format, srn_format
-from bts_studio.data.shapenet.objects import CLASS_SAMPLERS, Z_UP_TO_Y_UP, ObjectInstance, instance_names, place
-from bts_studio.data.shapenet.render import render_views
-from bts_studio.data.shapenet.surface import sample_surface
-from bts_studio.data.shapenet.views import archimedean_spiral_positions, orbit_poses, sphere_positions
+from bts_studio.data.shapenet import dvr_writer as dvr_format
+from bts_studio.data.shapenet import srn_writer as srn_format
+from bts_studio.data.synthetic.shapenet_objects import (
+    CLASS_SAMPLERS,
+    Z_UP_TO_Y_UP,
+    ObjectInstance,
+    instance_names,
+    place,
+)
+from bts_studio.data.synthetic.shapenet_render import render_views
+from bts_studio.data.synthetic.shapenet_surface import sample_surface
+from bts_studio.data.synthetic.shapenet_views import archimedean_spiral_positions, orbit_poses, sphere_positions
 
 SRN_CAMERA_DISTANCE = {"cars": 1.3, "chairs": 2.0}
 """Camera distance of SRN's renderings per class (pixelNeRF's near/far are these -/+ 0.5 and 0.75)."""

@@ -1,6 +1,6 @@
 """Bird's-eye occupancy views ("profiles") of a density field, as BTS draws them (``scripts/inference_setup.py``).
 
-A BEV pixel covers one (x, z) column of the tilted, road-parallel frame (see ``bts_studio.core.occupancy``). The
+A BEV pixel covers one (x, z) column of the tilted, road-parallel frame (see ``bts_studio.eval.occupancy``). The
 column is sampled at ``Y`` heights from the camera downwards; densities of points the image cannot see are set to
 1; the densities are summed from the top down, and the pixel's value is the share of heights whose running sum
 is still at most ``threshold`` (8 in BTS). 1 means the column is free all the way down, 0 that it is blocked at
@@ -13,7 +13,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from bts_studio.core.occupancy import CAMERA_TILT_DEG, box_grid, tilted_to_camera
+from bts_studio.eval.occupancy import CAMERA_TILT_DEG, box_grid, tilted_to_camera
 
 BTS_PROFILE_THRESHOLD = 8.0
 """Running density sum up to which a height level still counts as free."""
