@@ -45,7 +45,7 @@ def train_tiny_srn(root: Path) -> Path:
     from nerfstudio.scripts.train import train_loop
 
     from bts_studio.data.shapenet.srn_dataparser import ShapeNetSRNDataParserConfig
-    from bts_studio.data.shapenet.synth_cli import main as synth
+    from bts_studio.data.synthetic.shapenet_cli import main as synth
     from bts_studio.methods.srn.method_config import srn_trainer_config
 
     out = root / "synthetic"
