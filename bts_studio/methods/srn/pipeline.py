@@ -38,7 +38,7 @@ class SRNPipeline(BudgetedPipeline):
 
     config: SRNPipelineConfig
 
-    def __init__(self, config: SRNPipelineConfig, device: str, test_mode="val", world_size=1, local_rank=0, **kwargs):
+    def __init__(self, config: SRNPipelineConfig, device, test_mode="val", world_size=1, local_rank=0, **kwargs):
         super().__init__(config, device, test_mode, world_size, local_rank, **kwargs)
         ns_render_paths.install("object")  # only inside ns-render: paths that fit objects
         model = self.model
