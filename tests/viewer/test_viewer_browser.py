@@ -121,11 +121,11 @@ def canvas_image(driver) -> np.ndarray:
 
 
 def settled_canvas(driver, timeout: float = 240.0) -> np.ndarray:
-    """The canvas once two screenshots 3 s apart agree (the viewer renders low-res first, then full res)."""
+    """The canvas once two screenshots 5 s apart agree (the viewer renders low-res first, then full res)."""
     previous = canvas_image(driver)
     deadline = time.time() + timeout
     while time.time() < deadline:
-        time.sleep(3)
+        time.sleep(5)
         current = canvas_image(driver)
         if current.shape == previous.shape and np.abs(current - previous).mean() < 1e-3:
             return current
@@ -177,6 +177,14 @@ def test_picking_a_source_in_the_viewer_renders_the_models_view_of_it(viewer_url
     click_button(browser, "Go to source view")
     time.sleep(3)
     wait_for(lambda: f"Resolution: {MAX_RES}x" in browser.page_source, 240, f"no full-resolution render; see {log}")
+    # The pose and the field of view reach the viewer in separate messages, each starting a render: wait until no
+    # render has started for 10 s (ns-viewer logs each one), then until the picture is steady.
+    records = log.parent / "renders.jsonl"
+    quiet_since, count, deadline = time.time(), 0, time.time() + 240
+    while time.time() - quiet_since < 10 and time.time() < deadline:
+        time.sleep(1)
+        if len(records.read_text().splitlines()) != count:
+            quiet_since, count = time.time(), len(records.read_text().splitlines())
     after = settled_canvas(browser)
     assert np.abs(after - before).mean() > 0.02, "the rendered image did not change after picking a source"
     active = input_for(browser, "Active source").get_attribute("value")
@@ -185,7 +193,7 @@ def test_picking_a_source_in_the_viewer_renders_the_models_view_of_it(viewer_url
 
     # The model's own render of the camera the viewer rendered last (ns-viewer appends each render's camera and
     # source to renders.jsonl), conditioned on the picked image and on another one.
-    record = json.loads((log.parent / "renders.jsonl").read_text().splitlines()[-1])
+    record = json.loads(records.read_text().splitlines()[-1])
     assert (record["split"], record["index"], record["rule"]) == ("train", SOURCE_INDEX, "requested"), record
     _, pipeline, _, _ = eval_setup(bts_run, test_mode="inference")
     model = pipeline.model
