@@ -137,3 +137,18 @@ def test_occupancy_behind_surface_counts_dense_samples_in_the_band():
     weights = torch.tensor([[0, 0, 1.0, 0, 0, 0, 0, 0, 0, 0]])  # surface at 3 m
     share = occupancy_behind_surface(weights, densities, distances, band=4.0, threshold=0.5)
     assert share.shape == (1, 1) and float(share) == pytest.approx(2 / 4)  # 4..7 m: two of four dense
+
+
+def test_training_only_warnings_wait_for_the_trainer():
+    import warnings
+
+    from bts_studio.methods.common import deferred_warnings
+
+    store = []
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with deferred_warnings.collect(store):
+            warnings.warn("no ImageNet weights; training the encoder from scratch", stacklevel=1)
+        assert not shown and len(store) == 1, "the warning must wait (ns-viewer, ns-render and ns-eval never train)"
+        deferred_warnings.emit(store)
+    assert len(shown) == 1 and "from scratch" in str(shown[0].message) and not store
