@@ -5,7 +5,7 @@ generates tiny data (the same generators and sizes as the end-to-end tests), bui
 and/or ``srn`` presets with only data-size overrides, seeds everything with ``machine.seed`` exactly as
 ``ns-train`` does, runs ``--steps`` calls of ``Trainer.train_iteration`` and prints one line per step::
 
-    python benchmarks/loss_fingerprint.py --steps 20 --methods bts-density-tiny srn [--work DIR]
+    python benchmarks/loss_fingerprint.py --steps 20 --methods bts-density-tiny srn [--work DIR] [--srn-start-std 0]
 
 The last line per method (``<method> step 20 loss ...``) is the fingerprint. CPU only.
 """
@@ -14,6 +14,7 @@ import argparse
 import os
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
@@ -58,11 +59,15 @@ def srn_config(work: Path):
 BUILDERS = {"bts-density-tiny": bts_config, "srn": srn_config}
 
 
-def run_method(name: str, steps: int, work: Path) -> list:
+def run_method(name: str, steps: int, work: Path, srn_start_std: Optional[float] = None) -> list:
     import torch
     from nerfstudio.scripts.train import _set_random_seed
 
     config = BUILDERS[name](work)
+    if name == "srn" and srn_start_std is not None:
+        # SRN jitters the marcher's start depth with one normal draw per ray; 0 takes the draw order out of the
+        # comparison when a change reorders the rays of a batch.
+        config.pipeline.model.initial_z_std = srn_start_std
     config.set_timestamp()
     config.machine.device_type = "cpu"
     config.vis = "tensorboard"
@@ -87,11 +92,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--methods", nargs="+", default=list(BUILDERS), choices=list(BUILDERS))
     parser.add_argument("--work", type=Path, default=None, help="data and run folder (default: a temporary one)")
+    parser.add_argument("--srn-start-std", type=float, default=None, help="override srn's initial_z_std (e.g. 0)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="loss_fingerprint_"))
     work.mkdir(parents=True, exist_ok=True)
     for name in args.methods:
-        run_method(name, args.steps, work)
+        run_method(name, args.steps, work, args.srn_start_std)
 
 
 if __name__ == "__main__":

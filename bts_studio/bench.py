@@ -79,25 +79,14 @@ def build_model(config: BenchConfig, device: torch.device):
 
 def camera_rig(config: BenchConfig, device: torch.device):
     """KITTI-360-like intrinsics and 1 + V cameras along a straight road (OpenCV c2w), as nerfstudio Cameras."""
-    from nerfstudio.cameras.cameras import Cameras, CameraType
-
-    from bts_studio.core.geometry import opencv_to_opengl
+    from bts_studio.methods.common.cameras import opencv_to_cameras
 
     h, w = config.height, config.width
     K = torch.tensor([[0.785 * w / 2, 0, w / 2], [0, 2.94 * h / 2, 0.635 * h], [0, 0, 1.0]], device=device)
     c2w = torch.eye(4, device=device).repeat(1 + config.render_views, 1, 1)
     c2w[:, 2, 3] = torch.arange(1 + config.render_views, device=device) * 0.8  # driving forward
     c2w[1::2, 0, 3] = 0.6  # a stereo baseline for every other frame
-    cameras = Cameras(
-        camera_to_worlds=opencv_to_opengl(c2w[:, :3]),
-        fx=K[0, 0],
-        fy=K[1, 1],
-        cx=K[0, 2],
-        cy=K[1, 2],
-        width=w,
-        height=h,
-        camera_type=CameraType.PERSPECTIVE,
-    ).to(device)
+    cameras = opencv_to_cameras(K.expand(len(c2w), 3, 3), c2w, width=w, height=h).to(device)
     return K, c2w, cameras
 
 

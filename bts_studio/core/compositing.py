@@ -11,6 +11,18 @@ import torch
 from jaxtyping import Float, Shaped
 from torch import Tensor
 
+__all__ = [
+    "LAST_DELTA",
+    "TRANSMITTANCE_EPS",
+    "alphas_to_weights",
+    "composite_values",
+    "composite_weights",
+    "densities_to_alphas",
+    "expected_distance",
+    "invalid_mass",
+    "sample_deltas",
+]
+
 LAST_DELTA = 1e10
 """Length given to the interval after the last sample (BTS's ``delta_inf``)."""
 

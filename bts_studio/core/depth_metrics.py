@@ -18,6 +18,15 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "DEFAULT_MIN_DEPTH",
+    "DEPTH_METRIC_NAMES",
+    "average_metrics",
+    "crop_mask",
+    "depth_metrics",
+]
+
 DEPTH_METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 DEFAULT_MAX_DEPTH = 80.0
 DEFAULT_MIN_DEPTH = 1e-3

@@ -8,6 +8,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+__all__ = ["normals_from_point_map", "normals_from_ray_depth", "points_from_ray_depth"]
+
 
 def points_from_ray_depth(
     origins: Float[Tensor, "*batch 3"], directions: Float[Tensor, "*batch 3"], depth: Float[Tensor, "*batch 1"]

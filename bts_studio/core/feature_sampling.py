@@ -20,6 +20,8 @@ from torch import Tensor
 
 from bts_studio.core.geometry import pixels_to_normalized, project_points
 
+__all__ = ["MIN_Z", "inverse_depth_code", "outside_frustum", "project_to_views", "sample_maps", "sample_view_colours"]
+
 MIN_Z = 1e-3
 """BTS's ``EPS``: smallest z used in the perspective divide; points at or below it are invalid."""
 

@@ -23,6 +23,16 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+__all__ = [
+    "MeiParams",
+    "UNDISTORT_ITERATIONS",
+    "UNDISTORT_TOLERANCE",
+    "mei_max_angle",
+    "mei_project",
+    "mei_unproject",
+    "mei_unproject_with_valid",
+]
+
 UNDISTORT_ITERATIONS = 12
 """Newton steps of the undistortion; it converges quadratically, 5-6 steps already reach float64 precision."""
 

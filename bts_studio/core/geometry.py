@@ -13,6 +13,19 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+__all__ = [
+    "OPENCV_TO_OPENGL",
+    "intrinsics_matrix",
+    "invert_pose",
+    "normalize_intrinsics",
+    "opencv_to_opengl",
+    "pixels_to_normalized",
+    "project_points",
+    "ray_distance_to_z_depth",
+    "to_homogeneous_pose",
+    "world_to_camera_points",
+]
+
 OPENCV_TO_OPENGL = (1.0, -1.0, -1.0)
 """Per-axis sign flip of the camera frame; it is its own inverse."""
 

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+__all__ = ["MIN_MSE", "SSIM_K1", "SSIM_K2", "SSIM_WINDOW", "psnr", "ssim"]
+
 SSIM_WINDOW = 7
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03

@@ -13,6 +13,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+__all__ = ["BTS_FREQ_FACTOR", "BTS_NUM_FREQS", "encoding_width", "positional_encoding"]
+
 BTS_NUM_FREQS = 6
 BTS_FREQ_FACTOR = 1.5
 

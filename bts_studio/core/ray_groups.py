@@ -12,6 +12,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+__all__ = ["RayGroups", "from_padded", "group_by_key", "to_padded"]
+
 
 class RayGroups(NamedTuple):
     """Where each ray goes in the padded layout."""

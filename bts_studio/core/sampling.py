@@ -13,7 +13,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["bin_offsets", "disparity_linear_distances", "disparity_linear_samples", "sample_disparity_linear"]
+__all__ = ["bin_offsets", "disparity_linear_distances", "disparity_linear_samples"]
 
 
 def bin_offsets(
@@ -65,17 +65,3 @@ def disparity_linear_samples(
     between near and far (stratified: one uniform draw per bin)."""
     offsets = bin_offsets(num_rays, num_samples, stratified, device=device, dtype=dtype, generator=generator)
     return offsets, disparity_linear_distances(offsets, near, far)
-
-
-def sample_disparity_linear(
-    num_rays: int,
-    num_samples: int,
-    near: float,
-    far: float,
-    stratified: bool,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    generator: Optional[torch.Generator] = None,
-) -> Float[Tensor, "num_rays num_samples"]:
-    """The distances of :func:`disparity_linear_samples`."""
-    return disparity_linear_samples(num_rays, num_samples, near, far, stratified, device, dtype, generator)[1]

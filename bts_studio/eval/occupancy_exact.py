@@ -12,7 +12,7 @@ Same metrics and thresholds as the lidar protocol (``bts_studio.eval.occupancy_p
 """
 
 from dataclasses import dataclass
-from typing import Dict, Protocol, Tuple
+from typing import Dict, Protocol, Tuple, runtime_checkable
 
 import torch
 from jaxtyping import Bool, Float
@@ -23,6 +23,7 @@ from bts_studio.eval.occupancy import CAMERA_TILT_DEG, axis_samples, box_grid, o
 from bts_studio.eval.occupancy_protocol import OccupancyFrame, score_frame
 
 
+@runtime_checkable
 class AnalyticScene(Protocol):
     """What the exact variant needs from a ground-truth scene (world frame, metres)."""
 
@@ -35,6 +36,7 @@ class AnalyticScene(Protocol):
         ...
 
 
+@runtime_checkable
 class RayHitDistances(Protocol):
     """The part of a raycast result the exact variant reads (``bts_studio.data.synthetic.raycast.RayHits``)."""
 

@@ -2,11 +2,11 @@
 
 import torch
 
-from bts_studio.core.sampling import bin_offsets, disparity_linear_distances, sample_disparity_linear
+from bts_studio.core.sampling import bin_offsets, disparity_linear_distances, disparity_linear_samples
 
 
 def test_samples_are_sorted_in_range_and_one_per_bin():
-    t = sample_disparity_linear(100, 64, near=3.0, far=80.0, stratified=True)
+    _, t = disparity_linear_samples(100, 64, near=3.0, far=80.0, stratified=True)
     assert t.shape == (100, 64)
     assert (t >= 3.0).all() and (t <= 80.0).all()
     assert (t[:, 1:] > t[:, :-1]).all()
@@ -17,7 +17,7 @@ def test_samples_are_sorted_in_range_and_one_per_bin():
 
 
 def test_unstratified_samples_sit_at_bin_centres_and_match_the_official_formula():
-    t = sample_disparity_linear(2, 4, near=3.0, far=80.0, stratified=False)
+    _, t = disparity_linear_samples(2, 4, near=3.0, far=80.0, stratified=False)
     s = (torch.arange(4) + 0.5) / 4
     expected = 1 / (1 / 3.0 * (1 - s) + 1 / 80.0 * s)  # nerf.py::sample_coarse with lindisp
     assert torch.allclose(t, expected.expand(2, 4))

@@ -1,8 +1,8 @@
 """What a BTS render is conditioned on: the encoded input view(s) and the views that colours are read from.
 
-A batch holds ``B`` elements (frame groups in training, one source image at inference). Rays of a bundle are
-ordered element-major: rays ``[b * R, (b + 1) * R)`` belong to element ``b``. Poses are world-to-camera in
-OpenCV axes and intrinsics are in nerfstudio pixel units (docs/conventions.md).
+A batch holds ``B`` elements (frame groups in training, one source image at inference); the rays rendered with it
+lead with that dimension (``BTSModel.render_rays``: ``[B, ...]``). Poses are world-to-camera in OpenCV axes and
+intrinsics are in nerfstudio pixel units (docs/conventions.md).
 """
 
 from dataclasses import dataclass, replace

@@ -14,12 +14,12 @@ from typing import Literal, Tuple, Union, overload
 
 import torch
 from jaxtyping import Float
-from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.cameras.cameras import Cameras
 from torch import Tensor
 
-from bts_studio.core.geometry import opencv_to_opengl
 from bts_studio.methods.bts.model import BTSModel
 from bts_studio.methods.bts.sources import SourceView
+from bts_studio.methods.common.cameras import opencv_to_cameras
 
 __all__ = ["SourceView", "encode_source", "density_in_camera", "depth_map", "source_from_dataset", "source_camera"]
 
@@ -73,17 +73,8 @@ def density_in_camera(
 
 def source_camera(source: SourceView) -> Cameras:
     """The nerfstudio camera of a source view (OpenGL pose, pixel intrinsics)."""
-    c2w_gl = opencv_to_opengl(source.c2w[:3].float().cpu())
-    K = source.K.float().cpu()
-    return Cameras(
-        camera_to_worlds=c2w_gl[None],
-        fx=K[0, 0].reshape(1, 1),
-        fy=K[1, 1].reshape(1, 1),
-        cx=K[0, 2].reshape(1, 1),
-        cy=K[1, 2].reshape(1, 1),
-        width=torch.tensor([[source.width]]),
-        height=torch.tensor([[source.height]]),
-        camera_type=CameraType.PERSPECTIVE,
+    return opencv_to_cameras(
+        source.K.float().cpu()[None], source.c2w[:3].float().cpu()[None], width=source.width, height=source.height
     )
 
 
