@@ -50,6 +50,7 @@ from bts_studio.methods.bts.losses import discarded_pixels, masked_smoothness_lo
 from bts_studio.methods.bts.sampler import DisparityLinearPointSampler
 from bts_studio.methods.bts.sources import SourceBank, SourceView
 from bts_studio.methods.common import deferred_warnings
+from bts_studio.methods.common.conditioning_rules import choose_source
 from bts_studio.methods.common.rendering import render_bundle_in_chunks
 from bts_studio.methods.common.source_selector import SCENE_KINDS, SourceSelector
 
@@ -202,12 +203,12 @@ class BTSModel(Model):
     def resolve_source(self, camera: Union[Cameras, RayBundle]) -> Tuple[str, int]:
         """Which dataset image conditions a render of ``camera`` or of a ray bundle generated from one (nerfstudio
         copies camera metadata onto its rays): the rules of ``methods/common/conditioning_rules.py``."""
-        if self.source_selector is None:
-            raise RuntimeError(
-                "bts-density renders condition on a dataset image, but this model has no source bank; "
-                "build it through the pipeline (BTSPipeline attaches one) or call render_camera(camera, source)"
+        if self.source_selector is None:  # a bare model without datasets: no nearest-image rule, the config's default
+            choice = choose_source(
+                camera.metadata, None, None, nearest=False, default_index=self.config.default_source_index
             )
-        choice = self.source_selector.choose(camera)
+        else:
+            choice = self.source_selector.choose(camera)
         return choice.split, choice.index
 
     # ----------------------------------------------------------------------------------------------- rendering

@@ -161,8 +161,8 @@ class SourceCatalogue:
 
 def choose_source(
     metadata: Optional[Dict],
-    camera_to_world: Float[Tensor, "3 4"],
-    catalogue: SourceCatalogue,
+    camera_to_world: Optional[Float[Tensor, "3 4"]],
+    catalogue: Optional[SourceCatalogue],
     request: Optional[SourceRequest] = None,
     nearest: bool = True,
     default_index: int = 0,
@@ -172,7 +172,7 @@ def choose_source(
     Args:
         metadata: the camera's metadata (``Cameras.metadata``; per-camera tensors or plain ints).
         camera_to_world: its OpenGL camera-to-world ``[3, 4]`` (nerfstudio world).
-        catalogue: the training cameras.
+        catalogue: the training cameras (only rule 4 reads it and ``camera_to_world``).
         request: rule 2, when the caller knows of one (the viewer's control); None reads ``cam_idx`` as
             ``ns-render --camera-idx``.
         nearest: rule 4 allowed; otherwise ``default_index`` of the train split (rule 'default').
@@ -188,6 +188,8 @@ def choose_source(
         return SourceChoice(stored.split, stored.index, SourceRule.PATH_SOURCE, stored.origin)
     if not nearest:
         return SourceChoice("train", default_index, SourceRule.DEFAULT, "no source named; the config's default")
+    if catalogue is None or camera_to_world is None:
+        raise ValueError("the nearest-image rule needs the training cameras and the camera pose")
     index = catalogue.nearest(camera_to_world)
     score = float(catalogue.scores(camera_to_world)[index])
     return SourceChoice("train", index, SourceRule.NEAREST, f"score {score:.2f} (distance + direction penalty)")
