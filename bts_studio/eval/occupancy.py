@@ -24,7 +24,7 @@ Official-protocol quirks, each replicated on purpose (see ``lidar_reference_occu
 """
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 from jaxtyping import Bool, Float
@@ -176,7 +176,7 @@ def occupied_by_scan(
 
 def lidar_reference_occupancy(
     query_tilted: Float[Tensor, "N 3"],
-    scans_velo: Sequence[Float[Tensor, "M 3"]],
+    scans_velo: Sequence[Float[Tensor, "_M 3"]],
     velo_to_tilted: Float[Tensor, "S 4 4"],
     height_range: Tuple[float, float] = OFFICIAL_Y_RANGE,
     max_range: float | None = None,
@@ -312,8 +312,9 @@ def occupancy_metrics(
     }
 
 
-def mean_metrics(per_image: List[Dict[str, float]]) -> Dict[str, float]:
-    """Average per-image metrics over images, skipping NaNs per metric (BTS's ``MeanMetric``).
+def mean_metrics(per_image: List[Dict[str, Any]]) -> Dict[str, float]:
+    """Average per-image metrics over images, skipping NaNs per metric (BTS's ``MeanMetric``); other keys of a row
+    (sequence, frame id) are ignored.
 
     Returns the means plus ``n_frames`` (images averaged) and ``n_<metric>`` where a metric skipped some images.
     """

@@ -69,11 +69,11 @@ class EvalOccupancyConfig:
     """Replace an existing output file."""
 
 
-def _finite_or_none(value: float) -> Optional[float]:
+def _finite_or_none(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def _clean(metrics: Dict[str, float]) -> Dict[str, Optional[float]]:
+def _clean(metrics: Dict[str, Any]) -> Dict[str, Any]:
     return {name: _finite_or_none(value) for name, value in metrics.items()}
 
 

@@ -67,7 +67,7 @@ class LidarSweep:
         frame_ids: the KITTI-360 frame id of each scan.
     """
 
-    scans_velo: List[Float[Tensor, "M 3"]]
+    scans_velo: List[Float[Tensor, "_M 3"]]
     velo_to_camera: Float[Tensor, "S 4 4"]
     frame_ids: List[int]
 

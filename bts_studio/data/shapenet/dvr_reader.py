@@ -6,7 +6,7 @@ expected. Format: ``dvr_writer.py``; conventions: docs/conventions.md ("ShapeNet
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import yaml
@@ -179,10 +179,10 @@ def read_depth(path: Path) -> np.ndarray:
     return depth.astype(np.float32)
 
 
-def load_pointcloud(path: Path, object_to_world: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+def load_pointcloud(path: Path, object_to_world: Optional[Any] = None) -> Tuple[np.ndarray, np.ndarray]:
     """``points, normals`` (float32 ``[P, 3]``) of a ``pointcloud.npz``, optionally mapped by a 3x4 transform.
 
-    Pass the dataparser's ``metadata["object_to_world"]`` to get them in the nerfstudio world.
+    Pass the dataparser's ``metadata["object_to_world"]`` (a ``[3, 4]`` array or tensor) for the nerfstudio world.
     """
     with np.load(path) as archive:
         if "points" not in archive.files:

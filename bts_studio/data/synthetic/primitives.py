@@ -104,21 +104,21 @@ class Primitive:
         )
 
 
-def make_box(center: Vector3, half_extents: Vector3, yaw: float = 0.0, **kwargs: Any) -> Primitive:
+def make_box(center: Sequence[float], half_extents: Sequence[float], yaw: float = 0.0, **kwargs: Any) -> Primitive:
     """An oriented box rotated by ``yaw`` about +z."""
     return Primitive("box", tuple(center), tuple(half_extents), rotation_z(yaw), **kwargs)
 
 
-def make_vertical_cylinder(center: Vector3, radius: float, half_height: float, **kwargs: Any) -> Primitive:
+def make_vertical_cylinder(center: Sequence[float], radius: float, half_height: float, **kwargs: Any) -> Primitive:
     """An upright cylinder (axis +z) centred at ``center``."""
     return Primitive("cylinder", tuple(center), (radius, radius, half_height), IDENTITY, **kwargs)
 
 
-def make_sphere(center: Vector3, radius: float, **kwargs: Any) -> Primitive:
+def make_sphere(center: Sequence[float], radius: float, **kwargs: Any) -> Primitive:
     return Primitive("ellipsoid", tuple(center), (radius, radius, radius), IDENTITY, **kwargs)
 
 
-def make_ellipsoid(center: Vector3, radii: Vector3, yaw: float = 0.0, **kwargs: Any) -> Primitive:
+def make_ellipsoid(center: Sequence[float], radii: Sequence[float], yaw: float = 0.0, **kwargs: Any) -> Primitive:
     return Primitive("ellipsoid", tuple(center), tuple(radii), rotation_z(yaw), **kwargs)
 
 
