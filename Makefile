@@ -11,6 +11,8 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@command -v ffmpeg >/dev/null 2>&1 || { echo "installing ffmpeg (ns-render writes videos with it)"; \
 	  (apt-get update -qq && apt-get install -y -qq ffmpeg >/dev/null) || echo "warning: could not install ffmpeg; ns-render videos will fail"; }
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { echo "installing chromium (the viewer's browser test drives it headless)"; \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || echo "warning: could not install chromium; the browser test will be skipped"; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# CPU machines take torch from the local wheel cache; an unpinned torch would pull gigabytes.

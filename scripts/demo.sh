@@ -30,7 +30,7 @@ ns-eval --load-config "$run_dir/config.yml" --output-path "$demo_dir/eval.json"
 step "Rendering a video that drives forward from training frame 0 (ns-render)"
 bts-studio camera-path --load-config "$run_dir/config.yml" --source-index 0 --frames 32 --output "$demo_dir/camera_path.json" --overwrite
 ns-render camera-path --load-config "$run_dir/config.yml" --camera-path-filename "$demo_dir/camera_path.json" \
-  --camera-idx 0 --rendered-output-names rgb depth --output-path "$demo_dir/video.mp4"
+  --rendered-output-names rgb depth --output-path "$demo_dir/video.mp4"
 
 step "Done. Outputs:"
 echo "  synthetic data     $data"

@@ -85,3 +85,27 @@ def invalid_mass(
     or 0/1 floats)."""
     assert invalid.shape[:-1] == weights.shape, f"invalid {tuple(invalid.shape)} vs weights {tuple(weights.shape)}"
     return (weights[..., None] * invalid.to(weights.dtype)).sum(dim=-2)
+
+
+def occupancy_behind_surface(
+    weights: Float[Tensor, "*batch S"],
+    densities: Float[Tensor, "*batch S"],
+    distances: Float[Tensor, "*batch S"],
+    band: float,
+    threshold: float,
+) -> Float[Tensor, "*batch 1"]:
+    """Share of the samples in ``(surface, surface + band]`` along each ray whose density exceeds ``threshold``.
+
+    The surface is the first sample where the accumulated weight reaches 0.5 (the median depth). This is what a
+    density field knows beyond depth: a depth map stops at the first surface, while BTS's field also predicts
+    whether the space behind it is occupied (its occupancy evaluation thresholds density at 0.5, ``eval.occupancy``).
+    Rays with no sample in the band get 0. ``band`` is in the units of ``distances``.
+    """
+    assert (
+        weights.shape == densities.shape == distances.shape
+    ), f"weights {tuple(weights.shape)}, densities {tuple(densities.shape)}, distances {tuple(distances.shape)}"
+    surface_index = (weights.cumsum(dim=-1) < 0.5).sum(dim=-1, keepdim=True).clamp_max(weights.shape[-1] - 1)
+    surface = torch.gather(distances, -1, surface_index)
+    in_band = (distances > surface) & (distances <= surface + band)
+    occupied = (densities > threshold) & in_band
+    return (occupied.sum(dim=-1, keepdim=True) / in_band.sum(dim=-1, keepdim=True).clamp_min(1)).to(weights.dtype)

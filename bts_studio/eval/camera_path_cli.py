@@ -1,17 +1,22 @@
-"""``bts-studio camera-path``: an ns-render camera path that drives forward and sways sideways from one source frame.
+"""``bts-studio camera-path``: an ns-render camera path that starts exactly at one source view and drives on.
 
-A bts-density render is conditioned on one image, so a fly-through starts at that image's camera and moves in
-its own frame (OpenCV axes: x right, y down, z forward): at time ``s`` in [0, 1] the camera sits at
-``x = sideways_m * sin(2 pi s)``, ``z = forward_m * s`` and keeps the source orientation. Render it with the same
-source (``--camera-idx`` selects the train image that conditions every frame)::
+A render of an image-conditioned method is conditioned on one image, so a fly-through starts at that image's camera
+(same pose, same intrinsics, principal point included) and moves from there. By default the camera moves in its
+**level frame** (heading only, world z up, docs/conventions.md): at time ``s`` in [0, 1] it sits
+``forward_m * s`` ahead along its heading and ``sideways_m * sin(2 pi s)`` to the right, at constant height, and
+keeps the source orientation. ``--follow-tilt`` moves along the camera's own axes instead (a camera tilted 6 degrees
+down then ends 1.05 m lower after 10 m).
+
+The JSON is nerfstudio's camera-path format plus ``"bts_source"`` (the conditioning image) and ``"bts_intrinsics"``
+(fx, fy, cx, cy of the rendered size). ``ns-render camera-path`` reads both when our pipeline is loaded
+(``eval/ns_render_paths.py``), so no ``--camera-idx`` is needed::
 
     bts-studio camera-path --load-config C --source-index K --output path.json
-    ns-render camera-path --load-config C --camera-path-filename path.json --camera-idx K \\
+    ns-render camera-path --load-config C --camera-path-filename path.json \\
         --output-path video.mp4 --rendered-output-names rgb depth
 
-nerfstudio camera paths hold one vertical field of view (square pixels), so the path keeps the source's vertical
-field of view and image size; KITTI-360's 192x640 images have slightly non-square pixels, so the horizontal field
-of view differs a little from the source's.
+Other viewers of the JSON (nerfstudio's own loader) see the source's vertical field of view with a centred
+principal point.
 """
 
 import json
@@ -25,7 +30,8 @@ from typing import List, Optional
 import torch
 import tyro
 
-from bts_studio.core.geometry import opencv_to_opengl, to_homogeneous_pose
+from bts_studio.core.geometry import to_homogeneous_pose
+from bts_studio.eval.ns_render_paths import level_frame
 
 
 @dataclass
@@ -37,7 +43,7 @@ class CameraPathConfig:
     output: Path
     """Camera-path JSON to write."""
     source_index: int = 0
-    """Training image the path starts from (pass the same number to ns-render --camera-idx)."""
+    """Training image the path starts from and is conditioned on (stored in the JSON)."""
     forward_m: float = 10.0
     """Metres driven forward along the source camera's optical axis."""
     sideways_m: float = 1.5
@@ -50,6 +56,8 @@ class CameraPathConfig:
     """Rendered image height in pixels; default: the source image's."""
     render_width: Optional[int] = None
     """Rendered image width in pixels; default: the source image's."""
+    follow_tilt: bool = False
+    """Move along the camera's own (tilted) axes instead of its level frame."""
     overwrite: bool = False
     """Replace an existing output file."""
 
@@ -73,16 +81,21 @@ def source_camera(load_config: Path, index: int):
     return cameras[index]
 
 
-def path_poses(c2w_opengl: torch.Tensor, forward_m: float, sideways_m: float, frames: int) -> List[torch.Tensor]:
-    """OpenGL camera-to-world ``[4, 4]`` poses of the path, starting at ``c2w_opengl`` ``[3, 4]``."""
-    c2w_cv = to_homogeneous_pose(opencv_to_opengl(c2w_opengl.double()))
+def path_poses(
+    c2w_opengl: torch.Tensor, forward_m: float, sideways_m: float, frames: int, follow_tilt: bool = False
+) -> List[torch.Tensor]:
+    """OpenGL camera-to-world ``[4, 4]`` poses of the path (module docstring); pose 0 is ``c2w_opengl`` ``[3, 4]``."""
+    c2w = to_homogeneous_pose(c2w_opengl.double())
+    if follow_tilt:
+        right, forward = c2w[:3, 0], -c2w[:3, 2]
+    else:
+        right, _, forward = level_frame(c2w[:3])
     poses = []
     for k in range(frames):
         s = k / max(frames - 1, 1)
-        offset = torch.eye(4, dtype=torch.float64)
-        offset[0, 3] = sideways_m * math.sin(2 * math.pi * s)
-        offset[2, 3] = forward_m * s
-        poses.append(opencv_to_opengl(c2w_cv @ offset))
+        pose = c2w.clone()
+        pose[:3, 3] = c2w[:3, 3] + forward * (forward_m * s) + right * (sideways_m * math.sin(2 * math.pi * s))
+        poses.append(pose)
     return poses
 
 
@@ -101,24 +114,34 @@ def main(argv: List[str], prog: str = "bts-studio camera-path") -> None:
     if config.frames < 1 or config.seconds <= 0:
         raise SystemExit("camera-path: --frames must be >= 1 and --seconds > 0")
     camera = source_camera(config.load_config, config.source_index)
-    height = config.render_height or int(camera.height)
-    width = config.render_width or int(camera.width)
-    fov_deg = math.degrees(2 * math.atan(int(camera.height) / 2 / float(camera.fy)))
-    poses = path_poses(camera.camera_to_worlds, config.forward_m, config.sideways_m, config.frames)
+    source_height, source_width = int(camera.height), int(camera.width)
+    height = config.render_height or source_height
+    width = config.render_width or source_width
+    sx, sy = width / source_width, height / source_height
+    intrinsics = {
+        "fx": float(camera.fx) * sx,
+        "fy": float(camera.fy) * sy,
+        "cx": float(camera.cx) * sx,
+        "cy": float(camera.cy) * sy,
+    }
+    fov_deg = math.degrees(2 * math.atan(height / 2 / intrinsics["fy"]))
+    poses = path_poses(camera.camera_to_worlds, config.forward_m, config.sideways_m, config.frames, config.follow_tilt)
     payload = {
         "camera_type": "perspective",
         "render_height": height,
         "render_width": width,
         "seconds": config.seconds,
         "fps": config.frames / config.seconds,
+        "bts_source": {"split": "train", "index": config.source_index},
         "bts_source_index": config.source_index,
+        "bts_intrinsics": intrinsics,
         "camera_path": [
             {"camera_to_world": pose.reshape(-1).tolist(), "fov": fov_deg, "aspect": width / height} for pose in poses
         ],
     }
     write_json_atomically(config.output, payload)
     print(
-        f"Wrote {config.frames} poses to {config.output}; render with: ns-render camera-path --load-config "
-        f"{config.load_config} --camera-path-filename {config.output} --camera-idx {config.source_index} "
+        f"Wrote {config.frames} poses to {config.output} (conditioned on train image {config.source_index}); render "
+        f"with: ns-render camera-path --load-config {config.load_config} --camera-path-filename {config.output} "
         f"--output-path video.mp4 --rendered-output-names rgb depth"
     )

@@ -75,6 +75,8 @@ class Kitti360DataParserConfig(DataParserConfig):
     """Height of the parsed images (BTS: 192); perspective images are resized per axis, as BTS does."""
     target_width: int = 640
     """Width of the parsed images (BTS: 640)."""
+    downscale_factor: Optional[float] = None
+    """Divide target_height and target_width by this (``ns-render dataset --downscale-factor``); None: 1."""
     fisheye_pitch_deg: float = 15.0
     """The virtual pinholes made from the fisheyes look this many degrees below the fisheye axis (BTS: 15)."""
     fisheye_yaw_deg: float = 0.0
@@ -131,7 +133,10 @@ class Kitti360DataParser(DataParser):
     @property
     def target_size(self) -> Tuple[int, int]:
         """``(height, width)`` of the parsed images."""
-        return (self.config.target_height, self.config.target_width)
+        factor = self.config.downscale_factor or 1.0
+        if factor <= 0:
+            raise ValueError(f"kitti360-data: downscale_factor must be > 0, got {factor}")
+        return (round(self.config.target_height / factor), round(self.config.target_width / factor))
 
     def _enabled_cameras(self) -> Tuple[int, ...]:
         enabled = {CAMERA_FOLDERS.index(name) for name in self.config.cameras}

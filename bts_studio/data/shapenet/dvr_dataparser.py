@@ -65,6 +65,9 @@ class ShapeNetDVRDataParserConfig(DataParserConfig):
     """Also hand the masks to nerfstudio as ``mask_filenames``, which makes its pixel samplers draw rays
     on the object only. Off: masks are only in ``metadata["mask_filenames"]`` (DVR's mask loss needs
     background rays too)."""
+    downscale_factor: Optional[float] = None
+    """``ns-render dataset --downscale-factor``: only None or 1 (DVR's images are served at their stored size;
+    render smaller with ``ns-render camera-path/interpolate/spiral --downscale-factor``)."""
     near: Optional[float] = None
     """Override the suggested near distance in ``metadata["near"]`` (None: from the camera distances)."""
     far: Optional[float] = None
@@ -127,6 +130,11 @@ class ShapeNetDVR(DataParser):
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
         if split not in ("train", "val", "test"):
             raise ValueError(f"unknown split {split!r}; shapenet-dvr-data answers train, val and test")
+        if self.config.downscale_factor not in (None, 1, 1.0):
+            raise ValueError(
+                f"shapenet-dvr-data: downscale_factor {self.config.downscale_factor} is not supported (images are "
+                "served at their stored size); use ns-render camera-path/interpolate/spiral --downscale-factor"
+            )
         entries = split_objects(self.config, split)
         iterator = entries if len(entries) < 200 else track(entries, description="Reading DVR cameras")
         objects = [read_object(synset_dir, model) for synset_dir, model in iterator]

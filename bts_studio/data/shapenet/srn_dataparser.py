@@ -64,6 +64,9 @@ class ShapeNetSRNDataParserConfig(DataParserConfig):
     """Serve images at this height (width keeps the aspect ratio), resized with area averaging into
     ``resize_cache_dir``; intrinsics follow. None: the stored size. Intrinsics are always rescaled from the
     resolution on line 4 of ``intrinsics.txt`` to the actual image size first (SRN's rule)."""
+    downscale_factor: Optional[float] = None
+    """Divide the served image size by this (``ns-render dataset --downscale-factor``; resized like ``image_size``,
+    intrinsics follow); None: 1."""
     resize_cache_dir: Path = Path(tempfile.gettempdir()) / "bts-studio-resized"
     """Where resized copies of images go when ``image_size`` differs from the stored size, and RGB copies of
     images that are not 8-bit RGB (palette, grey, alpha, 16-bit; ``bts_studio.data.checks.RGB_RULE``)."""
@@ -217,6 +220,10 @@ class ShapeNetSRN(DataParser):
         intrinsics = instance.intrinsics
         paths = list(instance.image_paths)
         target = self.config.image_size
+        if self.config.downscale_factor not in (None, 1, 1.0):
+            if self.config.downscale_factor <= 0:
+                raise ValueError(f"shapenet-srn-data: downscale_factor must be > 0, got {self.config.downscale_factor}")
+            target = max(1, round((target or intrinsics.height) / self.config.downscale_factor))
         if target is not None and target != intrinsics.height:
             width = round(intrinsics.width * target / intrinsics.height)
             intrinsics = intrinsics.rescaled(target, width)

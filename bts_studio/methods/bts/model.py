@@ -8,11 +8,14 @@ volume-rendered colours with "loss frames" (``methods.bts.losses``).
 
 Outputs (per ray): ``rgb`` (colours read from the first colour view; outside an image they take its border
 value, as BTS's ``grid_sample(padding_mode="border")``), ``depth`` (expected distance along the unit ray),
-``z_depth``, ``accumulation`` (1: the last sample terminates every ray), ``outside_source`` (weight mass outside the
-input frustum). Training adds ``rgb_views`` and ``invalid_mass`` per render frame.
+``z_depth``, ``outside_source`` (weight mass outside the input frustum: where the render is guessed),
+``occupancy_behind_surface`` (share of the 4 m behind the first surface with density > 0.5: what the field knows
+beyond depth) and ``accumulation`` (1: the last sample terminates every ray). Which image conditions a render is
+decided by ``methods/common/conditioning_rules.py``. Training adds ``rgb_views`` and ``invalid_mass`` per render frame.
 """
 
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,19 +31,31 @@ from nerfstudio.utils import colormaps
 from torch import Tensor
 from torch.nn import Parameter
 
-from bts_studio.core.compositing import composite_values, composite_weights, expected_distance, invalid_mass
+from bts_studio.core.compositing import (
+    composite_values,
+    composite_weights,
+    expected_distance,
+    invalid_mass,
+    occupancy_behind_surface,
+)
 from bts_studio.core.depth_metrics import depth_metrics
 from bts_studio.core.feature_sampling import sample_view_colours
 from bts_studio.core.geometry import ray_distance_to_z_depth
 from bts_studio.core.image_quality import psnr, ssim
+from bts_studio.eval.occupancy import OCCUPIED_DENSITY_THRESHOLD as OCCUPIED_DENSITY
 from bts_studio.methods.bts.batch import BTSBatch
 from bts_studio.methods.bts.conditioning import BTSConditioning
 from bts_studio.methods.bts.density_field import BTSDensityField
 from bts_studio.methods.bts.losses import discarded_pixels, masked_smoothness_loss, min_view_photometric_loss
 from bts_studio.methods.bts.sampler import DisparityLinearPointSampler
-from bts_studio.methods.bts.sources import SPLIT_NAMES, SourceBank, SourceView
+from bts_studio.methods.bts.sources import SourceBank, SourceView
+from bts_studio.methods.common import deferred_warnings
+from bts_studio.methods.common.conditioning_rules import choose_source
 from bts_studio.methods.common.rendering import render_bundle_in_chunks
+from bts_studio.methods.common.source_selector import SCENE_KINDS, SourceSelector
 
+BEHIND_SURFACE_BAND = 4.0
+"""Metres behind the first surface that ``occupancy_behind_surface`` looks at (BTS's "depth + 4 m" baseline band)."""
 SOURCE_CACHE_SIZE = 4
 """Encoded source views kept for rendering (the viewer and ns-render re-use one source for many frames)."""
 
@@ -117,7 +132,11 @@ class BTSModel(Model):
             code_near=cfg.near,
             code_far=cfg.far,
         )
-        self.net.encoder.load_imagenet_weights(cfg.imagenet_weights, cfg.search_torch_hub_cache)
+        # "training from scratch" is only true for ns-train; viewing and rendering load a checkpoint afterwards.
+        self._training_warnings: List[warnings.WarningMessage] = []
+        with deferred_warnings.collect(self._training_warnings):
+            self.net.encoder.load_imagenet_weights(cfg.imagenet_weights, cfg.search_torch_hub_cache)
+        self.source_selector: Optional[SourceSelector] = None
         self.sampler = DisparityLinearPointSampler(
             cfg.num_samples, cfg.near, cfg.far, eval_stratified=cfg.eval_stratified
         )
@@ -129,12 +148,14 @@ class BTSModel(Model):
 
     # ----------------------------------------------------------------------------------------------- parameters
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        deferred_warnings.emit(self._training_warnings)  # only the trainer asks for parameter groups
         return {"encoder": list(self.net.encoder.parameters()), "density_mlp": list(self.net.mlp_coarse.parameters())}
 
     # ------------------------------------------------------------------------------------------------- sources
     def attach_source_bank(self, bank: SourceBank) -> None:
         """Give the model read access to dataset images (not saved in checkpoints)."""
         self._source_bank = bank
+        self.source_selector = SourceSelector("bts-density", bank.datasets, **SCENE_KINDS["street"])
         self.forget_sources()
 
     def forget_sources(self) -> None:
@@ -181,14 +202,14 @@ class BTSModel(Model):
 
     def resolve_source(self, camera: Union[Cameras, RayBundle]) -> Tuple[str, int]:
         """Which dataset image conditions a render of ``camera`` or of a ray bundle generated from one (nerfstudio
-        copies camera metadata onto its rays); see ``sources.py`` for the order."""
-        metadata = camera.metadata or {}
-        if "bts_split" in metadata and "bts_image_index" in metadata:
-            split_code = int(torch.as_tensor(metadata["bts_split"]).reshape(-1)[0])
-            return SPLIT_NAMES[split_code], int(torch.as_tensor(metadata["bts_image_index"]).reshape(-1)[0])
-        if "cam_idx" in metadata and metadata["cam_idx"] is not None:
-            return "train", int(torch.as_tensor(metadata["cam_idx"]).reshape(-1)[0])
-        return "train", self.config.default_source_index
+        copies camera metadata onto its rays): the rules of ``methods/common/conditioning_rules.py``."""
+        if self.source_selector is None:  # a bare model without datasets: no nearest-image rule, the config's default
+            choice = choose_source(
+                camera.metadata, None, None, nearest=False, default_index=self.config.default_source_index
+            )
+        else:
+            choice = self.source_selector.choose(camera)
+        return choice.split, choice.index
 
     # ----------------------------------------------------------------------------------------------- rendering
     def condition_on_groups(self, batch: BTSBatch) -> BTSConditioning:
@@ -242,8 +263,13 @@ class BTSModel(Model):
         outputs = {
             "rgb": rgb_views[:, 0],
             "depth": depth,
-            "accumulation": weights.sum(dim=-1, keepdim=True),
             "outside_source": invalid_mass(weights, outside.reshape(num_rays, num_samples, 1)),
+            "occupancy_behind_surface": occupancy_behind_surface(
+                weights, sigma.reshape(num_rays, num_samples), distances, BEHIND_SURFACE_BAND, OCCUPIED_DENSITY
+            ),
+            # Last in the viewer's list: 1 everywhere (the last sample terminates rays); nerfstudio's depth colormaps
+            # read it, so it stays.
+            "accumulation": weights.sum(dim=-1, keepdim=True),
         }
         if "directions_norm" in ray_bundle.metadata:
             outputs["z_depth"] = ray_distance_to_z_depth(depth, ray_bundle.metadata["directions_norm"])

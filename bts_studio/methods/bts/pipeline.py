@@ -24,6 +24,7 @@ import torchvision.utils as vutils
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bts_studio.core.depth_metrics import DEPTH_METRIC_NAMES, average_metrics
+from bts_studio.eval import ns_render_paths
 from bts_studio.methods.bts.datamanager import BTSDataManager, BTSDataManagerConfig
 from bts_studio.methods.bts.model import BTSModelConfig
 from bts_studio.methods.bts.sources import SourceBank
@@ -70,6 +71,8 @@ class BTSPipeline(BudgetedPipeline):
         self.model.attach_source_bank(
             SourceBank({"train": self.datamanager.train_dataset, "test": self.datamanager.eval_dataset})
         )
+        self.source_image = self.model.source_selector.controls  # the viewer's "source_image" folder
+        ns_render_paths.install("street")  # only inside ns-render: paths that fit street scenes
 
     # ---------------------------------------------------------------------------------------------- training
     def get_train_loss_dict(self, step: int):

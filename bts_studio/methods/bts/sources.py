@@ -2,12 +2,10 @@
 
 nerfstudio hands models only cameras or rays (viewer, ns-render, ns-eval). The pipeline therefore gives the model
 a :class:`SourceBank` (the datamanager's datasets; never saved in checkpoints) and the model resolves which image
-conditions a camera (``BTSModel.resolve_source``):
-
-1. ``camera.metadata["bts_split"]`` and ``["bts_image_index"]`` (set by :class:`BTSDataManager` on every dataset
-   camera, so eval and test cameras condition on their own image);
-2. ``camera.metadata["cam_idx"]``: the training frustum last clicked in the viewer, or ``ns-render --camera-idx K``;
-3. the config's ``default_source_index`` in the train split.
+conditions a camera (``BTSModel.resolve_source``) with the rules of ``methods/common/conditioning_rules.py``: its own
+dataset image (``bts_split`` / ``bts_image_index``, set by :class:`BTSDataManager` on every dataset camera), a
+requested image (viewer control, ``ns-render --camera-idx``), the camera path's stored source, else the nearest
+training image.
 """
 
 from dataclasses import dataclass
@@ -20,10 +18,7 @@ from torch import Tensor
 from bts_studio.core.geometry import invert_pose
 from bts_studio.methods.bts.conditioning import BTSConditioning
 from bts_studio.methods.common.cameras import cameras_to_opencv
-
-SPLIT_IDS = {"train": 0, "test": 1}
-"""Integer codes of dataset splits in ``camera.metadata["bts_split"]``."""
-SPLIT_NAMES = {code: name for name, code in SPLIT_IDS.items()}
+from bts_studio.methods.common.conditioning_rules import SPLIT_IDS, SPLIT_NAMES  # noqa: F401  (re-exported)
 
 
 @dataclass

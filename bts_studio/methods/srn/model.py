@@ -41,6 +41,7 @@ from bts_studio.core.depth_normals import normals_from_ray_depth
 from bts_studio.core.image_quality import psnr, ssim
 from bts_studio.core.ray_groups import from_padded, group_by_key, to_padded
 from bts_studio.methods.common.rendering import render_in_chunks
+from bts_studio.methods.common.source_selector import SourceSelector
 from bts_studio.methods.srn.batch import SRNBatch
 from bts_studio.methods.srn.hypernetwork import HyperFC, SharedSceneFunction
 from bts_studio.methods.srn.losses import latent_prior, negative_depth_penalty, signed_image_loss
@@ -137,6 +138,7 @@ class SRNModel(Model):
         image_instance = metadata.get("image_instance_idx")
         image_instance = torch.zeros(0, dtype=torch.long) if image_instance is None else image_instance.long()
         self.register_buffer("image_instance_idx", image_instance.clone(), persistent=False)
+        self.source_selector: Optional[SourceSelector] = None
 
     # ----------------------------------------------------------------------------------------------
     # parameters
@@ -287,6 +289,8 @@ class SRNModel(Model):
         instance = metadata.get("instance_idx")
         if isinstance(instance, Tensor) and instance.numel():
             return int(instance.reshape(-1)[0])
+        if self.source_selector is not None:  # attached by SRNPipeline: the shared source rules, logged
+            return int(self.image_instance_idx[self.source_selector.choose(camera).index])
         cam_idx = metadata.get("cam_idx")
         if cam_idx is not None:
             cam_idx = int(cam_idx.reshape(-1)[0]) if isinstance(cam_idx, Tensor) else int(cam_idx)
