@@ -32,8 +32,9 @@ def main() -> None:
     arguments.add_argument("--width", type=int, default=640)
     options = arguments.parse_args()
     with tempfile.TemporaryDirectory(prefix="kitti360_cache_") as cache:
-        config = Kitti360DataParserConfig(data=options.data, target_height=options.height,
-                                          target_width=options.width, cache_dir=Path(cache))
+        config = Kitti360DataParserConfig(
+            data=options.data, target_height=options.height, target_width=options.width, cache_dir=Path(cache)
+        )
         for label in ("first (cold cache)", "cached"):
             started = time.perf_counter()
             counts = parse_all(config)

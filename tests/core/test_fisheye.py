@@ -19,8 +19,19 @@ def _one_torch_thread():
 
 
 # Roughly KITTI-360's image_02 (xi > 1: the projection folds back beyond ~117 degrees).
-KITTI_LIKE = MeiParams(xi=2.21, k1=0.017, k2=1.65, p1=4e-4, p2=-3e-4, gamma1=1336.0, gamma2=1335.5,
-                       u0=717.5, v0=706.3, width=1400, height=1400)
+KITTI_LIKE = MeiParams(
+    xi=2.21,
+    k1=0.017,
+    k2=1.65,
+    p1=4e-4,
+    p2=-3e-4,
+    gamma1=1336.0,
+    gamma2=1335.5,
+    u0=717.5,
+    v0=706.3,
+    width=1400,
+    height=1400,
+)
 
 
 def _reference_projection(points: np.ndarray, p: MeiParams) -> np.ndarray:
@@ -39,15 +50,27 @@ def test_projection_matches_the_model_formula():
     uv, valid = mei_project(torch.tensor(points), KITTI_LIKE)
     in_domain = points[:, 2] / np.linalg.norm(points, axis=-1) > -1 / KITTI_LIKE.xi
     assert in_domain.mean() > 0.8 and not in_domain.all()
-    np.testing.assert_allclose(uv.numpy()[in_domain], _reference_projection(points, KITTI_LIKE)[in_domain],
-                               rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(
+        uv.numpy()[in_domain], _reference_projection(points, KITTI_LIKE)[in_domain], rtol=1e-12, atol=1e-9
+    )
     assert not valid[torch.from_numpy(~in_domain)].any()
 
 
 @pytest.mark.parametrize("xi", [0.0, 0.6, 2.21])
 def test_unproject_inverts_project_over_the_image(xi):
-    params = MeiParams(xi=xi, k1=0.02, k2=0.3 if xi < 1 else 1.65, p1=4e-4, p2=-3e-4, gamma1=400.0 * (1 + xi),
-                       gamma2=401.0 * (1 + xi), u0=320.5, v0=240.5, width=640, height=480)
+    params = MeiParams(
+        xi=xi,
+        k1=0.02,
+        k2=0.3 if xi < 1 else 1.65,
+        p1=4e-4,
+        p2=-3e-4,
+        gamma1=400.0 * (1 + xi),
+        gamma2=401.0 * (1 + xi),
+        u0=320.5,
+        v0=240.5,
+        width=640,
+        height=480,
+    )
     rows, cols = torch.meshgrid(torch.arange(0.0, 480.0, 3.0), torch.arange(0.0, 640.0, 3.0), indexing="ij")
     uv = torch.stack([cols + 0.5, rows + 0.5], dim=-1).double()
     rays, valid = mei_unproject_with_valid(uv, params)
@@ -60,8 +83,13 @@ def test_unproject_inverts_project_over_the_image(xi):
 
 
 def test_principal_point_looks_along_the_optical_axis_and_opencv_units_shift():
-    calibration = type("Calibration", (), dict(xi=2.0, k1=0.1, k2=0.2, p1=0.0, p2=0.0, gamma1=500.0, gamma2=500.0,
-                                                 u0=99.0, v0=49.0, width=200, height=100))()
+    calibration = type(
+        "Calibration",
+        (),
+        dict(
+            xi=2.0, k1=0.1, k2=0.2, p1=0.0, p2=0.0, gamma1=500.0, gamma2=500.0, u0=99.0, v0=49.0, width=200, height=100
+        ),
+    )()
     params = MeiParams.from_opencv(calibration)
     assert (params.u0, params.v0) == (99.5, 49.5) and params.opencv_principal_point() == (99.0, 49.0)
     ray = mei_unproject(torch.tensor([[99.5, 49.5]], dtype=torch.float64), params)

@@ -64,7 +64,7 @@ def test_normalized_intrinsics_agree_with_normalized_pixels():
 def test_projection_gradcheck():
     K = intrinsics_matrix(*(torch.tensor(v, dtype=torch.float64) for v in (50.0, 60.0, 16.0, 12.0)))
     w2c = _random_pose(torch.Generator().manual_seed(2))
-    points = (torch.randn(5, 3, dtype=torch.float64) + torch.tensor([0, 0, 6.0], dtype=torch.float64))
+    points = torch.randn(5, 3, dtype=torch.float64) + torch.tensor([0, 0, 6.0], dtype=torch.float64)
     points = (points - w2c[:, 3]) @ w2c[:, :3]  # place the points in front of the camera
     points.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda p: project_points(p, K, w2c)[0], (points,))

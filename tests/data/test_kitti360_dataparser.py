@@ -93,20 +93,25 @@ def test_perspective_rays_pass_through_the_points_the_generator_drew(synthetic_r
     z = torch.from_numpy(depth[rows, columns]).double()
     # The generator's pixel (i, j) is the OpenCV point (j, i) of the rectified camera.
     P = calibration[f"P_rect_{camera:02d}"]
-    camera_points = torch.stack([(torch.from_numpy(columns) - P[0, 2]) / P[0, 0] * z,
-                                 (torch.from_numpy(rows) - P[1, 2]) / P[1, 1] * z, z], dim=-1)
-    c2w = formats.perspective_cam_to_world(poses[pose_index[frame]], cam_to_pose[f"image_{camera:02d}"],
-                                           calibration[f"R_rect_{camera:02d}"])
+    camera_points = torch.stack(
+        [(torch.from_numpy(columns) - P[0, 2]) / P[0, 0] * z, (torch.from_numpy(rows) - P[1, 2]) / P[1, 1] * z, z],
+        dim=-1,
+    )
+    c2w = formats.perspective_cam_to_world(
+        poses[pose_index[frame]], cam_to_pose[f"image_{camera:02d}"], calibration[f"R_rect_{camera:02d}"]
+    )
     points_world = camera_points @ torch.from_numpy(c2w[:3, :3]).T + torch.from_numpy(c2w[:3, 3])
 
     index = find_image(outputs, camera, frame)
     height, width = 192, 640
     # Continuous coordinates scale with the image: pixel centre j + 0.5 at width0 is (j + 0.5) W / W0 at W.
-    coords = torch.stack([(torch.from_numpy(rows) + 0.5) * height / height0,
-                          (torch.from_numpy(columns) + 0.5) * width / width0], dim=-1).float()
+    coords = torch.stack(
+        [(torch.from_numpy(rows) + 0.5) * height / height0, (torch.from_numpy(columns) + 0.5) * width / width0], dim=-1
+    ).float()
     rays = outputs.cameras.generate_rays(camera_indices=index, coords=coords)
-    distance = point_to_ray_distance(rays.origins.double(), rays.directions.double(),
-                                     world_to_parsed(outputs, points_world))
+    distance = point_to_ray_distance(
+        rays.origins.double(), rays.directions.double(), world_to_parsed(outputs, points_world)
+    )
     # Half a target pixel is 0.2% of the depth (fx ~ 250 px); the tolerance is ten times tighter.
     assert float((distance / z).max()) < 2e-4
     assert outputs.cameras.camera_type.unique().tolist() == [1]  # CameraType.PERSPECTIVE
@@ -125,8 +130,9 @@ def test_dataparser_transform_is_saved_and_maps_back_to_the_kitti360_world(synth
     for index in range(len(outputs.image_filenames)):
         camera = int(outputs.cameras.metadata["camera_id"][index])
         frame = int(outputs.cameras.metadata["frame_id"][index])
-        expected = formats.perspective_cam_to_world(poses[pose_index[frame]], cam_to_pose[f"image_{camera:02d}"],
-                                                    calibration[f"R_rect_{camera:02d}"])
+        expected = formats.perspective_cam_to_world(
+            poses[pose_index[frame]], cam_to_pose[f"image_{camera:02d}"], calibration[f"R_rect_{camera:02d}"]
+        )
         assert np.allclose(originals[index].numpy(), expected[:3], atol=1e-3)
 
 
@@ -146,8 +152,10 @@ def test_resampled_fisheye_shows_what_the_fisheye_sees(synthetic_root: Path, tmp
         origins = ray_bundle.origins.double() + back
         hits = scene.raycast(origins.reshape(-1, 3), ray_bundle.directions.reshape(-1, 3).double())
         hit = torch.isfinite(hits.t)
-        points_world = origins.reshape(-1, 3)[hit] + hits.t[hit, None].double() * ray_bundle.directions.reshape(-1, 3)[
-            hit].double()
+        points_world = (
+            origins.reshape(-1, 3)[hit]
+            + hits.t[hit, None].double() * ray_bundle.directions.reshape(-1, 3)[hit].double()
+        )
         # Project the scene points into the real fisheye, independently of the parser.
         c2w = formats.fisheye_cam_to_world(poses[pose_index[frame]], cam_to_pose[f"image_{camera:02d}"])
         w2c = torch.from_numpy(np.linalg.inv(c2w))
@@ -155,7 +163,8 @@ def test_resampled_fisheye_shows_what_the_fisheye_sees(synthetic_root: Path, tmp
         uv, valid = mei_project(points_world @ w2c[:3, :3].T + w2c[:3, 3], params)
         original = torch.from_numpy(formats.read_image(paths.image(camera, frame))).double()
         sampled = torch.nn.functional.grid_sample(
-            original.permute(2, 0, 1)[None], (2 * uv / torch.tensor([params.width, params.height]) - 1)[None, None],
+            original.permute(2, 0, 1)[None],
+            (2 * uv / torch.tensor([params.width, params.height]) - 1)[None, None],
             align_corners=False,
         )[0, :, 0].T
         cached = torch.from_numpy(np.asarray(Image.open(outputs.image_filenames[index]))).double()
@@ -212,13 +221,16 @@ def test_lidar_depth_agrees_with_sidecar_depth(synthetic_root: Path, tmp_path: P
 
 def test_nearest_depth_map_keeps_the_nearest_point_in_front_of_the_camera():
     K = torch.tensor([[10.0, 0.0, 2.0], [0.0, 10.0, 2.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
-    points = torch.tensor([
-        [0.0, 0.0, 5.0],  # projects to (2, 2): pixel row 2, column 2
-        [0.01, 0.01, 3.0],  # same pixel, nearer: wins
-        [0.0, 0.0, -3.0],  # behind the camera: dropped
-        [-0.19, -0.19, 1.0],  # (0.1, 0.1): pixel (0, 0)
-        [1.0, 0.0, 1.0],  # (12, 2): outside
-    ], dtype=torch.float64)
+    points = torch.tensor(
+        [
+            [0.0, 0.0, 5.0],  # projects to (2, 2): pixel row 2, column 2
+            [0.01, 0.01, 3.0],  # same pixel, nearer: wins
+            [0.0, 0.0, -3.0],  # behind the camera: dropped
+            [-0.19, -0.19, 1.0],  # (0.1, 0.1): pixel (0, 0)
+            [1.0, 0.0, 1.0],  # (12, 2): outside
+        ],
+        dtype=torch.float64,
+    )
     depth = nearest_depth_map(points, K, 4, 4)
     expected = torch.zeros(4, 4, dtype=torch.float64)
     expected[2, 2], expected[0, 0] = 3.0, 1.0
@@ -253,8 +265,9 @@ def test_every_split_answers_with_bts_frame_groups(synthetic_root: Path, tmp_pat
     for row, side in zip(groups, sides.tolist(), strict=True):
         t = int(pose[row[0]])
         expected_cameras = [side, side, 1 - side, 1 - side, 2 + side, 2 + side, 3 - side, 3 - side]
-        expected_poses = [t, min(t + 1, last_pose), t, min(t + 1, last_pose)] + [min(t + s, last_pose)
-                                                                                  for s in (10, 11, 10, 11)]
+        expected_poses = [t, min(t + 1, last_pose), t, min(t + 1, last_pose)] + [
+            min(t + s, last_pose) for s in (10, 11, 10, 11)
+        ]
         assert camera[row].tolist() == expected_cameras
         assert pose[row].tolist() == expected_poses
         assert t % 4 != 0  # test_every=4 keeps pose indices 0, 4, 8 for test
@@ -337,8 +350,11 @@ def test_corrupt_png_names_the_image_and_download(data_copy: Path):
 
 # ------------------------------------------------------------------------------------------------------ cache
 def _fingerprint(root: Path) -> dict:
-    return {path.relative_to(root): hashlib.sha1(path.read_bytes()).hexdigest()
-            for path in sorted(root.rglob("*")) if path.is_file()}
+    return {
+        path.relative_to(root): hashlib.sha1(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 def test_cache_is_next_to_the_data_rebuilt_on_change_and_never_touches_originals(data_copy: Path):

@@ -19,22 +19,27 @@ def _row(key: str, values) -> str:
     return f"{key}: " + " ".join(f"{value:e}" for value in values)
 
 
-PERSPECTIVE = "\n".join([
-    "calib_time: 01-Jan-2013 12:00:00",
-    "corner_dist: 1.000000e-01",
-    _row("S_00", [1392, 512]),
-    _row("K_00", [790, 0, 690, 0, 790, 260, 0, 0, 1]),
-    _row("D_00", [-0.34, 0.16, 1e-3, -1e-4, -0.04]),
-    _row("R_00", [1, 0, 0, 0, 1, 0, 0, 0, 1]),
-    _row("T_00", [0, 0, 0]),
-    _row("S_rect_00", [1408, 376]),
-    _row("R_rect_00", [0.99999, -0.004, 0, 0.004, 0.99999, 0, 0, 0, 1]),
-    _row("P_rect_00", [550, 0, 680, 0, 0, 550, 240, 0, 0, 0, 1, 0]),
-    _row("S_01", [1392, 512]),
-    _row("S_rect_01", [1408, 376]),
-    _row("R_rect_01", [1, 0, 0, 0, 1, 0, 0, 0, 1]),
-    _row("P_rect_01", [550, 0, 680, -330, 0, 550, 240, 0, 0, 0, 1, 0]),
-]) + "\n"
+PERSPECTIVE = (
+    "\n".join(
+        [
+            "calib_time: 01-Jan-2013 12:00:00",
+            "corner_dist: 1.000000e-01",
+            _row("S_00", [1392, 512]),
+            _row("K_00", [790, 0, 690, 0, 790, 260, 0, 0, 1]),
+            _row("D_00", [-0.34, 0.16, 1e-3, -1e-4, -0.04]),
+            _row("R_00", [1, 0, 0, 0, 1, 0, 0, 0, 1]),
+            _row("T_00", [0, 0, 0]),
+            _row("S_rect_00", [1408, 376]),
+            _row("R_rect_00", [0.99999, -0.004, 0, 0.004, 0.99999, 0, 0, 0, 1]),
+            _row("P_rect_00", [550, 0, 680, 0, 0, 550, 240, 0, 0, 0, 1, 0]),
+            _row("S_01", [1392, 512]),
+            _row("S_rect_01", [1408, 376]),
+            _row("R_rect_01", [1, 0, 0, 0, 1, 0, 0, 0, 1]),
+            _row("P_rect_01", [550, 0, 680, -330, 0, 550, 240, 0, 0, 0, 1, 0]),
+        ]
+    )
+    + "\n"
+)
 
 CAM_TO_POSE = """image_00: 0.03971292 -0.1006157 0.9941325 1.5 0.9991658 -0.005473564 \
 -0.04046797 0 0.009513162 0.9949103 0.1003144 -0.65
@@ -123,14 +128,26 @@ def test_readers_on_official_layouts(tmp_path):
 @pytest.mark.parametrize(
     ("name", "text", "reader", "message"),
     [
-        ("perspective.txt", PERSPECTIVE.replace("P_rect_01", "Q_rect_01"), formats.read_perspective_calibration,
-         "missing entries P_rect_01.*calibration"),
-        ("perspective.txt", PERSPECTIVE.replace("S_rect_00: 1.408000e+03 3.760000e+02", "S_rect_00: 1.408000e+03"),
-         formats.read_perspective_calibration, "S_rect_00 has 1 values, expected 2"),
+        (
+            "perspective.txt",
+            PERSPECTIVE.replace("P_rect_01", "Q_rect_01"),
+            formats.read_perspective_calibration,
+            "missing entries P_rect_01.*calibration",
+        ),
+        (
+            "perspective.txt",
+            PERSPECTIVE.replace("S_rect_00: 1.408000e+03 3.760000e+02", "S_rect_00: 1.408000e+03"),
+            formats.read_perspective_calibration,
+            "S_rect_00 has 1 values, expected 2",
+        ),
         ("calib_cam_to_velo.txt", "1 2 3", formats.read_cam_to_velo, "expected 12 numbers"),
         ("image_02.yaml", FISHEYE.replace("%YAML:1.0\n", ""), formats.read_mei_fisheye, "%YAML:1.0"),
-        ("image_02.yaml", FISHEYE.replace("   k2: 1.6e+00\n", ""), formats.read_mei_fisheye,
-         "distortion_parameters.k2"),
+        (
+            "image_02.yaml",
+            FISHEYE.replace("   k2: 1.6e+00\n", ""),
+            formats.read_mei_fisheye,
+            "distortion_parameters.k2",
+        ),
         ("poses.txt", POSES + "9 1 2 3\n", formats.read_poses, "line 3 has 4 numbers.*data_poses"),
         ("poses.txt", "".join(reversed(POSES.splitlines(keepends=True))), formats.read_poses, "strictly increasing"),
         ("poses.txt", POSES.replace("3639.2", "nan"), formats.read_poses, "NaN"),
@@ -166,11 +183,14 @@ def test_paths_follow_the_real_layout(tmp_path):
     paths = formats.Kitti360Paths(tmp_path, 3)
     assert paths.sequence == "2013_05_28_drive_0003_sync" == formats.sequence_name(3)
     assert paths.image(0, 42).relative_to(tmp_path).as_posix() == (
-        "data_2d_raw/2013_05_28_drive_0003_sync/image_00/data_rect/0000000042.png")
+        "data_2d_raw/2013_05_28_drive_0003_sync/image_00/data_rect/0000000042.png"
+    )
     assert paths.image(2, 42).relative_to(tmp_path).as_posix() == (
-        "data_2d_raw/2013_05_28_drive_0003_sync/image_02/data_rgb/0000000042.png")
+        "data_2d_raw/2013_05_28_drive_0003_sync/image_02/data_rgb/0000000042.png"
+    )
     assert paths.velodyne(7).relative_to(tmp_path).as_posix() == (
-        "data_3d_raw/2013_05_28_drive_0003_sync/velodyne_points/data/0000000007.bin")
+        "data_3d_raw/2013_05_28_drive_0003_sync/velodyne_points/data/0000000007.bin"
+    )
     assert paths.poses.relative_to(tmp_path).as_posix() == "data_poses/2013_05_28_drive_0003_sync/poses.txt"
     assert paths.fisheye_calibration(3).name == "image_03.yaml"
 
@@ -188,8 +208,9 @@ def test_official_devkit_reads_generated_files_identically(tmp_path, monkeypatch
     theirs = load_calibration.loadCalibrationCameraToPose(str(paths.cam_to_pose))
     for key in ours:
         np.testing.assert_array_equal(ours[key], theirs[key])
-    np.testing.assert_array_equal(formats.read_cam_to_velo(paths.cam_to_velo),
-                                  load_calibration.loadCalibrationRigid(str(paths.cam_to_velo)))
+    np.testing.assert_array_equal(
+        formats.read_cam_to_velo(paths.cam_to_velo), load_calibration.loadCalibrationRigid(str(paths.cam_to_velo))
+    )
     theirs = load_calibration.loadPerspectiveIntrinsic(str(paths.perspective_calibration))
     ours = formats.read_perspective_calibration(paths.perspective_calibration)
     for key in ("P_rect_00", "P_rect_01", "R_rect_00", "R_rect_01"):
@@ -200,8 +221,9 @@ def test_official_devkit_reads_generated_files_identically(tmp_path, monkeypatch
         camera_model = project.CameraPerspective(str(root), paths.sequence, camera)
         assert (camera_model.width, camera_model.height) == tuple(ours[f"S_rect_{camera:02d}"].astype(int))
         for frame, pose in zip(frame_ids, poses, strict=True):
-            expected = formats.perspective_cam_to_world(pose, formats.read_cam_to_pose(paths.cam_to_pose)[
-                f"image_{camera:02d}"], ours[f"R_rect_{camera:02d}"])
+            expected = formats.perspective_cam_to_world(
+                pose, formats.read_cam_to_pose(paths.cam_to_pose)[f"image_{camera:02d}"], ours[f"R_rect_{camera:02d}"]
+            )
             np.testing.assert_allclose(camera_model.cam2world[frame], expected, atol=1e-12)
 
     # The devkit's YAML reader calls yaml.load without a Loader, which PyYAML >= 6 rejects: give it one.

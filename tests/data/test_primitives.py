@@ -64,8 +64,9 @@ def test_raycast_matches_dense_marching():
     scene = _random_scene()
     generator = torch.Generator().manual_seed(1)
     count = 40
-    origins = torch.tensor(_shift((0.0, 0.0, 4.0)), dtype=torch.float64) + torch.randn(count, 3, generator=generator,
-                                                                                        dtype=torch.float64)
+    origins = torch.tensor(_shift((0.0, 0.0, 4.0)), dtype=torch.float64) + torch.randn(
+        count, 3, generator=generator, dtype=torch.float64
+    )
     directions = torch.randn(count, 3, generator=generator, dtype=torch.float64)
     directions[:, 2] -= 0.4
     directions = 1.7 * directions / directions.norm(dim=-1, keepdim=True)  # not unit: t is in these units
@@ -126,8 +127,9 @@ def test_inside_tests_are_exact_on_the_boundary_and_just_beyond():
     points = torch.tensor([_shift(p) for p in cases], dtype=torch.float64)
     assert scene.occupied(points).tolist() == list(cases.values())
     ground = Scene([make_ground(OFFSET[2])])
-    assert ground.occupied(torch.tensor([_shift((5, 5, -1e-4)), _shift((5, 5, 1e-4))], dtype=torch.float64)).tolist() \
-        == [True, False]
+    assert ground.occupied(
+        torch.tensor([_shift((5, 5, -1e-4)), _shift((5, 5, 1e-4))], dtype=torch.float64)
+    ).tolist() == [True, False]
 
 
 def test_json_round_trip_keeps_geometry_and_attributes(tmp_path):

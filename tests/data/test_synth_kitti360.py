@@ -124,10 +124,16 @@ def test_stereo_pair_is_rectified(root, calibration):
     _, poses = formats.read_poses(formats.Kitti360Paths(root, SEQUENCE).poses)
     perspective = calibration["perspective"]
     points = np.random.default_rng(0).uniform([-5, -2, 4], [5, 2, 40], size=(50, 3))  # rectified cam 0 frame
-    world = _transform(formats.perspective_cam_to_world(poses[3], calibration["cam_to_pose"]["image_00"],
-                                                        perspective["R_rect_00"]), points)
-    right = _transform(np.linalg.inv(formats.perspective_cam_to_world(
-        poses[3], calibration["cam_to_pose"]["image_01"], perspective["R_rect_01"])), world)
+    world = _transform(
+        formats.perspective_cam_to_world(poses[3], calibration["cam_to_pose"]["image_00"], perspective["R_rect_00"]),
+        points,
+    )
+    right = _transform(
+        np.linalg.inv(
+            formats.perspective_cam_to_world(poses[3], calibration["cam_to_pose"]["image_01"], perspective["R_rect_01"])
+        ),
+        world,
+    )
     K = perspective["P_rect_00"][:, :3]
     left_uv = (points @ K.T)[:, :2] / points[:, 2:]
     right_uv = (right @ K.T)[:, :2] / right[:, 2:]
@@ -165,8 +171,9 @@ def _perspective_agreement(root, calibration, scene, camera: int, frame_index: i
     col, row, u, v, z = col[keep], row[keep], u[keep], v[keep], z[keep]
     # The four pixel centres around each point: on one planar face of one primitive?
     corners = [(row, col), (row, col + 1), (row + 1, col), (row + 1, col + 1)]
-    rays = np.stack([np.stack([(c - K[0, 2]) / K[0, 0], (r - K[1, 2]) / K[1, 1], np.ones_like(z)], -1)
-                     for r, c in corners])
+    rays = np.stack(
+        [np.stack([(c - K[0, 2]) / K[0, 0], (r - K[1, 2]) / K[1, 1], np.ones_like(z)], -1) for r, c in corners]
+    )
     directions = torch.tensor(rays @ cam_to_world[:3, :3].T, dtype=torch.float32).reshape(-1, 3)
     hits = scene.raycast(torch.tensor(cam_to_world[:3, 3]), directions)
     ids, normals = hits.primitive_id.view(4, -1), hits.normal.view(4, -1, 3)
@@ -176,8 +183,12 @@ def _perspective_agreement(root, calibration, scene, camera: int, frame_index: i
     depth = ground_truth.load_ground_truth_depth(root, SEQUENCE, camera, frame).astype(np.float64)
     inverse = [1.0 / depth[r, c] for r, c in corners]
     fu, fv = u - col, v - row
-    interpolated = (inverse[0] * (1 - fu) * (1 - fv) + inverse[1] * fu * (1 - fv) + inverse[2] * (1 - fu) * fv
-                    + inverse[3] * fu * fv)
+    interpolated = (
+        inverse[0] * (1 - fu) * (1 - fv)
+        + inverse[1] * fu * (1 - fv)
+        + inverse[2] * (1 - fu) * fv
+        + inverse[3] * fu * fv
+    )
     return np.abs(interpolated * z - 1.0)[planar]
 
 
@@ -228,8 +239,9 @@ def test_ground_truth_occupancy_is_exact_around_lidar_points(root, calibration):
     scene = ground_truth.load_ground_truth_scene(root, SEQUENCE)
     frame_ids, poses = formats.read_poses(paths.poses)
     world = _lidar_world(root, calibration, int(frame_ids[4]), poses[4])
-    velodyne = formats.velodyne_to_world(poses[4], calibration["cam_to_pose"]["image_00"],
-                                         calibration["cam_to_velo"])[:3, 3]
+    velodyne = formats.velodyne_to_world(poses[4], calibration["cam_to_pose"]["image_00"], calibration["cam_to_velo"])[
+        :3, 3
+    ]
     direction = (world - velodyne) / np.linalg.norm(world - velodyne, axis=1, keepdims=True)
     in_front = scene.occupied(torch.tensor(world - 0.03 * direction))
     behind = scene.occupied(torch.tensor(world + 0.03 * direction))

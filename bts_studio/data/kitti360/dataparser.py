@@ -107,8 +107,11 @@ class _Sequence:
 def _image_ids(folder: Path, suffix: str) -> Set[int]:
     if not folder.is_dir():
         return set()
-    return {int(name[: -len(suffix)]) for name in os.listdir(folder) if name.endswith(suffix) and name[0] != "."
-            and name[: -len(suffix)].isdigit()}
+    return {
+        int(name[: -len(suffix)])
+        for name in os.listdir(folder)
+        if name.endswith(suffix) and name[0] != "." and name[: -len(suffix)].isdigit()
+    }
 
 
 def _download_of(camera: int) -> str:
@@ -283,7 +286,10 @@ class Kitti360DataParser(DataParser):
             raise Kitti360FormatError(f"{root}: KITTI-360 root folder not found (set --data to it).")
         cameras = self._enabled_cameras()
         rig = load_rig(
-            root, self.target_size, self.config.fisheye_pitch_deg, self.config.fisheye_yaw_deg,
+            root,
+            self.target_size,
+            self.config.fisheye_pitch_deg,
+            self.config.fisheye_yaw_deg,
             with_fisheyes=any(camera in FISHEYE_IDS for camera in cameras),
         )
         selected = self._select_sequences()
@@ -339,10 +345,19 @@ class Kitti360DataParser(DataParser):
                 continue
             t = sequence.pose_index[entry.image_id]
             last = len(sequence.frame_ids) - 1
-            t1, tf, tf1 = (min(t + step, last) for step in (1, self.config.fisheye_offset,
-                                                              self.config.fisheye_offset + 1))
-            layout = [(side, t), (side, t1), (1 - side, t), (1 - side, t1),
-                      (2 + side, tf), (2 + side, tf1), (3 - side, tf), (3 - side, tf1)]
+            t1, tf, tf1 = (
+                min(t + step, last) for step in (1, self.config.fisheye_offset, self.config.fisheye_offset + 1)
+            )
+            layout = [
+                (side, t),
+                (side, t1),
+                (1 - side, t),
+                (1 - side, t1),
+                (2 + side, tf),
+                (2 + side, tf1),
+                (3 - side, tf),
+                (3 - side, tf1),
+            ]
             sequence_index = selected.index(entry.sequence)
             row: List[Optional[Tuple[int, int, int]]] = []
             for column, (camera, pose_index) in enumerate(layout):
@@ -356,8 +371,9 @@ class Kitti360DataParser(DataParser):
             group_keys.append(row)
         keys = sorted({key for row in group_keys for key in row if key is not None})
         index_of = {key: i for i, key in enumerate(keys)}
-        groups = torch.tensor([[index_of[k] if k is not None else -1 for k in row] for row in group_keys],
-                              dtype=torch.long).view(-1, GROUP_SIZE)
+        groups = torch.tensor(
+            [[index_of[k] if k is not None else -1 for k in row] for row in group_keys], dtype=torch.long
+        ).view(-1, GROUP_SIZE)
         return groups, keys
 
     @staticmethod
@@ -386,24 +402,42 @@ class Kitti360DataParser(DataParser):
                 folders[camera].add(folder)
 
         height, width = self.target_size
-        perspective_key = {"kind": "perspective", "source_size": list(rig.perspective_size), "size": [height, width],
-                           "resize": "cv2.INTER_LINEAR"}
+        perspective_key = {
+            "kind": "perspective",
+            "source_size": list(rig.perspective_size),
+            "size": [height, width],
+            "resize": "cv2.INTER_LINEAR",
+        }
         for camera in (0, 1):
-            cache_images(jobs[camera], {folder: perspective_key for folder in folders[camera]},
-                         lambda: lambda image: resize_like_bts(image, self.target_size), rig.perspective_size,
-                         formats.DOWNLOAD_PERSPECTIVE, f"resizing {CAMERA_FOLDERS[camera]} to {height}x{width}")
+            cache_images(
+                jobs[camera],
+                {folder: perspective_key for folder in folders[camera]},
+                lambda: lambda image: resize_like_bts(image, self.target_size),
+                rig.perspective_size,
+                formats.DOWNLOAD_PERSPECTIVE,
+                f"resizing {CAMERA_FOLDERS[camera]} to {height}x{width}",
+            )
         for camera in FISHEYE_IDS:
             if not jobs[camera]:
                 continue
             params = rig.fisheyes[camera]
             rotation = torch.from_numpy(rig.fisheye_rotations[camera])
-            key = {"kind": "fisheye", "K": rig.K.tolist(), "size": [height, width],
-                   "rotation": rig.fisheye_rotations[camera].tolist(), "mei": vars(params).copy(),
-                   "sampling": "cv2.remap INTER_LINEAR, black outside"}
-            cache_images(jobs[camera], {folder: key for folder in folders[camera]},
-                         lambda: FisheyeToPinhole(rig.K_tensor(), height, width, rotation, params),  # noqa: B023
-                         (params.height, params.width), formats.DOWNLOAD_FISHEYE,
-                         f"resampling {CAMERA_FOLDERS[camera]} to {height}x{width} pinholes")
+            key = {
+                "kind": "fisheye",
+                "K": rig.K.tolist(),
+                "size": [height, width],
+                "rotation": rig.fisheye_rotations[camera].tolist(),
+                "mei": vars(params).copy(),
+                "sampling": "cv2.remap INTER_LINEAR, black outside",
+            }
+            cache_images(
+                jobs[camera],
+                {folder: key for folder in folders[camera]},
+                lambda: FisheyeToPinhole(rig.K_tensor(), height, width, rotation, params),  # noqa: B023
+                (params.height, params.width),
+                formats.DOWNLOAD_FISHEYE,
+                f"resampling {CAMERA_FOLDERS[camera]} to {height}x{width} pinholes",
+            )
         return filenames
 
     def _cache_lidar_depth(self, split, groups, keys, selected, loaded, rig, cache_root) -> List[Optional[Path]]:
@@ -440,13 +474,22 @@ class Kitti360DataParser(DataParser):
             depth_filenames[image_index] = job.target
         if missing_scans:
             where = ", ".join(f"{name}: {count}" for name, count in sorted(missing_scans.items()))
-            CONSOLE.log(f"kitti360-data ({split}): no velodyne scan for {sum(missing_scans.values())} input frames "
-                        f"({where}); they get no lidar depth. Scans come with {formats.DOWNLOAD_VELODYNE}.")
+            CONSOLE.log(
+                f"kitti360-data ({split}): no velodyne scan for {sum(missing_scans.values())} input frames "
+                f"({where}); they get no lidar depth. Scans come with {formats.DOWNLOAD_VELODYNE}."
+            )
         K = rig.K_tensor()
         height, width = self.target_size
         for folder, camera in job_camera.items():
-            prepare_cache_folder(folder, {"kind": "lidar_depth", "K": rig.K.tolist(), "size": [height, width],
-                                          "velo_to_camera": rig.velo_to_camera(camera).tolist()})
+            prepare_cache_folder(
+                folder,
+                {
+                    "kind": "lidar_depth",
+                    "K": rig.K.tolist(),
+                    "size": [height, width],
+                    "velo_to_camera": rig.velo_to_camera(camera).tolist(),
+                },
+            )
 
         def make(job: CacheJob) -> None:
             camera = job_camera[job.target.parent]
@@ -507,8 +550,9 @@ class Kitti360DataParser(DataParser):
             },
         )
         positions = camera_to_worlds[:, :3, 3]
-        scene_box = SceneBox(aabb=torch.stack([positions.min(0).values - SCENE_MARGIN_M,
-                                               positions.max(0).values + SCENE_MARGIN_M]))
+        scene_box = SceneBox(
+            aabb=torch.stack([positions.min(0).values - SCENE_MARGIN_M, positions.max(0).values + SCENE_MARGIN_M])
+        )
         metadata = {
             "sequences": list(selected),
             "frame_groups": groups,

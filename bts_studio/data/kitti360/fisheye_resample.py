@@ -103,10 +103,15 @@ class FisheyeToPinhole:
         """Resample one fisheye image (RGB uint8, the calibration's size)."""
         import cv2
 
-        assert image.shape[:2] == (self.params.height, self.params.width), (
-            f"fisheye image is {image.shape[:2]}, calibration says {(self.params.height, self.params.width)}"
-        )
+        assert image.shape[:2] == (
+            self.params.height,
+            self.params.width,
+        ), f"fisheye image is {image.shape[:2]}, calibration says {(self.params.height, self.params.width)}"
         return cv2.remap(
-            image, self.map_x, self.map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+            image,
+            self.map_x,
+            self.map_y,
+            interpolation=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
             borderValue=(0, 0, 0),
         )

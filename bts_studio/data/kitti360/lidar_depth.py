@@ -47,7 +47,10 @@ def nearest_depth_map(
 
 
 def velodyne_depth_map(
-    scan: Float[np.ndarray, "N 4"], velo_to_camera: Float[np.ndarray, "4 4"], K: Float[Tensor, "3 3"], height: int,
+    scan: Float[np.ndarray, "N 4"],
+    velo_to_camera: Float[np.ndarray, "4 4"],
+    K: Float[Tensor, "3 3"],
+    height: int,
     width: int,
 ) -> Float[np.ndarray, "H W"]:
     """z-depth map of one velodyne scan in one rectified camera.

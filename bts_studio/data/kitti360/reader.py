@@ -73,8 +73,12 @@ def _parse_floats(path: PathLike, where: str, tokens: List[str], download: str) 
 
 def _check_rigid(matrix: np.ndarray, path: PathLike, where: str, download: str) -> None:
     """A calibration/pose matrix must be a rigid transform (``bts_studio.data.checks.check_rigid``)."""
-    check_rigid(matrix, f"{path}: {where}", f"Fix or re-download it; it is part of the KITTI-360 download {download}.",
-                Kitti360FormatError)
+    check_rigid(
+        matrix,
+        f"{path}: {where}",
+        f"Fix or re-download it; it is part of the KITTI-360 download {download}.",
+        Kitti360FormatError,
+    )
 
 
 def _homogeneous(matrix_3x4: np.ndarray) -> np.ndarray:
@@ -117,14 +121,25 @@ def read_perspective_calibration(path: PathLike) -> Dict[str, np.ndarray]:
     for camera in PERSPECTIVE_CAMERAS:
         size = calibration[f"S_rect_{camera:02d}"]
         if np.any(size <= 0) or np.any(size != np.round(size)):
-            raise _fail(path, f"S_rect_{camera:02d} must be two positive integers (width height), got {size}",
-                        DOWNLOAD_CALIBRATION)
+            raise _fail(
+                path,
+                f"S_rect_{camera:02d} must be two positive integers (width height), got {size}",
+                DOWNLOAD_CALIBRATION,
+            )
         _check_rigid(calibration[f"R_rect_{camera:02d}"], path, f"R_rect_{camera:02d}", DOWNLOAD_CALIBRATION)
         projection = calibration[f"P_rect_{camera:02d}"]
         # P_rect is in OpenCV pixels (pixel centre (0, 0) at 0); + 0.5 gives nerfstudio's convention.
-        check_pixel_intrinsics(projection[0, 0], projection[1, 1], projection[0, 2] + 0.5, projection[1, 2] + 0.5,
-                               int(size[1]), int(size[0]), f"{path}: P_rect_{camera:02d}",
-                               f"It is part of the KITTI-360 download {DOWNLOAD_CALIBRATION}.", Kitti360FormatError)
+        check_pixel_intrinsics(
+            projection[0, 0],
+            projection[1, 1],
+            projection[0, 2] + 0.5,
+            projection[1, 2] + 0.5,
+            int(size[1]),
+            int(size[0]),
+            f"{path}: P_rect_{camera:02d}",
+            f"It is part of the KITTI-360 download {DOWNLOAD_CALIBRATION}.",
+            Kitti360FormatError,
+        )
     return calibration
 
 
@@ -216,9 +231,17 @@ def read_mei_fisheye(path: PathLike) -> MeiFisheye:
         if not isinstance(value, (int, float)) or value <= 0 or value != int(value):
             raise _fail(path, f"{name} must be a positive integer, got {value!r}", DOWNLOAD_CALIBRATION)
         size[name] = int(value)
-    check_pixel_intrinsics(values["gamma1"], values["gamma2"], values["u0"] + 0.5, values["v0"] + 0.5,
-                           size["image_height"], size["image_width"], f"{path}: projection_parameters",
-                           f"It is part of the KITTI-360 download {DOWNLOAD_CALIBRATION}.", Kitti360FormatError)
+    check_pixel_intrinsics(
+        values["gamma1"],
+        values["gamma2"],
+        values["u0"] + 0.5,
+        values["v0"] + 0.5,
+        size["image_height"],
+        size["image_width"],
+        f"{path}: projection_parameters",
+        f"It is part of the KITTI-360 download {DOWNLOAD_CALIBRATION}.",
+        Kitti360FormatError,
+    )
     return MeiFisheye(width=size["image_width"], height=size["image_height"], **values)
 
 
@@ -229,8 +252,9 @@ def _read_pose_rows(path: PathLike, values_per_row: int, what: str) -> Tuple[np.
         if not tokens:
             continue
         if len(tokens) != values_per_row + 1:
-            raise _fail(path, f"line {line_number} has {len(tokens)} numbers, expected frame id + {what}",
-                        DOWNLOAD_POSES)
+            raise _fail(
+                path, f"line {line_number} has {len(tokens)} numbers, expected frame id + {what}", DOWNLOAD_POSES
+            )
         rows.append(_parse_floats(path, f"line {line_number}", tokens, DOWNLOAD_POSES))
         line_numbers.append(line_number)
     if not rows:
@@ -247,8 +271,9 @@ def _read_pose_rows(path: PathLike, values_per_row: int, what: str) -> Tuple[np.
     shape = (3, 4) if values_per_row == 12 else (4, 4)
     bad = first_non_rigid(table[:, 1:].reshape(-1, *shape))
     if bad is not None:
-        _check_rigid(table[bad, 1:].reshape(shape), path, f"line {line_numbers[bad]} (frame {frame_ids[bad]})",
-                     DOWNLOAD_POSES)
+        _check_rigid(
+            table[bad, 1:].reshape(shape), path, f"line {line_numbers[bad]} (frame {frame_ids[bad]})", DOWNLOAD_POSES
+        )
     return frame_ids, table[:, 1:]
 
 
@@ -282,8 +307,9 @@ def read_velodyne(path: PathLike) -> np.ndarray:
         raise _fail(path, "file not found", DOWNLOAD_VELODYNE)
     size = path.stat().st_size
     if size % 16:
-        raise _fail(path, f"size {size} bytes is not a multiple of 16 (float32 x, y, z, intensity per point)",
-                    DOWNLOAD_VELODYNE)
+        raise _fail(
+            path, f"size {size} bytes is not a multiple of 16 (float32 x, y, z, intensity per point)", DOWNLOAD_VELODYNE
+        )
     return np.fromfile(path, dtype="<f4").reshape(-1, 4)
 
 

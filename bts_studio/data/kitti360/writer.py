@@ -54,6 +54,7 @@ def write_cam_to_velo(path: Path, rig: Rig) -> None:
 
 def write_mei_fisheye(path: Path, camera: int, fisheye: MeiFisheye) -> None:
     """OpenCV YAML as OpenCV's FileStorage writes it (the devkit skips the ``%YAML:1.0`` line)."""
+
     def number(value: float) -> str:
         return format(float(value), ".16e")
 
@@ -134,4 +135,3 @@ def write_velodyne(path: Path, points: np.ndarray) -> None:
 
 def write_depth(path: Path, depth: np.ndarray) -> None:
     np.save(path, depth.astype(np.float32))
-

@@ -59,8 +59,12 @@ def fisheye_rays(fisheye: formats.MeiFisheye, device: torch.device) -> CameraRay
     order = tile_order(fisheye.height, fisheye.width, _TILE)
     rows, cols = (order // fisheye.width).double(), (order % fisheye.width).double()
     rays, valid = mei_unproject_with_valid(torch.stack([cols + 0.5, rows + 0.5], dim=-1), params)
-    return CameraRays(rays[valid].float().to(device), order[valid].to(device), (fisheye.width, fisheye.height),
-                      (1.0 + params.xi) / params.gamma1)
+    return CameraRays(
+        rays[valid].float().to(device),
+        order[valid].to(device),
+        (fisheye.width, fisheye.height),
+        (1.0 + params.xi) / params.gamma1,
+    )
 
 
 @dataclass

@@ -121,8 +121,13 @@ def run(config: SynthKitti360Config) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     started = time.perf_counter()
     try:
-        columns = (TextColumn("[bold]synth-kitti360[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn())
+        columns = (
+            TextColumn("[bold]synth-kitti360[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("rendering", total=config.sequences * config.frames)
 
@@ -130,8 +135,16 @@ def run(config: SynthKitti360Config) -> Path:
                 progress.update(task, advance=1, description=f"{sequence} frame {frame:4d}")
 
             workers = config.workers or default_workers(device, config.frames * config.sequences, config.scale)
-            report = generate_dataset(staging, config.sequences, config.frames, config.scale, config.seed, device,
-                                      workers=workers, on_frame=advance)
+            report = generate_dataset(
+                staging,
+                config.sequences,
+                config.frames,
+                config.scale,
+                config.seed,
+                device,
+                workers=workers,
+                on_frame=advance,
+            )
         _replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -151,4 +164,3 @@ def run(config: SynthKitti360Config) -> Path:
 def main(argv: Optional[List[str]] = None, prog: str = "bts-studio synth-kitti360") -> None:
     config = tyro.cli(SynthKitti360Config, args=argv, prog=prog)
     run(config)
-

@@ -97,8 +97,19 @@ def generate_dataset(
         paths.velodyne_dir.mkdir(parents=True, exist_ok=True)
         for camera in formats.PERSPECTIVE_CAMERAS:
             ground_truth.depth_path(root, name, camera, 0).parent.mkdir(parents=True, exist_ok=True)
-        jobs.append(SequenceJob(root=root, sequence=name, poses=poses, rig=rig, layout=layout, sun=sun,
-                                shader_seed=int(rng.integers(2**31)), lidar_azimuths=azimuths, device=str(device)))
+        jobs.append(
+            SequenceJob(
+                root=root,
+                sequence=name,
+                poses=poses,
+                rig=rig,
+                layout=layout,
+                sun=sun,
+                shader_seed=int(rng.integers(2**31)),
+                lidar_azimuths=azimuths,
+                device=str(device),
+            )
+        )
     tasks = [(job, frame) for job in jobs for frame in range(frames)]
     if workers <= 1:
         renderers: Dict[str, FrameRenderer] = {}
@@ -122,13 +133,22 @@ def generate_dataset(
                 if on_frame is not None:
                     on_frame(name, frame)
     width, height = rig.fisheye[2].width, rig.fisheye[2].height
-    info = {"generator": "bts-studio synth-kitti360", "version": GENERATOR_VERSION, "seed": seed, "scale": scale,
-            "frames": frames, "sequences": [job.sequence for job in jobs], "stationary_frames": skipped,
-            "perspective_size": list(rig.perspective_size), "fisheye_size": [width, height],
-            "lidar_azimuths": azimuths}
+    info = {
+        "generator": "bts-studio synth-kitti360",
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "scale": scale,
+        "frames": frames,
+        "sequences": [job.sequence for job in jobs],
+        "stationary_frames": skipped,
+        "perspective_size": list(rig.perspective_size),
+        "fisheye_size": [width, height],
+        "lidar_azimuths": azimuths,
+    }
     (root / ground_truth.GROUND_TRUTH_DIR / "info.json").write_text(json.dumps(info, indent=2) + "\n")
-    return GenerationReport([job.sequence for job in jobs], frames, frames - skipped, rig.perspective_size,
-                            (width, height))
+    return GenerationReport(
+        [job.sequence for job in jobs], frames, frames - skipped, rig.perspective_size, (width, height)
+    )
 
 
 def lidar_azimuths(scale: float) -> int:
@@ -136,15 +156,22 @@ def lidar_azimuths(scale: float) -> int:
     return int(min(2048, max(256, 32 * round(2048 * scale / 32))))
 
 
-def _build_scene(root: Path, name: str, rng: np.random.Generator, frames: int,
-                 seed: int) -> Tuple[StreetLayout, Tuple[float, float, float]]:
+def _build_scene(
+    root: Path, name: str, rng: np.random.Generator, frames: int, seed: int
+) -> Tuple[StreetLayout, Tuple[float, float, float]]:
     """Build the street, save its scene to the ground-truth sidecar; return the layout and sun direction."""
     # KITTI-360 worlds sit kilometres from their origin, ~100 m up; so do ours (it exercises recentring).
     origin_xy = (float(rng.uniform(800.0, 4000.0)), float(rng.uniform(800.0, 4000.0)))
     ground_z = float(rng.uniform(100.0, 130.0))
     world = build_street(rng, drive_length=frames * 1.1 + 5.0, origin_xy=origin_xy, ground_z=ground_z)
-    metadata = {"generator": "bts-studio synth-kitti360", "version": GENERATOR_VERSION, "seed": seed,
-                "sequence": name, "street": world.layout.to_json(), "sun_direction": list(world.sun_direction)}
+    metadata = {
+        "generator": "bts-studio synth-kitti360",
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "sequence": name,
+        "street": world.layout.to_json(),
+        "sun_direction": list(world.sun_direction),
+    }
     scene = Scene(world.primitives, origin=(origin_xy[0], origin_xy[1], ground_z), metadata=metadata)
     path = ground_truth.scene_path(root, name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,8 +179,9 @@ def _build_scene(root: Path, name: str, rng: np.random.Generator, frames: int,
     return world.layout, world.sun_direction
 
 
-def _write_poses(paths: formats.Kitti360Paths, rig: Rig, layout: StreetLayout, frames: int, skipped: int,
-                 rng: np.random.Generator) -> np.ndarray:
+def _write_poses(
+    paths: formats.Kitti360Paths, rig: Rig, layout: StreetLayout, frames: int, skipped: int, rng: np.random.Generator
+) -> np.ndarray:
     """Write poses.txt and cam0_to_world.txt; return the pose of every frame as the files define it."""
     poses = ego_poses(layout, frames, skipped, rng)
     frame_ids = np.arange(skipped, frames)
@@ -170,7 +198,8 @@ def _write_poses(paths: formats.Kitti360Paths, rig: Rig, layout: StreetLayout, f
 
 def _write_timestamps(paths: formats.Kitti360Paths, frames: int, rng: np.random.Generator, sequence_id: int) -> None:
     start = datetime.datetime(2013, 5, 28, 8, 46, 2, tzinfo=datetime.timezone.utc) + datetime.timedelta(
-        minutes=7 * sequence_id)
+        minutes=7 * sequence_id
+    )
     image_stamps = writer.frame_timestamps(start, frames, rng)
     for camera in range(4):
         writer.write_timestamps(paths.image_timestamps(camera), image_stamps)

@@ -203,15 +203,14 @@ class Scene:
             ``primitive_id`` int64 (``-1`` on a miss), ``normal`` unit outward world normal (zeros on a miss).
         """
         batch = directions.shape[:-1]
-        assert directions.shape[-1] == 3 and origins.shape in (directions.shape, (3,)), (
-            f"origins must be [3] or match directions [..., 3], got {tuple(origins.shape)}, {tuple(directions.shape)}"
-        )
+        assert directions.shape[-1] == 3 and origins.shape in (
+            directions.shape,
+            (3,),
+        ), f"origins must be [3] or match directions [..., 3], got {tuple(origins.shape)}, {tuple(directions.shape)}"
         if origins.shape != (3,) and origins.dim() > 1 and all(stride == 0 for stride in origins.stride()[:-1]):
             origins = origins.reshape(-1, 3)[0]  # an expanded single origin: use the shared-origin fast path
         local_origins = self._relative(origins if origins.dim() == 1 else origins.reshape(-1, 3))
-        hits = cast_rays(
-            self.packed(directions.device), local_origins, directions.reshape(-1, 3).float(), t_min, chunk
-        )
+        hits = cast_rays(self.packed(directions.device), local_origins, directions.reshape(-1, 3).float(), t_min, chunk)
         return RayHits(
             t=hits.t.reshape(batch),
             primitive_id=hits.primitive_id.reshape(batch),

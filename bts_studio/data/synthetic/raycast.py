@@ -266,8 +266,15 @@ def _chunk_far(best: Tensor, lengths: Tensor) -> Tensor:
     return (_decode_t(best) * lengths).amax(dim=1)
 
 
-def _intersect_batch(primitives: PackedPrimitives, kind: int, batch: Tensor, origins: Tensor, directions: Tensor,
-                     t_min: float, best: Tensor) -> None:
+def _intersect_batch(
+    primitives: PackedPrimitives,
+    kind: int,
+    batch: Tensor,
+    origins: Tensor,
+    directions: Tensor,
+    t_min: float,
+    best: Tensor,
+) -> None:
     """Intersect the rays of each (chunk, primitive) pair in ``batch`` and fold the hits into ``best``.
 
     ``directions`` and ``best`` are chunked (``[C, chunk, 3]``, ``[C, chunk]``); ``origins`` too, or ``[3]``.
@@ -301,9 +308,9 @@ def cast_rays(
     """
     shared = origins.dim() == 1
     assert directions.dim() == 2 and directions.shape[-1] == 3, f"directions must be [N, 3], got {directions.shape}"
-    assert (origins.shape == (3,)) if shared else (origins.shape == directions.shape), (
-        f"origins must be [3] or [N, 3] like directions, got {tuple(origins.shape)} and {tuple(directions.shape)}"
-    )
+    assert (
+        (origins.shape == (3,)) if shared else (origins.shape == directions.shape)
+    ), f"origins must be [3] or [N, 3] like directions, got {tuple(origins.shape)} and {tuple(directions.shape)}"
     assert len(primitives) < (1 << _ID_BITS), "too many primitives for the packed hit keys"
     count, device = directions.shape[0], directions.device
     best = torch.full((count,), _NO_HIT, dtype=torch.int64, device=device)
@@ -312,9 +319,7 @@ def cast_rays(
         lengths = chunked_directions.norm(dim=-1)
         unit = chunked_directions / lengths[..., None].clamp_min(_EPS)
         chunked_origins = origins if shared else _pad_to_chunks(origins, chunk)
-        center, radius, axis, cos_half = _chunk_bounds(
-            origins.expand(*unit.shape) if shared else chunked_origins, unit
-        )
+        center, radius, axis, cos_half = _chunk_bounds(origins.expand(*unit.shape) if shared else chunked_origins, unit)
         candidates, near = _candidates(center, radius, axis, cos_half, primitives)
         chunked_best = torch.full(lengths.shape, _NO_HIT, dtype=torch.int64, device=device)
         lower = 0.0
@@ -327,8 +332,7 @@ def cast_rays(
             for kind in range(len(KINDS)):
                 pairs = ((primitives.kinds == kind)[None] & selected).nonzero()
                 for batch in _pair_batches(pairs, chunk):
-                    _intersect_batch(primitives, kind, batch, chunked_origins, chunked_directions, t_min,
-                                     chunked_best)
+                    _intersect_batch(primitives, kind, batch, chunked_origins, chunked_directions, t_min, chunked_best)
         best = chunked_best.view(-1)[:count]
     primitive_id = best & ((1 << _ID_BITS) - 1)
     missed = primitive_id == (1 << _ID_BITS) - 1

@@ -139,13 +139,26 @@ def build_rig(scale: float) -> Rig:
     fisheye = {}
     for camera, values in _FISHEYE_FULL.items():
         fisheye[camera] = MeiFisheye(
-            xi=values["xi"], k1=values["k1"], k2=values["k2"], p1=0.0, p2=0.0,
-            gamma1=values["gamma1"] * fx_scale, gamma2=values["gamma2"] * fy_scale,
-            u0=_scale_principal(values["u0"], fx_scale), v0=_scale_principal(values["v0"], fy_scale),
-            width=fish_width, height=fish_height,
+            xi=values["xi"],
+            k1=values["k1"],
+            k2=values["k2"],
+            p1=0.0,
+            p2=0.0,
+            gamma1=values["gamma1"] * fx_scale,
+            gamma2=values["gamma2"] * fy_scale,
+            u0=_scale_principal(values["u0"], fx_scale),
+            v0=_scale_principal(values["v0"], fy_scale),
+            width=fish_width,
+            height=fish_height,
         )
-    return Rig(cam_to_pose=cam_to_pose, cam_to_velo=cam_to_velo, rect_rotation={0: rect_00, 1: rect_01},
-               projection=projection, perspective_size=(width, height), fisheye=fisheye)
+    return Rig(
+        cam_to_pose=cam_to_pose,
+        cam_to_velo=cam_to_velo,
+        rect_rotation={0: rect_00, 1: rect_01},
+        projection=projection,
+        perspective_size=(width, height),
+        fisheye=fisheye,
+    )
 
 
 def load_rig(root) -> Rig:
@@ -159,6 +172,7 @@ def load_rig(root) -> Rig:
         rect_rotation={camera: perspective[f"R_rect_{camera:02d}"] for camera in formats.PERSPECTIVE_CAMERAS},
         projection={camera: perspective[f"P_rect_{camera:02d}"] for camera in formats.PERSPECTIVE_CAMERAS},
         perspective_size=(int(size[0]), int(size[1])),
-        fisheye={camera: formats.read_mei_fisheye(paths.fisheye_calibration(camera))
-                 for camera in formats.FISHEYE_CAMERAS},
+        fisheye={
+            camera: formats.read_mei_fisheye(paths.fisheye_calibration(camera)) for camera in formats.FISHEYE_CAMERAS
+        },
     )

@@ -85,14 +85,16 @@ class MaterialTable:
         rows = []
         for primitive in scene.primitives:
             attributes = primitive.attributes
-            rows.append((
-                MATERIALS.index(attributes.get("material", "metal")),
-                primitive.color,
-                attributes.get("texture_offset", (0.0, 0.0)),
-                attributes.get("window_spacing", 3.0),
-                attributes.get("floor_height", 3.0),
-                attributes.get("window_color", (0.2, 0.25, 0.3)),
-            ))
+            rows.append(
+                (
+                    MATERIALS.index(attributes.get("material", "metal")),
+                    primitive.color,
+                    attributes.get("texture_offset", (0.0, 0.0)),
+                    attributes.get("window_spacing", 3.0),
+                    attributes.get("floor_height", 3.0),
+                    attributes.get("window_color", (0.2, 0.25, 0.3)),
+                )
+            )
         return cls(
             material=torch.tensor([r[0] for r in rows], dtype=torch.int64, device=device),
             color=torch.tensor([r[1] for r in rows], dtype=torch.float32, device=device),
@@ -106,8 +108,9 @@ class MaterialTable:
 class StreetShader:
     """Albedo, lighting and sky of one street world."""
 
-    def __init__(self, scene: Scene, layout: StreetLayout, sun: Tuple[float, float, float], seed: int,
-                 device: torch.device):
+    def __init__(
+        self, scene: Scene, layout: StreetLayout, sun: Tuple[float, float, float], seed: int, device: torch.device
+    ):
         self.scene = scene
         self.layout = layout
         self.device = device
@@ -139,7 +142,8 @@ class StreetShader:
         joints = torch.maximum(_band(s, 0.6, 0.0, 0.06, footprint), _band(lateral, 0.6, 0.0, 0.06, footprint))
         curb = (distance - layout.road_half_width < 0.25).float()
         paving = (0.5 + 0.2 * grain - 0.15 * joints + 0.12 * curb)[:, None] * torch.tensor(
-            [1.0, 0.96, 0.9], device=self.device)
+            [1.0, 0.96, 0.9], device=self.device
+        )
         lot_grain = self.noise.fbm(uv * 1.7 + offset + 311.0, footprint, cell=0.05)
         lot = (0.18 + 0.3 * lot_grain)[:, None] * torch.tensor([0.85, 1.0, 0.6], device=self.device)
         albedo = torch.where(road[:, None], asphalt, torch.where(sidewalk[:, None], paving, lot))
@@ -270,4 +274,3 @@ class StreetShader:
 def to_srgb8(linear: Tensor) -> Tensor:
     """Linear [0, 1] -> uint8 with a 2.2 gamma."""
     return (linear.clamp(0.0, 1.0) ** (1 / 2.2) * 255.0 + 0.5).to(torch.uint8)
-

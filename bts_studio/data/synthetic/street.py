@@ -155,16 +155,22 @@ def _buildings(layout: StreetLayout, rng: np.random.Generator, out: List[Primiti
             front = front_base + rng.uniform(0.0, 1.2)
             center_s = s + length / 2
             xy = layout.point(center_s, side * (front + depth / 2))
-            out.append(make_box(
-                (xy[0], xy[1], layout.ground_z + height / 2), (length / 2, depth / 2, height / 2),
-                yaw=layout.heading(center_s), label="building",
-                color=_hsv(rng, (0.02, 0.14), (0.1, 0.45), (0.55, 0.9)),
-                attributes=_material(
-                    "facade", rng, window_spacing=float(rng.uniform(2.6, 3.8)),
-                    floor_height=float(rng.uniform(2.8, 3.4)),
-                    window_color=list(_hsv(rng, (0.55, 0.65), (0.2, 0.4), (0.15, 0.35))),
-                ),
-            ))
+            out.append(
+                make_box(
+                    (xy[0], xy[1], layout.ground_z + height / 2),
+                    (length / 2, depth / 2, height / 2),
+                    yaw=layout.heading(center_s),
+                    label="building",
+                    color=_hsv(rng, (0.02, 0.14), (0.1, 0.45), (0.55, 0.9)),
+                    attributes=_material(
+                        "facade",
+                        rng,
+                        window_spacing=float(rng.uniform(2.6, 3.8)),
+                        floor_height=float(rng.uniform(2.8, 3.4)),
+                        window_color=list(_hsv(rng, (0.55, 0.65), (0.2, 0.4), (0.15, 0.35))),
+                    ),
+                )
+            )
             s += length
         # A second row far back, seen through gaps and side streets.
         s = layout.s_min
@@ -173,13 +179,22 @@ def _buildings(layout: StreetLayout, rng: np.random.Generator, out: List[Primiti
             lateral = side * rng.uniform(32.0, 45.0)
             height = rng.uniform(10.0, 26.0)
             xy = layout.point(s + length / 2, lateral)
-            out.append(make_box(
-                (xy[0], xy[1], layout.ground_z + height / 2), (length / 2, rng.uniform(5.0, 9.0), height / 2),
-                yaw=layout.heading(s + length / 2), label="building",
-                color=_hsv(rng, (0.0, 0.15), (0.05, 0.35), (0.5, 0.85)),
-                attributes=_material("facade", rng, window_spacing=float(rng.uniform(2.6, 3.8)), floor_height=3.0,
-                                     window_color=list(_hsv(rng, (0.55, 0.65), (0.2, 0.4), (0.15, 0.35)))),
-            ))
+            out.append(
+                make_box(
+                    (xy[0], xy[1], layout.ground_z + height / 2),
+                    (length / 2, rng.uniform(5.0, 9.0), height / 2),
+                    yaw=layout.heading(s + length / 2),
+                    label="building",
+                    color=_hsv(rng, (0.0, 0.15), (0.05, 0.35), (0.5, 0.85)),
+                    attributes=_material(
+                        "facade",
+                        rng,
+                        window_spacing=float(rng.uniform(2.6, 3.8)),
+                        floor_height=3.0,
+                        window_color=list(_hsv(rng, (0.55, 0.65), (0.2, 0.4), (0.15, 0.35))),
+                    ),
+                )
+            )
             s += length + rng.uniform(0.0, 8.0)
 
 
@@ -191,18 +206,29 @@ def _car(layout: StreetLayout, rng: np.random.Generator, s: float, side: int, ou
     color = _hsv(rng, (0.0, 1.0), (0.0, 0.8), (0.15, 0.95))
     ground = layout.ground_z
     body_bottom, body_top = 0.28, rng.uniform(0.95, 1.1)
-    out.append(make_box(
-        (xy[0], xy[1], ground + (body_bottom + body_top) / 2), (length / 2, width / 2, (body_top - body_bottom) / 2),
-        yaw=heading, label="car", color=color, attributes=_material("car_body", rng),
-    ))
+    out.append(
+        make_box(
+            (xy[0], xy[1], ground + (body_bottom + body_top) / 2),
+            (length / 2, width / 2, (body_top - body_bottom) / 2),
+            yaw=heading,
+            label="car",
+            color=color,
+            attributes=_material("car_body", rng),
+        )
+    )
     cabin_length, cabin_height = length * rng.uniform(0.45, 0.55), rng.uniform(0.45, 0.6)
     forward = np.array([math.cos(heading), math.sin(heading)])
     cabin_xy = xy - forward * length * 0.06
-    out.append(make_box(
-        (cabin_xy[0], cabin_xy[1], ground + body_top + cabin_height / 2),
-        (cabin_length / 2, width / 2 * 0.9, cabin_height / 2),
-        yaw=heading, label="car", color=color, attributes=_material("car_cabin", rng),
-    ))
+    out.append(
+        make_box(
+            (cabin_xy[0], cabin_xy[1], ground + body_top + cabin_height / 2),
+            (cabin_length / 2, width / 2 * 0.9, cabin_height / 2),
+            yaw=heading,
+            label="car",
+            color=color,
+            attributes=_material("car_cabin", rng),
+        )
+    )
     wheel_radius = 0.32
     # One cylinder per axle, its axis (local z) across the car: its ends are the wheels, the body hides the
     # middle (half the primitives of four separate wheels). Rotate an upright cylinder 90 deg about x.
@@ -211,10 +237,17 @@ def _car(layout: StreetLayout, rng: np.random.Generator, s: float, side: int, ou
     rotation = tuple(float(v) for v in (yaw @ tilt).flatten())
     for along in (0.34, -0.34):
         axle = xy + forward * along * length
-        out.append(Primitive(
-            "cylinder", (axle[0], axle[1], ground + wheel_radius), (wheel_radius, wheel_radius, width / 2 - 0.02),
-            rotation, label="car", color=(0.05, 0.05, 0.05), attributes=_material("rubber", rng),
-        ))
+        out.append(
+            Primitive(
+                "cylinder",
+                (axle[0], axle[1], ground + wheel_radius),
+                (wheel_radius, wheel_radius, width / 2 - 0.02),
+                rotation,
+                label="car",
+                color=(0.05, 0.05, 0.05),
+                attributes=_material("rubber", rng),
+            )
+        )
 
 
 def _parked_cars(layout: StreetLayout, rng: np.random.Generator, out: List[Primitive]) -> None:
@@ -236,30 +269,46 @@ def _trees_and_poles(layout: StreetLayout, rng: np.random.Generator, out: List[P
                 if rng.random() < 0.6:
                     xy = layout.point(s, side * (edge + 1.0))
                     trunk_height = rng.uniform(2.2, 3.2)
-                    out.append(make_vertical_cylinder(
-                        (xy[0], xy[1], ground + trunk_height / 2), rng.uniform(0.12, 0.2), trunk_height / 2,
-                        label="vegetation", color=_hsv(rng, (0.06, 0.1), (0.4, 0.6), (0.25, 0.4)),
-                        attributes=_material("bark", rng),
-                    ))
+                    out.append(
+                        make_vertical_cylinder(
+                            (xy[0], xy[1], ground + trunk_height / 2),
+                            rng.uniform(0.12, 0.2),
+                            trunk_height / 2,
+                            label="vegetation",
+                            color=_hsv(rng, (0.06, 0.1), (0.4, 0.6), (0.25, 0.4)),
+                            attributes=_material("bark", rng),
+                        )
+                    )
                     radii = (rng.uniform(1.4, 2.3), rng.uniform(1.4, 2.3), rng.uniform(1.6, 2.6))
-                    out.append(make_ellipsoid(
-                        (xy[0], xy[1], ground + trunk_height + radii[2] * 0.8), radii, yaw=rng.uniform(0, math.pi),
-                        label="vegetation", color=_hsv(rng, (0.2, 0.32), (0.45, 0.75), (0.3, 0.6)),
-                        attributes=_material("foliage", rng),
-                    ))
+                    out.append(
+                        make_ellipsoid(
+                            (xy[0], xy[1], ground + trunk_height + radii[2] * 0.8),
+                            radii,
+                            yaw=rng.uniform(0, math.pi),
+                            label="vegetation",
+                            color=_hsv(rng, (0.2, 0.32), (0.45, 0.75), (0.3, 0.6)),
+                            attributes=_material("foliage", rng),
+                        )
+                    )
                 else:
                     xy = layout.point(s, side * (edge + 0.5))
                     height = rng.uniform(4.5, 7.0)
-                    out.append(make_vertical_cylinder(
-                        (xy[0], xy[1], ground + height / 2), rng.uniform(0.06, 0.1), height / 2,
-                        label="pole", color=_hsv(rng, (0.0, 1.0), (0.0, 0.1), (0.35, 0.6)),
-                        attributes=_material("metal", rng),
-                    ))
+                    out.append(
+                        make_vertical_cylinder(
+                            (xy[0], xy[1], ground + height / 2),
+                            rng.uniform(0.06, 0.1),
+                            height / 2,
+                            label="pole",
+                            color=_hsv(rng, (0.0, 1.0), (0.0, 0.1), (0.35, 0.6)),
+                            attributes=_material("metal", rng),
+                        )
+                    )
             s += rng.uniform(9.0, 20.0)
 
 
-def build_street(rng: np.random.Generator, drive_length: float, origin_xy: Tuple[float, float],
-                 ground_z: float) -> StreetWorld:
+def build_street(
+    rng: np.random.Generator, drive_length: float, origin_xy: Tuple[float, float], ground_z: float
+) -> StreetWorld:
     """Lay out a street long enough for a drive of ``drive_length`` metres starting at ``s = 0``.
 
     Args:
@@ -286,8 +335,9 @@ def build_street(rng: np.random.Generator, drive_length: float, origin_xy: Tuple
         s_max=float(s_max),
         side_streets=tuple(side_streets),
     )
-    primitives: List[Primitive] = [make_ground(ground_z, label="ground", color=(0.3, 0.3, 0.3),
-                                               attributes={"material": "ground"})]
+    primitives: List[Primitive] = [
+        make_ground(ground_z, label="ground", color=(0.3, 0.3, 0.3), attributes={"material": "ground"})
+    ]
     _buildings(layout, rng, primitives)
     _parked_cars(layout, rng, primitives)
     _trees_and_poles(layout, rng, primitives)
@@ -305,8 +355,9 @@ def ego_poses(layout: StreetLayout, frames: int, stationary_frames: int, rng: np
     """
     speeds = 1.0 + 0.08 * np.sin(np.arange(frames) * 0.11 + rng.uniform(0, 6.28))
     travelled = np.concatenate([[0.0], np.cumsum(speeds[:-1])])
-    travelled = np.where(np.arange(frames) < stationary_frames, 0.0,
-                         travelled - travelled[min(stationary_frames, frames - 1)])
+    travelled = np.where(
+        np.arange(frames) < stationary_frames, 0.0, travelled - travelled[min(stationary_frames, frames - 1)]
+    )
     phase = rng.uniform(0, 6.28, size=4)
     poses = np.zeros((frames, 4, 4))
     flip = np.diag([1.0, -1.0, -1.0])  # FLU body axes -> KITTI-360 pose axes (x forward, y right, z down)
@@ -315,8 +366,14 @@ def ego_poses(layout: StreetLayout, frames: int, stationary_frames: int, rng: np
         yaw = layout.heading(s) + 0.01 * math.sin(0.09 * s + phase[1])
         pitch = math.radians(0.4) * math.sin(0.13 * s + phase[2])
         roll = math.radians(0.3) * math.sin(0.17 * s + phase[3])
-        cy, sy, cp, sp, cr, sr = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch), math.cos(roll), \
-            math.sin(roll)
+        cy, sy, cp, sp, cr, sr = (
+            math.cos(yaw),
+            math.sin(yaw),
+            math.cos(pitch),
+            math.sin(pitch),
+            math.cos(roll),
+            math.sin(roll),
+        )
         rz = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
         ry = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
         rx = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
