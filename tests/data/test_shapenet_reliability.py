@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from bts_studio.data.checks import UserError
@@ -176,15 +177,23 @@ def test_dvr_scaled_world_mat_names_the_key(dvr_root, tmp_path, scale):
         parse_dvr(dvr_root, tmp_path)
 
 
-def test_dvr_dtu_style_projection_world_mat_is_refused_not_misread(dvr_root, tmp_path):
+def test_dvr_dtu_style_projection_world_mat_is_decomposed_not_misread(dvr_root, tmp_path):
+    """A DTU-style ``world_mat_i = K [R | t]`` (pixels) gives K's intrinsics, never an identity or a scaled rotation."""
     path = first_dvr_object(dvr_root) / "cameras.npz"
     cameras = dict(np.load(path))
-    intrinsics = np.array([[300.0, 0, 200, 0], [0, 300.0, 150, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
-    for key in [k for k in cameras if k.startswith("world_mat_")]:
+    intrinsics = np.array([[30.0, 0, 15, 0], [0, 31.0, 14, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    for key in [k for k in cameras if k.startswith("world_mat_") and "inv" not in k]:
         cameras[key] = intrinsics @ cameras[key]  # DTU: world_mat = K [R | t] in pixels
+    cameras = {key: value for key, value in cameras.items() if "inv" not in key}
     np.savez(path, **cameras)
-    with pytest.raises(DVRFormatError, match=r"world_mat_0: the rotation part is not a proper rotation.*K\[R\|t\]"):
-        parse_dvr(dvr_root, tmp_path)
+    cams = parse_dvr(dvr_root, tmp_path).cameras
+    # The first object's views come first. DTU puts pixel centres at integers; nerfstudio at +0.5.
+    assert float(cams.fx[0]) == pytest.approx(30.0, rel=1e-5)
+    assert float(cams.fy[0]) == pytest.approx(31.0, rel=1e-5)
+    assert float(cams.cx[0]) == pytest.approx(15.5, rel=1e-5)
+    assert float(cams.cy[0]) == pytest.approx(14.5, rel=1e-5)
+    rotation = cams.camera_to_worlds[0, :3, :3].double()
+    assert torch.allclose(rotation @ rotation.T, torch.eye(3, dtype=torch.float64), atol=1e-4)
 
 
 @pytest.mark.parametrize("focal", [0.0, -2.0, np.nan])
