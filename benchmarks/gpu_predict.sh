@@ -46,7 +46,10 @@ start=$SECONDS
   | grep -E "IoU|iou" | tail -n 40 >>"$LOG" || true
 log "voxel IoU on $IOU_IMAGES images took $((SECONDS - start)) s"
 
-IMAGE=$(ls "$WORK"/KITTI-360/data_2d_raw/*/image_00/data_*/*.png 2>/dev/null | head -n 1)
+# A glob, not `ls | head`: under pipefail, head closing the pipe early makes ls exit 141 and stops the script.
+shopt -s nullglob
+images=("$WORK"/KITTI-360/data_2d_raw/*/image_00/data_*/*.png)
+IMAGE=${images[0]:-}
 if [ -n "$IMAGE" ]; then
   start=$SECONDS
   "$PY" -m bts_studio.cli predict "$IMAGE" --output-dir "$WORK/panel" --load-config "$CONFIG" \

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from bts_studio.data.checks import UserError
-from bts_studio.data.kitti360 import formats
+from bts_studio.data.kitti360 import reader as formats
 from bts_studio.data.kitti360.dataparser import Kitti360DataParserConfig
 from bts_studio.data.kitti360.reader import Kitti360FormatError, Kitti360Paths
 
