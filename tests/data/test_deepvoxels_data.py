@@ -118,3 +118,20 @@ def test_synth_deepvoxels_writes_the_layout_atomically(tmp_path):
     image = np.asarray(Image.open(train.image_filenames[0]))
     assert image.shape == (24, 24, 3) and (image[0, 0] == 255).all(), "white background"
     assert (image < 250).any(axis=-1).mean() > 0.05, "the object is visible"
+
+
+@pytest.mark.parametrize("focal", ["0", "-5", "nan", "inf"])
+def test_degenerate_focal_length_names_intrinsics(tmp_path, scene, focal):
+    import shutil
+
+    from bts_studio.data.checks import UserError
+    from bts_studio.data.deepvoxels.reader import read_intrinsics
+
+    copy = tmp_path / "copy"
+    shutil.copytree(scene, copy)
+    path = next(copy.glob("train/*/intrinsics.txt"))
+    lines = path.read_text().splitlines()
+    lines[0] = " ".join([focal] + lines[0].split()[1:])
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=rf"^{path}: line 1"):
+        read_intrinsics(path)

@@ -7,6 +7,7 @@ barycentre, scale) and the near plane go into the metadata for the model. nerfst
 ``validation/`` (``test/`` when a scene has none), ``test`` reads ``test/``.
 """
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Type
@@ -17,6 +18,7 @@ from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
 from nerfstudio.data.scene_box import SceneBox
 
+from bts_studio.data.checks import rgb_image_path
 from bts_studio.data.deepvoxels.reader import DeepVoxelsFormatError, read_intrinsics, read_split, scene_folders
 
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -36,6 +38,9 @@ class DeepVoxelsDataParserConfig(DataParserConfig):
     """A root holding ``train/`` (``validation/``, ``test/``), or one scene folder ``<root>/<split>/<scene>``."""
     scene: str = ""
     """Scene folder name inside the split folders; empty: the only one there (or the one ``data`` points at)."""
+    image_cache_dir: Path = Path(tempfile.gettempdir()) / "bts-studio-rgb"
+    """Where RGB copies of views that are not 8-bit RGB go (palette, grey, alpha, 16-bit; the rule is
+    ``bts_studio.data.checks.RGB_RULE``: alpha dropped, as the official OpenCV ``imread`` does)."""
 
 
 @dataclass
@@ -81,7 +86,16 @@ class DeepVoxels(DataParser):
             "split_dir": str(split_dir),
         }
         return DataparserOutputs(
-            image_filenames=list(views.image_paths),
+            image_filenames=[
+                rgb_image_path(
+                    path,
+                    self.config.image_cache_dir,
+                    "a PNG view",
+                    "--image-cache-dir (dataparser option: 'ns-train ... deepvoxels-data --image-cache-dir DIR')",
+                    DeepVoxelsFormatError,
+                )
+                for path in views.image_paths
+            ],
             cameras=cameras,
             alpha_color=torch.ones(3),
             scene_box=SceneBox(aabb=torch.stack([barycentre - half, barycentre + half])),

@@ -25,6 +25,7 @@ from typing import List, Tuple
 
 import numpy as np
 
+from bts_studio.data.checks import UserError, check_pixel_intrinsics
 from bts_studio.data.shapenet.srn_reader import IMAGE_SUFFIXES, SRNFormatError, image_size, read_pose
 
 SPLITS = ("train", "validation", "test")
@@ -34,7 +35,7 @@ DEFAULT_NEAR_PLANE = math.sqrt(3.0) / 2.0
 """The near plane a ``0`` on line 3 stands for (``run_deepvoxels.py``)."""
 
 
-class DeepVoxelsFormatError(ValueError):
+class DeepVoxelsFormatError(UserError):
     """A file or folder does not follow the DeepVoxels scene layout."""
 
 
@@ -84,7 +85,10 @@ def read_intrinsics(path: Path) -> DeepVoxelsIntrinsics:
     """
     if not path.is_file():
         raise DeepVoxelsFormatError(f"missing {path}: a DeepVoxels scene needs intrinsics.txt in its train folder")
-    lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise DeepVoxelsFormatError(f"{path}: cannot be read as text ({error}); expected {EXPECTED_LINES}") from error
     if len(lines) >= 4 and len(lines[3]) == 2 and (len(lines) == 4 or len(lines[4]) == 1):
         raise DeepVoxelsFormatError(
             f"{path} is in SRN's four-line format ('f cx cy 0.', barycentre, scale, 'H W' on line 4); DeepVoxels' "
@@ -103,7 +107,22 @@ def read_intrinsics(path: Path) -> DeepVoxelsIntrinsics:
         height, width = (int(float(value)) for value in lines[4])
     except ValueError as error:
         raise DeepVoxelsFormatError(f"cannot parse {path} ({error}); expected the lines {EXPECTED_LINES}") from error
-    if focal <= 0 or height <= 0 or width <= 0 or scale <= 0 or near_plane < 0:
+    # Finite, positive focal length and a principal point inside the image (NaN fails every comparison, so the
+    # shared check tests finiteness explicitly).
+    check_pixel_intrinsics(
+        focal,
+        focal,
+        cx,
+        cy,
+        height if height > 0 else None,
+        width if width > 0 else None,
+        f"{path}: line 1 'f cx cy'",
+        "Expected pixels at the resolution on line 5.",
+        DeepVoxelsFormatError,
+    )
+    if not (height > 0 and width > 0 and math.isfinite(scale) and scale > 0 and math.isfinite(near_plane)) or (
+        near_plane < 0
+    ):
         raise DeepVoxelsFormatError(
             f"{path}: need f, scale, H, W > 0 and near_plane >= 0; got f={focal}, scale={scale}, {height}x{width}, "
             f"near_plane={near_plane}"

@@ -17,7 +17,6 @@ import json
 import math
 import multiprocessing
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from bts_studio.data.shapenet.srn_writer import srn_focal_length
 from bts_studio.data.synthetic.shapenet_objects import CLASS_SAMPLERS, ObjectInstance, place
 from bts_studio.data.synthetic.shapenet_render import render_views
 from bts_studio.data.synthetic.shapenet_views import orbit_poses, sphere_positions
+from bts_studio.data.synthetic.staging import write_folder_atomically
 
 
 @dataclass
@@ -170,20 +170,5 @@ def main(argv: List[str], prog: str = "bts-studio synth-deepvoxels") -> None:
         raise SystemExit("--resolution, --train-views and --test-views must be positive")
     if config.camera_distance <= math.sqrt(3.0) / 2.0:
         raise SystemExit("--camera-distance must exceed sqrt(3)/2, the default near plane (cameras outside the grid)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    try:
-        generate(config, partial)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if out.exists():
-        retired = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, retired)
-        os.replace(partial, out)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(partial, out)
+    write_folder_atomically(out, lambda folder: generate(config, folder), "synth-deepvoxels")
     print(f"wrote {out}")

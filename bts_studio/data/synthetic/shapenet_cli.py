@@ -13,7 +13,6 @@ The same objects appear in both formats (in each format's own world frame) and i
 import json
 import multiprocessing
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from bts_studio.data.synthetic.shapenet_objects import (
 from bts_studio.data.synthetic.shapenet_render import render_views
 from bts_studio.data.synthetic.shapenet_surface import sample_surface
 from bts_studio.data.synthetic.shapenet_views import archimedean_spiral_positions, orbit_poses, sphere_positions
+from bts_studio.data.synthetic.staging import write_folder_atomically
 
 SRN_CAMERA_DISTANCE = {"cars": 1.3, "chairs": 2.0}
 """Camera distance of SRN's renderings per class (pixelNeRF's near/far are these -/+ 0.5 and 0.75)."""
@@ -297,24 +297,5 @@ def main(argv: List[str], prog: str = "bts-studio synth-shapenet") -> None:
         raise SystemExit(f"{out} already exists; pass --overwrite to replace it")
     if min(config.resolution, config.train_views, config.test_views, config.dvr_views) < 1:
         raise SystemExit("--resolution and the view counts must be positive")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from bts_studio.data.checks import remove_stale_staging
-
-    for stale in remove_stale_staging(out):
-        print(f"removed {stale}, left by an interrupted synth-shapenet run")
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    try:
-        generate(config, partial)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if out.exists():
-        retired = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, retired)
-        os.replace(partial, out)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(partial, out)
+    write_folder_atomically(out, lambda folder: generate(config, folder), "synth-shapenet")
     print(f"wrote {out}")
