@@ -61,6 +61,7 @@ def train_tiny_srn(root: Path) -> Path:
     config.output_dir = root / "runs"
     config.pipeline.datamanager.data = out / "srn_cars"
     config.pipeline.datamanager.dataparser = ShapeNetSRNDataParserConfig(few_shot_views=(0,))
+    config.pipeline.few_shot.input_views = (0, 1)  # the 8-view test instance has no view 64 (checked at start-up)
     config.pipeline.datamanager.rays_per_instance = 64
     config.pipeline.datamanager.instances_per_batch = 2
     small = dict(latent_dim=8, phi_hidden=16, hyper_hidden=16, marcher_hidden=4, marcher_steps=3, rendering_layers=2)

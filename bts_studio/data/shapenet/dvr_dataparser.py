@@ -161,7 +161,8 @@ class ShapeNetDVR(DataParser):
                     *pixel_intrinsics,
                     height,
                     width,
-                    f"{obj.path / 'cameras.npz'}: view {view}",
+                    f"{obj.path / 'cameras.npz'}: "
+                    + (f"world_mat_{view}" if obj.pixel_intrinsics is not None else f"camera_mat_{view}"),
                     "Expected DVR's normalised intrinsics (image spans [-1, 1]) or a DTU-style projection.",
                     DVRFormatError,
                 )
