@@ -11,9 +11,7 @@ from PIL import Image
 
 from bts_studio.eval import predict_intrinsics as pi
 
-FRAMES = 6
-SCALE = 0.06  # 84x23 perspective originals
-HEIGHT, WIDTH = 64, 160  # parsed size
+HEIGHT, WIDTH = 64, 160  # parsed size of the shared run (tests/eval/conftest.py)
 
 
 # ------------------------------------------------------------------------------------------------ units
@@ -170,39 +168,6 @@ def test_a_folder_with_nothing_readable_is_an_error_even_when_skipping(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------ a trained run
-@pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory) -> Path:
-    from bts_studio.data.synthetic.kitti360_cli import SynthKitti360Config, run
-
-    root = tmp_path_factory.mktemp("predict_kitti360") / "KITTI-360"
-    run(SynthKitti360Config(out=root, frames=FRAMES, scale=SCALE, seed=0, device="cpu"))
-    return root
-
-
-@pytest.fixture(scope="module")
-def trained_config(synthetic_root, tmp_path_factory) -> Path:
-    from nerfstudio.scripts.train import train_loop
-
-    from bts_studio.methods.bts.method_config import bts_density_tiny_config
-
-    config = bts_density_tiny_config()
-    config.set_timestamp()
-    config.machine.device_type = "cpu"
-    config.vis = "tensorboard"
-    config.max_num_iterations = 2
-    config.steps_per_save = 2
-    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 1000
-    config.output_dir = tmp_path_factory.mktemp("predict_runs")
-    config.viewer.quit_on_train_completion = True
-    config.pipeline.datamanager.data = synthetic_root
-    dataparser = config.pipeline.datamanager.dataparser
-    dataparser.target_height, dataparser.target_width, dataparser.test_every = HEIGHT, WIDTH, 2
-    config.pipeline.datamanager.groups_per_batch = 2
-    config.pipeline.datamanager.rays_per_group = 128
-    config.pipeline.model.num_samples = 16
-    config.save_config()
-    train_loop(local_rank=0, world_size=1, config=config)
-    return config.get_base_dir() / "config.yml"
 
 
 QUICK = ["--flythrough-frames", "2", "--grid.pixels-per-metre", "1", "--grid.height-levels", "8"]
