@@ -144,19 +144,27 @@ def write_srn(root: Path, split: str, name: str, canonical: ObjectInstance, view
     srn_format.write_srn_instance(instance_dir, rendered.rgb, poses.numpy(), focal, center, center)
 
 
-def write_dvr(root: Path, name: str, canonical: ObjectInstance, views: torch.Generator, config) -> None:
-    instance = place(canonical, "dvr")
-    count = config.dvr_views
+def _y_up() -> torch.Tensor:
+    """``[4, 4]``: poses are built z-up, then turned with the object into ShapeNet's y-up frame."""
+    to_y_up = torch.eye(4, dtype=torch.float64)
+    to_y_up[:3, :3] = torch.from_numpy(Z_UP_TO_Y_UP)
+    return to_y_up
+
+
+def _render_dvr_views(instance: ObjectInstance, count: int, size: int, views: torch.Generator):
+    """``(poses [count, 4, 4] camera-to-world OpenCV, y-up; rendered views)``: cameras on random rays at DVR's
+    distances, DVR's focal length at ``size`` pixels. Draws from ``views`` in a fixed order (same seed, same data)."""
     low, high = DVR_DISTANCE_RANGE
     directions = sphere_positions(count, 1.0, views)
     distances = low + (high - low) * torch.rand(count, 1, generator=views, dtype=torch.float64)
-    # Poses are built z-up, then turned with the object into ShapeNet's y-up frame.
-    to_y_up = torch.eye(4, dtype=torch.float64)
-    to_y_up[:3, :3] = torch.from_numpy(Z_UP_TO_Y_UP)
-    poses = to_y_up @ orbit_poses(directions * distances)
-    size = config.resolution
+    poses = _y_up() @ orbit_poses(directions * distances)
     focal_px = dvr_format.DVR_FOCAL * size / 2.0
-    rendered = render_views(instance, poses, focal_px, focal_px, size / 2.0, size / 2.0, size, size)
+    return poses, render_views(instance, poses, focal_px, focal_px, size / 2.0, size / 2.0, size, size)
+
+
+def write_dvr(root: Path, name: str, canonical: ObjectInstance, views: torch.Generator, config) -> None:
+    instance = place(canonical, "dvr")
+    poses, rendered = _render_dvr_views(instance, config.dvr_views, config.resolution, views)
     points, normals = sample_surface(instance, config.pointcloud_points, views)
     synset = dvr_format.SYNSETS[canonical.class_name][0]
     object_dir = root / "dvr" / synset / name
@@ -174,7 +182,7 @@ def write_dvr(root: Path, name: str, canonical: ObjectInstance, views: torch.Gen
         dvr_format.write_exr_depths(object_dir, rendered.z_depth)
     if config.dvr_input_views > 0:
         count = config.dvr_input_views
-        input_poses = to_y_up @ orbit_poses(sphere_positions(count, float(np.mean(DVR_DISTANCE_RANGE)), views))
+        input_poses = _y_up() @ orbit_poses(sphere_positions(count, float(np.mean(DVR_DISTANCE_RANGE)), views))
         size = config.dvr_input_resolution
         focal_px = dvr_format.DVR_FOCAL * size / 2.0
         inputs = render_views(instance, input_poses, focal_px, focal_px, size / 2.0, size / 2.0, size, size)
@@ -184,23 +192,14 @@ def write_dvr(root: Path, name: str, canonical: ObjectInstance, views: torch.Gen
 def write_dtu(root: Path, canonical: ObjectInstance, views: torch.Generator, config) -> None:
     """The DTU-style multi-view scene of one object (``dvr_format.write_dtu_scene``)."""
     instance = place(canonical, "dvr")
-    count = config.dtu_views
-    low, high = DVR_DISTANCE_RANGE
-    directions = sphere_positions(count, 1.0, views)
-    distances = low + (high - low) * torch.rand(count, 1, generator=views, dtype=torch.float64)
-    to_y_up = torch.eye(4, dtype=torch.float64)
-    to_y_up[:3, :3] = torch.from_numpy(Z_UP_TO_Y_UP)
-    poses = to_y_up @ orbit_poses(directions * distances)
-    size = config.resolution
-    focal_px = dvr_format.DVR_FOCAL * size / 2.0
-    rendered = render_views(instance, poses, focal_px, focal_px, size / 2.0, size / 2.0, size, size)
+    poses, rendered = _render_dvr_views(instance, config.dtu_views, config.resolution, views)
     points, normals = sample_surface(instance, config.pointcloud_points, views)
     dvr_format.write_dtu_scene(
         root / "dtu" / "scan1",
         rendered.rgb,
         rendered.mask,
         torch.linalg.inv(poses).numpy(),
-        focal_px,
+        dvr_format.DVR_FOCAL * config.resolution / 2.0,
         points.numpy(),
         normals.numpy(),
     )
