@@ -69,16 +69,10 @@ export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 export NERFSTUDIO_METHOD_CONFIGS=${NERFSTUDIO_METHOD_CONFIGS:-bts-density=bts_studio.method_configs:bts_density}
 export NERFSTUDIO_DATAPARSER_CONFIGS=${NERFSTUDIO_DATAPARSER_CONFIGS:-kitti360-data=bts_studio.dataparser_configs:kitti360_dataparser}
 
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-WORK=${WORK:-$(mktemp -d)}
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
-LOG="$OUT/train_log.txt"
-: >"$LOG"
-log() { echo "[gpu_bts $(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
+# shellcheck source=benchmarks/gpu_prologue.sh
+source benchmarks/gpu_prologue.sh
+gpu_prologue gpu_bts
 quiet() { grep -v -E "Warning|warnings.warn|^ +(fx|cx|c2w|mask|self\._apply)" | tr '\r' '\n' | grep -v '^\s*$' || true; }
-log "work folder $WORK; $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo 'no GPU')"
 
 # 1. data (kept when resuming a run that has a checkpoint)
 RUN="$WORK/outputs/synthetic/bts-density/bench"

@@ -45,15 +45,9 @@ export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 export NERFSTUDIO_METHOD_CONFIGS=${NERFSTUDIO_METHOD_CONFIGS:-deepvoxels=bts_studio.method_configs:deepvoxels,deepvoxels-tiny=bts_studio.method_configs:deepvoxels_tiny}
 export NERFSTUDIO_DATAPARSER_CONFIGS=${NERFSTUDIO_DATAPARSER_CONFIGS:-deepvoxels-data=bts_studio.dataparser_configs:deepvoxels_dataparser}
 
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-WORK=${WORK:-$(mktemp -d)}
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
-LOG="$OUT/train_log.txt"
-: >"$LOG"
-log() { echo "[gpu_deepvoxels $(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
-log "work folder $WORK; $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo 'no GPU')"
+# shellcheck source=benchmarks/gpu_prologue.sh
+source benchmarks/gpu_prologue.sh
+gpu_prologue gpu_deepvoxels
 
 # 1. data
 start=$SECONDS

@@ -72,16 +72,10 @@ export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 export NERFSTUDIO_METHOD_CONFIGS=${NERFSTUDIO_METHOD_CONFIGS:-"dvr-combined=bts_studio.method_configs:dvr_combined,dvr=bts_studio.method_configs:dvr,dvr-depth=bts_studio.method_configs:dvr_depth,dvr-multiview=bts_studio.method_configs:dvr_multiview"}
 export NERFSTUDIO_DATAPARSER_CONFIGS=${NERFSTUDIO_DATAPARSER_CONFIGS:-shapenet-dvr-data=bts_studio.dataparser_configs:shapenet_dvr_dataparser}
 
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-WORK=${WORK:-$(mktemp -d)}
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
-LOG="$OUT/train_log.txt"
-: >"$LOG"
-log() { echo "[gpu_dvr $(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
+# shellcheck source=benchmarks/gpu_prologue.sh
+source benchmarks/gpu_prologue.sh
+gpu_prologue gpu_dvr
 quiet() { grep -v -E "Warning|warnings.warn|^ +(fx|cx|c2w|mask|self\._apply|@custom)" | tr '\r' '\n' | grep -v '^\s*$' || true; }
-log "work folder $WORK; $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo 'no GPU')"
 
 # 1. data
 start=$SECONDS
