@@ -41,7 +41,7 @@ SUBCOMMANDS: Dict[str, Tuple[str, str]] = {
     ),
     "camera-path": (
         "bts_studio.eval.camera_path_cli:main",
-        "Write an ns-render camera path that drives forward and sideways from one source frame.",
+        "Write an ns-render camera path that starts exactly at one source view and drives on in its level frame.",
     ),
     "srn-interpolate": (
         "bts_studio.methods.srn.interpolate_cli:main",
