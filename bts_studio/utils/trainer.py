@@ -12,7 +12,11 @@ It is set as ``TrainerConfig._target`` in our method configs (``trainer_defaults
 - After each step, a non-finite loss or gradient ends the run with :class:`NonFiniteTrainingError`, naming the
   step, the loss terms, the parameters and the training images of the batch; nothing is saved after it, so no
   NaN checkpoint is written. (With ``--mixed-precision`` the gradient scaler already skips steps with inf
-  gradients, so only the loss is checked.)
+  gradients, so only the loss is checked.) Under DDP the check is all-reduced, so all ranks stop together.
+- Multi-GPU (``--machine.num-devices N``, ``docs/multi_gpu.md``): only rank 0 writes checkpoints, the training-curve
+  CSV, ``dataparser_transforms.json`` and runs the in-training evaluation (nerfstudio already keeps the viewer and
+  the loggers on rank 0). Checkpoints hold the model's keys without DDP's ``module.`` prefix, so a run resumes
+  with ``--load-dir`` on any number of GPUs, and ns-eval / ns-render read it as a one-GPU checkpoint.
 """
 
 import os
@@ -22,11 +26,14 @@ from typing import Dict, List, Optional
 
 import torch
 from nerfstudio.engine.trainer import Trainer
+from nerfstudio.utils import comms
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from bts_studio.data.checks import UserError
+from bts_studio.methods.common.distributed import any_rank
 
 CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.ckpt$")
+DDP_MODEL_PREFIX = "_model.module."
 
 
 class NonFiniteTrainingError(UserError):
@@ -62,6 +69,14 @@ def try_load(path: Path) -> Optional[str]:
     return None
 
 
+def unwrapped_state(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """A pipeline state dict with DDP's ``_model.module.`` keys renamed ``_model.`` (others unchanged)."""
+    return {
+        ("_model." + key[len(DDP_MODEL_PREFIX) :] if key.startswith(DDP_MODEL_PREFIX) else key): value
+        for key, value in state.items()
+    }
+
+
 class BTSStudioTrainer(Trainer):
     """``Trainer`` with atomic checkpoints, a fall-back resume and a stop on non-finite steps (module docstring)."""
 
@@ -78,6 +93,10 @@ class BTSStudioTrainer(Trainer):
             return batch
 
         datamanager.next_train = recording_next_train  # instance attribute: remembers the batch for error messages
+        outputs = getattr(datamanager, "train_dataparser_outputs", None)
+        if outputs is not None and not comms.is_main_process():
+            # Trainer.train writes dataparser_transforms.json; the other ranks would write the same file at once.
+            outputs.save_dataparser_transform = lambda path: None
 
     # ----------------------------------------------------------------------------------------- checkpoints
     def _load_checkpoint(self) -> None:
@@ -117,14 +136,19 @@ class BTSStudioTrainer(Trainer):
         super()._load_checkpoint()
 
     def save_checkpoint(self, step: int) -> None:
-        """Write ``step-N.ckpt`` atomically (temporary file, fsync, rename), then prune as nerfstudio does."""
+        """Write ``step-N.ckpt`` atomically (temporary file, fsync, rename), then prune as nerfstudio does.
+
+        Only rank 0 writes (as nerfstudio's own ``save_checkpoint``); DDP's ``module.`` prefix is dropped.
+        """
+        if not comms.is_main_process():
+            return
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         target = self.checkpoint_dir / f"step-{step:09d}.ckpt"
         temporary = self.checkpoint_dir.parent / f".{target.name}.{os.getpid()}.partial"
         pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
         state = {
             "step": step,
-            "pipeline": pipeline.state_dict(),  # type: ignore[union-attr]
+            "pipeline": unwrapped_state(pipeline.state_dict()),  # type: ignore[union-attr]
             "optimizers": {k: v.state_dict() for (k, v) in self.optimizers.optimizers.items()},
             "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
             "scalers": self.grad_scaler.state_dict(),
@@ -154,9 +178,14 @@ class BTSStudioTrainer(Trainer):
                 for name, parameter in self.pipeline.named_parameters()
                 if parameter.grad is not None and not torch.isfinite(parameter.grad).all()
             ]
-        if bad_terms or bad_parameters or not torch.isfinite(loss).all():
+        if any_rank(bool(bad_terms or bad_parameters or not torch.isfinite(loss).all())):
             raise NonFiniteTrainingError(self._non_finite_message(step, loss_dict, bad_terms, bad_parameters))
         return loss, loss_dict, metrics_dict
+
+    def eval_iteration(self, step: int) -> None:
+        """nerfstudio's in-training evaluation, on rank 0 only (it logs through rank-0 writers anyway)."""
+        if comms.is_main_process():
+            super().eval_iteration(step)
 
     def _non_finite_message(
         self, step: int, loss_dict: Dict[str, torch.Tensor], bad_terms: List[str], bad_parameters: List[str]

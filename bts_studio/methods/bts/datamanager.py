@@ -11,6 +11,13 @@ The datamanager subclasses ``VanillaDataManager`` so that ``--data`` propagation
 keep working, but it replaces nerfstudio's per-image ray caches with :class:`GroupImageStore`.
 Every dataset camera is tagged with ``bts_split`` / ``bts_image_index`` metadata so that a render of it is
 conditioned on its own image (``sources.py``).
+
+Multi-GPU (``docs/multi_gpu.md``): ``groups_per_batch`` is per process. Each step's groups come from a
+:class:`ShardedOrder` (epoch-wise shuffled, sharded across DDP ranks) and every random draw of the step (split,
+jitter, patches) from a generator seeded by ``(seed, step)``, drawn for the global batch of ``world_size x
+groups_per_batch`` groups; a rank keeps its rows. So N processes at ``B`` groups each train, step by step, on
+exactly the batch one process at ``N x B`` groups draws with the same ``--machine.seed`` (see
+:meth:`BTSDataManager.draw_batch`).
 """
 
 from dataclasses import dataclass, field
@@ -33,6 +40,7 @@ from bts_studio.methods.bts.augmentation import ColourJitterRanges, apply_colour
 from bts_studio.methods.bts.batch import BTSBatch
 from bts_studio.methods.bts.sources import SPLIT_IDS
 from bts_studio.methods.common.cameras import cameras_to_opencv_w2c
+from bts_studio.methods.common.distributed import ShardedOrder, rank_and_world_size, shared_seed, step_generator
 from bts_studio.methods.common.image_store import GroupImageStore, ImageCacheMode
 
 LOSS_COLUMNS = (0, 3, 4, 7)
@@ -71,7 +79,8 @@ class BTSDataManagerConfig(VanillaDataManagerConfig):
     dataparser: AnnotatedDataParserUnion = field(default_factory=Kitti360DataParserConfig)
     """The dataparser; it must provide metadata['frame_groups'] (kitti360-data does)."""
     groups_per_batch: int = 16
-    """Frame groups per training step (BTS: batch size 16)."""
+    """Frame groups per training step and GPU (BTS: batch size 16 on one GPU); with --machine.num-devices N the
+    effective batch is N x this."""
     rays_per_group: int = 4096
     """Rays per frame group, as patch_size x patch_size patches (BTS: 4096 = 64 patches of 8x8)."""
     patch_size: int = 8
@@ -143,7 +152,16 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
                 f"bts-density: need groups_per_batch >= 1 and rays_per_group >= patch_size^2, got "
                 f"{self.config.groups_per_batch} and {self.config.rays_per_group} (patch {self.config.patch_size})"
             )
-        self._train_store = self._make_store(self.train_dataset)
+        rank, world_size = rank_and_world_size()
+        self._seed = shared_seed()  # a collective under DDP: every rank builds its datamanager at the same time
+        groups = self.usable_groups(self.frame_groups(self.train_dataset))
+        if len(groups) < world_size * self.config.groups_per_batch:
+            CONSOLE.log(
+                f"[yellow]bts-density: {world_size} x {self.config.groups_per_batch} groups per step exceed the "
+                f"{len(groups)} training groups; a step's batch straddles epochs (groups repeat)"
+            )
+        order = ShardedOrder(len(groups), self.config.groups_per_batch, self._seed, rank, world_size)
+        self._train_store = self._make_store(self.train_dataset, order)
         self._train_views = self._camera_tensors(self.train_dataset)
 
     def setup_eval(self) -> None:
@@ -155,7 +173,7 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
         self._eval_store: Optional[GroupImageStore] = None
         self._eval_views: Optional[Tuple[Tensor, Tensor, Cameras]] = None
 
-    def _make_store(self, dataset: InputDataset) -> GroupImageStore:
+    def _make_store(self, dataset: InputDataset, order: Optional[ShardedOrder] = None) -> GroupImageStore:
         groups = self.usable_groups(self.frame_groups(dataset))
         if len(groups) == 0:
             raise ValueError("bts-density: no frame group has an input frame plus a frame to render colours from")
@@ -173,6 +191,7 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
             num_workers=self.config.num_workers,
             device_limit_gib=self.config.image_cache_device_gib,
             cpu_limit_gib=self.config.image_cache_cpu_gib,
+            order=order or ShardedOrder(len(groups), self.config.groups_per_batch, getattr(self, "_seed", 0)),
         )
         CONSOLE.log(f"bts-density: {len(groups)} frame groups, images served from '{store.mode}'")
         return store
@@ -191,7 +210,7 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
         self.train_count += 1
         if getattr(self, "_train_store", None) is None:  # test_mode "inference" (ns-export) skips setup_train
             self.setup_train()
-        return self._group_batch(self._train_store, self._train_views, augment=True)
+        return self.draw_batch(self._train_store, self._train_views, step, augment=True)
 
     def next_eval(self, step: int) -> Tuple[RayBundle, BTSBatch]:
         self.eval_count += 1
@@ -199,42 +218,60 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
             self._eval_store = self._make_store(self.eval_dataset)
             self._eval_views = self._camera_tensors(self.eval_dataset)
         assert self._eval_views is not None
-        return self._group_batch(self._eval_store, self._eval_views, augment=False)
+        return self.draw_batch(self._eval_store, self._eval_views, self.eval_count - 1, augment=False)
 
-    def _split_columns(self, batch_size: int) -> Tuple[Tensor, Tensor]:
-        """Loss and render columns ``[B, 4]`` (BTS's kitti360-mono alternation)."""
-        loss = torch.tensor(LOSS_COLUMNS, device=self.device)
-        render = torch.tensor(RENDER_COLUMNS, device=self.device)
+    def _split_columns(self, global_size: int, generator: torch.Generator) -> Tuple[Tensor, Tensor]:
+        """Loss and render columns ``[global_size, 4]`` (BTS's kitti360-mono alternation: one draw per global
+        batch, so every DDP rank uses the same split, as one process would)."""
+        loss = torch.tensor(LOSS_COLUMNS)
+        render = torch.tensor(RENDER_COLUMNS)
         if self.config.split_mode == "per-group":
-            swap = torch.rand(batch_size, 1, device=self.device) < 0.5
+            swap = torch.rand(global_size, 1, generator=generator) < 0.5
         else:
-            swap = torch.full((batch_size, 1), bool(torch.rand(()) < 0.5), device=self.device)
+            swap = torch.full((global_size, 1), bool(torch.rand((), generator=generator) < 0.5))
         return torch.where(swap, render, loss), torch.where(swap, loss, render)
 
-    def _group_batch(
-        self, store: GroupImageStore, views: Tuple[Tensor, Tensor, Cameras], augment: bool
+    def draw_batch(
+        self, store: GroupImageStore, views: Tuple[Tensor, Tensor, Cameras], step: int, augment: bool
     ) -> Tuple[RayBundle, BTSBatch]:
+        """The batch of ``step`` for this rank: the store's groups for the step, and this rank's rows of the random
+        draws made for the global batch (``world_size x groups_per_batch`` groups, see the module docstring).
+
+        The result depends only on the data, the config, the shared seed, the step and the rank.
+        """
         K_all, w2c_all, cameras = views
-        group_ids, images_u8 = store.next_batch()
+        order = store.order
+        group_ids, images_u8 = store.next_batch(step)
         frames = store.groups[group_ids].to(self.device)  # [B, 8]
         present = frames >= 0
         batch_size, _, height, width, _ = images_u8.shape
+        p = self.config.patch_size
+        num_patches = max(1, self.config.rays_per_group // (p * p))
+
+        # Every draw is made for the whole global batch, in a fixed order, then this rank's rows are kept.
+        generator = step_generator(self._seed, step, stream=2 if augment else 3)
+        mine, size = order.rank_slice(), order.global_batch_size
+        loss_cols, render_cols = (cols[mine].to(self.device) for cols in self._split_columns(size, generator))
+        jitter = [draw_colour_jitter(ColourJitterRanges(), generator) for _ in range(size)][mine]
+        uniform = torch.rand(size, num_patches, generator=generator)[mine].to(self.device)
+        top = torch.randint(0, height - p, (size, num_patches, 1, 1), generator=generator)[mine].to(self.device)
+        left = torch.randint(0, width - p, (size, num_patches, 1, 1), generator=generator)[mine].to(self.device)
+
         images = images_u8.permute(0, 1, 4, 2, 3).float() / 255.0  # [B, 8, 3, H, W]
         if augment and self.config.colour_jitter:
-            ranges = ColourJitterRanges()
-            images = torch.stack([apply_colour_jitter(group, draw_colour_jitter(ranges)) for group in images])
+            images = torch.stack([apply_colour_jitter(group, draw) for group, draw in zip(images, jitter, strict=True)])
 
-        loss_cols, render_cols = self._split_columns(batch_size)
         rows = torch.arange(batch_size, device=self.device)[:, None]
         loss_present = present[rows, loss_cols]  # usable_groups guarantees one per group, for either split
 
-        # Patches: a loss frame per patch (uniform over present ones), a top-left corner per patch.
-        p = self.config.patch_size
-        num_patches = max(1, self.config.rays_per_group // (p * p))
-        slot = torch.multinomial(loss_present.float(), num_patches, replacement=True)  # [B, P]
+        # Patches: a loss frame per patch (uniform over the present ones: the k-th present loss column for
+        # k = floor(u * count)), a top-left corner per patch.
+        count = loss_present.sum(dim=1, keepdim=True)  # [B, 1], >= 1
+        k = (uniform * count).long().clamp_max(count - 1)  # [B, P]
+        rank_among_present = loss_present.long().cumsum(dim=1) - 1  # [B, 4]
+        hit = loss_present[:, None, :] & (rank_among_present[:, None, :] == k[:, :, None])  # [B, P, 4]
+        slot = hit.long().argmax(dim=-1)  # [B, P]
         column = loss_cols.gather(1, slot)
-        top = torch.randint(0, height - p, (batch_size, num_patches, 1, 1), device=self.device)
-        left = torch.randint(0, width - p, (batch_size, num_patches, 1, 1), device=self.device)
         offsets = torch.arange(p, device=self.device)
         ys = (top + offsets[:, None]).expand(-1, -1, p, p)
         xs = (left + offsets[None, :]).expand(-1, -1, p, p)

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Tuple, Type, Union
 
 import torch
 import torchvision.utils as vutils
+from nerfstudio.utils import comms
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bts_studio.core.depth_metrics import DEPTH_METRIC_NAMES, average_metrics
@@ -28,6 +29,7 @@ from bts_studio.eval import ns_render_paths
 from bts_studio.methods.bts.datamanager import BTSDataManager, BTSDataManagerConfig
 from bts_studio.methods.bts.model import BTSModelConfig
 from bts_studio.methods.bts.sources import SourceBank
+from bts_studio.methods.common.distributed import mean_over_ranks
 from bts_studio.methods.common.training import BudgetedPipeline, BudgetedPipelineConfig
 from bts_studio.utils.errors import refuse_unsupported_export
 
@@ -46,7 +48,8 @@ class BTSPipelineConfig(BudgetedPipelineConfig):
     max_eval_groups: Optional[int] = None
     """Evaluate at most this many test frame groups in ns-eval (evenly spread); None: all."""
     train_log_csv: Optional[Path] = None
-    """Append step, seconds and the losses to this CSV every train_log_every steps (the training curve)."""
+    """Append step, seconds and the losses to this CSV every train_log_every steps (the training curve); with
+    several GPUs rank 0 writes the mean over the ranks (the global batch's losses)."""
     train_log_every: int = 10
     """Steps between rows of train_log_csv."""
 
@@ -81,8 +84,12 @@ class BTSPipeline(BudgetedPipeline):
         outputs = self._model(batch)  # the model encodes the batch's input frames inside forward (DDP)
         metrics_dict = self.model.get_metrics_dict(outputs, batch)
         loss_dict = self.model.get_loss_dict(outputs, batch, metrics_dict)
-        if self.config.train_log_csv is not None and step % max(1, self.config.train_log_every) == 0:
-            self._curve.write(step, {**loss_dict, **metrics_dict})
+        log_now = self.config.train_log_csv is not None and step % max(1, self.config.train_log_every) == 0
+        if log_now:
+            scalars = {k: v for k, v in {**loss_dict, **metrics_dict}.items() if torch.as_tensor(v).numel() == 1}
+            scalars = mean_over_ranks(scalars)  # under DDP: the global batch's mean, as one process would log
+            if comms.is_main_process():
+                self._curve.write(step, scalars)
         return outputs, loss_dict, metrics_dict
 
     @cached_property

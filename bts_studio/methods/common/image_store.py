@@ -7,7 +7,8 @@
 A training step needs the 8 images of each of 16 frame groups (128 images at 192x640). Decoding that many PNGs in
 the main process would starve the GPU, so the store either keeps every image as one uint8 tensor (``cache``;
 chosen automatically when it fits) or decodes the groups of the next batches in DataLoader workers (``disk``).
-Both return ``uint8 [B, 8, H, W, 3]`` with zeros where a group lacks a frame (index -1).
+Both return ``uint8 [B, 8, H, W, 3]`` with zeros where a group lacks a frame (index -1). Which groups a step gets
+is a :class:`~bts_studio.methods.common.distributed.ShardedOrder` (epoch-wise shuffling, sharded across DDP ranks).
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,8 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from rich.progress import Progress, track
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+
+from bts_studio.methods.common.distributed import ShardedOrder
 
 __all__ = ["GroupImageStore", "ImageCacheMode", "load_images", "read_png_uint8"]
 
@@ -101,6 +104,8 @@ class GroupImageStore:
         device: where the images are returned.
         mode: ``device`` / ``cpu`` keep all images as uint8 in GPU / host memory, ``disk`` decodes per batch in
             ``num_workers`` processes, ``auto`` picks the first that fits ``device_limit_gib`` / ``cpu_limit_gib``.
+        seed: seed of the group order when ``order`` is not given (None: drawn from torch's global generator).
+        order: which groups each step gets (DDP: this rank's shard); default one process, ``batch_size`` per step.
     """
 
     def __init__(
@@ -116,6 +121,7 @@ class GroupImageStore:
         device_limit_gib: float = 8.0,
         cpu_limit_gib: float = 16.0,
         seed: Optional[int] = None,
+        order: Optional[ShardedOrder] = None,
     ) -> None:
         assert groups.dim() == 2 and groups.shape[1] == 8 and len(groups) > 0, f"groups {tuple(groups.shape)}"
         self.filenames = [Path(f) for f in filenames]
@@ -125,10 +131,18 @@ class GroupImageStore:
         self.device = torch.device(device)
         self.mode = self._choose_mode(mode, device_limit_gib, cpu_limit_gib)
         self.num_workers = num_workers
-        self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        self._order: List[int] = []
+        if order is None:
+            seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else seed
+            order = ShardedOrder(len(self.groups), batch_size, seed)
+        if order.num_items != len(self.groups) or order.batch_size != batch_size:
+            raise ValueError(
+                f"order of {order.num_items} items x {order.batch_size} for {len(groups)} groups x {batch_size}"
+            )
+        self.order = order
+        self._step = 0
         self._cache: Optional[Tensor] = None
         self._iterator: Optional[Iterator] = None
+        self._iterator_step = 0
 
     def _choose_mode(self, mode: ImageCacheMode, device_limit_gib: float, cpu_limit_gib: float) -> str:
         if mode != "auto":
@@ -158,39 +172,47 @@ class GroupImageStore:
                 progress.advance(task)
         return cache
 
-    def _next_group_ids(self) -> Tensor:
-        if len(self._order) < self.batch_size:
-            # Epoch-style shuffling: every group once before any repeats (batches may straddle epochs).
-            self._order += torch.randperm(len(self.groups), generator=self._generator).tolist()
-        ids, self._order = self._order[: self.batch_size], self._order[self.batch_size :]
-        return torch.tensor(ids, dtype=torch.long)
+    def next_batch(self, step: Optional[int] = None) -> Tuple[Tensor, UInt8[Tensor, "B 8 H W 3"]]:
+        """Group ids ``[B]`` (rows of ``groups``) and their images ``uint8 [B, 8, H, W, 3]`` on the device.
 
-    def next_batch(self) -> Tuple[Tensor, UInt8[Tensor, "B 8 H W 3"]]:
-        """Group ids ``[B]`` (rows of ``groups``) and their images ``uint8 [B, 8, H, W, 3]`` on the device."""
+        ``step`` picks the groups (``order.batch(step)``); None continues after the previous call.
+        """
+        step = self._step if step is None else step
+        self._step = step + 1
         if self.mode in ("device", "cpu"):
             if self._cache is None:
                 self._cache = self._load_cache()
-            group_ids = self._next_group_ids()
+            group_ids = self.order.batch(step)
             frames = self.groups[group_ids]
             frames = torch.where(frames < 0, torch.full_like(frames, len(self.filenames)), frames)
             images = self._cache[frames.to(self._cache.device)]
             return group_ids, images.to(self.device, non_blocking=True)
-        if self._iterator is None:
-            self._iterator = self._loader_iterator()
+        if self._iterator is None or self._iterator_step != step:  # first call, or a jump (resume): restart there
+            self._iterator = self._loader_iterator(step)
         group_ids, images = next(self._iterator)
+        self._iterator_step = step + 1
         return group_ids, images.to(self.device, non_blocking=True)
 
-    def _loader_iterator(self) -> Iterator:
+    def _loader_iterator(self, start: int) -> Iterator:
+        """Batches of steps ``start, start + 1, ...`` decoded ahead in worker processes."""
         dataset = _GroupDataset(self.filenames, self.groups, self.height, self.width)
         loader = DataLoader(
             dataset,
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=len(dataset) >= self.batch_size,
+            batch_sampler=_StepBatches(self.order, start),
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
-            persistent_workers=self.num_workers > 0,
-            generator=self._generator,
         )
+        return iter(loader)
+
+
+class _StepBatches:
+    """Endless batch sampler: the group ids of steps ``start, start + 1, ...`` of a :class:`ShardedOrder`."""
+
+    def __init__(self, order: ShardedOrder, start: int) -> None:
+        self.order, self.start = order, start
+
+    def __iter__(self) -> Iterator[List[int]]:
+        step = self.start
         while True:
-            yield from loader
+            yield self.order.batch(step).tolist()
+            step += 1

@@ -1,17 +1,22 @@
-"""Training helpers every method's pipeline shares: the wall-clock time budget.
+"""Training helpers every method's pipeline shares: the wall-clock time budget and the DDP wrapping.
 
-:class:`BudgetedPipelineConfig` adds ``max_train_seconds`` to nerfstudio's ``VanillaPipelineConfig``;
-:class:`BudgetedPipeline` registers :class:`TimeBudget` as an after-iteration callback when it is set. A method's
-pipeline subclasses both instead of writing its own field and callback.
+:class:`BudgetedPipelineConfig` adds ``max_train_seconds`` and ``find_unused_parameters`` to nerfstudio's
+``VanillaPipelineConfig``; :class:`BudgetedPipeline` registers :class:`TimeBudget` as an after-iteration callback
+when a budget is set, and wraps the model in DDP itself when nerfstudio's launcher runs several processes
+(``methods/common/distributed.py``, ``docs/multi_gpu.md``). A method's pipeline subclasses both instead of writing
+its own field and callback.
 """
 
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import List, Optional, Type
+from typing import List, Optional, Type, Union
 
+import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
+
+from bts_studio.methods.common.distributed import any_rank, wrap_ddp
 
 __all__ = ["BudgetedPipeline", "BudgetedPipelineConfig", "TimeBudget"]
 
@@ -19,7 +24,8 @@ __all__ = ["BudgetedPipeline", "BudgetedPipelineConfig", "TimeBudget"]
 class TimeBudget:
     """Training callback that asks nerfstudio's trainer to stop once ``seconds`` have passed since the first step.
 
-    The clock starts at the first call (after step 0), so setup and data caching do not count.
+    The clock starts at the first call (after step 0), so setup and data caching do not count. Under DDP the
+    decision is all-reduced every step (any rank over budget stops all), so every rank stops after the same step.
     """
 
     def __init__(self, seconds: float, trainer, method: str = "training") -> None:
@@ -32,7 +38,8 @@ class TimeBudget:
         now = perf_counter()
         if self.start is None:
             self.start = now
-        elif now - self.start >= self.seconds and not self.trainer.stop_training:
+        over = now - self.start >= self.seconds
+        if any_rank(over) and not self.trainer.stop_training:
             CONSOLE.print(
                 f"{self.method}: training time budget of {self.seconds:.0f} s reached after step {step}; stopping"
             )
@@ -49,12 +56,41 @@ class BudgetedPipelineConfig(VanillaPipelineConfig):
     max_train_seconds: float = 0.0
     """Stop training after this many seconds of training steps (0: no limit); the final checkpoint is saved as
     usual. For benchmarks with a time budget; --max-num-iterations still caps the steps."""
+    find_unused_parameters: bool = True
+    """Multi-GPU (DDP) only: let a step leave trainable parameters without a gradient (nerfstudio's default; a
+    graph traversal per step). False is faster when every trainable parameter gets a gradient every step; if one
+    does not, DDP stops with an error at the next step."""
+    sync_batch_norm: bool = False
+    """Multi-GPU (DDP) only: batch-norm statistics over the global batch (torch SyncBatchNorm, CUDA only) instead
+    of per GPU. Off by default (DDP's usual per-GPU statistics; BTS's code has no sync); on, N GPUs at B each
+    normalise as one GPU at N x B, at the cost of an all-reduce per batch-norm layer."""
 
 
 class BudgetedPipeline(VanillaPipeline):
     """VanillaPipeline that stops training when ``config.max_train_seconds`` have passed."""
 
     config: BudgetedPipelineConfig
+
+    def __init__(
+        self,
+        config: BudgetedPipelineConfig,
+        device: Union[str, torch.device],
+        test_mode="val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler=None,
+    ):
+        # VanillaPipeline would wrap the model with device_ids=[local_rank] (CUDA only) and always search for unused
+        # parameters; it is built as for one process and wrapped here instead. The datamanagers read their rank
+        # from torch.distributed, not from the world_size argument.
+        super().__init__(config, device, test_mode, world_size=1, local_rank=local_rank, grad_scaler=grad_scaler)
+        self.world_size = world_size
+        if world_size > 1:
+            if config.sync_batch_norm:
+                if torch.device(device).type != "cuda":
+                    raise ValueError("--pipeline.sync-batch-norm True needs CUDA devices (torch's SyncBatchNorm)")
+                self._model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self._model)
+            self._model = wrap_ddp(self._model, device, config.find_unused_parameters)
 
     def get_training_callbacks(self, attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
         callbacks = super().get_training_callbacks(attributes)

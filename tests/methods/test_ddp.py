@@ -1,0 +1,109 @@
+"""Multi-process (DDP) training of bts-density on the CPU: two gloo processes through the real trainer, datamanager
+and model, against one process on the same (concatenated) batches.
+
+What nerfstudio's launcher does per process (``_distributed_worker``; it asserts CUDA, so it is mirrored here with
+gloo): init the process group, seed with ``machine.seed + rank``, ``config.setup(local_rank, world_size)``,
+``trainer.setup()``, ``trainer.train()``.
+
+Checks:
+    * after each of two steps both ranks hold bit-identical weights (DDP averaged the gradients);
+    * those weights equal a one-process run at twice the per-process batch (the union of the ranks' batches, which
+      the datamanager draws by construction: ``ShardedOrder`` and per-step generators) within float tolerance.
+      Batch norm uses its running statistics here, and the model's own per-process draws (stratified offsets along
+      rays, the input flip) are off: with them, each rank draws its own, by design not the one-process draw
+      (``docs/multi_gpu.md``);
+    * only rank 0 wrote a checkpoint, without DDP's ``module.`` prefix;
+    * resuming across GPU counts: a 2-process run resumed from the 1-process checkpoint and a 1-process run resumed
+      from the 2-process checkpoint take the same third step.
+"""
+
+import os
+import sys
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+import torch.multiprocessing as mp
+
+# The spawned processes unpickle the worker by module name: ddp_worker (next to this file) must be importable in
+# them, and they inherit sys.path. The test modules themselves are imported by pytest's importlib mode only.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ddp_worker import WORLD_SIZE, run, worker  # noqa: E402
+from test_bts_end_to_end import synthetic_root, tiny_config  # noqa: E402, F401 - fixture used by name
+
+PER_RANK_GROUPS = 1
+
+
+def _config(data: Path, output_dir: Path, groups: int, steps: int, load_dir: Optional[Path] = None):
+    config = tiny_config(data, output_dir)
+    config.max_num_iterations = steps
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10_000
+    config.steps_per_save = 10_000  # only the final checkpoint
+    config.pipeline.datamanager.groups_per_batch = groups
+    config.pipeline.datamanager.rays_per_group = 64
+    config.pipeline.model.num_samples = 8
+    config.load_dir = load_dir
+    config.pipeline.model.flip_augmentation = False  # a per-process draw (see ddp_worker.run)
+    return config
+
+
+def _close(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> float:
+    """Largest absolute weight difference."""
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a if k != "group_ids" and a[k].numel())
+
+
+def _checkpoint(run_config) -> Path:
+    found = sorted((run_config.get_base_dir() / "nerfstudio_models").glob("step-*.ckpt"))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_two_gloo_processes_match_one_process_on_the_union_batch(synthetic_root, tmp_path):  # noqa: F811
+    torch.set_num_threads(1)
+    # One process, 2 groups per step, two steps from scratch.
+    single = _config(synthetic_root, tmp_path / "single", WORLD_SIZE * PER_RANK_GROUPS, steps=2)
+    single.set_timestamp()
+    run(single, 0, 1, tmp_path / "single.pt")
+    single_checkpoint = _checkpoint(single)
+
+    # Two processes, 1 group each: two steps from scratch, then one step resumed from the one-process checkpoint.
+    ddp = _config(synthetic_root, tmp_path / "ddp", PER_RANK_GROUPS, steps=2)
+    ddp.timestamp = "fresh"
+    resumed = _config(synthetic_root, tmp_path / "ddp", PER_RANK_GROUPS, steps=1, load_dir=single_checkpoint.parent)
+    resumed.timestamp = "resumed"
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    mp.spawn(
+        worker,
+        args=(str(tmp_path / "init"), [(ddp, tmp_path / "ddp.pt"), (resumed, tmp_path / "resumed.pt")]),
+        nprocs=WORLD_SIZE,
+        join=True,
+    )
+
+    one = torch.load(tmp_path / "single.pt")
+    ranks = [torch.load(tmp_path / f"ddp.pt.rank{r}") for r in range(WORLD_SIZE)]
+    for step in (0, 1):
+        # Rank r trains on rows r of the global batch; one process on all of them.
+        assert torch.equal(torch.cat([ranks[r][step]["group_ids"] for r in range(WORLD_SIZE)]), one[step]["group_ids"])
+        assert _close(ranks[0][step], ranks[1][step]) == 0.0, f"ranks differ after step {step}"
+        difference = _close(ranks[0][step], one[step])
+        assert difference < 2e-5, f"step {step}: 2 processes vs 1 differ by {difference}"  # lr 1e-4: well below a step
+    assert _close(ranks[0][1], ranks[0][0]) > 1e-6, "the second step changed nothing"
+
+    # Rank 0 alone wrote the checkpoint, with one-process keys.
+    state = torch.load(_checkpoint(ddp), map_location="cpu", weights_only=False)["pipeline"]
+    assert not any(".module." in key for key in state), [k for k in state if ".module." in k][:3]
+    assert not list(ddp.get_base_dir().parent.glob("*/.step-*.partial"))
+
+    # Resume across GPU counts: 1 -> 2 processes (above) and 2 -> 1 process take the same step 2.
+    back = _config(
+        synthetic_root, tmp_path / "back", WORLD_SIZE * PER_RANK_GROUPS, steps=1, load_dir=_checkpoint(ddp).parent
+    )
+    back.set_timestamp()
+    run(back, 0, 1, tmp_path / "back.pt")
+    resumed_ranks = [torch.load(tmp_path / f"resumed.pt.rank{r}") for r in range(WORLD_SIZE)]
+    back_one = torch.load(tmp_path / "back.pt")
+    assert set(back_one) == {2} and set(resumed_ranks[0]) == {2}
+    assert _close(resumed_ranks[0][2], resumed_ranks[1][2]) == 0.0
+    difference = _close(resumed_ranks[0][2], back_one[2])
+    assert difference < 2e-5, f"resumed step 2: 2 processes vs 1 differ by {difference}"
