@@ -83,6 +83,10 @@ class BTSStudioTrainer(Trainer):
     _last_train_batch = None
 
     def setup(self, test_mode="val") -> None:
+        if str(self.device).startswith("cuda:"):
+            # nerfstudio's launcher does not select each process's GPU; collectives made before DDP exists (the
+            # datamanager's shared seed) and NCCL need it, or every rank would talk through GPU 0.
+            torch.cuda.set_device(torch.device(self.device))
         super().setup(test_mode=test_mode)
         datamanager = self.pipeline.datamanager
         next_train = datamanager.next_train

@@ -46,6 +46,18 @@ class DeepVoxelsPipeline(BudgetedPipeline):
 
     config: DeepVoxelsPipelineConfig
 
+    def __init__(self, config: DeepVoxelsPipelineConfig, device, test_mode="val", world_size: int = 1, **kwargs):
+        if world_size > 1:
+            raise ValueError(
+                f"deepvoxels does not train on several GPUs (--machine.num-devices {world_size}): it fits one scene, "
+                "a step is one source view integrated into the persistent voxel grid (the 'deepvoxels' buffer, "
+                "replaced each step by the detached integration result), so there is no batch to shard, and DDP "
+                "would keep one grid per GPU, each integrating different views (broadcasting rank 0's would discard "
+                "the others' updates). "
+                "Train with --machine.num-devices 1 (docs/multi_gpu.md)."
+            )
+        super().__init__(config, device, test_mode, world_size, **kwargs)
+
     @property
     def deepvoxels_model(self) -> DeepVoxelsModel:
         model = self.model

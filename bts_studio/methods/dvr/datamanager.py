@@ -32,6 +32,7 @@ from torch import Tensor
 
 from bts_studio.data.shapenet.dvr_dataparser import ShapeNetDVRDataParserConfig
 from bts_studio.data.shapenet.dvr_reader import read_depth
+from bts_studio.methods.common.distributed import ShardedOrder, rank_and_world_size, shared_seed
 from bts_studio.methods.common.image_store import load_images
 from bts_studio.methods.dvr.batch import DVRBatch
 
@@ -156,6 +157,16 @@ class DVRDataManager(VanillaDataManager):
             inputs = self._input_views(self.train_dataset, range(self.num_train_objects))
             self.train_inputs = inputs.to(self.device if self.config.cache_on_device else "cpu")
         self.train_ray_generator = RayGenerator(self.train_dataset.cameras.to(self.device))
+        # Multi-GPU (docs/multi_gpu.md): images_per_batch is per process; the step's objects are one permutation
+        # seeded by (seed, step), cut into per-rank slices, when there are enough objects; else each rank draws
+        # with replacement on its own (as one process does when the batch exceeds the objects).
+        rank, world_size = rank_and_world_size()
+        seed = shared_seed()  # a collective under DDP: every rank builds its datamanager at the same time
+        self.train_order: Optional[ShardedOrder] = None
+        if world_size * self.config.images_per_batch <= self.num_train_objects:
+            self.train_order = ShardedOrder(
+                self.num_train_objects, self.config.images_per_batch, seed, rank, world_size, per_step=True
+            )
         self.eval_input_cache: Dict[int, Tensor] = {}
         CONSOLE.print(
             f"dvr: {self.num_train_objects} training objects, {len(self.train_dataset)} images, depth "
@@ -169,14 +180,23 @@ class DVRDataManager(VanillaDataManager):
     def get_train_rays_per_batch(self) -> int:
         return self.config.images_per_batch * self.config.rays_per_image
 
-    def sample_batch(self, cache: Dict[str, Optional[Tensor]], inputs: Optional[Tensor], random_input: bool):
-        """Indices ``[B * R, 3]`` (image, row, col) and the :class:`DVRBatch` of one random batch."""
+    def sample_batch(
+        self,
+        cache: Dict[str, Optional[Tensor]],
+        inputs: Optional[Tensor],
+        random_input: bool,
+        objects: Optional[Tensor] = None,
+    ):
+        """Indices ``[B * R, 3]`` (image, row, col) and the :class:`DVRBatch` of one random batch (of the given
+        ``objects [B]``, else of random ones)."""
         batch_size, rays = self.config.images_per_batch, self.config.rays_per_image
         images, masks, depth = cache["images"], cache["masks"], cache["depth"]
         assert images is not None and masks is not None
         device = images.device
         num_objects = int(cache["views"].shape[0])
-        if batch_size <= num_objects:
+        if objects is not None:
+            objects = objects.to(device)
+        elif batch_size <= num_objects:
             objects = torch.randperm(num_objects, device=device)[:batch_size]
         else:
             objects = torch.randint(0, num_objects, (batch_size,), device=device)
@@ -204,7 +224,8 @@ class DVRDataManager(VanillaDataManager):
 
     def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
         self.train_count += 1
-        indices, batch = self.sample_batch(self.train_cache, self.train_inputs, self.config.random_input_view)
+        objects = self.train_order.batch(step) if self.train_order is not None else None
+        indices, batch = self.sample_batch(self.train_cache, self.train_inputs, self.config.random_input_view, objects)
         return self.train_ray_generator(indices), {"dvr": batch, "image": batch.rgb.reshape(-1, 3)}
 
     def next_eval(self, step: int) -> Tuple[RayBundle, Dict]:

@@ -9,6 +9,11 @@ cameras' ``instance_idx`` metadata, which nerfstudio copies into ``RayBundle.met
 Held-out views: ``heldout_views_per_instance`` withholds the last views (by view index) of every training
 instance from training; ns-eval scores them (novel views of training instances).
 
+Multi-GPU (``docs/multi_gpu.md``): ``instances_per_batch`` is per process. Each step's instances are one
+permutation seeded by ``(seed, step)``, shared by all ranks and cut into per-rank slices (a ``ShardedOrder``), so
+the ranks train on distinct instances and together on the instances one process at ``N x instances_per_batch``
+would draw; each rank draws its own rays.
+
 Eval split: its cameras describe *other* instances (test objects), which have no trained code. Their
 ``instance_idx`` metadata is renamed ``test_instance_idx`` so nothing renders them with a training code
 by mistake; ns-eval fits their codes first (``few_shot.py``). The eval batches nerfstudio draws during
@@ -35,6 +40,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
 from bts_studio.data.shapenet.srn_dataparser import ShapeNetSRNDataParserConfig
+from bts_studio.methods.common.distributed import ShardedOrder, rank_and_world_size, shared_seed
 from bts_studio.methods.common.image_store import load_images
 from bts_studio.methods.srn.batch import SRNBatch
 
@@ -48,7 +54,8 @@ class SRNDataManagerConfig(VanillaDataManagerConfig):
     dataparser: AnnotatedDataParserUnion = field(default_factory=ShapeNetSRNDataParserConfig)
     """Dataparser; it must put ``instance_idx`` and ``view_idx`` into the camera metadata (shapenet-srn-data)."""
     instances_per_batch: int = 32
-    """Distinct training instances per training batch (all of them when the class has fewer)."""
+    """Distinct training instances per training batch and GPU (one GPU: all of them when the class has fewer;
+    N GPUs: the class needs N x this many)."""
     rays_per_instance: int = 2048
     """Rays per instance per batch, at random pixels of random training views of the instance."""
     heldout_views_per_instance: int = 0
@@ -134,6 +141,16 @@ class SRNDataManager(VanillaDataManager):
         if sorted(table) != list(range(len(table))):
             raise ValueError(f"training instance indices must be 0..N-1, found {sorted(table)[:10]}...")
         self.train_views = ViewTable(trainable, self.device)
+        rank, world_size = rank_and_world_size()
+        self._seed = shared_seed()  # a collective under DDP: every rank builds its datamanager at the same time
+        count = min(self.config.instances_per_batch, len(trainable))
+        if world_size * count > len(trainable):
+            raise ValueError(
+                f"srn: {world_size} GPUs x {count} instances per batch need {world_size * count} training instances; "
+                f"the data has {len(trainable)}. Lower --pipeline.datamanager.instances-per-batch to "
+                f"{len(trainable) // world_size} or less"
+            )
+        self.train_order = ShardedOrder(len(trainable), count, self._seed, rank, world_size, per_step=True)
         self.heldout_views = ViewTable(heldout, self.device) if holdout > 0 else None
         self.heldout_image_indices: List[int] = [image for images in heldout for image in images]
         self.image_cache = load_images(
@@ -145,10 +162,10 @@ class SRNDataManager(VanillaDataManager):
             f"{len(self.heldout_image_indices)} held out"
         )
 
-    def _instance_ray_batch(self, views: ViewTable, generator: RayGenerator, step: int) -> Tuple[RayBundle, SRNBatch]:
-        num_instances = views.num_instances
-        count = min(self.config.instances_per_batch, num_instances)
-        instances = torch.randperm(num_instances, device=self.device)[:count]
+    def _instance_ray_batch(
+        self, views: ViewTable, generator: RayGenerator, step: int, order: ShardedOrder
+    ) -> Tuple[RayBundle, SRNBatch]:
+        instances = order.batch(step).to(self.device)
         images = views.sample(instances, self.config.rays_per_instance)
         _, height, width, _ = self.image_cache.shape
         rows = torch.randint(0, height, images.shape, device=self.device)
@@ -168,7 +185,7 @@ class SRNDataManager(VanillaDataManager):
     def next_train(self, step: int) -> Tuple[RayBundle, SRNBatch]:
         """Rays ``[U, R]`` (one instance per row) and their :class:`SRNBatch`."""
         self.train_count += 1
-        return self._instance_ray_batch(self.train_views, self.train_ray_generator, step)
+        return self._instance_ray_batch(self.train_views, self.train_ray_generator, step, self.train_order)
 
     def get_train_rays_per_batch(self) -> int:
         return min(self.config.instances_per_batch, self.train_views.num_instances) * self.config.rays_per_instance
@@ -190,7 +207,9 @@ class SRNDataManager(VanillaDataManager):
     def next_eval(self, step: int) -> Tuple[RayBundle, SRNBatch]:
         self.eval_count += 1
         views = self.heldout_views if self.heldout_views is not None else self.train_views
-        return self._instance_ray_batch(views, self.train_ray_generator, step)
+        count = min(self.config.instances_per_batch, views.num_instances)
+        order = ShardedOrder(views.num_instances, count, self._seed + 1, per_step=True)  # this process only
+        return self._instance_ray_batch(views, self.train_ray_generator, self.eval_count, order)
 
     def next_eval_image(self, step: int) -> Tuple[Cameras, Dict[str, Tensor]]:
         candidates = self.heldout_image_indices or list(range(len(self.train_dataset)))
