@@ -22,7 +22,7 @@
 #
 # Knobs (environment): PYTHON, GPUS (CUDA_VISIBLE_DEVICES or 0,1: the two GPUs; the first one does the 1-GPU runs),
 # SEQUENCES (1), FRAMES (80), SCALE (0.52), B (8: per-GPU groups of the 2-GPU run; BTS's batch 16 = 2 x 8), STEPS
-# (150), WARMUP (20), RUN_SECONDS (100: --pipeline.max-train-seconds of each run), RAYS (4096), SAMPLES (64),
+# (400), WARMUP (20), RUN_SECONDS (120: --pipeline.max-train-seconds of each run), RAYS (4096), SAMPLES (64),
 # RESNET (50), TARGET_H (192), TARGET_W (640), SEED (42), SYNC_BN (0), FIND_UNUSED (True), IMAGENET (path),
 # EXTRA_TRAIN_ARGS, WORK, DEADLINE (470 s: runs are skipped or shortened so that everything ends by then),
 # CPU (0; 1 = smoke test on the CPU: device-type cpu, the 2-process run through gloo processes that call
@@ -40,9 +40,9 @@ SEQUENCES=${SEQUENCES:-1}
 FRAMES=${FRAMES:-80}
 SCALE=${SCALE:-0.52}
 B=${B:-8}
-STEPS=${STEPS:-150}
+STEPS=${STEPS:-400}
 WARMUP=${WARMUP:-20}
-RUN_SECONDS=${RUN_SECONDS:-100}
+RUN_SECONDS=${RUN_SECONDS:-120}
 RAYS=${RAYS:-4096}
 SAMPLES=${SAMPLES:-64}
 RESNET=${RESNET:-50}
