@@ -18,7 +18,8 @@ def run(config, rank: int, world_size: int, record: Path) -> None:
     model = trainer.pipeline.model
     # The model's own draws (stratified sample offsets along rays, the input flip) come from each process's global
     # generator (seeded machine.seed + rank, as nerfstudio does): off here, so that the union comparison is exact.
-    model.sampler.train_stratified = False
+    if hasattr(model, "sampler"):
+        model.sampler.train_stratified = False
     for module in model.modules():  # batch norm on running statistics (see the module docstring)
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.register_forward_pre_hook(lambda m, _: None if m.train(False) else None)
@@ -26,7 +27,8 @@ def run(config, rank: int, world_size: int, record: Path) -> None:
 
     def snapshot(step: int) -> None:
         weights = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
-        weights["group_ids"] = trainer._last_train_batch[1].group_ids.clone()
+        batch = trainer._last_train_batch[1]
+        weights["group_ids"] = (batch.group_ids if hasattr(batch, "group_ids") else batch.instances).clone()
         snapshots[step] = weights
 
     trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], snapshot))

@@ -107,3 +107,59 @@ def test_two_gloo_processes_match_one_process_on_the_union_batch(synthetic_root,
     assert _close(resumed_ranks[0][2], resumed_ranks[1][2]) == 0.0
     difference = _close(resumed_ranks[0][2], back_one[2])
     assert difference < 2e-5, f"resumed step 2: 2 processes vs 1 differ by {difference}"
+
+
+def test_srn_two_gloo_processes_shard_instances_and_stay_in_sync(tmp_path):
+    """srn: the ranks train on disjoint instances (together the one-process draw) and hold identical weights."""
+    from test_srn_training import SMALL_MODEL
+
+    from bts_studio.data.shapenet.srn_dataparser import ShapeNetSRNDataParserConfig
+    from bts_studio.data.synthetic.shapenet_cli import main as synth
+    from bts_studio.methods.common.distributed import ShardedOrder
+    from bts_studio.methods.srn.method_config import srn_trainer_config
+
+    torch.set_num_threads(1)
+    synth(
+        [
+            str(tmp_path / "data"),
+            "--classes",
+            "cars",
+            "--instances",
+            "4",
+            "--val-instances",
+            "1",
+            "--test-instances",
+            "1",
+            "--format",
+            "srn",
+            "--resolution",
+            "16",
+            "--train-views",
+            "4",
+            "--test-views",
+            "2",
+        ]
+    )
+    config = srn_trainer_config()
+    config.set_timestamp()
+    config.machine.device_type = "cpu"
+    config.vis = "tensorboard"
+    config.max_num_iterations = 2
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10_000
+    config.output_dir = tmp_path / "runs"
+    config.viewer.quit_on_train_completion = True
+    config.pipeline.datamanager.data = tmp_path / "data" / "srn_cars"
+    config.pipeline.datamanager.dataparser = ShapeNetSRNDataParserConfig(few_shot_views=(0,))
+    config.pipeline.datamanager.instances_per_batch = 2
+    config.pipeline.datamanager.rays_per_instance = 32
+    config.pipeline.few_shot.input_views = (0, 1)
+    for key, value in SMALL_MODEL.items():
+        setattr(config.pipeline.model, key, value)
+    mp.spawn(worker, args=(str(tmp_path / "init"), [(config, tmp_path / "srn.pt")]), nprocs=WORLD_SIZE, join=True)
+
+    ranks = [torch.load(tmp_path / f"srn.pt.rank{r}") for r in range(WORLD_SIZE)]
+    for step in (0, 1):
+        assert _close(ranks[0][step], ranks[1][step]) == 0.0, f"srn ranks differ after step {step}"
+        union = torch.cat([ranks[r][step]["group_ids"] for r in range(WORLD_SIZE)])
+        assert len(set(union.tolist())) == 4  # disjoint: 2 ranks x 2 of the 4 instances
+        assert torch.equal(union, ShardedOrder(4, 4, seed=config.machine.seed, per_step=True).batch(step))
