@@ -138,7 +138,8 @@ train() {
     --pipeline.find-unused-parameters "$FIND_UNUSED" --pipeline.datamanager.groups-per-batch "$groups" \
     --pipeline.datamanager.rays-per-group "$RAYS" --pipeline.model.resnet-layers "$RESNET" \
     --pipeline.model.num-samples "$SAMPLES" "${weights[@]}" $EXTRA_TRAIN_ARGS \
-    kitti360-data --target-height "$TARGET_H" --target-width "$TARGET_W" 2>&1 | quiet | tail -n 25 >>"$LOG"
+    kitti360-data --target-height "$TARGET_H" --target-width "$TARGET_W" 2>&1 | quiet | tail -n 25 >>"$LOG" \
+    || log "run $name FAILED (its last output lines are in train_log.txt)"
   log "run $name ($devices device(s) x $groups groups) took $((SECONDS - start)) s wall (budget ${budget} s)"
 }
 
