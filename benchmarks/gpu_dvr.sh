@@ -18,14 +18,17 @@
 # Writes at most 8 files to $OUT: dvr_summary.md, dvr_eval.json, dvr_mean_shape.json, dvr_multiview_eval.json,
 # dvr_visual_hull.json, dvr_mesh.png, config.yml, train_log.txt. Results are written as soon as they exist.
 #
-# Knobs (environment): PYTHON, INSTANCES (64), TEST_INSTANCES (8), RESOLUTION (256), VIEWS (24), INPUT_RESOLUTION
-# (64), PRESET (dvr-combined), TRAIN_SECONDS (210), MV_TRAIN_SECONDS (90), MV_VIEWS (49), IMAGES_PER_BATCH (64),
-# RAYS_PER_IMAGE (1024), MV_IMAGES_PER_BATCH (16), MV_RAYS_PER_IMAGE (2048), LR (5e-4), EVAL_VIEWS (4),
-# MESH_RES0 (32), MESH_STEPS (3), HULL_RES (128), MEAN_RES (64), EVAL_POINTS (100000), MAX_STEPS (1000000),
-# EXTRA_TRAIN_ARGS / EXTRA_MV_ARGS (appended to ns-train's method arguments), WORK (scratch folder), SKIP_MULTIVIEW (0),
-# TF32 (0; 1 turns on TF32 matmuls through TORCH_ALLOW_TF32_CUBLAS_OVERRIDE).
-# LR: DVR trains for weeks at 1e-4; a 3.5-minute budget is a tiny fraction of that, so the default is 5e-4 (a CPU proxy,
-# dvr-multiview width 64 on a 6-view 32 px scan at 1e-3, went from mask IoU 0.1 to 0.63 in 200 steps). LR=1e-4 is DVR's.
+# Knobs (environment): PYTHON, CLASS (cars; cars-varied mixes sedans, hatchbacks, SUVs, vans, pickups, sports cars),
+# INSTANCES (64), TEST_INSTANCES (8), RESOLUTION (256), VIEWS (24), INPUT_RESOLUTION (64), PRESET (dvr-combined),
+# TRAIN_SECONDS (210), MV_TRAIN_SECONDS (90), MV_VIEWS (49), IMAGES_PER_BATCH (64), RAYS_PER_IMAGE (1024),
+# MV_IMAGES_PER_BATCH (16), MV_RAYS_PER_IMAGE (2048), LR (1e-4, DVR's), EVAL_VIEWS (4), MESH_RES0 (32), MESH_STEPS (3),
+# HULL_RES (128), MEAN_RES (64), EVAL_POINTS (100000), MAX_STEPS (1000000), EXTRA_TRAIN_ARGS / EXTRA_MV_ARGS (appended
+# to ns-train's method arguments), WORK (scratch folder), SKIP_MULTIVIEW (0), TF32 (1: TF32 matmuls through
+# TORCH_ALLOW_TF32_CUBLAS_OVERRIDE; 0: full fp32).
+# LR: 1e-4 is DVR's. The earlier default 5e-4 (two H200 runs, docs/benchmarks.md) got worse with more steps, and on a
+# CPU proxy (16 cars, width 64) it left the field empty for 300+ steps where 1e-4 found surfaces by step 50.
+# TF32: only the 10-bit-mantissa products change (relative error ~1e-3); the analytic gradient's denominator
+# df/dp . w is clamped at 1e-3 anyway, and TF32 ran 2,020 steps where fp32 ran 372 in the same time.
 # The ImageNet ResNet-18 weights are not on the offline GPU machine: the encoder trains from scratch (a warning says
 # so); pass EXTRA_TRAIN_ARGS="--pipeline.model.imagenet-weights FILE" where a copy exists.
 # CPU smoke test with tiny settings:
@@ -45,6 +48,7 @@ RESOLUTION=${RESOLUTION:-256}
 VIEWS=${VIEWS:-24}
 INPUT_RESOLUTION=${INPUT_RESOLUTION:-64}
 PRESET=${PRESET:-dvr-combined}
+CLASS=${CLASS:-cars}
 TRAIN_SECONDS=${TRAIN_SECONDS:-210}
 MV_TRAIN_SECONDS=${MV_TRAIN_SECONDS:-90}
 MV_VIEWS=${MV_VIEWS:-49}
@@ -52,7 +56,7 @@ IMAGES_PER_BATCH=${IMAGES_PER_BATCH:-64}
 RAYS_PER_IMAGE=${RAYS_PER_IMAGE:-1024}
 MV_IMAGES_PER_BATCH=${MV_IMAGES_PER_BATCH:-16}
 MV_RAYS_PER_IMAGE=${MV_RAYS_PER_IMAGE:-2048}
-LR=${LR:-5e-4}
+LR=${LR:-1e-4}
 EVAL_VIEWS=${EVAL_VIEWS:-4}
 MESH_RES0=${MESH_RES0:-32}
 MESH_STEPS=${MESH_STEPS:-3}
@@ -63,7 +67,7 @@ MAX_STEPS=${MAX_STEPS:-1000000}
 EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-}
 EXTRA_MV_ARGS=${EXTRA_MV_ARGS:-}
 SKIP_MULTIVIEW=${SKIP_MULTIVIEW:-0}
-TF32=${TF32:-0}
+TF32=${TF32:-1}
 # TF32=1: TF32 matmuls on CUDA (torch honours this variable), for the 512-wide decoder's fp32 GEMMs.
 [ "$TF32" = 1 ] && export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1
 export PYTHONUNBUFFERED=1
@@ -79,12 +83,12 @@ quiet() { grep -v -E "Warning|warnings.warn|^ +(fx|cx|c2w|mask|self\._apply|@cus
 
 # 1. data
 start=$SECONDS
-"$PY" -m bts_studio.cli synth-shapenet "$WORK/data" --classes cars --instances "$INSTANCES" --val-instances 1 \
+"$PY" -m bts_studio.cli synth-shapenet "$WORK/data" --classes "$CLASS" --instances "$INSTANCES" --val-instances 1 \
   --test-instances "$TEST_INSTANCES" --format dvr --resolution "$RESOLUTION" --dvr-views "$VIEWS" \
   --dvr-input-views "$VIEWS" --dvr-input-resolution "$INPUT_RESOLUTION" --dtu-scene --dtu-views "$MV_VIEWS" \
   --overwrite 2>&1 | tail -n 1 | tee -a "$LOG"
 gen_s=$((SECONDS - start))
-log "generated $INSTANCES training + $TEST_INSTANCES test cars and a $MV_VIEWS-view DTU-style scan in ${gen_s} s"
+log "generated $INSTANCES training + $TEST_INSTANCES test $CLASS and a $MV_VIEWS-view DTU-style scan in ${gen_s} s"
 
 train() {  # train METHOD DATA NAME SECONDS ARGS...
   local method=$1 data=$2 name=$3 seconds=$4
