@@ -126,7 +126,7 @@ def render(args) -> None:
         camera = vertices @ rotation.T
         light = np.array([-0.4, 0.6, 1.0]) / np.linalg.norm([-0.4, 0.6, 1.0])  # in camera axes
         lambert = np.abs((normals @ rotation.T) @ light)
-        shaded = np.clip(colours * (0.25 + 0.75 * lambert)[:, None], 0, 1)
+        shaded = np.clip(colours * (0.35 + 0.75 * lambert)[:, None], 0, 1)
         order = np.argsort(camera[faces, 2].mean(axis=1))  # far faces first
         polygons = camera[faces[order]][..., :2]
         face_colours = shaded[faces[order]].mean(axis=1)

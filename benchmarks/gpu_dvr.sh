@@ -25,8 +25,11 @@
 # HULL_RES (128), MEAN_RES (64), EVAL_POINTS (100000), MAX_STEPS (1000000), EXTRA_TRAIN_ARGS / EXTRA_MV_ARGS (appended
 # to ns-train's method arguments), WORK (scratch folder), SKIP_MULTIVIEW (0), TF32 (1: TF32 matmuls through
 # TORCH_ALLOW_TF32_CUBLAS_OVERRIDE; 0: full fp32).
-# LR: 1e-4 is DVR's. The earlier default 5e-4 (two H200 runs, docs/benchmarks.md) got worse with more steps, and on a
-# CPU proxy (16 cars, width 64) it left the field empty for 300+ steps where 1e-4 found surfaces by step 50.
+# LR (1e-4, DVR's): a CPU learning check (16 cars, `dvr` at width 64, 8 images x 128 pixels; docs/dvr.md) gives,
+# after the field's early collapse to empty, training-car Chamfer-L1 0.039 -> 0.066 -> 0.054 -> 0.058 at steps
+# 200..500 with 5e-4 (unstable) but 0.043 -> 0.035 at steps 400..500 with 1e-4. The H200 run whose test Chamfer got
+# worse with more steps used 5e-4 and 64 cars, each seen ~2,000 times; INSTANCES of a few hundred at RESOLUTION 128
+# keep that down at the same generation cost.
 # TF32: only the 10-bit-mantissa products change (relative error ~1e-3); the analytic gradient's denominator
 # df/dp . w is clamped at 1e-3 anyway, and TF32 ran 2,020 steps where fp32 ran 372 in the same time.
 # The ImageNet ResNet-18 weights are not on the offline GPU machine: the encoder trains from scratch (a warning says
