@@ -27,9 +27,9 @@
 # TORCH_ALLOW_TF32_CUBLAS_OVERRIDE; 0: full fp32).
 # LR (1e-4, DVR's): a CPU learning check (16 cars, `dvr` at width 64, 8 images x 128 pixels; docs/dvr.md) gives,
 # after the field's early collapse to empty, training-car Chamfer-L1 0.039 -> 0.066 -> 0.054 -> 0.058 at steps
-# 200..500 with 5e-4 (unstable) but 0.043 -> 0.035 at steps 400..500 with 1e-4. The H200 run whose test Chamfer got
-# worse with more steps used 5e-4 and 64 cars, each seen ~2,000 times; INSTANCES of a few hundred at RESOLUTION 128
-# keep that down at the same generation cost.
+# 200..500 with 5e-4 (it oscillates) and 0.043 -> 0.035 -> 0.053 at steps 400..600 with 1e-4 (noisy too on that tiny
+# batch). The H200 run whose test Chamfer got worse with more steps used 5e-4 and 64 cars, each seen ~2,000 times;
+# INSTANCES of a few hundred at RESOLUTION 128 keep that down at about the same generation cost.
 # TF32: only the 10-bit-mantissa products change (relative error ~1e-3); the analytic gradient's denominator
 # df/dp . w is clamped at 1e-3 anyway, and TF32 ran 2,020 steps where fp32 ran 372 in the same time.
 # The ImageNet ResNet-18 weights are not on the offline GPU machine: the encoder trains from scratch (a warning says
@@ -153,7 +153,7 @@ start=$SECONDS
   --overwrite 2>&1 | quiet | tail -n 1 | tee -a "$LOG"
 log "export-mesh took $((SECONDS - start)) s (including loading the run)"
 "$PY" benchmarks/dvr_baselines.py render --mesh "$WORK/car_mesh.ply" --out "$OUT/dvr_mesh.png" 2>&1 | quiet | tail -n 2 >>"$LOG" \
-  || log "no mesh picture (matplotlib failed)"
+  || log "no mesh picture (empty mesh, or matplotlib failed)"
 
 # 7. summary
 "$PY" - "$OUT" "$CKPT" "$MV_CKPT" "$gen_s" "$train_s" "$mv_train_s" "$PRESET" "$TRAIN_SECONDS" "$MV_TRAIN_SECONDS" <<'EOF'
