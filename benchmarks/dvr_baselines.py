@@ -6,7 +6,7 @@
     python benchmarks/dvr_baselines.py visual-hull --data SCENE --out visual_hull.json [--resolution 128]
         The visual hull of a multi-view scene's masks, meshed and scored against its pointcloud.npz.
     python benchmarks/dvr_baselines.py render --mesh MESH.ply --out MESH.png
-        A small shaded picture of a mesh with its vertex colours (matplotlib, no OpenGL).
+        Lambertian-shaded pictures of a mesh from two sides with its vertex colours (matplotlib, no OpenGL).
 
 Everything works in the nerfstudio world of the shapenet-dvr-data dataparser (the z-up turned unit cube).
 """
@@ -84,30 +84,60 @@ def visual_hull(args) -> Dict:
             "seconds": time.perf_counter() - start, **metrics}  # fmt: skip
 
 
+def _view_rotation(azimuth: float, elevation: float) -> np.ndarray:
+    """World (z up) -> camera rows ``[right, up, towards the viewer]`` for a camera on a sphere around the origin."""
+    a, e = np.radians(azimuth), np.radians(elevation)
+    towards = np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)])  # object -> camera
+    right = np.cross([0.0, 0.0, 1.0], towards)
+    right /= np.linalg.norm(right)
+    return np.stack([right, np.cross(towards, right), towards])
+
+
 def render(args) -> None:
+    """Lambertian-shaded pictures of a mesh from two sides: vertex colours x (ambient + diffuse) from vertex normals.
+
+    Faces are projected orthographically, sorted back to front and filled by matplotlib's 2D ``PolyCollection``
+    (mplot3d's own depth sorting breaks on 100k small faces). The key light sits above and to the left of the
+    camera; ``|n . l|`` lights both sides, so a mesh with flipped faces still reads as a shape.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import trimesh
-    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+    from matplotlib.collections import PolyCollection
 
     mesh = trimesh.load(args.mesh, process=False)
     if len(mesh.faces) == 0:
         raise SystemExit(f"{args.mesh} is empty (no surface at the threshold); nothing to draw")
-    if len(mesh.faces) > args.max_faces:  # keep the picture light: an even subset of faces
-        mesh.update_faces(np.linspace(0, len(mesh.faces) - 1, args.max_faces).astype(int))
-    colours = np.asarray(mesh.visual.face_colors, dtype=np.float64)[:, :3] / 255.0
-    light = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
-    shade = 0.35 + 0.65 * np.clip(mesh.face_normals @ light, 0, 1)
-    figure = plt.figure(figsize=(3, 3), dpi=args.dpi)
-    axes = figure.add_subplot(projection="3d")
-    axes.add_collection3d(Poly3DCollection(mesh.triangles, facecolors=colours * shade[:, None], linewidths=0))
-    for set_limits in (axes.set_xlim, axes.set_ylim, axes.set_zlim):
-        set_limits(-0.5, 0.5)
-    axes.view_init(elev=25, azim=-60)
-    axes.set_axis_off()
-    figure.savefig(args.out, bbox_inches="tight", pad_inches=0)
+    if getattr(mesh.visual, "kind", None) == "vertex":
+        colours = np.asarray(mesh.visual.vertex_colors, dtype=np.float64)[:, :3] / 255.0
+    else:  # a mesh without colours (e.g. a baseline) is drawn light grey
+        colours = np.full((len(mesh.vertices), 3), 0.8)
+    normals = np.asarray(mesh.vertex_normals, dtype=np.float64)
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces)
+    if len(faces) > args.max_faces:  # an even subset keeps the picture light; sorted drawing hides the gaps
+        faces = faces[np.linspace(0, len(faces) - 1, args.max_faces).astype(int)]
+    views = [(-50.0, 20.0), (40.0, 35.0)]
+    figure, axes_row = plt.subplots(1, len(views), figsize=(3 * len(views), 3), dpi=args.dpi)
+    for axes, (azimuth, elevation) in zip(axes_row, views, strict=True):
+        rotation = _view_rotation(azimuth, elevation)
+        camera = vertices @ rotation.T
+        light = np.array([-0.4, 0.6, 1.0]) / np.linalg.norm([-0.4, 0.6, 1.0])  # in camera axes
+        lambert = np.abs((normals @ rotation.T) @ light)
+        shaded = np.clip(colours * (0.35 + 0.75 * lambert)[:, None], 0, 1)
+        order = np.argsort(camera[faces, 2].mean(axis=1))  # far faces first
+        polygons = camera[faces[order]][..., :2]
+        face_colours = shaded[faces[order]].mean(axis=1)
+        axes.add_collection(PolyCollection(polygons, facecolors=face_colours, edgecolors=face_colours, linewidths=0.2))
+        axes.set_xlim(-0.55, 0.55)
+        axes.set_ylim(-0.55, 0.55)
+        axes.set_aspect("equal")
+        axes.set_axis_off()
+    figure.tight_layout(pad=0.1)
+    figure.savefig(args.out, facecolor="white")
+    print(f"wrote {args.out} ({len(faces)} of {len(mesh.faces)} faces, {len(views)} views)")
 
 
 def main() -> None:
@@ -120,7 +150,7 @@ def main() -> None:
     parser.add_argument("--num-points", type=int, default=100_000)
     parser.add_argument("--fscore-threshold", type=float, default=0.01)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--max-faces", type=int, default=20_000)
+    parser.add_argument("--max-faces", type=int, default=200_000)
     parser.add_argument("--dpi", type=int, default=100)
     args = parser.parse_args()
     if args.mode == "render":

@@ -353,3 +353,18 @@ def test_nerfstudio_dataset_loads_a_parsed_image(dataset):
     outputs = srn(dataset / "srn_chairs").setup().get_dataparser_outputs("train")
     item = InputDataset(outputs)[0]
     assert item["image"].shape == (SIZE, SIZE, 3) and item["image"].max() <= 1.0
+
+
+def test_cars_varied_draws_every_body_style_inside_the_unit_cube():
+    from bts_studio.data.synthetic.shapenet_objects import CLASS_SAMPLERS
+
+    rng = np.random.default_rng(0)
+    cars = [CLASS_SAMPLERS["cars-varied"](rng) for _ in range(60)]
+    labels = {part.label for car in cars for part in car.parts}
+    assert {"body", "cabin", "roof", "wheel", "bed", "spoiler"} <= labels  # pickups and sports cars appear
+    heights = []
+    for car in cars:
+        low, high = place(car, "dvr").bounds()
+        assert np.all(low >= -0.5 - 1e-9) and np.all(high <= 0.5 + 1e-9), "placed cars fill the unit cube"
+        heights.append(high[1] - low[1])  # y-up in DVR's frame
+    assert max(heights) > 1.5 * min(heights), "vans and sports cars differ in height"

@@ -26,7 +26,11 @@ import numpy as np
 import yaml
 from PIL import Image
 
-SYNSETS: Dict[str, tuple[str, str]] = {"cars": ("02958343", "car"), "chairs": ("03001627", "chair")}
+SYNSETS: Dict[str, tuple[str, str]] = {
+    "cars": ("02958343", "car"),
+    "cars-varied": ("02958343", "car"),
+    "chairs": ("03001627", "chair"),
+}
 """Our class names -> (ShapeNet synset id, metadata.yaml name), as in ShapeNetCore."""
 
 DVR_FOCAL = 2.1875

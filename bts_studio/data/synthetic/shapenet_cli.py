@@ -37,7 +37,7 @@ from bts_studio.data.synthetic.shapenet_surface import sample_surface
 from bts_studio.data.synthetic.shapenet_views import archimedean_spiral_positions, orbit_poses, sphere_positions
 from bts_studio.data.synthetic.staging import write_folder_atomically
 
-SRN_CAMERA_DISTANCE = {"cars": 1.3, "chairs": 2.0}
+SRN_CAMERA_DISTANCE = {"cars": 1.3, "cars-varied": 1.3, "chairs": 2.0}
 """Camera distance of SRN's renderings per class (pixelNeRF's near/far are these -/+ 0.5 and 0.75)."""
 
 DVR_DISTANCE_RANGE = (1.9, 2.3)
@@ -51,7 +51,8 @@ class SynthShapeNetConfig:
     out: tyro.conf.Positional[Path]
     """Output folder (created; an existing one is only replaced with --overwrite)."""
     classes: str = "cars"
-    """Comma-separated classes to generate: cars, chairs."""
+    """Comma-separated classes to generate: cars, cars-varied (sedans, hatchbacks, SUVs, vans, pickups, sports
+    cars), chairs."""
     instances: int = 64
     """Training instances per class."""
     val_instances: Optional[int] = None

@@ -132,6 +132,78 @@ def sample_car(rng: np.random.Generator) -> ObjectInstance:
     return ObjectInstance("cars", tuple(parts))
 
 
+CAR_STYLES = ("sedan", "hatchback", "suv", "van", "pickup", "sports")
+"""Body styles of :func:`sample_varied_car` (ShapeNet's car class mixes all of these)."""
+
+
+def _wheels(length: float, width: float, radius: float, half_width: float, inset: float) -> List[Primitive]:
+    tyre = (0.08, 0.08, 0.09)
+    axis = rotation_about("x", math.pi / 2)  # cylinder axis (local z) along the car's width
+    return [
+        _cylinder("wheel", (sx * (length / 2 - inset), sy * (width / 2 - half_width * 0.6), radius), radius,
+                  half_width, tyre, axis)
+        for sx in (-1.0, 1.0) for sy in (-1.0, 1.0)
+    ]  # fmt: skip
+
+
+def sample_varied_car(rng: np.random.Generator) -> ObjectInstance:
+    """A car of one of :data:`CAR_STYLES`, drawn uniformly: the ``cars-varied`` class.
+
+    The ``cars`` class (:func:`sample_car`) is one sedan-like family; its instances differ by about as much
+    from each other as from their mean shape, so "the mean training shape" is a strong baseline there.
+    ShapeNet's cars mix sedans, hatchbacks, SUVs, vans, pickups and sports cars, whose silhouettes differ
+    far more; this class draws those styles (proportions as ranges per style, in metres before
+    :func:`place`), so that the shape seen in an image carries information a reconstruction must use.
+    """
+    style = CAR_STYLES[int(rng.integers(len(CAR_STYLES)))]
+    ranges = {  # length, width, clearance, body height, cabin height
+        "sedan": ((4.2, 5.0), (1.7, 1.9), (0.14, 0.22), (0.5, 0.7), (0.4, 0.55)),
+        "hatchback": ((3.5, 4.3), (1.6, 1.8), (0.14, 0.2), (0.5, 0.7), (0.45, 0.6)),
+        "suv": ((4.3, 5.0), (1.8, 2.0), (0.25, 0.35), (0.7, 0.9), (0.55, 0.75)),
+        "van": ((4.6, 5.4), (1.8, 2.0), (0.15, 0.25), (0.8, 1.0), (0.8, 1.1)),
+        "pickup": ((5.0, 5.6), (1.8, 2.0), (0.3, 0.4), (0.7, 0.9), (0.5, 0.7)),
+        "sports": ((4.2, 4.7), (1.8, 2.0), (0.08, 0.12), (0.35, 0.45), (0.28, 0.36)),
+    }[style]
+    length, width, clearance, body_height, cabin_height = (rng.uniform(*r) for r in ranges)
+    wheel_radius = rng.uniform(0.3, 0.42) if style in ("suv", "pickup") else rng.uniform(0.28, 0.36)
+    wheel_half_width = rng.uniform(0.09, 0.15)
+    body_color = _random_color(rng, (0.4, 0.95), (0.5, 0.92))
+    glass_color = _random_color(rng, (0.1, 0.35), (0.2, 0.4))
+    top = clearance + body_height
+    parts = [
+        _box("body", (0.0, 0.0, clearance + body_height / 2), (length / 2, width / 2, body_height / 2), body_color)
+    ]
+    # Cabin extent along the car (front = +x): [rear, front] as fractions of the length from the rear end.
+    cabin_span = {
+        "sedan": (rng.uniform(0.22, 0.3), rng.uniform(0.68, 0.75)),
+        "hatchback": (rng.uniform(0.02, 0.06), rng.uniform(0.62, 0.7)),
+        "suv": (rng.uniform(0.02, 0.06), rng.uniform(0.62, 0.7)),
+        "van": (rng.uniform(0.01, 0.03), rng.uniform(0.8, 0.9)),
+        "pickup": (rng.uniform(0.45, 0.5), rng.uniform(0.72, 0.78)),
+        "sports": (rng.uniform(0.3, 0.38), rng.uniform(0.62, 0.68)),
+    }[style]
+    rear, front = (fraction * length - length / 2 for fraction in cabin_span)
+    cabin_half = ((front - rear) / 2, width * rng.uniform(0.4, 0.47), cabin_height / 2)
+    cabin_x, cabin_z = (front + rear) / 2, top + cabin_height / 2
+    parts.append(_box("cabin", (cabin_x, 0.0, cabin_z), cabin_half, glass_color))
+    roof_half = (cabin_half[0] * rng.uniform(0.85, 1.0), cabin_half[1] * 1.04, rng.uniform(0.025, 0.05))
+    parts.append(_box("roof", (cabin_x, 0.0, cabin_z + cabin_half[2]), roof_half, body_color))
+    if style == "pickup":  # an open bed behind the cabin: two side walls and a tailgate
+        wall_height = rng.uniform(0.3, 0.45)
+        bed_rear, bed_front = -length / 2, rear - 0.05
+        wall_z = top + wall_height / 2
+        for sy in (-1.0, 1.0):
+            center = ((bed_rear + bed_front) / 2, sy * (width / 2 - 0.04), wall_z)
+            parts.append(_box("bed", center, ((bed_front - bed_rear) / 2, 0.04, wall_height / 2), body_color))
+        parts.append(_box("bed", (bed_rear + 0.04, 0.0, wall_z), (0.04, width / 2, wall_height / 2), body_color))
+    if style == "sports" or rng.uniform() < 0.3:  # a rear spoiler
+        spoiler_z = top + rng.uniform(0.12, 0.2)
+        parts.append(_box("spoiler", (-length / 2 + 0.12, 0.0, spoiler_z), (0.1, width * 0.42, 0.02), body_color))
+    inset = rng.uniform(0.6, 0.9) if style != "van" else rng.uniform(0.5, 0.7)
+    parts.extend(_wheels(length, width, wheel_radius, wheel_half_width, inset))
+    return ObjectInstance("cars-varied", tuple(parts))
+
+
 def sample_chair(rng: np.random.Generator) -> ObjectInstance:
     """A chair: a seat, a backrest (solid, slatted or tilted), legs (square, round or one pedestal), maybe arms."""
     seat_width = rng.uniform(0.4, 0.6)
@@ -199,6 +271,7 @@ def sample_chair(rng: np.random.Generator) -> ObjectInstance:
 
 CLASS_SAMPLERS: Dict[str, Callable[[np.random.Generator], ObjectInstance]] = {
     "cars": sample_car,
+    "cars-varied": sample_varied_car,
     "chairs": sample_chair,
 }
 """Class name (as in the SRN split folders) -> instance sampler."""

@@ -279,6 +279,20 @@ class DVRModel(Model):
         return (normals + 1) / 2 * hit[:, None]
 
     # ------------------------------------------------------------------------------------------------ losses
+    def _logits_where(
+        self, points: Float[Tensor, "N 3"], latent: Optional[Tensor], valid: Tensor
+    ) -> Tuple[Float[Tensor, " V"], Tensor]:
+        """Occupancy logits of the ``valid`` points only, and an all-true mask for them.
+
+        Only these points enter the loss; evaluating (and backpropagating through) the others too, as a
+        masked sum over every ray would, costs decoder time for nothing (most rays are valid for one of the
+        two BCE terms only).
+        """
+        index = valid.nonzero()[:, 0]
+        code = None if latent is None else latent[index]
+        logits = self.occupancy(points[index][:, None], code)[:, 0]
+        return logits, torch.ones_like(logits, dtype=torch.bool)
+
     @torch.no_grad()
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         dvr: DVRBatch = batch["dvr"]
@@ -321,9 +335,9 @@ class DVRModel(Model):
                 hit[:, None], outputs["surface_points"].detach(), origins + depth[:, None] * directions
             )
             valid = ~mask & (outputs["cube_meets"] | hit)
-            logits = self.occupancy(points[:, None], latent)[:, 0]
+            logits, kept = self._logits_where(points, latent, valid)
             losses["freespace_loss"] = config.freespace_loss_weight * occupancy_bce_loss(
-                logits, False, valid, num_images
+                logits, False, kept, num_images
             )
         if config.occupancy_loss_weight > 0:
             # Object rays the model misses: a point at the true depth if known, else uniform in the unit cube.
@@ -333,10 +347,8 @@ class DVRModel(Model):
                 depth = torch.where(torch.isfinite(target_depth), target_depth, depth)
             points = origins + depth[:, None] * directions
             valid = mask & ~hit & meets
-            logits = self.occupancy(points[:, None], latent)[:, 0]
-            losses["occupancy_loss"] = config.occupancy_loss_weight * occupancy_bce_loss(
-                logits, True, valid, num_images
-            )
+            logits, kept = self._logits_where(points, latent, valid)
+            losses["occupancy_loss"] = config.occupancy_loss_weight * occupancy_bce_loss(logits, True, kept, num_images)
         if config.normal_loss_weight > 0 and bool(hit.any()):
             surface = outputs["surface_points"][hit]
             hit_latent = None if latent is None else latent[hit]
