@@ -18,7 +18,10 @@ cast). Reported per group and pooled:
 * ``without_fisheyes``: ``any`` using columns 1-3 only (the no-fisheye ablation's data);
 * ``*_sampled``: the same, counting only points at least 3 m (BTS's near distance) from the frame's camera: rays
   are sampled from 3 m on, so a nearer point gets no signal from that frame (a side fisheye is ~2 m from the
-  parked cars next to it).
+  parked cars next to it);
+* ``pulled_occupied_*``: target points 3-5 m from a (loss / fisheye) frame's camera on a line of sight that hits a
+  surface nearer than 3 m: that pixel's true surface is never sampled, so the loss pulls density onto the first
+  samples, behind the surface: a push to fill the space behind the occluder.
 
     bts-studio synth-kitti360 /tmp/occl/d80 --frames 80 --scale 0.06   # the scene and poses do not depend on scale
     python benchmarks/occluder_signal.py --data /tmp/occl/d80 --output-json signal.json
@@ -81,7 +84,9 @@ def seen_free(
     return visible
 
 
-def analyse_group(scene, poses: np.ndarray, rig, side: int, t: int, query_tilted: torch.Tensor) -> Dict[str, float]:
+def analyse_group(
+    scene, poses: np.ndarray, rig, side: int, t: int, query_tilted: torch.Tensor, near: float = NEAR
+) -> Dict[str, float]:
     """Counts of target points and of those seen free per column for one group."""
     height, width = TARGET_SIZE
     K = rig.K_tensor().float()
@@ -115,15 +120,47 @@ def analyse_group(scene, poses: np.ndarray, rig, side: int, t: int, query_tilted
     counts["loss_frame"] = float(np.mean([float(seen[list(split)].any(0).sum()) for split in SPLITS]))
     # BTS samples rays from NEAR metres on: a point closer to a frame's camera is never sampled by its rays.
     sampled = torch.stack(
-        [seen[0]] + [seen[j] & seen_free(scene, targets, c2w[j], K, height, width, NEAR) for j in range(1, 8)]
+        [seen[0]] + [seen[j] & seen_free(scene, targets, c2w[j], K, height, width, near) for j in range(1, 8)]
     )
     counts["any_sampled"] = float(sampled.any(0).sum())
     counts["loss_frame_sampled"] = float(np.mean([float(sampled[list(split)].any(0).sum()) for split in SPLITS]))
     counts["without_fisheyes_sampled"] = float(sampled[1:4].any(0).sum())
+    # The opposite push: frame j's ray to the point is blocked by a surface nearer than NEAR (never sampled), so the
+    # best a field can do for that pixel is put density at the ray's first samples, i.e. behind that surface.
+    pulled = torch.stack(
+        [seen[0]] + [near_blocked(scene, targets, c2w[j], K, height, width, near) for j in range(1, 8)]
+    )
+    counts["pulled_occupied_loss_frame"] = float(np.mean([float(pulled[list(split)].any(0).sum()) for split in SPLITS]))
+    counts["pulled_occupied_fisheyes"] = float(pulled[4:8].any(0).sum())
     return counts
 
 
-def measure(data: Path, sides: Tuple[int, ...], every: int, grid: ExactGrid) -> Dict:
+def near_blocked(
+    scene,
+    points_world: torch.Tensor,
+    c2w: np.ndarray,
+    K: torch.Tensor,
+    height: int,
+    width: int,
+    near: float = NEAR,
+    band: float = 2.0,
+) -> torch.Tensor:
+    """``[N]`` bool: in the camera's image, NEAR..NEAR+band metres from its centre, and the line of sight hits a
+    surface nearer than NEAR (which the ray's samples never reach)."""
+    c2w_t = torch.from_numpy(c2w)
+    offsets = points_world - c2w_t[:3, 3]
+    camera = offsets @ c2w_t[:3, :3]
+    distance = camera.norm(dim=-1)
+    candidate = ~outside_frustum(camera.float(), K, width, height) & (distance >= near) & (distance <= near + band)
+    blocked = torch.zeros_like(candidate)
+    if candidate.any():
+        unit = offsets[candidate] / distance[candidate, None]
+        hits = scene.raycast(c2w_t[:3, 3], unit.float())
+        blocked[candidate] = hits.t.cpu().double() < near
+    return blocked
+
+
+def measure(data: Path, sides: Tuple[int, ...], every: int, grid: ExactGrid, near: float = NEAR) -> Dict:
     """Pooled and per-group-mean shares over all sequences of ``data``."""
     rig = load_rig(data, TARGET_SIZE, pitch_down_deg=15.0, yaw_deg=0.0, with_fisheyes=False)
     query = grid.points().reshape(-1, 3)
@@ -133,17 +170,19 @@ def measure(data: Path, sides: Tuple[int, ...], every: int, grid: ExactGrid) -> 
         _, poses = read_poses(Kitti360Paths(data, sequence).poses)
         for t in range(0, len(poses), every):
             for side in sides:
-                counts = analyse_group(scene, poses, rig, side, t, query)
+                counts = analyse_group(scene, poses, rig, side, t, query, near)
                 counts.update(sequence=sequence, t=t, side=side)
                 groups.append(counts)
     keys = ["any", "loss_frame", "without_fisheyes", "fisheyes_only", "any_sampled", "loss_frame_sampled"]
-    keys += ["without_fisheyes_sampled"] + [f"col{j}" for j in range(1, 8)]
+    keys += ["without_fisheyes_sampled", "pulled_occupied_loss_frame", "pulled_occupied_fisheyes"]
+    keys += [f"col{j}" for j in range(1, 8)]
     with_targets = [g for g in groups if g["n_target"] > 0]
     total = sum(g["n_target"] for g in groups)
     pooled = {k: sum(g.get(k, 0.0) for g in groups) / max(total, 1.0) for k in keys}
     mean = {k: float(np.mean([g[k] / g["n_target"] for g in with_targets])) if with_targets else 0.0 for k in keys}
     return {
         "data": str(data),
+        "near": near,
         "groups": len(groups),
         "groups_with_targets": len(with_targets),
         "target_points_per_group": total / max(len(groups), 1),
@@ -161,12 +200,14 @@ def main() -> None:
     parser.add_argument("--sides", default="lr", help="input cameras of the groups: l (image_00), r (image_01)")
     parser.add_argument("--every", type=int, default=1, help="use every N-th pose row as an input frame")
     parser.add_argument("--points-per-metre", type=float, default=5.0, help="query density along x and z")
+    parser.add_argument("--near", type=float, default=NEAR, help="ray sampling start, metres (BTS: 3)")
     parser.add_argument("--output-json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     sides = tuple(0 if s == "l" else 1 for s in args.sides)
     start = time.perf_counter()
-    report = measure(args.data, sides, args.every, ExactGrid(points_per_metre_xz=args.points_per_metre))
+    grid = ExactGrid(points_per_metre_xz=args.points_per_metre)
+    report = measure(args.data, sides, args.every, grid, args.near)
     report["seconds"] = time.perf_counter() - start
     summary = {k: v for k, v in report.items() if k != "per_group"}
     print(json.dumps(summary, indent=1))
