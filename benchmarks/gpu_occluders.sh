@@ -20,11 +20,11 @@
 # train_curve.csv, train_log.txt.
 #
 # Knobs (environment): PYTHON, WORLD (street), SEQUENCES (2), FRAMES (100), SCALE (0.52), DATA_SEED (0), TEST_EVERY
-# (5), SEED (0: --machine.seed), FISHEYE (1), METHOD (bts-density), STEPS (2500), RESNET (50), BATCH_GROUPS (16),
+# (5), SEED (0: --machine.seed), FISHEYE (1), METHOD (bts-density), STEPS (2000), RESNET (50), BATCH_GROUPS (16),
 # RAYS (4096), SAMPLES (64), LR (1e-4), NEAR (3.0: ray sampling start and inverse-depth code near plane, metres;
 # BTS 3; benchmarks/occluder_signal.py shows why 1.0 is worth a run), TARGET_H (192), TARGET_W (640), TF32 (1), IMAGENET (path to torchvision's
-# resnet weights; none = from scratch), BEV_IMAGES (12), EXTRA_TRAIN_ARGS (before the dataparser),
-# EXTRA_DATA_ARGS (kitti360-data options), DEADLINE (510 s), RESERVE (150 s kept for steps 3-4), WORK.
+# resnet weights; none = from scratch), BEV_IMAGES (8), EXTRA_TRAIN_ARGS (before the dataparser),
+# EXTRA_DATA_ARGS (kitti360-data options), DEADLINE (510 s), RESERVE (170 s kept for steps 3-4), WORK.
 # CPU smoke test (~4 min on 2 cores):
 #   OUT=/tmp/occl_smoke SEQUENCES=1 FRAMES=16 SCALE=0.06 STEPS=4 METHOD=bts-density-tiny RESNET=18 BATCH_GROUPS=1 \
 #   RAYS=128 SAMPLES=8 TARGET_H=64 TARGET_W=160 TEST_EVERY=4 BEV_IMAGES=2 bash benchmarks/gpu_occluders.sh
@@ -49,7 +49,7 @@ TEST_EVERY=${TEST_EVERY:-5}
 SEED=${SEED:-0}
 FISHEYE=${FISHEYE:-1}
 METHOD=${METHOD:-bts-density}
-STEPS=${STEPS:-2500}
+STEPS=${STEPS:-2000}
 RESNET=${RESNET:-50}
 BATCH_GROUPS=${BATCH_GROUPS:-16}
 RAYS=${RAYS:-4096}
@@ -60,11 +60,11 @@ TARGET_H=${TARGET_H:-192}
 TARGET_W=${TARGET_W:-640}
 TF32=${TF32:-1}
 IMAGENET=${IMAGENET:-}
-BEV_IMAGES=${BEV_IMAGES:-12}
+BEV_IMAGES=${BEV_IMAGES:-8}
 EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-}
 EXTRA_DATA_ARGS=${EXTRA_DATA_ARGS:-}
 DEADLINE=${DEADLINE:-510}
-RESERVE=${RESERVE:-150}
+RESERVE=${RESERVE:-170}
 export PYTHONUNBUFFERED=1
 # This checkout's code wins over an installed (possibly older) bts-studio wheel, also for scripts in benchmarks/.
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
