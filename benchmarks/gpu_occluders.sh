@@ -25,7 +25,7 @@
 # BTS 3; benchmarks/occluder_signal.py shows why 1.0 is worth a run), TARGET_H (192), TARGET_W (640), TF32 (1), IMAGENET (path to torchvision's
 # resnet weights; none = from scratch), BEV_IMAGES (8), EXTRA_TRAIN_ARGS (before the dataparser),
 # EXTRA_DATA_ARGS (kitti360-data options), DEADLINE (510 s), RESERVE (170 s kept for steps 3-4), WORK.
-# CPU smoke test (~4 min on 2 cores):
+# CPU smoke test (passes; 10-16 min on the shared 2-core box at load 10-15, mostly eval-occupancy and render-bev):
 #   OUT=/tmp/occl_smoke SEQUENCES=1 FRAMES=16 SCALE=0.06 STEPS=4 METHOD=bts-density-tiny RESNET=18 BATCH_GROUPS=1 \
 #   RAYS=128 SAMPLES=8 TARGET_H=64 TARGET_W=160 TEST_EVERY=4 BEV_IMAGES=2 bash benchmarks/gpu_occluders.sh
 # The one-car regression check (issue #18): the tiny preset on the one-car world; it passes when exact IE_rec is
