@@ -303,3 +303,27 @@ def test_unwritable_output_names_out(tmp_path):
                 main([str(locked / "out"), "--frames", "3", "--scale", "0.05"])
         finally:
             locked.chmod(stat.S_IRWXU)
+
+
+def test_one_car_world_has_one_isolated_car_in_view():
+    """``--world one-car`` (issue #18): one parked car on the right, no trees, poles or side streets, placed where the
+    middle frames have it inside the occupancy cuboid."""
+    from bts_studio.data.synthetic.street import build_street, ego_poses, one_car_position
+
+    def world(kind):
+        return build_street(np.random.default_rng(3), 40.0, (2000.0, 900.0), 110.0, world=kind)
+
+    one_car, street = world("one-car"), world("street")
+    labels = [p.label for p in one_car.primitives]
+    assert labels.count("car") == 4  # body, cabin and two axles of one car
+    assert not {"vegetation", "pole"} & set(labels) and one_car.layout.side_streets == ()
+    assert labels.count("building") > 4 and [p.label for p in street.primitives].count("car") > 4
+    body = next(p for p in one_car.primitives if p.label == "car")
+    s, lateral = one_car.layout.coordinates(torch.tensor([body.center[:2]], dtype=torch.float64))
+    assert abs(float(s[0]) - one_car_position(40.0)) < 1e-6 and -4.2 < float(lateral[0]) < -3.8  # right, parked
+    poses = ego_poses(one_car.layout, 36, 2, np.random.default_rng(0))
+    ego_s = one_car.layout.coordinates(torch.from_numpy(poses[:, :2, 3]))[0]
+    ahead = one_car_position(40.0) - ego_s
+    assert int(((ahead > 3.0) & (ahead < 20.0)).sum()) >= 12  # many input frames have it in the cuboid's depth range
+    with pytest.raises(ValueError, match="world must be one of"):
+        world("desert")

@@ -12,7 +12,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated, List, Literal, Optional
 
 import tyro
 
@@ -35,6 +35,9 @@ class SynthKitti360Config:
     """Image scale: 1 = KITTI-360's 1408x376 (perspective) and 1400x1400 (fisheye); 0.52 = 732x196 and 728x728."""
     seed: int = 0
     """Seed of every random choice; equal settings give identical files."""
+    world: Literal["street", "one-car"] = "street"
+    """street: parked cars, trees, poles, side streets; one-car: the same facades around one parked car on the
+    right, nothing else (a tiny check that a model sees behind an isolated occluder)."""
     overwrite: bool = False
     """Replace OUT if it exists and is not empty."""
     device: str = "auto"
@@ -144,6 +147,7 @@ def run(config: SynthKitti360Config) -> Path:
                 device,
                 workers=workers,
                 on_frame=advance,
+                world=config.world,
             )
         _replace(staging, out)
     except BaseException:

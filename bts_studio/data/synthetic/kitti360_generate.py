@@ -67,6 +67,7 @@ def generate_dataset(
     device: torch.device,
     workers: int = 1,
     on_frame: Optional[Callable[[str, int], None]] = None,
+    world: str = "street",
 ) -> GenerationReport:
     """Write a complete synthetic KITTI-360 folder into ``root`` (which must exist and be empty).
 
@@ -79,6 +80,7 @@ def generate_dataset(
         device: torch device for ray casting and shading.
         workers: processes rendering frames in parallel (1 = in this process).
         on_frame: called after each frame with (sequence name, frame index), e.g. to advance a progress bar.
+        world: ``street`` (default) or ``one-car`` (:data:`~bts_studio.data.synthetic.street.WORLDS`).
     """
     writer.write_calibration(root / "calibration", build_rig(scale))
     rig: Rig = load_rig(root)  # render with exactly what the files say
@@ -89,7 +91,7 @@ def generate_dataset(
         name = formats.sequence_name(sequence_id)
         rng = np.random.default_rng([seed, sequence_id])
         paths = formats.Kitti360Paths(root, name)
-        layout, sun = _build_scene(root, name, rng, frames, seed)
+        layout, sun = _build_scene(root, name, rng, frames, seed, world)
         poses = _write_poses(paths, rig, layout, frames, skipped, rng)
         _write_timestamps(paths, frames, rng, sequence_id)
         for camera in range(4):
@@ -137,6 +139,7 @@ def generate_dataset(
         "generator": "bts-studio synth-kitti360",
         "version": GENERATOR_VERSION,
         "seed": seed,
+        "world": world,
         "scale": scale,
         "frames": frames,
         "sequences": [job.sequence for job in jobs],
@@ -157,26 +160,27 @@ def lidar_azimuths(scale: float) -> int:
 
 
 def _build_scene(
-    root: Path, name: str, rng: np.random.Generator, frames: int, seed: int
+    root: Path, name: str, rng: np.random.Generator, frames: int, seed: int, world: str = "street"
 ) -> Tuple[StreetLayout, Tuple[float, float, float]]:
     """Build the street, save its scene to the ground-truth sidecar; return the layout and sun direction."""
     # KITTI-360 worlds sit kilometres from their origin, ~100 m up; so do ours (it exercises recentring).
     origin_xy = (float(rng.uniform(800.0, 4000.0)), float(rng.uniform(800.0, 4000.0)))
     ground_z = float(rng.uniform(100.0, 130.0))
-    world = build_street(rng, drive_length=frames * 1.1 + 5.0, origin_xy=origin_xy, ground_z=ground_z)
+    street = build_street(rng, drive_length=frames * 1.1 + 5.0, origin_xy=origin_xy, ground_z=ground_z, world=world)
     metadata = {
         "generator": "bts-studio synth-kitti360",
         "version": GENERATOR_VERSION,
         "seed": seed,
+        "world": world,
         "sequence": name,
-        "street": world.layout.to_json(),
-        "sun_direction": list(world.sun_direction),
+        "street": street.layout.to_json(),
+        "sun_direction": list(street.sun_direction),
     }
-    scene = Scene(world.primitives, origin=(origin_xy[0], origin_xy[1], ground_z), metadata=metadata)
+    scene = Scene(street.primitives, origin=(origin_xy[0], origin_xy[1], ground_z), metadata=metadata)
     path = ground_truth.scene_path(root, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     scene.save(path)
-    return world.layout, world.sun_direction
+    return street.layout, street.sun_direction
 
 
 def _write_poses(

@@ -306,8 +306,23 @@ def _trees_and_poles(layout: StreetLayout, rng: np.random.Generator, out: List[P
             s += rng.uniform(9.0, 20.0)
 
 
+WORLDS = ("street", "one-car")
+"""street: the default street; one-car: the same facades but a single parked car and no trees, poles or side
+streets (an occluder the model must see behind, isolated: the regression check of issue #18)."""
+
+
+def one_car_position(drive_length: float) -> float:
+    """Arc length of the one-car world's parked car: half-way along the drive plus 10 m, so that the middle input
+    frames have it 5-15 m ahead (inside the occupancy cuboid, z 3..20 m) and the fisheyes at t+10 pass it."""
+    return 0.5 * drive_length + 10.0
+
+
 def build_street(
-    rng: np.random.Generator, drive_length: float, origin_xy: Tuple[float, float], ground_z: float
+    rng: np.random.Generator,
+    drive_length: float,
+    origin_xy: Tuple[float, float],
+    ground_z: float,
+    world: str = "street",
 ) -> StreetWorld:
     """Lay out a street long enough for a drive of ``drive_length`` metres starting at ``s = 0``.
 
@@ -316,7 +331,13 @@ def build_street(
         drive_length: metres the ego vehicle will drive.
         origin_xy: world ``(x, y)`` of the start (KITTI-360 worlds sit far from their origin).
         ground_z: world height of the road.
+        world: one of :data:`WORLDS`.
+
+    Raises:
+        ValueError: ``world`` is not one of :data:`WORLDS`.
     """
+    if world not in WORLDS:
+        raise ValueError(f"world must be one of {WORLDS}, got {world!r}")
     radius = rng.uniform(120.0, 300.0) * rng.choice([-1.0, 1.0])
     s_min, s_max = -40.0, drive_length + 90.0
     side_streets = []
@@ -326,6 +347,8 @@ def build_street(
             width = rng.uniform(8.0, 12.0)
             side_streets.append((side, float(s), float(s + width)))
             s += width + rng.uniform(35.0, 70.0)
+    if world == "one-car":
+        side_streets = []  # nothing but facades around the one car
     layout = StreetLayout(
         start=(float(origin_xy[0]), float(origin_xy[1])),
         start_heading=float(rng.uniform(-math.pi, math.pi)),
@@ -339,8 +362,11 @@ def build_street(
         make_ground(ground_z, label="ground", color=(0.3, 0.3, 0.3), attributes={"material": "ground"})
     ]
     _buildings(layout, rng, primitives)
-    _parked_cars(layout, rng, primitives)
-    _trees_and_poles(layout, rng, primitives)
+    if world == "one-car":
+        _car(layout, rng, one_car_position(drive_length), -1, primitives)  # right side, next to the ego lane
+    else:
+        _parked_cars(layout, rng, primitives)
+        _trees_and_poles(layout, rng, primitives)
     elevation, azimuth = rng.uniform(math.radians(35), math.radians(60)), rng.uniform(-math.pi, math.pi)
     sun = (math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation))
     return StreetWorld(layout=layout, primitives=primitives, sun_direction=sun)

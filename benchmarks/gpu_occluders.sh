@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Issue #18: does bts-density see behind parked cars? Generate a synthetic KITTI-360 set, train bts-density for a
+# fixed number of steps, score exact + official occupancy against "Depth + 4 m" with paired per-image differences,
+# and render bird's-eye views. One GPU (CUDA_VISIBLE_DEVICES), one call, under DEADLINE seconds incl. generation:
+#
+#   OUT=/some/folder PYTHON=python3 SEED=0 FISHEYE=1 bash benchmarks/gpu_occluders.sh
+#
+# Two copies may run side by side on two GPUs of one host (each has its own WORK), e.g. SEED=0 and SEED=1, or
+# FISHEYE=1 and FISHEYE=0 (the paper's ablation: same steps, same seed, no fisheye frames in the groups).
+#
+# 1. bts-studio synth-kitti360 (WORLD street|one-car, SEQUENCES x FRAMES at SCALE, --seed DATA_SEED).
+# 2. ns-train METHOD for STEPS steps (--machine.seed SEED; kitti360-data --use-fisheye FISHEYE), stopped early only
+#    if the DEADLINE would be missed (the summary says how many steps were reached); loss to train_curve.csv.
+# 3. benchmarks/gpu_occupancy.sh: eval-occupancy --variant both --baseline depth+4m on the test split, and
+#    render-bev (input | depth | model | depth+4m | ground truth).
+# 4. occluders_summary.md: per variant, model and Depth + 4 m with per-image standard errors, and the paired
+#    per-image differences (model minus baseline) of O_acc, IE_acc and IE_rec with their standard errors.
+#
+# Files in $OUT (at most 7): occluders_summary.md, occupancy.md, occupancy.json, bev_montage.png, bev.mp4,
+# train_curve.csv, train_log.txt.
+#
+# Knobs (environment): PYTHON, WORLD (street), SEQUENCES (2), FRAMES (100), SCALE (0.52), DATA_SEED (0), TEST_EVERY
+# (5), SEED (0: --machine.seed), FISHEYE (1), METHOD (bts-density), STEPS (2000), RESNET (50), BATCH_GROUPS (16),
+# RAYS (4096), SAMPLES (64), LR (1e-4), NEAR (3.0: ray sampling start and inverse-depth code near plane, metres;
+# BTS 3; benchmarks/occluder_signal.py shows why 1.0 is worth a run), TARGET_H (192), TARGET_W (640), TF32 (1), IMAGENET (path to torchvision's
+# resnet weights; none = from scratch), BEV_IMAGES (8), EXTRA_TRAIN_ARGS (before the dataparser),
+# EXTRA_DATA_ARGS (kitti360-data options), DEADLINE (510 s), RESERVE (170 s kept for steps 3-4), WORK.
+# CPU smoke test (passes; 10-16 min on the shared 2-core box at load 10-15, mostly eval-occupancy and render-bev):
+#   OUT=/tmp/occl_smoke SEQUENCES=1 FRAMES=16 SCALE=0.06 STEPS=4 METHOD=bts-density-tiny RESNET=18 BATCH_GROUPS=1 \
+#   RAYS=128 SAMPLES=8 TARGET_H=64 TARGET_W=160 TEST_EVERY=4 BEV_IMAGES=2 bash benchmarks/gpu_occluders.sh
+# The one-car regression check (issue #18): the tiny preset on the one-car world; it passes when exact IE_rec is
+# above Depth + 4 m's on the same images (occluders_summary.md, "exact IE_rec above Depth + 4 m"). On the CPU
+# (300 steps at ~1 s/step on an idle core; the shared 2-core box ran 22 s/step, so it is not measured yet):
+#   OUT=/tmp/onecar WORLD=one-car SEQUENCES=1 FRAMES=32 SCALE=0.25 STEPS=300 METHOD=bts-density-tiny RESNET=18 \
+#   BATCH_GROUPS=2 RAYS=512 SAMPLES=32 TARGET_H=96 TARGET_W=320 TEST_EVERY=3 BEV_IMAGES=4 DEADLINE=3000 \
+#   bash benchmarks/gpu_occluders.sh
+# and on one GPU in ~4 min (official preset): WORLD=one-car SEQUENCES=1 FRAMES=40 STEPS=1500 TEST_EVERY=2
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${OUT:-benchmarks/out/occluders}
+PY=${PYTHON:-$(command -v python3 || command -v python)}
+WORLD=${WORLD:-street}
+SEQUENCES=${SEQUENCES:-2}
+FRAMES=${FRAMES:-100}
+SCALE=${SCALE:-0.52}
+DATA_SEED=${DATA_SEED:-0}
+TEST_EVERY=${TEST_EVERY:-5}
+SEED=${SEED:-0}
+FISHEYE=${FISHEYE:-1}
+METHOD=${METHOD:-bts-density}
+STEPS=${STEPS:-2000}
+RESNET=${RESNET:-50}
+BATCH_GROUPS=${BATCH_GROUPS:-16}
+RAYS=${RAYS:-4096}
+SAMPLES=${SAMPLES:-64}
+LR=${LR:-1e-4}
+NEAR=${NEAR:-3.0}
+TARGET_H=${TARGET_H:-192}
+TARGET_W=${TARGET_W:-640}
+TF32=${TF32:-1}
+IMAGENET=${IMAGENET:-}
+BEV_IMAGES=${BEV_IMAGES:-8}
+EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-}
+EXTRA_DATA_ARGS=${EXTRA_DATA_ARGS:-}
+DEADLINE=${DEADLINE:-510}
+RESERVE=${RESERVE:-170}
+export PYTHONUNBUFFERED=1
+# This checkout's code wins over an installed (possibly older) bts-studio wheel, also for scripts in benchmarks/.
+export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
+export NERFSTUDIO_METHOD_CONFIGS=${NERFSTUDIO_METHOD_CONFIGS:-bts-density=bts_studio.method_configs:bts_density,bts-density-tiny=bts_studio.method_configs:bts_density_tiny}
+export NERFSTUDIO_DATAPARSER_CONFIGS=${NERFSTUDIO_DATAPARSER_CONFIGS:-kitti360-data=bts_studio.dataparser_configs:kitti360_dataparser}
+fisheye_flag=True
+[ "$FISHEYE" = "0" ] && fisheye_flag=False
+
+# shellcheck source=benchmarks/gpu_prologue.sh
+source benchmarks/gpu_prologue.sh
+gpu_prologue gpu_occluders
+quiet() { grep -v -E "Warning|warnings.warn|^ +(fx|cx|c2w|mask|self\._apply)" | tr '\r' '\n' | grep -v '^\s*$' || true; }
+log "WORLD=$WORLD SEQUENCES=$SEQUENCES FRAMES=$FRAMES SCALE=$SCALE DATA_SEED=$DATA_SEED SEED=$SEED FISHEYE=$FISHEYE" \
+  "METHOD=$METHOD STEPS=$STEPS RESNET=$RESNET ${BATCH_GROUPS}x$RAYS rays x $SAMPLES samples, ${TARGET_H}x$TARGET_W"
+
+# 1. data
+start=$SECONDS
+"$PY" -m bts_studio.cli synth-kitti360 "$WORK/KITTI-360" --sequences "$SEQUENCES" --frames "$FRAMES" \
+  --scale "$SCALE" --seed "$DATA_SEED" --world "$WORLD" --overwrite 2>&1 | tail -n 3 | tee -a "$LOG"
+gen_s=$((SECONDS - start))
+log "generated $SEQUENCES x $FRAMES frames ($WORLD) in ${gen_s} s"
+
+# 2. training: STEPS steps, unless that would miss the deadline
+budget=$((DEADLINE - SECONDS - RESERVE))
+[ "$budget" -lt 30 ] && budget=30
+weights=()
+if [ -n "$IMAGENET" ]; then weights=(--pipeline.model.imagenet-weights "$IMAGENET"); fi
+start=$SECONDS
+# shellcheck disable=SC2086
+"$PY" -c "
+import sys, torch
+torch.backends.cuda.matmul.allow_tf32 = bool(int(sys.argv[1]))
+from nerfstudio.scripts.train import entrypoint
+sys.argv = ['ns-train'] + sys.argv[2:]
+entrypoint()
+" "$TF32" "$METHOD" --data "$WORK/KITTI-360" --output-dir "$WORK/outputs" --experiment-name occluders \
+  --timestamp run --vis tensorboard --viewer.quit-on-train-completion True --machine.seed "$SEED" \
+  --max-num-iterations "$STEPS" --steps-per-save 100000000 --steps-per-eval-batch 100000000 \
+  --steps-per-eval-image 100000000 --logging.steps-per-log 50 --pipeline.max-train-seconds "$budget" \
+  --pipeline.train-log-csv "$OUT/train_curve.csv" --pipeline.train-log-every 10 \
+  --pipeline.datamanager.groups-per-batch "$BATCH_GROUPS" --pipeline.datamanager.rays-per-group "$RAYS" \
+  --pipeline.model.resnet-layers "$RESNET" --pipeline.model.num-samples "$SAMPLES" --pipeline.model.near "$NEAR" \
+  --optimizers.encoder.optimizer.lr "$LR" --optimizers.density-mlp.optimizer.lr "$LR" "${weights[@]}" \
+  $EXTRA_TRAIN_ARGS kitti360-data --target-height "$TARGET_H" --target-width "$TARGET_W" \
+  --test-every "$TEST_EVERY" --use-fisheye "$fisheye_flag" $EXTRA_DATA_ARGS 2>&1 | quiet | tail -n 40 >>"$LOG"
+train_s=$((SECONDS - start))
+RUN="$WORK/outputs/occluders/$METHOD/run"
+CKPT=$(ls "$RUN"/nerfstudio_models/step-*.ckpt | tail -n 1)
+log "training: $(basename "$CKPT") in ${train_s} s wall (budget ${budget} s)"
+
+# 3. occupancy (exact + official, with Depth + 4 m) and bird's-eye views
+start=$SECONDS
+OUT="$OUT" PYTHON="$PY" BEV_IMAGES="$BEV_IMAGES" bash benchmarks/gpu_occupancy.sh "$RUN" 2>&1 | quiet \
+  | sed -n '1,/^```json/p' | tail -n 40 >>"$LOG"
+occ_s=$((SECONDS - start))
+log "eval-occupancy + render-bev took ${occ_s} s"
+
+# 4. summary with paired per-image differences
+"$PY" - "$OUT" "$CKPT" "$gen_s" "$train_s" "$occ_s" <<EOF | tee -a "$LOG"
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+out, ckpt = Path(sys.argv[1]), Path(sys.argv[2])
+gen_s, train_s, occ_s = sys.argv[3:6]
+steps = int(re.search(r"step-(\d+)", ckpt.name).group(1)) + 1
+report = json.loads((out / "occupancy.json").read_text())
+names = ("o_acc", "ie_acc", "ie_rec")
+
+
+def stats(values):
+    values = np.array([v for v in values if v is not None], dtype=float)
+    if len(values) == 0:
+        return float("nan"), float("nan"), 0
+    se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return values.mean(), se, len(values)
+
+
+lines = [
+    "# bts-density behind occluders (issue #18)",
+    "",
+    f"World $WORLD, $SEQUENCES x $FRAMES frames, scale $SCALE, data seed $DATA_SEED (generated in {gen_s} s); "
+    f"$METHOD, ResNet-$RESNET, ${TARGET_H}x$TARGET_W, ${BATCH_GROUPS} groups x $RAYS rays x $SAMPLES samples, "
+    f"lr $LR, near $NEAR m, seed $SEED, fisheyes $fisheye_flag, ImageNet: ${IMAGENET:-none}; {steps} of $STEPS steps in "
+    f"{train_s} s wall; occupancy + BEV {occ_s} s. Test split: {report['num_images']} images.",
+    "",
+    "Per-image means with standard errors (images where a metric is undefined are left out), and the paired "
+    "per-image difference model minus Depth + 4 m:",
+    "",
+    "| variant | metric | bts-density | depth + 4 m | model - baseline (paired) | model higher on |",
+    "|---|---|---|---|---|---|",
+]
+verdict = {}
+for variant, by_model in report.get("per_image", {}).items():
+    models = list(by_model)
+    if len(models) < 2:
+        continue
+    model, base = by_model[models[0]], by_model[models[1]]
+    for name in names:
+        m_mean, m_se, _ = stats([r.get(name) for r in model])
+        b_mean, b_se, _ = stats([r.get(name) for r in base])
+        pairs = [(a.get(name), b.get(name)) for a, b in zip(model, base)]
+        diff = [a - b for a, b in pairs if a is not None and b is not None]
+        d_mean, d_se, n = stats(diff)
+        higher = sum(d > 0 for d in diff)
+        verdict[(variant, name)] = (m_mean, b_mean, d_mean, d_se)
+        lines.append(
+            f"| {variant} | {name} | {m_mean:.3f} ± {m_se:.3f} | {b_mean:.3f} ± {b_se:.3f} | "
+            f"{d_mean:+.3f} ± {d_se:.3f} | {higher} of {n} |"
+        )
+exact = {name: verdict.get(("exact", name)) for name in names}
+if all(exact.values()):
+    checks = [
+        ("exact IE_acc above Depth + 4 m", exact["ie_acc"][2] > 0),
+        ("exact IE_rec above Depth + 4 m", exact["ie_rec"][2] > 0),
+        ("exact O_acc within 0.02 of Depth + 4 m", abs(exact["o_acc"][2]) <= 0.02),
+    ]
+    lines += ["", "Acceptance checks of issue #18 for this run (one seed):", ""]
+    lines += [f"- {what}: {'PASS' if ok else 'FAIL'}" for what, ok in checks]
+(out / "occluders_summary.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+EOF
+log "done; results in $OUT"
