@@ -59,20 +59,26 @@ def test_auto_uses_the_twin_on_the_cpu_and_unknown_paths_are_refused():
 TRITON_CHECK = """
 import torch
 from bts_studio.core.fused_density import density_unfused
-from bts_studio.methods.bts.triton_density import density_triton, path_agreement, random_density_inputs
-inputs = random_density_inputs(dtype=torch.float32, c=8, h=6, w=9, n=150, hidden=16)
-agreement = path_agreement(density_triton, density_unfused, inputs)
+from bts_studio.methods.bts import triton_density as td
+inputs = td.random_density_inputs(dtype=torch.float32, c=8, h=6, w=9, n=150, hidden=16)
+agreement = td.path_agreement(td.density_triton, density_unfused, inputs)  # fused forward and backward kernels
 print(agreement)
-assert agreement["sigma_max_rel"] < 1e-5, agreement
-assert max(agreement.values()) < 1e-4, agreement
+assert agreement["sigma_max_rel"] < 1e-5 and max(agreement.values()) < 1e-4, agreement
+assert not td._BACKWARD_ERRORS, td._BACKWARD_ERRORS
+xy = inputs[1].clone().requires_grad_(True)  # point gradients: the recompute path
+td.density_triton(inputs[0], xy, *inputs[2:], 6, 1.5).sum().backward()
+xy_ref = inputs[1].clone().requires_grad_(True)
+density_unfused(inputs[0], xy_ref, *inputs[2:], 6, 1.5).sum().backward()
+torch.testing.assert_close(xy.grad, xy_ref.grad, rtol=1e-4, atol=1e-5)
 print("triton-ok")
 """
 
 
 @pytest.mark.skipif(not triton_available(), reason="Triton is not installed (it ships with Linux builds of torch)")
 def test_triton_kernel_matches_the_twin_under_the_interpreter():
-    """The kernel runs on the CPU through Triton's interpreter (TRITON_INTERPRET=1, read when the kernel is built,
-    hence a fresh process); the GPU bench runs the same comparison compiled (benchmarks/gpu_speed.sh)."""
+    """Forward and backward kernels run on the CPU through Triton's interpreter (TRITON_INTERPRET=1, read when the
+    kernels are defined, hence a fresh process); the GPU bench runs the same comparison compiled
+    (benchmarks/gpu_speed.sh)."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": root}
     result = subprocess.run(

@@ -3,15 +3,19 @@
 :func:`density_triton` has the signature of ``core.fused_density.density_unfused``: one Triton kernel per batch does
 the bilinear gather of the channels-last projected map ``W_f F``, BTS's positional encoding, ``W_pe`` (fp32
 ``tl.dot`` at IEEE precision, no TF32), ReLU, ``w_out`` and softplus in registers and writes only ``sigma``; no
-``[samples, 103]`` or ``[samples, 64]`` tensor exists. Its backward recomputes :func:`density_projected` under
-autograd (exactly the projected path's gradients), so training pays one extra forward; ``"auto"`` therefore uses
-Triton only where no gradient is needed (inference) and the projected path in training.
+``[samples, 103]`` or ``[samples, 64]`` tensor exists. Its backward is a second kernel that recomputes the hidden
+layer per sample and accumulates every gradient in place: the weights' by atomics per block, the gather's by
+scatter-adding into the channels-last projected map (64 contiguous floats per corner, where ``grid_sample``'s
+backward scatters each channel separately in NCHW); the 1x1 projection's backward is two einsums. A backward
+kernel that fails (e.g. does not compile) warns once and recomputes :func:`density_projected` under autograd.
 
-Precision: everything fp32; the gather weights follow ``grid_sample``'s formula (differences are fp32 rounding).
+Precision: everything fp32; the gather weights follow ``grid_sample``'s formula (differences are fp32 rounding;
+atomics make the gradients' summation order, and so their last bits, nondeterministic, as ``grid_sample``'s are).
 """
 
 import functools
 import os
+import warnings
 from typing import Literal, Tuple
 
 import torch
@@ -54,128 +58,119 @@ def triton_available() -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _kernel():
-    """Build the Triton kernel on first use (``TRITON_INTERPRET=1`` is read here: the CPU test uses it)."""
-    import triton
-    import triton.language as tl
+def _kernels():
+    """``(forward_kernel, backward_kernel)``, imported on first use."""
+    from bts_studio.methods.bts import triton_kernels
 
-    @triton.jit
-    def density_forward_kernel(
-        proj_ptr,  # [B, H, W, HID] fp32, channels last
-        xy_ptr,  # [B, N, 2]
-        code_ptr,  # [B, N, 3]
-        wpe_ptr,  # [E, HID]: W_pe transposed
-        bin_ptr,  # [HID]
-        wout_ptr,  # [HID]
-        bout_ptr,  # [1]
-        out_ptr,  # [B, N]
-        N,
-        H,
-        W,
-        freq_factor,
-        HID: tl.constexpr,
-        E: tl.constexpr,
-        EP: tl.constexpr,
-        BLOCK: tl.constexpr,
-    ):
-        pid = tl.program_id(0)
-        batch = tl.program_id(1).to(tl.int64)
-        offs = pid * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < N
-        row = batch * N + offs
-        x = tl.load(xy_ptr + row * 2, mask=mask, other=0.0)
-        y = tl.load(xy_ptr + row * 2 + 1, mask=mask, other=0.0)
-        # grid_sample, align_corners=False: pixel = ((x + 1) W - 1) / 2; border padding clips it into the image.
-        ix = tl.minimum(tl.maximum(((x + 1.0) * W - 1.0) * 0.5, 0.0), W - 1.0)
-        iy = tl.minimum(tl.maximum(((y + 1.0) * H - 1.0) * 0.5, 0.0), H - 1.0)
-        x0f = tl.floor(ix)
-        y0f = tl.floor(iy)
-        tx = ix - x0f
-        ty = iy - y0f
-        x0 = x0f.to(tl.int64)
-        y0 = y0f.to(tl.int64)
-        x1 = tl.minimum(x0 + 1, W - 1)  # weight tx is 0 when x0 is the last column
-        y1 = tl.minimum(y0 + 1, H - 1)
-        ch = tl.arange(0, HID)
-        base = proj_ptr + batch * H * W * HID
-        m2 = mask[:, None]
-        v00 = tl.load(base + (y0 * W + x0)[:, None] * HID + ch[None, :], mask=m2, other=0.0)
-        v01 = tl.load(base + (y0 * W + x1)[:, None] * HID + ch[None, :], mask=m2, other=0.0)
-        v10 = tl.load(base + (y1 * W + x0)[:, None] * HID + ch[None, :], mask=m2, other=0.0)
-        v11 = tl.load(base + (y1 * W + x1)[:, None] * HID + ch[None, :], mask=m2, other=0.0)
-        gathered = ((1.0 - ty) * (1.0 - tx))[:, None] * v00 + ((1.0 - ty) * tx)[:, None] * v01
-        gathered += (ty * (1.0 - tx))[:, None] * v10 + (ty * tx)[:, None] * v11
-        # Positional encoding, column j: [c0 c1 c2 | sin(f0 c) | cos(f0 c) | sin(f1 c) | ...], f_k = factor 2^k.
-        c0 = tl.load(code_ptr + row * 3, mask=mask, other=0.0)
-        c1 = tl.load(code_ptr + row * 3 + 1, mask=mask, other=0.0)
-        c2 = tl.load(code_ptr + row * 3 + 2, mask=mask, other=0.0)
-        j = tl.arange(0, EP)
-        jj = tl.maximum(j - 3, 0)
-        dim = tl.where(j < 3, j, jj % 3)
-        block = jj // 3
-        freq = freq_factor * (tl.full([EP], 1, tl.int32) << (block // 2)).to(tl.float32)
-        value = tl.where(dim[None, :] == 0, c0[:, None], tl.where(dim[None, :] == 1, c1[:, None], c2[:, None]))
-        scaled = value * freq[None, :]
-        waves = tl.where((block % 2 == 1)[None, :], tl.cos(scaled), tl.sin(scaled))
-        encoded = tl.where((j < 3)[None, :], value, tl.where((j < E)[None, :], waves, 0.0))
-        wpe = tl.load(wpe_ptr + j[:, None] * HID + ch[None, :], mask=(j < E)[:, None], other=0.0)
-        hidden = gathered + tl.dot(encoded, wpe, input_precision="ieee") + tl.load(bin_ptr + ch)[None, :]
-        hidden = tl.maximum(hidden, 0.0)
-        logit = tl.sum(hidden * tl.load(wout_ptr + ch)[None, :], axis=1) + tl.load(bout_ptr)
-        # softplus (torch's beta 1): max(o, 0) + log(1 + exp(-|o|)), stable for both signs.
-        sigma = tl.maximum(logit, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(logit)))
-        tl.store(out_ptr + row, sigma, mask=mask)
-
-    return density_forward_kernel
+    return triton_kernels.forward_kernel, triton_kernels.backward_kernel
 
 
 TRITON_BLOCK = 64
 """Samples per Triton program (64 x 64-channel tiles keep the four corner loads in registers)."""
 
 
-def _triton_forward(features, xy, code, w_in, b_in, w_out, b_out, num_freqs, freq_factor) -> Tensor:
-    b, c, h, w = features.shape
+def _prepare(features, xy, code, w_in, b_in, w_out, b_out, num_freqs):
+    """Kernel arguments: the channels-last projected map, ``W_pe`` transposed, flat contiguous fp32 vectors."""
+    c = features.shape[1]
     hid = w_in.shape[0]
-    e = encoding_width(3, num_freqs)
     if hid & (hid - 1) or hid < 16:
         raise ValueError(f"the Triton density kernel needs a power-of-two hidden width >= 16, got {hid}")
-    ep = max(16, 1 << (e - 1).bit_length())
-    with torch.no_grad():
-        proj = projected_feature_map(features.float(), w_in.float()).permute(0, 2, 3, 1).contiguous()
-        wpe = w_in[:, c:].float().t().contiguous()
-        xy = xy.float().contiguous()
-        code = code.float().contiguous()
-        n = xy.shape[1]
-        out = torch.empty(b, n, device=features.device, dtype=torch.float32)
-        if n > 0:
-            grid = ((n + TRITON_BLOCK - 1) // TRITON_BLOCK, b)
-            _kernel()[grid](
-                proj, xy, code, wpe, b_in.float().contiguous(), w_out.float().reshape(-1).contiguous(),
-                b_out.float().reshape(-1).contiguous(), out, n, h, w, float(freq_factor),
-                HID=hid, E=e, EP=ep, BLOCK=TRITON_BLOCK,
-            )  # fmt: skip
-    return out
+    e = encoding_width(3, num_freqs)
+    proj = projected_feature_map(features.float(), w_in.float()).permute(0, 2, 3, 1).contiguous()
+    vectors = (
+        w_in[:, c:].float().t().contiguous(),
+        b_in.float().contiguous(),
+        w_out.float().reshape(-1).contiguous(),
+        b_out.float().reshape(-1).contiguous(),
+    )
+    consts = {"HID": hid, "E": e, "EP": max(16, 1 << (e - 1).bit_length()), "BLOCK": TRITON_BLOCK}
+    return proj, xy.float().contiguous(), code.float().contiguous(), vectors, consts
+
+
+def _grid(b: int, n: int) -> tuple:
+    return ((n + TRITON_BLOCK - 1) // TRITON_BLOCK, b)
 
 
 class _TritonDensity(torch.autograd.Function):
-    """Triton forward; backward by recomputing :func:`density_projected` under autograd."""
+    """Fused Triton forward and backward. ``backward_kernel`` recomputes the hidden layer, accumulates the weight
+    gradients atomically and scatters into the projected map's gradient (64 contiguous floats per corner); the 1x1
+    projection's backward is two einsums. Gradients for ``xy`` / ``code`` (BTS never needs them: points carry none)
+    come from recomputing :func:`density_projected` under autograd."""
 
     @staticmethod
     def forward(ctx, features, xy, code, w_in, b_in, w_out, b_out, num_freqs, freq_factor):  # type: ignore[override]
+        b, _, h, w = features.shape
+        with torch.no_grad():
+            proj, xy_c, code_c, vectors, consts = _prepare(features, xy, code, w_in, b_in, w_out, b_out, num_freqs)
+            n = xy.shape[1]
+            out = torch.empty(b, n, device=features.device, dtype=torch.float32)
+            if n > 0:
+                _kernels()[0][_grid(b, n)](proj, xy_c, code_c, *vectors, out, n, h, w, float(freq_factor), **consts)
         ctx.save_for_backward(features, xy, code, w_in, b_in, w_out, b_out)
         ctx.pe = (num_freqs, freq_factor)
-        return _triton_forward(features, xy, code, w_in, b_in, w_out, b_out, num_freqs, freq_factor)
+        return out.to(features.dtype)
 
     @staticmethod
     def backward(ctx, grad_sigma):  # type: ignore[override]
         saved = ctx.saved_tensors
         needs = ctx.needs_input_grad[:7]
-        with torch.enable_grad():
-            inputs = [t.detach().requires_grad_(need) for t, need in zip(saved, needs, strict=True)]
-            sigma = density_projected(*inputs, *ctx.pe)
-            wanted = [t for t, need in zip(inputs, needs, strict=True) if need]
-            grads = iter(torch.autograd.grad(sigma, wanted, grad_sigma)) if wanted else iter(())
-        return (*[next(grads) if need else None for need in needs], None, None)
+        if needs[1] or needs[2] or _BACKWARD_ERRORS:
+            return _recompute_backward(saved, needs, ctx.pe, grad_sigma)
+        try:
+            return _fused_backward(saved, needs, ctx.pe, grad_sigma)
+        except Exception as error:  # a kernel that does not compile on this GPU/driver must not end a run
+            _BACKWARD_ERRORS.append(error)
+            warnings.warn(f"bts-density: the Triton backward kernel failed ({error!r}); recomputing", stacklevel=2)
+            return _recompute_backward(saved, needs, ctx.pe, grad_sigma)
+
+
+_BACKWARD_ERRORS: list = []
+"""Errors of the backward kernel in this process; after the first, every backward recomputes."""
+
+
+def _fused_backward(saved, needs, pe, grad_sigma):
+    """Gradients of every input but ``xy`` / ``code`` through ``backward_kernel``."""
+    features, xy, code, w_in, b_in, w_out, b_out = saved
+    num_freqs, freq_factor = pe
+    b, c, h, w = features.shape
+    with torch.no_grad():
+        proj, xy_c, code_c, vectors, consts = _prepare(features, xy, code, w_in, b_in, w_out, b_out, num_freqs)
+        n = xy.shape[1]
+        hid, ep = consts["HID"], consts["EP"]
+        zeros = functools.partial(torch.zeros, device=features.device, dtype=torch.float32)
+        dproj, dwpe, dbin, dwout, dbout = zeros(b, h, w, hid), zeros(ep, hid), zeros(hid), zeros(hid), zeros(1)
+        if n > 0:
+            _kernels()[1][_grid(b, n)](
+                proj, xy_c, code_c, *vectors, grad_sigma.float().contiguous(), dproj, dwpe, dbin, dwout, dbout,
+                n, h, w, float(freq_factor), **consts,
+            )  # fmt: skip
+        dproj = dproj.permute(0, 3, 1, 2)  # [B, HID, H, W]
+        d_features = torch.einsum("oc,bohw->bchw", w_in[:, :c].float(), dproj) if needs[0] else None
+        d_w_in = None
+        if needs[3]:
+            d_w_f = torch.einsum("bohw,bchw->oc", dproj, features.float())
+            d_w_in = torch.cat([d_w_f, dwpe[: consts["E"]].t()], dim=1).to(w_in.dtype)
+    return (
+        d_features.to(features.dtype) if d_features is not None else None,
+        None,
+        None,
+        d_w_in,
+        dbin.to(b_in.dtype) if needs[4] else None,
+        dwout.reshape(w_out.shape).to(w_out.dtype) if needs[5] else None,
+        dbout.reshape(b_out.shape).to(b_out.dtype) if needs[6] else None,
+        None,
+        None,
+    )
+
+
+def _recompute_backward(saved, needs, pe, grad_sigma):
+    """Gradients by recomputing :func:`density_projected` under autograd (any input, including ``xy``)."""
+    with torch.enable_grad():
+        inputs = [t.detach().requires_grad_(need) for t, need in zip(saved, needs, strict=True)]
+        sigma = density_projected(*inputs, *pe)
+        wanted = [t for t, need in zip(inputs, needs, strict=True) if need]
+        grads = iter(torch.autograd.grad(sigma, wanted, grad_sigma)) if wanted else iter(())
+    return (*[next(grads) if need else None for need in needs], None, None)
 
 
 def density_triton(
@@ -205,9 +200,9 @@ _PATHS = {"twin": density_unfused, "projected": density_projected, "triton": den
 def resolve_fast_path(path: str, device: torch.device, needs_grad: bool) -> DensityFn:
     """The density function for ``path`` on ``device``.
 
-    ``"auto"``: the twin on the CPU (bit-for-bit the unfused computation); on CUDA the Triton kernel when no
-    gradient is needed and Triton imports, else the projected path (Triton's backward recomputes it anyway).
-    ``"triton"`` off CUDA falls back to the twin unless ``TRITON_INTERPRET=1``.
+    ``"auto"``: the twin on the CPU (bit-for-bit the unfused computation); on CUDA the Triton kernels when Triton
+    imports, else the projected path. ``"triton"`` off CUDA falls back to the twin unless ``TRITON_INTERPRET=1``.
+    ``needs_grad`` is kept for paths that differ between training and rendering (none today).
 
     Raises:
         ValueError: unknown ``path``.
@@ -218,7 +213,7 @@ def resolve_fast_path(path: str, device: torch.device, needs_grad: bool) -> Dens
     if path == "auto":
         if not cuda:
             return density_unfused
-        return density_triton if (triton_available() and not needs_grad) else density_projected
+        return density_triton if triton_available() else density_projected
     if path == "triton" and not (triton_available() and (cuda or os.environ.get("TRITON_INTERPRET") == "1")):
         return density_unfused
     return _PATHS[path]
