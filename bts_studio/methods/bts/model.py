@@ -115,9 +115,9 @@ class BTSModelConfig(ModelConfig):
     fast_path: Literal["auto", "twin", "projected", "triton"] = "auto"
     """How the density MLP meets the gathered features (docs/benchmarks.md). twin: BTS's computation as written
     (gather 64 channels per sample, concatenate the positional encoding, 103->64->1 MLP). projected: exactly equal
-    algebra, the first layer's feature part applied to the feature map once (1x1) and that map gathered. triton: one
-    fused GPU kernel (gather + encoding + MLP + softplus; backward recomputes the projected path). auto: twin on the
-    CPU; on CUDA triton without gradients (rendering) and projected with them (training)."""
+    algebra, the first layer's feature part applied to the feature map once (1x1) and that map gathered. triton:
+    fused GPU kernels for forward (gather + encoding + MLP + softplus) and backward. auto: twin on the CPU, triton on
+    CUDA (projected where Triton does not import; a kernel that fails warns once and falls back)."""
     encoder_precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Encoder arithmetic on CUDA: bf16 runs the ResNet and decoder under bf16 autocast in channels-last layout
     (features come out fp32); fp32 follows torch's TF32 flags. auto: bf16 unless fast_path is twin. The CPU always
