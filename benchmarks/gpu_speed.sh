@@ -18,7 +18,7 @@
 #
 # Knobs (environment): PYTHON, MODES ("bench train_fast train_twin"), DEADLINE (470 s for the whole script),
 # MAX_STEPS (1500), SEED (42, machine.seed), BENCH_ARGS (extra `bts-studio bench` arguments), BENCH_VARIANTS
-# ("twin-fp32 twin projected triton fast-fp32-encoder fast"), plus gpu_bts.sh's data/model knobs (FRAMES, SCALE,
+# ("twin-fp32 twin projected triton fast"), plus gpu_bts.sh's data/model knobs (FRAMES, SCALE,
 # RESNET, BATCH_GROUPS, RAYS, SAMPLES, TARGET_H, TARGET_W, TF32, ...), passed through. At most 7 files in $OUT.
 # CPU smoke test (tiny; ~10 min on 2 busy cores):
 #   OUT=/tmp/speed_smoke MODES="bench train_fast" DEADLINE=1200 MAX_STEPS=6 SCALE=0.06 FRAMES=8 RESNET=18 \
@@ -35,7 +35,7 @@ DEADLINE=${DEADLINE:-470}
 MAX_STEPS=${MAX_STEPS:-1500}
 SEED=${SEED:-42}
 BENCH_ARGS=${BENCH_ARGS:-}
-BENCH_VARIANTS=${BENCH_VARIANTS:-twin-fp32 twin projected triton fast-fp32-encoder fast}
+BENCH_VARIANTS=${BENCH_VARIANTS:-twin-fp32 twin projected triton fast}
 AGREE_IMAGES=${AGREE_IMAGES:-8}
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"

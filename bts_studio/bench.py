@@ -58,10 +58,11 @@ class BenchConfig:
     """Timed full-frame renders."""
     output_json: Optional[Path] = None
     """Also write the results here."""
-    variants: Tuple[str, ...] = ("twin-fp32", "twin", "fast-fp32-encoder", "fast")
+    variants: Tuple[str, ...] = ("twin-fp32", "twin", "projected", "triton", "fast")
     """Settings to measure (see VARIANTS in bts_studio/bench.py): twin-fp32 is the reference (fp32 everywhere),
-    twin the unfused model under torch's defaults, fast the defaults of bts-density on CUDA (fast_path auto,
-    bf16 encoder), plus projected, triton, fast-fp32-encoder and fast-cudnn-benchmark."""
+    twin the unfused model under torch's defaults, projected / triton those density paths with the fp32 encoder,
+    fast the defaults of bts-density on CUDA (fast_path auto = triton, bf16 encoder); also fast-tf32,
+    fast-fp32-encoder and fast-cudnn-benchmark."""
     batch_sizes: Tuple[int, ...] = (1, 4, 8, 16)
     """Images per inference batch for the images/s column (the best one is reported)."""
     throughput_repeats: int = 3
@@ -294,20 +295,44 @@ def depth_agreement(depth: Tensor, reference: Tensor) -> Dict[str, float]:
     return {"depth_rel_mean": float(relative.mean()), "depth_rel_p99": float(torch.quantile(relative[: 1 << 24], 0.99))}
 
 
-def density_path_agreement(device: torch.device) -> Dict[str, Dict[str, float]]:
-    """Each density path against the twin on random inputs at BTS's widths (64 features, 64 hidden)."""
+def density_path_agreement(device: torch.device, config: BenchConfig) -> Dict[str, Dict[str, float]]:
+    """Each density path against the twin on random inputs at BTS's widths (64 features, 64 hidden): largest
+    relative differences of values and gradients, and forward + backward time at the training step's shape
+    (``groups`` feature maps, ``rays_per_group x num_samples`` points each)."""
     from bts_studio.core.fused_density import density_projected, density_unfused
     from bts_studio.methods.bts.triton_density import density_triton, path_agreement, random_density_inputs
 
+    paths = {"twin": density_unfused, "projected": density_projected, "triton": density_triton}
     inputs = random_density_inputs(device, torch.float32, b=2, c=64, h=48, w=160, n=20000, hidden=64)
+    shape = dict(b=config.groups, c=64, h=config.height, w=config.width, n=config.rays_per_group * config.num_samples)
+    big = random_density_inputs(device, torch.float32, hidden=64, **shape)
+    big[1] = big[1] / 1.6  # mostly inside the image, as training samples are
     results: Dict[str, Dict[str, float]] = {}
-    for name, fn in (("projected", density_projected), ("triton", density_triton)):
+    for name, fn in paths.items():
         if name == "triton" and device.type != "cuda":
             continue
         try:
-            results[name] = path_agreement(fn, density_unfused, inputs)
+            results[name] = path_agreement(fn, density_unfused, inputs) if name != "twin" else {}
+            leaves = [t.clone().requires_grad_(i in (0, 3, 4, 5, 6)) for i, t in enumerate(big)]
+            times = []
+            for _ in range(4):
+                _sync(device)
+                start = time.perf_counter()
+                fn(*leaves, 6, 1.5).sum().backward()
+                _sync(device)
+                times.append(time.perf_counter() - start)
+            results[name]["fwd_bwd_ms"] = 1000 * min(times[1:])
+            with torch.no_grad():
+                _sync(device)
+                start = time.perf_counter()
+                fn(*big, 6, 1.5)
+                _sync(device)
+                results[name]["fwd_ms"] = 1000 * (time.perf_counter() - start)
         except Exception as error:  # noqa: BLE001 - reported, the bench goes on
+            traceback.print_exc()
             results[name] = {"error": repr(error)[:500]}  # type: ignore[dict-item]
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     return results
 
 
@@ -353,7 +378,7 @@ def run(config: BenchConfig) -> Dict[str, object]:
     }
     results["output_json"] = str(config.output_json) if config.output_json else None
     if config.density_agreement:
-        results["density_path_agreement"] = density_path_agreement(device)
+        results["density_path_agreement"] = density_path_agreement(device, config)
     torch.manual_seed(0)
     image = torch.rand(3, config.height, config.width, device=device)
     reference = None
@@ -419,7 +444,9 @@ def format_table(results: Dict[str, object]) -> str:
     lines += ["", str(results["floor"])]
     for name, agreement in (results.get("density_path_agreement") or {}).items():  # type: ignore[union-attr]
         shown = ", ".join(f"{k} {v:.1e}" if isinstance(v, float) else f"{k} {v}" for k, v in agreement.items())
-        lines.append(f"density path {name} vs twin (random inputs, max relative): {shown}")
+        lines.append(
+            f"density path {name} (vs twin on random inputs, max relative; time at the training shape): {shown}"
+        )
     lines += [f"NOTE {note}" for note in notes]
     return "\n".join(lines)
 

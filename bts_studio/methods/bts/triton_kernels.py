@@ -43,19 +43,19 @@ def hidden_layer(
     y1 = tl.minimum(y0 + 1, H - 1)
     ch = tl.arange(0, HID)
     base = batch * H * W
-    i00 = (base + y0 * W + x0)[:, None] * HID + ch[None, :]
-    i01 = (base + y0 * W + x1)[:, None] * HID + ch[None, :]
-    i10 = (base + y1 * W + x0)[:, None] * HID + ch[None, :]
-    i11 = (base + y1 * W + x1)[:, None] * HID + ch[None, :]
+    p00 = base + y0 * W + x0  # pixel indices; [BLOCK, HID] offsets are formed where used (fewer live registers)
+    p01 = base + y0 * W + x1
+    p10 = base + y1 * W + x0
+    p11 = base + y1 * W + x1
     w00 = (1.0 - ty) * (1.0 - tx)
     w01 = (1.0 - ty) * tx
     w10 = ty * (1.0 - tx)
     w11 = ty * tx
     m2 = mask[:, None]
-    gathered = w00[:, None] * tl.load(proj_ptr + i00, mask=m2, other=0.0)
-    gathered += w01[:, None] * tl.load(proj_ptr + i01, mask=m2, other=0.0)
-    gathered += w10[:, None] * tl.load(proj_ptr + i10, mask=m2, other=0.0)
-    gathered += w11[:, None] * tl.load(proj_ptr + i11, mask=m2, other=0.0)
+    gathered = w00[:, None] * tl.load(proj_ptr + p00[:, None] * HID + ch[None, :], mask=m2, other=0.0)
+    gathered += w01[:, None] * tl.load(proj_ptr + p01[:, None] * HID + ch[None, :], mask=m2, other=0.0)
+    gathered += w10[:, None] * tl.load(proj_ptr + p10[:, None] * HID + ch[None, :], mask=m2, other=0.0)
+    gathered += w11[:, None] * tl.load(proj_ptr + p11[:, None] * HID + ch[None, :], mask=m2, other=0.0)
     # Positional encoding, column j: [c0 c1 c2 | sin(f0 c) | cos(f0 c) | sin(f1 c) | ...], f_k = factor 2^k.
     c0 = tl.load(code_ptr + row * 3, mask=mask, other=0.0)
     c1 = tl.load(code_ptr + row * 3 + 1, mask=mask, other=0.0)
@@ -71,7 +71,7 @@ def hidden_layer(
     encoded = tl.where((j < 3)[None, :], value, tl.where((j < E)[None, :], waves, 0.0))
     wpe = tl.load(wpe_ptr + j[:, None] * HID + ch[None, :], mask=(j < E)[:, None], other=0.0)
     pre = gathered + tl.dot(encoded, wpe, input_precision="ieee") + tl.load(bin_ptr + ch)[None, :]
-    return pre, encoded, i00, i01, i10, i11, w00, w01, w10, w11
+    return pre, encoded, p00, p01, p10, p11, w00, w01, w10, w11
 
 
 @triton.jit
@@ -133,7 +133,7 @@ def backward_kernel(
     batch = tl.program_id(1).to(tl.int64)
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
-    pre, encoded, i00, i01, i10, i11, w00, w01, w10, w11 = hidden_layer(
+    pre, encoded, p00, p01, p10, p11, w00, w01, w10, w11 = hidden_layer(
         proj_ptr, xy_ptr, code_ptr, wpe_ptr, bin_ptr, batch, offs, mask, N, H, W, freq_factor, HID, E, EP
     )
     ch = tl.arange(0, HID)
@@ -152,7 +152,7 @@ def backward_kernel(
     tl.atomic_add(dwpe_ptr + j[:, None] * HID + ch[None, :], dwpe)
     # The gather's backward: scatter-add into the channels-last projected map (64 contiguous floats per corner).
     m2 = mask[:, None]
-    tl.atomic_add(dproj_ptr + i00, w00[:, None] * dpre, mask=m2)
-    tl.atomic_add(dproj_ptr + i01, w01[:, None] * dpre, mask=m2)
-    tl.atomic_add(dproj_ptr + i10, w10[:, None] * dpre, mask=m2)
-    tl.atomic_add(dproj_ptr + i11, w11[:, None] * dpre, mask=m2)
+    tl.atomic_add(dproj_ptr + p00[:, None] * HID + ch[None, :], w00[:, None] * dpre, mask=m2)
+    tl.atomic_add(dproj_ptr + p01[:, None] * HID + ch[None, :], w01[:, None] * dpre, mask=m2)
+    tl.atomic_add(dproj_ptr + p10[:, None] * HID + ch[None, :], w10[:, None] * dpre, mask=m2)
+    tl.atomic_add(dproj_ptr + p11[:, None] * HID + ch[None, :], w11[:, None] * dpre, mask=m2)
