@@ -79,3 +79,20 @@ def test_unknown_settings_are_refused():
         BTSDensityField(num_layers=18, fast_path="warp")
     with pytest.raises((ValueError, TypeError), match="encoder_precision"):  # the test run's jaxtyping hook or ours
         BTSDensityField(num_layers=18, encoder_precision="fp8")
+
+
+def test_the_bf16_channels_last_encoder_returns_fp32_features_close_to_fp32_and_trains(monkeypatch):
+    """The CUDA-only encoder setting, exercised on the CPU (autocast has a CPU bf16 mode) by forcing it on."""
+    torch.manual_seed(0)
+    field = BTSDensityField(num_layers=18, feature_dim=16, hidden_dim=16).train()
+    image = torch.rand(2, 3, H, W)
+    reference = field.encode(image, flip=True)
+    monkeypatch.setattr(BTSDensityField, "uses_bf16_encoder", lambda self, device: True)
+    features = field.encode(image, flip=True)
+    assert features.dtype == torch.float32 and features.is_contiguous() and features.shape == reference.shape
+    assert field.encoder.encoder.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert (features - reference).abs().mean() < 0.05 * reference.abs().mean()  # bf16 rounding, not a bug
+    features.square().mean().backward()
+    assert all(
+        p.grad is not None and torch.isfinite(p.grad).all() for p in field.encoder.parameters() if p.requires_grad
+    )

@@ -97,7 +97,7 @@ class BTSDensityField(nn.Module):
         if not getattr(self, "_channels_last", False):
             self.encoder.to(memory_format=torch.channels_last)
             self._channels_last = True
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(images.device.type, dtype=torch.bfloat16):
             features = self.encoder(images.contiguous(memory_format=torch.channels_last))
         return features.float().contiguous()
 
