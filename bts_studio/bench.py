@@ -443,7 +443,10 @@ def format_table(results: Dict[str, object]) -> str:
                 notes.append(f"{row['variant']}: {row[key]}")
     lines += ["", str(results["floor"])]
     for name, agreement in (results.get("density_path_agreement") or {}).items():  # type: ignore[union-attr]
-        shown = ", ".join(f"{k} {v:.1e}" if isinstance(v, float) else f"{k} {v}" for k, v in agreement.items())
+        shown = ", ".join(
+            (f"{k} {v:.2f}" if k.endswith("_ms") else f"{k} {v:.1e}") if isinstance(v, float) else f"{k} {v}"
+            for k, v in agreement.items()
+        )
         lines.append(
             f"density path {name} (vs twin on random inputs, max relative; time at the training shape): {shown}"
         )

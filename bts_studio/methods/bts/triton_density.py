@@ -66,7 +66,9 @@ def _kernels():
 
 
 TRITON_BLOCK = 64
-"""Samples per Triton program (64 x 64-channel tiles keep the four corner loads in registers)."""
+"""Samples per Triton block (64 x 64-channel tiles keep the four corner loads in registers)."""
+BACKWARD_SPLIT = 32
+"""Blocks per backward program: weight gradients are summed over 2048 samples in registers before one write."""
 
 
 def _prepare(features, xy, code, w_in, b_in, w_out, b_out, num_freqs):
@@ -137,13 +139,17 @@ def _fused_backward(saved, needs, pe, grad_sigma):
         proj, xy_c, code_c, vectors, consts = _prepare(features, xy, code, w_in, b_in, w_out, b_out, num_freqs)
         n = xy.shape[1]
         hid, ep = consts["HID"], consts["EP"]
-        zeros = functools.partial(torch.zeros, device=features.device, dtype=torch.float32)
-        dproj, dwpe, dbin, dwout, dbout = zeros(b, h, w, hid), zeros(ep, hid), zeros(hid), zeros(hid), zeros(1)
+        programs = (n + TRITON_BLOCK * BACKWARD_SPLIT - 1) // (TRITON_BLOCK * BACKWARD_SPLIT)
+        dproj = torch.zeros(b, h, w, hid, device=features.device, dtype=torch.float32)
+        parts = torch.zeros(max(1, b * programs), ep * hid + 2 * hid + 1, device=features.device, dtype=torch.float32)
         if n > 0:
-            _kernels()[1][_grid(b, n)](
-                proj, xy_c, code_c, *vectors, grad_sigma.float().contiguous(), dproj, dwpe, dbin, dwout, dbout,
-                n, h, w, float(freq_factor), **consts,
+            _kernels()[1][(programs, b)](
+                proj, xy_c, code_c, *vectors, grad_sigma.float().contiguous(), dproj, parts,
+                n, h, w, float(freq_factor), SPLIT=BACKWARD_SPLIT, **consts,
             )  # fmt: skip
+        summed = parts.sum(dim=0)  # [dW_pe (EP x HID) | db_in | dw_out | db_out]
+        dwpe = summed[: ep * hid].reshape(ep, hid)
+        dbin, dwout, dbout = summed[ep * hid : ep * hid + hid], summed[ep * hid + hid : -1], summed[-1:]
         dproj = dproj.permute(0, 3, 1, 2)  # [B, HID, H, W]
         d_features = torch.einsum("oc,bohw->bchw", w_in[:, :c].float(), dproj) if needs[0] else None
         d_w_in = None

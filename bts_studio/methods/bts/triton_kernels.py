@@ -117,10 +117,7 @@ def backward_kernel(
     bout_ptr,
     grad_ptr,
     dproj_ptr,
-    dwpe_ptr,
-    dbin_ptr,
-    dwout_ptr,
-    dbout_ptr,
+    part_ptr,
     N,
     H,
     W,
@@ -129,30 +126,45 @@ def backward_kernel(
     E: tl.constexpr,
     EP: tl.constexpr,
     BLOCK: tl.constexpr,
+    SPLIT: tl.constexpr,
 ):
+    """Each program handles SPLIT blocks of BLOCK samples. The gather's gradient is scatter-added into the
+    channels-last ``dproj`` (64 contiguous floats per corner); the weight gradients are summed in registers over the
+    program's samples and written once to its row of ``part`` ``[programs, EP * HID + 2 HID + 1]`` (``dW_pe``,
+    ``db_in``, ``dw_out``, ``db_out``), which the caller sums: no atomics on the 4 k weight addresses."""
     batch = tl.program_id(1).to(tl.int64)
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < N
-    pre, encoded, p00, p01, p10, p11, w00, w01, w10, w11 = hidden_layer(
-        proj_ptr, xy_ptr, code_ptr, wpe_ptr, bin_ptr, batch, offs, mask, N, H, W, freq_factor, HID, E, EP
-    )
+    program = batch * tl.num_programs(0) + tl.program_id(0)
     ch = tl.arange(0, HID)
-    wout = tl.load(wout_ptr + ch)
-    hidden = tl.maximum(pre, 0.0)
-    logit = tl.sum(hidden * wout[None, :], axis=1) + tl.load(bout_ptr)
-    # d softplus / d logit = sigmoid(logit); rows past N carry no gradient.
-    g = tl.load(grad_ptr + batch * N + offs, mask=mask, other=0.0) / (1.0 + tl.exp(-logit))
-    g = tl.where(mask, g, 0.0)
-    tl.atomic_add(dwout_ptr + ch, tl.sum(g[:, None] * hidden, axis=0))
-    tl.atomic_add(dbout_ptr, tl.sum(g, axis=0))
-    dpre = tl.where(pre > 0.0, g[:, None] * wout[None, :], 0.0)
-    tl.atomic_add(dbin_ptr + ch, tl.sum(dpre, axis=0))
     j = tl.arange(0, EP)
-    dwpe = tl.dot(tl.trans(encoded), dpre, input_precision="ieee")  # [EP, HID]
-    tl.atomic_add(dwpe_ptr + j[:, None] * HID + ch[None, :], dwpe)
-    # The gather's backward: scatter-add into the channels-last projected map (64 contiguous floats per corner).
-    m2 = mask[:, None]
-    tl.atomic_add(dproj_ptr + p00[:, None] * HID + ch[None, :], w00[:, None] * dpre, mask=m2)
-    tl.atomic_add(dproj_ptr + p01[:, None] * HID + ch[None, :], w01[:, None] * dpre, mask=m2)
-    tl.atomic_add(dproj_ptr + p10[:, None] * HID + ch[None, :], w10[:, None] * dpre, mask=m2)
-    tl.atomic_add(dproj_ptr + p11[:, None] * HID + ch[None, :], w11[:, None] * dpre, mask=m2)
+    wout = tl.load(wout_ptr + ch)
+    bout = tl.load(bout_ptr)
+    acc_wpe = tl.zeros([EP, HID], dtype=tl.float32)
+    acc_bin = tl.zeros([HID], dtype=tl.float32)
+    acc_wout = tl.zeros([HID], dtype=tl.float32)
+    acc_bout = tl.zeros([BLOCK], dtype=tl.float32)
+    for step in range(SPLIT):
+        offs = (tl.program_id(0) * SPLIT + step) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < N
+        pre, encoded, p00, p01, p10, p11, w00, w01, w10, w11 = hidden_layer(
+            proj_ptr, xy_ptr, code_ptr, wpe_ptr, bin_ptr, batch, offs, mask, N, H, W, freq_factor, HID, E, EP
+        )
+        hidden = tl.maximum(pre, 0.0)
+        logit = tl.sum(hidden * wout[None, :], axis=1) + bout
+        # d softplus / d logit = sigmoid(logit); rows past N carry no gradient.
+        g = tl.load(grad_ptr + batch * N + offs, mask=mask, other=0.0) / (1.0 + tl.exp(-logit))
+        g = tl.where(mask, g, 0.0)
+        acc_wout += tl.sum(g[:, None] * hidden, axis=0)
+        acc_bout += g
+        dpre = tl.where(pre > 0.0, g[:, None] * wout[None, :], 0.0)
+        acc_bin += tl.sum(dpre, axis=0)
+        acc_wpe += tl.dot(tl.trans(encoded), dpre, input_precision="ieee")  # [EP, HID]
+        m2 = mask[:, None]
+        tl.atomic_add(dproj_ptr + p00[:, None] * HID + ch[None, :], w00[:, None] * dpre, mask=m2)
+        tl.atomic_add(dproj_ptr + p01[:, None] * HID + ch[None, :], w01[:, None] * dpre, mask=m2)
+        tl.atomic_add(dproj_ptr + p10[:, None] * HID + ch[None, :], w10[:, None] * dpre, mask=m2)
+        tl.atomic_add(dproj_ptr + p11[:, None] * HID + ch[None, :], w11[:, None] * dpre, mask=m2)
+    row = part_ptr + program * (EP * HID + 2 * HID + 1)
+    tl.store(row + j[:, None] * HID + ch[None, :], acc_wpe)
+    tl.store(row + EP * HID + ch, acc_bin)
+    tl.store(row + EP * HID + HID + ch, acc_wout)
+    tl.store(row + EP * HID + 2 * HID, tl.sum(acc_bout, axis=0))
