@@ -17,7 +17,7 @@
 # train_twin  the same with --pipeline.model.fast-path twin --pipeline.model.encoder-precision fp32 -> twin_*.
 #
 # Knobs (environment): PYTHON, MODES ("bench train_fast train_twin"), DEADLINE (470 s for the whole script),
-# MAX_STEPS (1500), SEED (42, machine.seed), BENCH_ARGS (extra `bts-studio bench` arguments), BENCH_VARIANTS
+# MAX_STEPS (1200), SEED (42, machine.seed), BENCH_ARGS (extra `bts-studio bench` arguments), BENCH_VARIANTS
 # ("twin-fp32 twin projected triton fast"), plus gpu_bts.sh's data/model knobs (FRAMES, SCALE,
 # RESNET, BATCH_GROUPS, RAYS, SAMPLES, TARGET_H, TARGET_W, TF32, ...), passed through. At most 7 files in $OUT.
 # CPU smoke test (tiny; ~10 min on 2 busy cores):
@@ -32,7 +32,7 @@ OUT=${OUT:-benchmarks/out/speed}
 PY=${PYTHON:-$(command -v python3 || command -v python)}
 MODES=${MODES:-bench train_fast train_twin}
 DEADLINE=${DEADLINE:-470}
-MAX_STEPS=${MAX_STEPS:-1500}
+MAX_STEPS=${MAX_STEPS:-1200}
 SEED=${SEED:-42}
 BENCH_ARGS=${BENCH_ARGS:-}
 BENCH_VARIANTS=${BENCH_VARIANTS:-twin-fp32 twin projected triton fast}
