@@ -83,7 +83,8 @@ run_train() {  # $1 = fast | twin
   local config="$sub/work/outputs/synthetic/bts-density/bench/config.yml"
   if [ -f "$config" ] && [ $((DEADLINE - SECONDS)) -gt 20 ]; then
     timeout $((DEADLINE - SECONDS)) "$PY" benchmarks/fast_path_agreement.py --load-config "$config" \
-      --output "$OUT/${name}_agreement.json" --images "$AGREE_IMAGES" 2>&1 | grep -v -i warn | tail -n 12 | tee -a "$LOG"
+      --output "$OUT/${name}_agreement.json" --images "$AGREE_IMAGES" 2>"$sub/agreement_stderr.txt" | tee -a "$LOG"
+    grep -E "Error|error" "$sub/agreement_stderr.txt" | tail -n 5 >>"$LOG"
   fi
 }
 
