@@ -3,9 +3,9 @@
     python benchmarks/speed_compare.py OUT_A OUT_B --output docs/images/bts_speed_curves.png
 
 Each folder may hold ``fast_*`` and/or ``twin_*`` files (``<name>_curve.csv``, ``<name>_eval.json``,
-``<name>_agreement.json``). Prints a markdown table (steps, mean loss over the first and last tenth of the logged
-steps, test abs_rel / a1 / PSNR, depth agreement with the fp32 twin on the trained checkpoint) and plots both curves
-(moving average over 10 logged steps) into ``--output``.
+``<name>_agreement.json``). Prints a markdown table (steps, steady-state ns-train ms/step, mean loss over the
+first and last tenth of the logged steps, test abs_rel / a1 / PSNR, depth agreement with the fp32 twin on the
+trained checkpoint) and plots both curves (moving average over 10 logged steps) into ``--output``.
 """
 
 import argparse
@@ -30,8 +30,11 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None, help="PNG of both loss curves")
     args = parser.parse_args()
     runs = {name: load(args.folders, name) for name in ("fast", "twin")}
-    print("| run | steps | loss first 10% | loss last 10% | abs_rel | a1 | PSNR | depth vs fp32 twin (mean / p99) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| run | steps | ns-train ms/step (2nd half) | loss first 10% | loss last 10% | abs_rel | a1 | PSNR "
+        "| depth vs fp32 twin (mean / p99) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, run in runs.items():
         rows = run.get("curve") or []
         k = max(1, len(rows) // 10)
@@ -39,13 +42,17 @@ def main() -> None:
         first = f"{sum(loss[:k]) / k:.4f}" if loss else "-"
         last = f"{sum(loss[-k:]) / k:.4f}" if loss else "-"
         steps = rows[-1].get("step", "-") if rows else "-"
+        pace = "-"
+        if len(rows) >= 4:  # steady state: the second half of the run, past start-up and compilation
+            a, b = rows[len(rows) // 2], rows[-1]
+            pace = f"{1000 * (float(b['seconds']) - float(a['seconds'])) / max(1, int(b['step']) - int(a['step'])):.1f}"
         metrics = (run.get("eval") or {}).get("results", {})
         agree = ((run.get("agreement") or {}).get("variants") or {}).get("fast", {})
         agreement = (
             f"{agree['depth_rel_mean']:.1e} / {agree['depth_rel_p99']:.1e}" if "depth_rel_mean" in agree else "-"
         )
         cells = [f"{metrics[key]:.4f}" if key in metrics else "-" for key in ("abs_rel", "a1", "psnr")]
-        print(f"| {name} | {steps} | {first} | {last} | " + " | ".join(cells) + f" | {agreement} |")
+        print(f"| {name} | {steps} | {pace} | {first} | {last} | " + " | ".join(cells) + f" | {agreement} |")
     if args.output is not None:
         import matplotlib
 
