@@ -360,6 +360,10 @@ def measure_variant(
         traceback.print_exc()
     if model.net.triton_error is not None:
         result["triton_fallback"] = f"Triton kernel failed, projected path used: {model.net.triton_error!r}"[:1000]
+    from bts_studio.methods.bts.triton_density import _BACKWARD_ERRORS
+
+    if _BACKWARD_ERRORS:
+        result["triton_backward_fallback"] = f"Triton backward failed, recomputed: {_BACKWARD_ERRORS[0]!r}"[:1000]
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result
@@ -438,7 +442,7 @@ def format_table(results: Dict[str, object]) -> str:
             value = row.get(key)
             cells.append("-" if value is None else fmt.format(value))
         lines.append("| " + " | ".join(cells) + " |")
-        for key in ("error", "triton_fallback"):
+        for key in ("error", "triton_fallback", "triton_backward_fallback"):
             if key in row:
                 notes.append(f"{row['variant']}: {row[key]}")
     lines += ["", str(results["floor"])]
