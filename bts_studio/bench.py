@@ -360,10 +360,12 @@ def measure_variant(
         traceback.print_exc()
     if model.net.triton_error is not None:
         result["triton_fallback"] = f"Triton kernel failed, projected path used: {model.net.triton_error!r}"[:1000]
-    from bts_studio.methods.bts.triton_density import _BACKWARD_ERRORS
+    from bts_studio.methods.bts.triton_density import triton_backward_errors
 
-    if _BACKWARD_ERRORS:
-        result["triton_backward_fallback"] = f"Triton backward failed, recomputed: {_BACKWARD_ERRORS[0]!r}"[:1000]
+    if triton_backward_errors():
+        result["triton_backward_fallback"] = f"Triton backward failed, recomputed: {triton_backward_errors()[0]!r}"[
+            :1000
+        ]
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result

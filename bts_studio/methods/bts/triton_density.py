@@ -39,6 +39,7 @@ __all__ = [
     "random_density_inputs",
     "resolve_fast_path",
     "triton_available",
+    "triton_backward_errors",
     "values_and_grads",
 ]
 
@@ -128,6 +129,11 @@ class _TritonDensity(torch.autograd.Function):
 
 _BACKWARD_ERRORS: list = []
 """Errors of the backward kernel in this process; after the first, every backward recomputes."""
+
+
+def triton_backward_errors() -> list:
+    """Errors of the Triton backward kernel so far in this process (empty while it works)."""
+    return list(_BACKWARD_ERRORS)
 
 
 def _fused_backward(saved, needs, pe, grad_sigma):
