@@ -4,8 +4,9 @@
 the bilinear gather of the channels-last projected map ``W_f F``, BTS's positional encoding, ``W_pe`` (fp32
 ``tl.dot`` at IEEE precision, no TF32), ReLU, ``w_out`` and softplus in registers and writes only ``sigma``; no
 ``[samples, 103]`` or ``[samples, 64]`` tensor exists. Its backward is a second kernel that recomputes the hidden
-layer per sample and accumulates every gradient in place: the weights' by atomics per block, the gather's by
-scatter-adding into the channels-last projected map (64 contiguous floats per corner, where ``grid_sample``'s
+layer per sample and accumulates every gradient in place: the weights' summed in registers over 2048 samples per
+program (partial sums written once, then summed by torch), the gather's by scatter-adding (atomics) into the
+channels-last projected map (64 contiguous floats per corner, where ``grid_sample``'s
 backward scatters each channel separately in NCHW); the 1x1 projection's backward is two einsums. A backward
 kernel that fails (e.g. does not compile) warns once and recomputes :func:`density_projected` under autograd.
 
