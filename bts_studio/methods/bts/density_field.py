@@ -5,16 +5,27 @@ Mirrors ``BTSNet`` of the official code (``models/bts/model/models_bts.py``) wit
 ``ResnetFC`` with zero blocks: ``lin_in`` (103 -> 64), ReLU, ``lin_out`` (64 -> 1). The MLP input is
 ``[feature (64), PE(x, y, z_code) (39)]`` in that order. Points outside the input frustum read border features
 and keep their density (BTS does not zero it); they are flagged as invalid for the loss.
+
+Speed (docs/benchmarks.md, issue 17): ``fast_path`` picks how the MLP meets the gathered features
+(``methods/bts/triton_density.py``: the unfused twin, the exact projected-map fusion, or the fused Triton kernel)
+and ``encoder_precision`` whether the ResNet encoder runs under bf16 autocast in channels-last layout (CUDA only;
+its output features are fp32 either way).
 """
 
+import warnings
+from typing import Literal
+
 import torch
-import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from bts_studio.core.feature_sampling import inverse_depth_code, outside_frustum, project_to_views, sample_maps
-from bts_studio.core.positional_encoding import encoding_width, positional_encoding
+from bts_studio.core.feature_sampling import inverse_depth_code, outside_frustum, project_to_views
+from bts_studio.core.fused_density import density_projected
+from bts_studio.core.positional_encoding import encoding_width
 from bts_studio.methods.bts.encoder import BTSEncoder
+from bts_studio.methods.bts.triton_density import FAST_PATHS, density_triton, resolve_fast_path
+
+EncoderPrecision = Literal["auto", "fp32", "bf16"]
 
 
 class DensityMLP(nn.Module):
@@ -45,8 +56,18 @@ class BTSDensityField(nn.Module):
         freq_factor: float = 1.5,
         code_near: float = 3.0,
         code_far: float = 80.0,
+        fast_path: str = "auto",
+        encoder_precision: EncoderPrecision = "auto",
     ) -> None:
         super().__init__()
+        if fast_path not in FAST_PATHS:
+            raise ValueError(f"fast_path must be one of {FAST_PATHS}, got {fast_path!r}")
+        if encoder_precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"encoder_precision must be auto, fp32 or bf16, got {encoder_precision!r}")
+        self.fast_path = fast_path
+        self.encoder_precision = encoder_precision
+        self.triton_error: Exception | None = None
+        """Set when the Triton kernel failed once (e.g. did not compile); later calls use the projected path."""
         self.encoder = BTSEncoder(num_layers, feature_dim, decoder_channels)
         self.num_freqs = num_freqs
         self.freq_factor = freq_factor
@@ -58,8 +79,27 @@ class BTSDensityField(nn.Module):
         """Feature maps of images in [0, 1]. ``flip`` encodes the mirrored image and mirrors the features back
         (BTS's flip augmentation: ray geometry is untouched)."""
         if flip:
-            return torch.flip(self.encoder(torch.flip(images, dims=(-1,))), dims=(-1,))
-        return self.encoder(images)
+            return torch.flip(self._run_encoder(torch.flip(images, dims=(-1,))), dims=(-1,))
+        return self._run_encoder(images)
+
+    def uses_bf16_encoder(self, device: torch.device) -> bool:
+        """bf16 autocast + channels-last for the encoder: ``encoder_precision`` bf16, or auto with a fast path, on
+        CUDA (the CPU always runs fp32, so CPU results do not depend on this setting)."""
+        if device.type != "cuda":
+            return False
+        return self.encoder_precision == "bf16" or (self.encoder_precision == "auto" and self.fast_path != "twin")
+
+    def _run_encoder(self, images: Tensor) -> Tensor:
+        if not self.uses_bf16_encoder(images.device):
+            return self.encoder(images)
+        # Channels-last end to end: cuDNN's bf16 kernels are NHWC, so NCHW would cost a conversion per layer.
+        # The weights are converted in place once (same Parameter objects, so optimisers keep tracking them).
+        if not getattr(self, "_channels_last", False):
+            self.encoder.to(memory_format=torch.channels_last)
+            self._channels_last = True
+        with torch.autocast(images.device.type, dtype=torch.bfloat16):
+            features = self.encoder(images.contiguous(memory_format=torch.channels_last))
+        return features.float().contiguous()
 
     def density(
         self,
@@ -83,7 +123,20 @@ class BTSDensityField(nn.Module):
         xy, z = project_to_views(points, K[:, None], w2c_opencv[:, None], height, width)
         xy, z = xy[:, 0], z[:, 0]
         code = torch.cat([xy, inverse_depth_code(z, self.code_near, self.code_far)[..., None]], dim=-1)
-        encoded = positional_encoding(code, self.num_freqs, self.freq_factor)
-        sampled = sample_maps(features[:, None], xy[:, None])[:, 0]
-        sigma = F.softplus(self.mlp_coarse(torch.cat([sampled, encoded.to(sampled.dtype)], dim=-1)))[..., 0]
+        mlp = self.mlp_coarse
+        needs_grad = torch.is_grad_enabled() and (features.requires_grad or mlp.lin_in.weight.requires_grad)
+        density_fn = resolve_fast_path(self.fast_path, features.device, needs_grad)
+        if density_fn is density_triton and self.triton_error is not None:
+            density_fn = density_projected
+        args = (features, xy, code, mlp.lin_in.weight, mlp.lin_in.bias, mlp.lin_out.weight, mlp.lin_out.bias)
+        try:
+            sigma = density_fn(*args, self.num_freqs, self.freq_factor)
+        except Exception as error:  # a kernel that does not compile on this GPU/driver must not end a run
+            if density_fn is not density_triton:
+                raise
+            self.triton_error = error
+            warnings.warn(
+                f"bts-density: the Triton density kernel failed ({error!r}); using the projected path", stacklevel=2
+            )
+            sigma = density_projected(*args, self.num_freqs, self.freq_factor)
         return sigma, outside_frustum(xy, z)

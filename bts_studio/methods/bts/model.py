@@ -112,6 +112,19 @@ class BTSModelConfig(ModelConfig):
     """Depth cap of the depth metrics, metres (KITTI protocol: 80)."""
     image_eval_border_crop: float = 0.05
     """Share of the image cut from each side before PSNR/SSIM (BTS's novel-view evaluation: 5%)."""
+    fast_path: Literal["auto", "twin", "projected", "triton"] = "auto"
+    """How the density MLP meets the gathered features (docs/benchmarks.md). twin: BTS's computation as written
+    (gather 64 channels per sample, concatenate the positional encoding, 103->64->1 MLP). projected: exactly equal
+    algebra, the first layer's feature part applied to the feature map once (1x1) and that map gathered. triton:
+    fused GPU kernels for forward (gather + encoding + MLP + softplus) and backward. auto: twin on the CPU, triton on
+    CUDA (projected where Triton does not import; a kernel that fails warns once and falls back)."""
+    encoder_precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Encoder arithmetic on CUDA: bf16 runs the ResNet and decoder under bf16 autocast in channels-last layout
+    (features come out fp32); fp32 follows torch's TF32 flags. auto: bf16 unless fast_path is twin. The CPU always
+    runs fp32."""
+    cudnn_benchmark: bool = False
+    """Set torch.backends.cudnn.benchmark (importing nerfstudio's train script turns it on). Off: autotuning costs
+    ~30 s on the first step and every new chunk shape, and raised inference memory to ~10 GiB (issue 17)."""
 
 
 class BTSModel(Model):
@@ -131,7 +144,10 @@ class BTSModel(Model):
             freq_factor=cfg.freq_factor,
             code_near=cfg.near,
             code_far=cfg.far,
+            fast_path=cfg.fast_path,
+            encoder_precision=cfg.encoder_precision,
         )
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark  # deliberately, whatever was imported before
         # "training from scratch" is only true for ns-train; viewing and rendering load a checkpoint afterwards.
         self._training_warnings: List[warnings.WarningMessage] = []
         with deferred_warnings.collect(self._training_warnings):

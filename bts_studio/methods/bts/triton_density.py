@@ -1,0 +1,287 @@
+"""The fused Triton density kernel (GPU) and the choice between it and its twins (``core/fused_density.py``).
+
+:func:`density_triton` has the signature of ``core.fused_density.density_unfused``: one Triton kernel per batch does
+the bilinear gather of the channels-last projected map ``W_f F``, BTS's positional encoding, ``W_pe`` (fp32
+``tl.dot`` at IEEE precision, no TF32), ReLU, ``w_out`` and softplus in registers and writes only ``sigma``; no
+``[samples, 103]`` or ``[samples, 64]`` tensor exists. Its backward is a second kernel that recomputes the hidden
+layer per sample and accumulates every gradient in place: the weights' summed in registers over 2048 samples per
+program (partial sums written once, then summed by torch), the gather's by scatter-adding (atomics) into the
+channels-last projected map (64 contiguous floats per corner, where ``grid_sample``'s
+backward scatters each channel separately in NCHW); the 1x1 projection's backward is two einsums. A backward
+kernel that fails (e.g. does not compile) warns once and recomputes :func:`density_projected` under autograd.
+
+Precision: everything fp32; the gather weights follow ``grid_sample``'s formula (differences are fp32 rounding;
+atomics make the gradients' summation order, and so their last bits, nondeterministic, as ``grid_sample``'s are).
+"""
+
+import functools
+import os
+import warnings
+from typing import Literal, Tuple
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from bts_studio.core.fused_density import (
+    DensityFn,
+    check_density_inputs,
+    density_projected,
+    density_unfused,
+    projected_feature_map,
+)
+from bts_studio.core.positional_encoding import encoding_width
+
+__all__ = [
+    "FAST_PATHS",
+    "FastPath",
+    "density_triton",
+    "path_agreement",
+    "random_density_inputs",
+    "resolve_fast_path",
+    "triton_available",
+    "triton_backward_errors",
+    "values_and_grads",
+]
+
+FastPath = Literal["auto", "twin", "projected", "triton"]
+FAST_PATHS: Tuple[str, ...] = ("auto", "twin", "projected", "triton")
+
+
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    """Triton imports (it ships with Linux CUDA builds of torch)."""
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:  # pragma: no cover - depends on the installation
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def _kernels():
+    """``(forward_kernel, backward_kernel)``, imported on first use."""
+    from bts_studio.methods.bts import triton_kernels
+
+    return triton_kernels.forward_kernel, triton_kernels.backward_kernel
+
+
+TRITON_BLOCK = 64
+"""Samples per Triton block (64 x 64-channel tiles keep the four corner loads in registers)."""
+BACKWARD_SPLIT = 32
+"""Blocks per backward program: weight gradients are summed over 2048 samples in registers before one write."""
+
+
+def _prepare(features, xy, code, w_in, b_in, w_out, b_out, num_freqs):
+    """Kernel arguments: the channels-last projected map, ``W_pe`` transposed, flat contiguous fp32 vectors."""
+    c = features.shape[1]
+    hid = w_in.shape[0]
+    if hid & (hid - 1) or hid < 16:
+        raise ValueError(f"the Triton density kernel needs a power-of-two hidden width >= 16, got {hid}")
+    e = encoding_width(3, num_freqs)
+    proj = projected_feature_map(features.float(), w_in.float()).permute(0, 2, 3, 1).contiguous()
+    vectors = (
+        w_in[:, c:].float().t().contiguous(),
+        b_in.float().contiguous(),
+        w_out.float().reshape(-1).contiguous(),
+        b_out.float().reshape(-1).contiguous(),
+    )
+    consts = {"HID": hid, "E": e, "EP": max(16, 1 << (e - 1).bit_length()), "BLOCK": TRITON_BLOCK}
+    return proj, xy.float().contiguous(), code.float().contiguous(), vectors, consts
+
+
+def _grid(b: int, n: int) -> tuple:
+    return ((n + TRITON_BLOCK - 1) // TRITON_BLOCK, b)
+
+
+class _TritonDensity(torch.autograd.Function):
+    """Fused Triton forward and backward. ``backward_kernel`` recomputes the hidden layer, accumulates the weight
+    gradients atomically and scatters into the projected map's gradient (64 contiguous floats per corner); the 1x1
+    projection's backward is two einsums. Gradients for ``xy`` / ``code`` (BTS never needs them: points carry none)
+    come from recomputing :func:`density_projected` under autograd."""
+
+    @staticmethod
+    def forward(ctx, features, xy, code, w_in, b_in, w_out, b_out, num_freqs, freq_factor):  # type: ignore[override]
+        b, _, h, w = features.shape
+        with torch.no_grad():
+            proj, xy_c, code_c, vectors, consts = _prepare(features, xy, code, w_in, b_in, w_out, b_out, num_freqs)
+            n = xy.shape[1]
+            out = torch.empty(b, n, device=features.device, dtype=torch.float32)
+            if n > 0:
+                _kernels()[0][_grid(b, n)](proj, xy_c, code_c, *vectors, out, n, h, w, float(freq_factor), **consts)
+        ctx.save_for_backward(features, xy, code, w_in, b_in, w_out, b_out)
+        ctx.pe = (num_freqs, freq_factor)
+        return out.to(features.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_sigma):  # type: ignore[override]
+        saved = ctx.saved_tensors
+        needs = ctx.needs_input_grad[:7]
+        if needs[1] or needs[2] or _BACKWARD_ERRORS:
+            return _recompute_backward(saved, needs, ctx.pe, grad_sigma)
+        try:
+            return _fused_backward(saved, needs, ctx.pe, grad_sigma)
+        except Exception as error:  # a kernel that does not compile on this GPU/driver must not end a run
+            _BACKWARD_ERRORS.append(error)
+            warnings.warn(f"bts-density: the Triton backward kernel failed ({error!r}); recomputing", stacklevel=2)
+            return _recompute_backward(saved, needs, ctx.pe, grad_sigma)
+
+
+_BACKWARD_ERRORS: list = []
+"""Errors of the backward kernel in this process; after the first, every backward recomputes."""
+
+
+def triton_backward_errors() -> list:
+    """Errors of the Triton backward kernel so far in this process (empty while it works)."""
+    return list(_BACKWARD_ERRORS)
+
+
+def _fused_backward(saved, needs, pe, grad_sigma):
+    """Gradients of every input but ``xy`` / ``code`` through ``backward_kernel``."""
+    features, xy, code, w_in, b_in, w_out, b_out = saved
+    num_freqs, freq_factor = pe
+    b, c, h, w = features.shape
+    with torch.no_grad():
+        proj, xy_c, code_c, vectors, consts = _prepare(features, xy, code, w_in, b_in, w_out, b_out, num_freqs)
+        n = xy.shape[1]
+        hid, ep = consts["HID"], consts["EP"]
+        programs = (n + TRITON_BLOCK * BACKWARD_SPLIT - 1) // (TRITON_BLOCK * BACKWARD_SPLIT)
+        dproj = torch.zeros(b, h, w, hid, device=features.device, dtype=torch.float32)
+        parts = torch.zeros(max(1, b * programs), ep * hid + 2 * hid + 1, device=features.device, dtype=torch.float32)
+        if n > 0:
+            _kernels()[1][(programs, b)](
+                proj, xy_c, code_c, *vectors, grad_sigma.float().contiguous(), dproj, parts,
+                n, h, w, float(freq_factor), SPLIT=BACKWARD_SPLIT, **consts,
+            )  # fmt: skip
+        summed = parts.sum(dim=0)  # [dW_pe (EP x HID) | db_in | dw_out | db_out]
+        dwpe = summed[: ep * hid].reshape(ep, hid)
+        dbin, dwout, dbout = summed[ep * hid : ep * hid + hid], summed[ep * hid + hid : -1], summed[-1:]
+        dproj = dproj.permute(0, 3, 1, 2)  # [B, HID, H, W]
+        d_features = torch.einsum("oc,bohw->bchw", w_in[:, :c].float(), dproj) if needs[0] else None
+        d_w_in = None
+        if needs[3]:
+            d_w_f = torch.einsum("bohw,bchw->oc", dproj, features.float())
+            d_w_in = torch.cat([d_w_f, dwpe[: consts["E"]].t()], dim=1).to(w_in.dtype)
+    return (
+        d_features.to(features.dtype) if d_features is not None else None,
+        None,
+        None,
+        d_w_in,
+        dbin.to(b_in.dtype) if needs[4] else None,
+        dwout.reshape(w_out.shape).to(w_out.dtype) if needs[5] else None,
+        dbout.reshape(b_out.shape).to(b_out.dtype) if needs[6] else None,
+        None,
+        None,
+    )
+
+
+def _recompute_backward(saved, needs, pe, grad_sigma):
+    """Gradients by recomputing :func:`density_projected` under autograd (any input, including ``xy``)."""
+    with torch.enable_grad():
+        inputs = [t.detach().requires_grad_(need) for t, need in zip(saved, needs, strict=True)]
+        sigma = density_projected(*inputs, *pe)
+        wanted = [t for t, need in zip(inputs, needs, strict=True) if need]
+        grads = iter(torch.autograd.grad(sigma, wanted, grad_sigma)) if wanted else iter(())
+    return (*[next(grads) if need else None for need in needs], None, None)
+
+
+def density_triton(
+    features: Float[Tensor, "B C H W"],
+    xy: Float[Tensor, "B N 2"],
+    code: Float[Tensor, "B N 3"],
+    w_in: Float[Tensor, "hidden CE"],
+    b_in: Float[Tensor, " hidden"],
+    w_out: Float[Tensor, "1 hidden"],
+    b_out: Float[Tensor, "1"],
+    num_freqs: int,
+    freq_factor: float,
+) -> Float[Tensor, "B N"]:
+    """Same as :func:`density_unfused`, one fused Triton kernel (module docstring). CUDA tensors, or any tensors
+    under ``TRITON_INTERPRET=1``.
+
+    Raises:
+        ValueError: ``hidden`` is not a power of two >= 16 (a ``tl.dot`` tile constraint).
+    """
+    check_density_inputs(features, xy, code, w_in, w_out, num_freqs)
+    return _TritonDensity.apply(features, xy, code, w_in, b_in, w_out, b_out, num_freqs, freq_factor)
+
+
+_PATHS = {"twin": density_unfused, "projected": density_projected, "triton": density_triton}
+
+
+def resolve_fast_path(path: str, device: torch.device, needs_grad: bool) -> DensityFn:
+    """The density function for ``path`` on ``device``.
+
+    ``"auto"``: the twin on the CPU (bit-for-bit the unfused computation); on CUDA the Triton kernels when Triton
+    imports, else the projected path. ``"triton"`` off CUDA falls back to the twin unless ``TRITON_INTERPRET=1``.
+    ``needs_grad`` is kept for paths that differ between training and rendering (none today).
+
+    Raises:
+        ValueError: unknown ``path``.
+    """
+    if path not in FAST_PATHS:
+        raise ValueError(f"fast_path must be one of {FAST_PATHS}, got {path!r}")
+    cuda = device.type == "cuda"
+    if path == "auto":
+        if not cuda:
+            return density_unfused
+        return density_triton if triton_available() else density_projected
+    if path == "triton" and not (triton_available() and (cuda or os.environ.get("TRITON_INTERPRET") == "1")):
+        return density_unfused
+    return _PATHS[path]
+
+
+def random_density_inputs(
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    b: int = 2,
+    c: int = 8,
+    h: int = 5,
+    w: int = 7,
+    n: int = 50,
+    hidden: int = 16,
+    num_freqs: int = 6,
+    seed: int = 0,
+) -> list:
+    """Random inputs of a density path: points inside, on the border of and far outside the map (border padding),
+    and MLP weights of unit-ish scale. Shared by the tests and ``bts-studio bench``'s agreement check."""
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(b, c, h, w, generator=g, dtype=dtype)
+    xy = 1.6 * (torch.rand(b, n, 2, generator=g, dtype=dtype) * 2 - 1)  # ~40% outside [-1, 1]
+    corners = [[-1.0, -1.0], [1.0, 1.0], [5.0, -7.0], [1.0 - 1 / w, 1.0 - 1 / h]]
+    xy[:, : min(4, n)] = torch.tensor(corners[: min(4, n)], dtype=dtype)
+    code = torch.rand(b, n, 3, generator=g, dtype=dtype) * 2 - 1
+    e = encoding_width(3, num_freqs)
+    w_in = torch.randn(hidden, c + e, generator=g, dtype=dtype) / (c + e) ** 0.5
+    b_in = 0.1 * torch.randn(hidden, generator=g, dtype=dtype)
+    w_out = torch.randn(1, hidden, generator=g, dtype=dtype) / hidden**0.5
+    b_out = 0.1 * torch.randn(1, generator=g, dtype=dtype)
+    return [t.to(device) for t in (features, xy, code, w_in, b_in, w_out, b_out)]
+
+
+GRAD_INPUTS = (0, 3, 4, 5, 6)
+"""Inputs that need gradients in training: the feature map and the MLP weights (points carry none)."""
+
+
+def values_and_grads(fn: DensityFn, inputs: list, num_freqs: int = 6, freq_factor: float = 1.5):
+    """``sigma`` and the gradients of a fixed weighted sum of it w.r.t. :data:`GRAD_INPUTS`."""
+    leaves = [t.clone().requires_grad_(i in GRAD_INPUTS) for i, t in enumerate(inputs)]
+    sigma = fn(*leaves, num_freqs, freq_factor)
+    weights = torch.linspace(0.5, 1.5, sigma.numel(), dtype=sigma.dtype, device=sigma.device).reshape(sigma.shape)
+    (sigma * weights).sum().backward()
+    return sigma.detach(), [leaves[i].grad for i in GRAD_INPUTS]
+
+
+def path_agreement(fn: DensityFn, reference: DensityFn, inputs: list) -> dict:
+    """Largest relative differences of ``sigma`` and of each gradient between two density paths."""
+    sigma, grads = values_and_grads(fn, inputs)
+    sigma_ref, grads_ref = values_and_grads(reference, inputs)
+
+    def rel(a: Tensor, b: Tensor) -> float:
+        return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+    result = {"sigma_max_rel": rel(sigma, sigma_ref)}
+    for name, grad, grad_ref in zip(("features", "w_in", "b_in", "w_out", "b_out"), grads, grads_ref, strict=True):
+        result[f"grad_{name}_max_rel"] = rel(grad, grad_ref)
+    return result
