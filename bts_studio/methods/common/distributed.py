@@ -164,7 +164,15 @@ def wrap_ddp(model: nn.Module, device: torch.device | str, find_unused_parameter
     from torch.nn.parallel import DistributedDataParallel
 
     device = torch.device(device)
+    indicator = getattr(model, "device_indicator_param", None)
+    if isinstance(indicator, nn.Parameter):
+        # nerfstudio's empty "which device am I on" parameter never gets a gradient; left trainable, it would make
+        # find_unused_parameters=False fail at the second step.
+        indicator.requires_grad_(False)
     device_ids = None
     if device.type == "cuda":
         device_ids = [device.index if device.index is not None else torch.cuda.current_device()]
-    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+    # gradient_as_bucket_view: gradients live in DDP's all-reduce buckets (no copy in and out each step).
+    return DistributedDataParallel(
+        model, device_ids=device_ids, find_unused_parameters=find_unused_parameters, gradient_as_bucket_view=True
+    )
