@@ -24,7 +24,7 @@
 # SEQUENCES (1), FRAMES (80), SCALE (0.52), B (8: per-GPU groups of the 2-GPU run; BTS's batch 16 = 2 x 8), STEPS
 # (400), WARMUP (20), RUN_SECONDS (120: --pipeline.max-train-seconds of each run), RAYS (4096), SAMPLES (64),
 # RESNET (50), TARGET_H (192), TARGET_W (640), SEED (42), SYNC_BN (0), FIND_UNUSED (True), IMAGENET (path),
-# EXTRA_TRAIN_ARGS, WORK, DEADLINE (470 s: runs are skipped or shortened so that everything ends by then),
+# EXTRA_TRAIN_ARGS, WORK, LARGE (0; 1 adds run (d) 2 GPUs x 2B, scaled against (a)), DEADLINE (470 s: runs are skipped or shortened so that everything ends by then),
 # CPU (0; 1 = smoke test on the CPU: device-type cpu, the 2-process run through gloo processes that call
 # nerfstudio's train_loop, since nerfstudio's launcher asserts CUDA).
 # CPU smoke test (about 4 minutes on 2 cores):
@@ -54,6 +54,7 @@ FIND_UNUSED=${FIND_UNUSED:-True}
 IMAGENET=${IMAGENET:-}
 EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-}
 DEADLINE=${DEADLINE:-470}
+LARGE=${LARGE:-0}
 CPU=${CPU:-0}
 export PYTHONUNBUFFERED=1
 # NVLink multicast (NVLS) off in every process: the lent machines do not support it (KINDS.md).
@@ -147,6 +148,7 @@ train() {
 train 2gpu_B 2 "$B"
 train 1gpu_2B 1 $((2 * B))
 train 1gpu_B 1 "$B"
+[ "$LARGE" = "1" ] && train 2gpu_2B 2 $((2 * B))
 
 # 4. results
 "$PY" - "$OUT" "$B" "$WARMUP" "$STEPS" "$SYNC_BN" "$FIND_UNUSED" "$RESNET" "$TARGET_H" "$TARGET_W" "$RAYS" \
@@ -177,7 +179,7 @@ def throughput(name, groups_per_step):
     return {"steps": len(data), "steady_steps": d_steps, "steps_per_s": rate, "groups_per_s": rate * groups_per_step}
 
 
-runs = {"1gpu_B": (1, b), "2gpu_B": (2, b), "1gpu_2B": (1, 2 * b)}
+runs = {"1gpu_B": (1, b), "2gpu_B": (2, b), "1gpu_2B": (1, 2 * b), "2gpu_2B": (2, 2 * b)}
 speed = {name: throughput(name, devices * groups) for name, (devices, groups) in runs.items()}
 one, two = rows("1gpu_2B"), rows("2gpu_B")
 common = min(len(one), len(two))
@@ -198,12 +200,16 @@ if common:
 scaling = None
 if speed["1gpu_B"] and speed["2gpu_B"]:
     scaling = speed["2gpu_B"]["groups_per_s"] / speed["1gpu_B"]["groups_per_s"]
+scaling_2b = None
+if speed["1gpu_2B"] and speed["2gpu_2B"]:
+    scaling_2b = speed["2gpu_2B"]["groups_per_s"] / speed["1gpu_2B"]["groups_per_s"]
 result = {
     "config": {"per_gpu_groups_B": b, "steps": steps, "warmup": warmup, "sync_batch_norm": sync_bn,
                "find_unused_parameters": find_unused, "resnet": resnet, "size": [int(height), int(width)],
                "rays_per_group": int(rays), "samples": int(samples), "cpu_smoke": cpu == "1"},
     "throughput": speed,
     "scaling_2gpu_over_1gpu_same_per_gpu_batch": scaling,
+    "scaling_2gpu_over_1gpu_per_gpu_batch_2B": scaling_2b,
     "loss_curves_1gpu_2B_vs_2gpu_B": curve,
 }
 (out / "ddp_results.json").write_text(json.dumps(result, indent=2))
@@ -228,6 +234,8 @@ for name, (devices, groups) in runs.items():
                  f"{fmt(s and s['steps_per_s'])} | {fmt(s and s['groups_per_s'], '.1f')} |")
 lines += ["", f"Scaling at the same per-GPU batch B={b} (groups/s of 2 GPUs / 1 GPU, i.e. 2 x the ratio of steps/s): "
           f"{fmt(scaling, '.2f')} (criterion >= 1.8)."]
+if scaling_2b is not None:
+    lines += ["", f"Scaling at per-GPU batch 2B={2 * b}: {scaling_2b:.2f}."]
 if curve:
     lines += ["", f"Loss, same effective batch {2 * b} (1 GPU x {2 * b} vs 2 GPUs x {b}, same seed), "
               f"{curve['steps_compared']} steps: mean |difference| {curve['mean_abs_loss_difference']:.4f} "
