@@ -24,7 +24,8 @@
 # SEQUENCES (1), FRAMES (80), SCALE (0.52), B (8: per-GPU groups of the 2-GPU run; BTS's batch 16 = 2 x 8), STEPS
 # (400), WARMUP (20), RUN_SECONDS (120: --pipeline.max-train-seconds of each run), RAYS (4096), SAMPLES (64),
 # RESNET (50), TARGET_H (192), TARGET_W (640), SEED (42), SYNC_BN (0), FIND_UNUSED (True), IMAGENET (path),
-# EXTRA_TRAIN_ARGS, WORK, LARGE (0; 1 adds run (d) 2 GPUs x 2B, scaled against (a)), DEADLINE (470 s: runs are skipped or shortened so that everything ends by then),
+# EXTRA_TRAIN_ARGS, WORK, LARGE (0; 1 adds run (d) 2 GPUs x 2B, scaled against (a)), RUNS (the runs, in order;
+# default "2gpu_B 1gpu_2B 1gpu_B", plus 2gpu_2B with LARGE=1), DEADLINE (470 s: runs are skipped or shortened so that everything ends by then),
 # CPU (0; 1 = smoke test on the CPU: device-type cpu, the 2-process run through gloo processes that call
 # nerfstudio's train_loop, since nerfstudio's launcher asserts CUDA).
 # CPU smoke test (about 4 minutes on 2 cores):
@@ -55,6 +56,7 @@ IMAGENET=${IMAGENET:-}
 EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-}
 DEADLINE=${DEADLINE:-470}
 LARGE=${LARGE:-0}
+RUNS=${RUNS:-2gpu_B 1gpu_2B 1gpu_B$([ "$LARGE" = "1" ] && echo " 2gpu_2B")}
 CPU=${CPU:-0}
 export PYTHONUNBUFFERED=1
 # NVLink multicast (NVLS) off in every process: the lent machines do not support it (KINDS.md).
@@ -145,10 +147,15 @@ train() {
 }
 
 # 2.-3. the runs; the 2-GPU one first, so that it exists even if the time runs out
-train 2gpu_B 2 "$B"
-train 1gpu_2B 1 $((2 * B))
-train 1gpu_B 1 "$B"
-[ "$LARGE" = "1" ] && train 2gpu_2B 2 $((2 * B))
+for run in $RUNS; do
+  case $run in
+    2gpu_B) train 2gpu_B 2 "$B" ;;
+    1gpu_2B) train 1gpu_2B 1 $((2 * B)) ;;
+    1gpu_B) train 1gpu_B 1 "$B" ;;
+    2gpu_2B) train 2gpu_2B 2 $((2 * B)) ;;
+    *) log "unknown run $run (RUNS: 2gpu_B 1gpu_2B 1gpu_B 2gpu_2B)" ;;
+  esac
+done
 
 # 4. results
 "$PY" - "$OUT" "$B" "$WARMUP" "$STEPS" "$SYNC_BN" "$FIND_UNUSED" "$RESNET" "$TARGET_H" "$TARGET_W" "$RAYS" \

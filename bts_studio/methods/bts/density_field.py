@@ -87,7 +87,9 @@ class BTSDensityField(nn.Module):
         CUDA (the CPU always runs fp32, so CPU results do not depend on this setting)."""
         if device.type != "cuda":
             return False
-        return self.encoder_precision == "bf16" or (self.encoder_precision == "auto" and self.fast_path != "twin")
+        return self.encoder_precision == "bf16" or (
+            self.encoder_precision == "auto" and self.fast_path not in ("twin", "auto")
+        )
 
     def _run_encoder(self, images: Tensor) -> Tensor:
         if not self.uses_bf16_encoder(images.device):

@@ -116,12 +116,12 @@ class BTSModelConfig(ModelConfig):
     """How the density MLP meets the gathered features (docs/benchmarks.md). twin: BTS's computation as written
     (gather 64 channels per sample, concatenate the positional encoding, 103->64->1 MLP). projected: exactly equal
     algebra, the first layer's feature part applied to the feature map once (1x1) and that map gathered. triton:
-    fused GPU kernels for forward (gather + encoding + MLP + softplus) and backward. auto: twin on the CPU, triton on
-    CUDA (projected where Triton does not import; a kernel that fails warns once and falls back)."""
+    fused GPU kernels for forward (gather + encoding + MLP + softplus) and backward (a kernel that fails warns once and
+    falls back). auto: twin everywhere (on an H200 triton measured 2x slower, projected within noise)."""
     encoder_precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Encoder arithmetic on CUDA: bf16 runs the ResNet and decoder under bf16 autocast in channels-last layout
-    (features come out fp32); fp32 follows torch's TF32 flags. auto: bf16 unless fast_path is twin. The CPU always
-    runs fp32."""
+    (features come out fp32); fp32 follows torch's TF32 flags. auto: bf16 unless fast_path is twin or auto (bf16
+    encoding measured slower on an H200). The CPU always runs fp32."""
     cudnn_benchmark: bool = False
     """Set torch.backends.cudnn.benchmark (importing nerfstudio's train script turns it on). Off: autotuning costs
     ~30 s on the first step and every new chunk shape, and raised inference memory to ~10 GiB (issue 17)."""
