@@ -239,6 +239,9 @@ def test_picking_a_source_in_the_viewer_renders_the_models_view_of_it(viewer_url
 
     record = wait_for_record(records, from_source_camera, 120, f"no full-res render from the source camera; {log}")
     after = shown_render(browser, record, changed)
+    buffer = browser.execute_script(
+        "const c = document.querySelector('canvas[data-engine]'); return [c.width, c.height]"
+    )
     assert json.loads(records.read_text().splitlines()[-1]) == record, "the viewer rendered again after the check"
     assert record["split"] == "train", record
     active = input_for(browser, "Active source").get_attribute("value")
@@ -261,7 +264,8 @@ def test_picking_a_source_in_the_viewer_renders_the_models_view_of_it(viewer_url
     scores = {index: psnr(shown, render, mask) for index, render in renders.items()}
     for name, image in {"viewer": shown, **{f"model_source_{i}": r for i, r in renders.items()}}.items():
         Image.fromarray((image * 255).round().astype(np.uint8)).save(log.parent / f"{name}.png")
-    print(f"canvas ({after.shape[1]}x{after.shape[0]}) vs the model's render ({record['width']}x{record['height']})")
+    print(f"canvas ({after.shape[1]}x{after.shape[0]}, drawn at {buffer[0]}x{buffer[1]}) vs the model's render "
+          f"({record['width']}x{record['height']})")  # fmt: skip
     print(f"PSNR per source: {scores}; {time.time() - started:.0f} s from the test's start")
     assert scores[SOURCE_INDEX] >= MIN_PSNR, f"the canvas does not show the model's render: {scores}; {log.parent}"
     assert scores[SOURCE_INDEX] - scores[OTHER_INDEX] >= MIN_MARGIN, f"another source fits as well: {scores}"
