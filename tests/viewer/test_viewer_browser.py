@@ -203,9 +203,11 @@ def test_picking_a_source_in_the_viewer_renders_the_models_view_of_it(viewer_url
     _, pipeline, _, _ = eval_setup(bts_run, test_mode="inference")
     model = pipeline.model
     source_c2w, source_fov = model.source_selector.camera_pose_and_fov("train", SOURCE_INDEX)
+    seconds = {"model loaded": time.time() - started}  # where the time goes, printed at the end
 
     browser.get(viewer_started())
     wait_for(lambda: "Source rule" in browser.page_source, 180, f"no source control in the viewer page; see {log}")
+    seconds["page up"] = time.time() - started
     click_button(browser, "Hide Train Cams")
     max_res = input_for(browser, "Max res")  # small renders: the CPU renders the full resolution in a second
     max_res.send_keys("\b\b\b\b" + str(MAX_RES) + "\n")
@@ -213,6 +215,7 @@ def test_picking_a_source_in_the_viewer_renders_the_models_view_of_it(viewer_url
     first = wait_for_record(records, full_res, 120, f"no {MAX_RES} px render; see {log}")
     assert first["index"] != SOURCE_INDEX, f"the start view is already conditioned on image {SOURCE_INDEX}"
     before = shown_render(browser, first)
+    seconds["first picture"] = time.time() - started
 
     choose_option(browser, "Source rule", "Fixed image")
     index_input = input_for(browser, "Source index")
@@ -228,6 +231,7 @@ def test_picking_a_source_in_the_viewer_renders_the_models_view_of_it(viewer_url
         browser, wait_for_record(records, picked, 120, f"no render conditioned on the picked image; see {log}"), before
     )
 
+    seconds["picked source shown"] = time.time() - started
     click_button(browser, "Go to source view")
 
     # The pose and the field of view reach the viewer in separate messages, each starting a render: wait for the
@@ -239,6 +243,7 @@ def test_picking_a_source_in_the_viewer_renders_the_models_view_of_it(viewer_url
 
     record = wait_for_record(records, from_source_camera, 120, f"no full-res render from the source camera; {log}")
     after = shown_render(browser, record, changed)
+    seconds["source view shown"] = time.time() - started
     buffer = browser.execute_script(
         "const c = document.querySelector('canvas[data-engine]'); return [c.width, c.height]"
     )
@@ -266,6 +271,7 @@ def test_picking_a_source_in_the_viewer_renders_the_models_view_of_it(viewer_url
         Image.fromarray((image * 255).round().astype(np.uint8)).save(log.parent / f"{name}.png")
     print(f"canvas ({after.shape[1]}x{after.shape[0]}, drawn at {buffer[0]}x{buffer[1]}) vs the model's render "
           f"({record['width']}x{record['height']})")  # fmt: skip
-    print(f"PSNR per source: {scores}; {time.time() - started:.0f} s from the test's start")
+    seconds["model renders"] = time.time() - started
+    print(f"PSNR per source: {scores}; seconds from the test's start: {({k: round(v) for k, v in seconds.items()})}")
     assert scores[SOURCE_INDEX] >= MIN_PSNR, f"the canvas does not show the model's render: {scores}; {log.parent}"
     assert scores[SOURCE_INDEX] - scores[OTHER_INDEX] >= MIN_MARGIN, f"another source fits as well: {scores}"
