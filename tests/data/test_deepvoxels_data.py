@@ -99,6 +99,14 @@ def test_bad_inputs_name_the_file(tmp_path, scene):
         DeepVoxelsDataParserConfig(data=scene, scene="vase").setup().get_dataparser_outputs("train")
 
 
+def test_downscale_factor_other_than_one_is_refused_by_name(scene):
+    # ns-render dataset --downscale-factor sets this field (nerfstudio asserts the dataparser has it).
+    assert len(DeepVoxelsDataParserConfig(data=scene, downscale_factor=1.0).setup().get_dataparser_outputs("train")
+               .image_filenames) == 3  # fmt: skip
+    with pytest.raises(ValueError, match="deepvoxels-data: downscale_factor 2"):
+        DeepVoxelsDataParserConfig(data=scene, downscale_factor=2.0).setup().get_dataparser_outputs("train")
+
+
 def test_synth_deepvoxels_writes_the_layout_atomically(tmp_path):
     from bts_studio.data.synthetic.deepvoxels_cli import main
 

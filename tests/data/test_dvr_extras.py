@@ -79,6 +79,10 @@ def test_exr_depth_and_nmr_split_names_parse(dataset):
     check_views(outputs, exact(number))
     with pytest.raises(DVRFormatError, match="train.lst"):
         ShapeNetDVRDataParserConfig(data=dataset / "dvr").setup().get_dataparser_outputs("train")
+    # ns-render dataset --downscale-factor sets this field; only 1 is served.
+    with pytest.raises(ValueError, match="shapenet-dvr-data: downscale_factor 2"):
+        config.downscale_factor = 2.0
+        config.setup().get_dataparser_outputs("train")
 
 
 def test_input_views_have_their_own_cameras(dataset):

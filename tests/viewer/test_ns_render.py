@@ -66,6 +66,8 @@ def test_camera_path_starts_exactly_at_the_source_view(run, tmp_path, capsys, re
     first = read_png(frames[0])
     assert first.shape == tuple(expected.shape), (first.shape, tuple(expected.shape))
     score = psnr(first, expected.clamp(0, 1).numpy())
+    with capsys.disabled():
+        print(f"{method}: camera path frame 0 vs the model's render of the source camera: PSNR {score:.1f} dB")
     assert score >= 40.0, f"frame 0 is not the source view: PSNR {score:.1f} dB"
     assert psnr(read_png(frames[-1]), expected.numpy()) < score, "the path does not move"
 
@@ -101,6 +103,16 @@ def test_interpolate_spiral_and_dataset_render_at_the_dataset_size(run, tmp_path
                   rendered_output_names=["rgb", "depth"]).main()  # fmt: skip
     rendered = sorted((tmp_path / "dataset" / "test" / "rgb").rglob("*.png"))
     assert rendered and read_png(rendered[0]).shape == (height // 2, width // 2, 3)
+
+
+def test_every_dataparser_of_ours_takes_ns_render_dataset_downscale_factor():
+    # nerfstudio's DatasetRender asserts hasattr(dataparser config, "downscale_factor") before setting it.
+    from bts_studio import dataparser_configs
+
+    specifications = [value for name, value in vars(dataparser_configs).items() if name.endswith("_dataparser")]
+    assert len(specifications) >= 4
+    for specification in specifications:
+        assert hasattr(specification.config, "downscale_factor"), type(specification.config).__name__
 
 
 def test_a_camera_idx_past_the_end_fails_with_the_valid_range(bts_run, tmp_path):

@@ -10,7 +10,7 @@ barycentre, scale) and the near plane go into the metadata for the model. nerfst
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Type
+from typing import Optional, Type
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ class DeepVoxelsDataParserConfig(DataParserConfig):
     """A root holding ``train/`` (``validation/``, ``test/``), or one scene folder ``<root>/<split>/<scene>``."""
     scene: str = ""
     """Scene folder name inside the split folders; empty: the only one there (or the one ``data`` points at)."""
+    downscale_factor: Optional[float] = None
+    """``ns-render dataset --downscale-factor`` (nerfstudio requires the field): only None or 1, views are served at
+    their stored size; render smaller with ``ns-render camera-path/interpolate/spiral --downscale-factor``."""
     image_cache_dir: Path = Path(tempfile.gettempdir()) / "bts-studio-rgb"
     """Where RGB copies of views that are not 8-bit RGB go (palette, grey, alpha, 16-bit; the rule is
     ``bts_studio.data.checks.RGB_RULE``: alpha dropped, as the official OpenCV ``imread`` does)."""
@@ -52,6 +55,11 @@ class DeepVoxels(DataParser):
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
         if split not in SPLIT_FOLDERS:
             raise ValueError(f"unknown split {split!r}; deepvoxels-data answers train, val and test")
+        if self.config.downscale_factor not in (None, 1, 1.0):
+            raise ValueError(
+                f"deepvoxels-data: downscale_factor {self.config.downscale_factor} is not supported (views are served "
+                "at their stored size); use ns-render camera-path/interpolate/spiral --downscale-factor"
+            )
         root, scene = scene_folders(self.config.data, self.config.scene)
         candidates = [root / folder / scene for folder in SPLIT_FOLDERS[split]]
         split_dir = next((path for path in candidates if path.is_dir()), None)
