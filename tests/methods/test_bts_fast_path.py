@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import bts_studio.methods.bts.density_field as density_field_module
+from bts_studio.core.fused_density import density_unfused
 from bts_studio.methods.bts.density_field import BTSDensityField
-from bts_studio.methods.bts.triton_density import density_triton
+from bts_studio.methods.bts.triton_density import density_triton, resolve_fast_path
 
 H, W = 64, 96
 K = torch.tensor([[60.0, 0.0, 48.0], [0.0, 50.0, 32.0], [0.0, 0.0, 1.0]])
@@ -42,11 +43,15 @@ def test_projected_path_gives_the_twins_density_and_gradients_through_the_whole_
         torch.testing.assert_close(grads_p[name], grads[name], rtol=1e-8, atol=1e-12, msg=name)
 
 
-def test_auto_runs_the_twin_and_fp32_on_the_cpu():
+def test_auto_runs_the_twin_and_fp32_everywhere():
     field = _field("auto")
     assert not field.uses_bf16_encoder(torch.device("cpu"))
-    assert field.uses_bf16_encoder(torch.device("cuda"))  # decided by device type; nothing is allocated
+    # Decided by device type (nothing is allocated): auto is the twin with the fp32 encoder on CUDA too, since the
+    # H200 run measured the Triton path and the bf16 encoder slower (docs/benchmarks.md).
+    assert not field.uses_bf16_encoder(torch.device("cuda"))
+    assert resolve_fast_path("auto", torch.device("cuda"), needs_grad=True) is density_unfused
     assert not _field("twin").uses_bf16_encoder(torch.device("cuda"))
+    assert _field("triton").uses_bf16_encoder(torch.device("cuda"))  # a fast path keeps auto's bf16 encoder
     sigma, _, grads = _density_and_grads(field)
     sigma_twin, _, grads_twin = _density_and_grads(_field("twin"))
     assert torch.equal(sigma, sigma_twin)  # bit for bit: the CPU default is the twin
