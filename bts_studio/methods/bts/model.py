@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple, Type, Union
 
 import torch
+from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import OrientedBox
@@ -51,7 +52,7 @@ from bts_studio.methods.bts.sampler import DisparityLinearPointSampler
 from bts_studio.methods.bts.sources import SourceBank, SourceView
 from bts_studio.methods.common import deferred_warnings
 from bts_studio.methods.common.conditioning_rules import choose_source
-from bts_studio.methods.common.rendering import render_bundle_in_chunks
+from bts_studio.methods.common.rendering import frame_chunk_size, render_in_chunks
 from bts_studio.methods.common.source_selector import SCENE_KINDS, SourceSelector
 
 BEHIND_SURFACE_BAND = 4.0
@@ -68,7 +69,12 @@ class BTSModelConfig(ModelConfig):
     enable_collider: bool = False
     """BTS samples between fixed near and far distances; nerfstudio's collider is not used."""
     eval_num_rays_per_chunk: int = 16384
-    """Rays rendered per forward pass in get_outputs_for_camera (a full frame is rendered in chunks)."""
+    """Rays rendered per forward pass in get_outputs_for_camera (a full frame is rendered in chunks); on CUDA the
+    least, see eval_chunk_memory_fraction."""
+    eval_chunk_memory_fraction: float = 0.5
+    """On CUDA, a full-frame render takes as many rays per pass as fit in this share of the free GPU memory (at
+    RENDER_BYTES_PER_SAMPLE, methods/common/rendering.py): a 192x640 frame at 64 samples needs ~11 GiB and renders in
+    one pass on a large GPU. 0 keeps eval_num_rays_per_chunk. Results do not depend on it (issue 17)."""
     resnet_layers: Literal[18, 34, 50] = 50
     """ResNet depth of the encoder (BTS: 50)."""
     feature_dim: int = 64
@@ -254,15 +260,42 @@ class BTSModel(Model):
 
     def render_rays(self, ray_bundle: RayBundle, conditioning: BTSConditioning) -> Dict[str, Tensor]:
         """Render rays ``[B, ...]`` whose leading dimension indexes ``conditioning``'s elements; every output is
-        ``[B, ..., C]``."""
+        ``[B, ..., C]`` (``render_ray_tensors`` on the bundle's origins, directions and ``directions_norm``)."""
         shape = tuple(ray_bundle.shape)
         batch = conditioning.batch_size
         assert shape[0] == batch, f"rays {shape} must lead with the {batch} conditioning elements"
-        ray_bundle = ray_bundle.flatten()  # the field, sampler and compositing work on [B * R] rays
-        num_rays = len(ray_bundle)
-        samples = self.sampler(ray_bundle)
-        distances = samples.frustums.starts[..., 0]  # [B * R, S]
-        points = samples.frustums.get_start_positions().reshape(batch, -1, 3)
+        norms = ray_bundle.metadata.get("directions_norm")
+        outputs = self.render_ray_tensors(
+            ray_bundle.origins.reshape(batch, -1, 3),
+            ray_bundle.directions.reshape(batch, -1, 3),
+            conditioning,
+            None if norms is None else norms.reshape(batch, -1, 1),
+        )
+        return {name: value.reshape(*shape, *value.shape[2:]) for name, value in outputs.items()}
+
+    def render_ray_tensors(
+        self,
+        origins: Float[Tensor, "B R 3"],
+        directions: Float[Tensor, "B R 3"],
+        conditioning: BTSConditioning,
+        directions_norm: Optional[Float[Tensor, "B R 1"]] = None,
+    ) -> Dict[str, Tensor]:
+        """Render ``R`` rays per conditioning element from plain tensors (unit ``directions``, world frame); every
+        output is ``[B, R, C]``. ``z_depth`` needs ``directions_norm`` (nerfstudio's camera-z norm of each ray).
+
+        The whole render (sampler, field, colours, compositing) without nerfstudio's ``RayBundle`` / ``RaySamples``
+        bookkeeping, whose per-call slicing and expansion of every field were most of a chunk's ops (issue 17,
+        docs/benchmarks.md). Sample points are ``origin + direction * t`` as ``Frustums.get_start_positions``
+        computes them, so results are bit-identical to rendering through ``RaySamples``.
+        """
+        assert origins.dim() == 3 and origins.shape[-1] == 3, f"origins must be [B, R, 3], got {tuple(origins.shape)}"
+        assert directions.shape == origins.shape, f"directions {tuple(directions.shape)} vs {tuple(origins.shape)}"
+        batch, rays_per_element = origins.shape[:2]
+        assert batch == conditioning.batch_size, f"{batch} ray sets for {conditioning.batch_size} conditionings"
+        num_rays = batch * rays_per_element
+        origins, directions = origins.reshape(num_rays, 3), directions.reshape(num_rays, 3)
+        _, distances = self.sampler.sample_distances(num_rays, origins.device, origins.dtype)  # [B * R, S]
+        points = (origins[:, None] + directions[:, None] * distances[..., None]).reshape(batch, -1, 3)
         sigma, outside = self.net.density(points, conditioning.features, conditioning.source_K, conditioning.source_w2c)
         colours, colour_invalid = sample_view_colours(
             conditioning.colour_images, points, conditioning.colour_K, conditioning.colour_w2c
@@ -287,13 +320,13 @@ class BTSModel(Model):
             # read it, so it stays.
             "accumulation": weights.sum(dim=-1, keepdim=True),
         }
-        if "directions_norm" in ray_bundle.metadata:
-            outputs["z_depth"] = ray_distance_to_z_depth(depth, ray_bundle.metadata["directions_norm"])
+        if directions_norm is not None:
+            outputs["z_depth"] = ray_distance_to_z_depth(depth, directions_norm.reshape(num_rays, 1))
         if conditioning.with_loss_outputs:
             invalid = colour_invalid | outside[..., None]
             outputs["rgb_views"] = rgb_views
             outputs["invalid_mass"] = invalid_mass(weights, invalid.reshape(num_rays, num_samples, num_views))
-        return {name: value.reshape(*shape, *value.shape[1:]) for name, value in outputs.items()}
+        return {name: value.reshape(batch, rays_per_element, *value.shape[1:]) for name, value in outputs.items()}
 
     def render_rays_from_source(self, ray_bundle: RayBundle, source: SourceView) -> Dict[str, Tensor]:
         """Render rays of any shape conditioned on one source view; outputs have the bundle's shape."""
@@ -310,15 +343,36 @@ class BTSModel(Model):
     def render_camera(
         self, camera: Cameras, source: SourceView, obb_box: Optional[OrientedBox] = None
     ) -> Dict[str, Tensor]:
-        """Render one camera's full image conditioned on ``source``; outputs ``[H, W, C]``, in chunks of
-        ``eval_num_rays_per_chunk`` rays."""
+        """Render one camera's full image conditioned on ``source``; outputs ``[H, W, C]`` on the camera's device.
+
+        The frame's rays are generated once and moved to the model's device as plain tensors, the conditioning is
+        built once, and ``render_ray_tensors`` runs per chunk of ``frame_chunk_size`` rays (the whole frame in one
+        pass when the GPU has the memory): issue 17's launch-bound inference path (docs/benchmarks.md).
+        """
         bundle = camera.generate_rays(camera_indices=0, keep_shape=True, obb_box=obb_box)
-        return render_bundle_in_chunks(
-            lambda chunk: self.render_rays_from_source(chunk, source),
-            bundle,
+        assert bundle.origins.ndim == 3, f"expected an [H, W] bundle, got {bundle.shape}"
+        height, width = bundle.origins.shape[:2]
+        num_rays = height * width
+        origins = bundle.origins.reshape(1, num_rays, 3).to(self.device)
+        directions = bundle.directions.reshape(1, num_rays, 3).to(self.device)
+        norms = bundle.metadata["directions_norm"].reshape(1, num_rays, 1).to(self.device)
+        conditioning = source.as_conditioning()
+        chunk = frame_chunk_size(
             self.config.eval_num_rays_per_chunk,
+            num_rays,
+            self.config.num_samples,
             self.device,
+            self.config.eval_chunk_memory_fraction,
         )
+
+        def render(start: int, end: int) -> Dict[str, Tensor]:
+            outputs = self.render_ray_tensors(
+                origins[:, start:end], directions[:, start:end], conditioning, norms[:, start:end]
+            )
+            return {name: value[0] for name, value in outputs.items()}
+
+        outputs = render_in_chunks(render, num_rays, chunk, bundle.origins.device)
+        return {name: value.view(height, width, -1) for name, value in outputs.items()}
 
     # ---------------------------------------------------------------------------------------------------- loss
     def _patches(self, outputs: Dict[str, Tensor], batch: BTSBatch):

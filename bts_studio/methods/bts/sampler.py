@@ -8,11 +8,13 @@ euclidean space; BTS evaluates at ``t_k`` drawn inside bin ``k`` of the disparit
 Near and far are fixed distances along the unit ray (the bundle's ``nears``/``fars`` are ignored, as in BTS).
 """
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
+from jaxtyping import Float
 from nerfstudio.cameras.rays import RayBundle, RaySamples
 from nerfstudio.model_components.ray_samplers import Sampler
+from torch import Tensor
 
 from bts_studio.core.compositing import sample_deltas
 from bts_studio.core.sampling import disparity_linear_distances, disparity_linear_samples
@@ -38,18 +40,21 @@ class DisparityLinearPointSampler(Sampler):
         self.train_stratified = train_stratified
         self.eval_stratified = eval_stratified
 
+    def sample_distances(
+        self, num_rays: int, device: torch.device | str, dtype: torch.dtype = torch.float32
+    ) -> Tuple[Float[Tensor, "num_rays num_samples"], Float[Tensor, "num_rays num_samples"]]:
+        """Bin positions ``s`` in ``[0, 1]`` and distances ``t`` (along the unit ray) of ``num_rays`` rays: what
+        ``generate_ray_samples`` wraps, without building ``RaySamples`` (the model's render path uses this)."""
+        stratified = self.train_stratified if self.training else self.eval_stratified
+        return disparity_linear_samples(
+            num_rays, int(self.num_samples or 0), self.near, self.far, stratified, device=device, dtype=dtype
+        )
+
     def generate_ray_samples(self, ray_bundle: Optional[RayBundle] = None) -> RaySamples:
         """Samples for every ray of a flat bundle ``[R]``; ``RaySamples`` has shape ``[R, S]``."""
         assert ray_bundle is not None and ray_bundle.origins.dim() == 2, "give a flat ray bundle [R]"
-        stratified = self.train_stratified if self.training else self.eval_stratified
-        offsets, distances = disparity_linear_samples(
-            ray_bundle.origins.shape[0],
-            int(self.num_samples or 0),
-            self.near,
-            self.far,
-            stratified,
-            device=ray_bundle.origins.device,
-            dtype=ray_bundle.origins.dtype,
+        offsets, distances = self.sample_distances(
+            ray_bundle.origins.shape[0], ray_bundle.origins.device, ray_bundle.origins.dtype
         )
         return ray_bundle.get_ray_samples(
             bin_starts=distances[..., None],
