@@ -120,6 +120,25 @@ def test_self_view_render_reproduces_the_source_and_chunks_agree(model):
     assert z.shape == (H, W) and torch.allclose(z, outputs["z_depth"][..., 0], atol=1e-4)
 
 
+def test_render_camera_equals_rendering_the_ray_bundle(model):
+    """render_camera's tensor path (rays once per frame, conditioning once, plain tensors per chunk) gives exactly
+    the outputs of rendering nerfstudio's RayBundle through render_rays, at any chunk size."""
+    from bts_studio.methods.common.rendering import render_bundle_in_chunks
+
+    image, c2w = torch.rand(3, H, W), _pose()
+    source = encode_source(model, image, K, c2w)
+    camera = _camera(c2w)
+    bundle = camera.generate_rays(camera_indices=0, keep_shape=True)
+    reference = render_bundle_in_chunks(lambda chunk: model.render_rays_from_source(chunk, source), bundle, 1000, "cpu")
+    for chunk in (1000, 2500, H * W):
+        model.config.eval_num_rays_per_chunk = chunk
+        outputs = model.render_camera(camera, source)
+        assert set(outputs) == set(reference)
+        for name, value in reference.items():
+            assert torch.equal(outputs[name], value), name
+    model.config.eval_num_rays_per_chunk = 1000
+
+
 def test_density_in_camera_matches_world_queries(model):
     c2w = _pose()
     source = encode_source(model, torch.rand(3, H, W), K, c2w)

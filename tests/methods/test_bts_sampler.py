@@ -24,3 +24,20 @@ def test_sampler_matches_core_sampling_and_deltas():
     assert torch.allclose(samples.deltas[..., :-1, 0], sample_deltas(distances)[..., :-1])
     points = samples.frustums.get_start_positions()
     assert torch.allclose(points, rays.directions[:, None] * distances[..., None])
+
+
+def test_sample_distances_give_the_points_of_the_ray_samples_bit_for_bit():
+    """The model's tensor render path (``render_ray_tensors``) places exactly the points ``RaySamples`` would."""
+    rays = RayBundle(
+        origins=torch.randn(7, 3),
+        directions=torch.nn.functional.normalize(torch.randn(7, 3), dim=-1),
+        pixel_area=torch.ones(7, 1),
+    )
+    for training in (True, False):
+        sampler = DisparityLinearPointSampler(16, near=3.0, far=80.0).train(training)
+        torch.manual_seed(3)
+        samples = sampler(rays)
+        torch.manual_seed(3)
+        _, distances = sampler.sample_distances(7, "cpu")
+        points = rays.origins[:, None] + rays.directions[:, None] * distances[..., None]
+        assert torch.equal(points, samples.frustums.get_start_positions())

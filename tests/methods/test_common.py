@@ -32,3 +32,14 @@ def test_render_in_chunks_equals_one_pass():
     one = render_in_chunks(lambda s, e: {"x": values[s:e] * 2}, 10, 100, "cpu")
     chunked = render_in_chunks(lambda s, e: {"x": values[s:e] * 2}, 10, 3, "cpu")
     assert torch.equal(one["x"], chunked["x"]) and torch.equal(one["x"], values * 2)
+
+
+def test_frame_chunk_size_takes_the_whole_frame_when_memory_allows():
+    from bts_studio.methods.common.rendering import RENDER_BYTES_PER_SAMPLE, frame_chunk_size
+
+    assert frame_chunk_size(1000, 50_000, 64, "cpu", 0.5) == 1000  # the CPU keeps the configured chunk
+    per_ray = 64 * RENDER_BYTES_PER_SAMPLE
+    assert frame_chunk_size(1000, 50_000, 64, "cpu", 0.5, free_bytes=2 * 50_000 * per_ray) == 50_000  # whole frame
+    assert frame_chunk_size(1000, 50_000, 64, "cpu", 0.5, free_bytes=2 * 7_000 * per_ray) == 7_000  # what fits
+    assert frame_chunk_size(1000, 50_000, 64, "cpu", 0.5, free_bytes=10) == 1000  # never below the configured one
+    assert frame_chunk_size(1000, 50_000, 64, "cpu", 0.0, free_bytes=1 << 40) == 1000  # fraction 0: off
