@@ -49,7 +49,10 @@ class BenchConfig:
     render_views: int = 4
     """Render frames that colours are read from (BTS KITTI-360: 4)."""
     chunk: int = 32768
-    """Rays per forward pass when rendering a full frame."""
+    """Rays per forward pass when rendering a full frame (the least on CUDA, see chunk_memory_fraction)."""
+    chunk_memory_fraction: float = 0.5
+    """The model's eval_chunk_memory_fraction: on CUDA a pass takes as many rays as fit in this share of the free
+    memory (a 192x640 frame at 64 samples, ~11 GiB, in one pass on an H200); 0 keeps ``chunk``."""
     steps: int = 10
     """Timed training steps (after warmup)."""
     warmup: int = 3
@@ -133,6 +136,7 @@ def build_model(config: BenchConfig, device: torch.device):
         resnet_layers=config.resnet_layers,  # type: ignore[arg-type]
         num_samples=config.num_samples,
         eval_num_rays_per_chunk=config.chunk,
+        eval_chunk_memory_fraction=config.chunk_memory_fraction,
         search_torch_hub_cache=False,
     )
     with warnings.catch_warnings():
@@ -225,16 +229,27 @@ def _sources(model, images: Tensor, K: Tensor, c2w: Tensor) -> BTSConditioning:
 
 
 @torch.no_grad()
-def render_depth_batch(model, images: Tensor, K: Tensor, c2w: Tensor, camera, chunk: int) -> Tensor:
+def render_depth_batch(
+    model, images: Tensor, K: Tensor, c2w: Tensor, camera, chunk: int, memory_fraction: float = 0.0
+) -> Tensor:
     """z-depth ``[B, H, W]`` of ``images`` seen by ``camera`` (each conditions its own render), ``chunk`` rays per
-    image per pass."""
+    image per pass (more on CUDA with ``memory_fraction``, as ``render_camera``), through ``render_ray_tensors``."""
+    from bts_studio.methods.common.rendering import frame_chunk_size
+
     conditioning = _sources(model, images, K, c2w)
     b, (h, w) = images.shape[0], images.shape[-2:]
-    flat = camera.generate_rays(camera_indices=0, keep_shape=True).flatten()
+    bundle = camera.generate_rays(camera_indices=0, keep_shape=True)
+    num_rays = h * w
+    origins = bundle.origins.reshape(1, num_rays, 3).expand(b, -1, -1)
+    directions = bundle.directions.reshape(1, num_rays, 3).expand(b, -1, -1)
+    norms = bundle.metadata["directions_norm"].reshape(1, num_rays, 1).expand(b, -1, -1)
+    chunk = frame_chunk_size(chunk, num_rays, model.config.num_samples * b, images.device, memory_fraction)
     depths = []
-    for start in range(0, len(flat), chunk):
-        rays = flat[start : start + chunk]
-        outputs = model.render_rays(rays.reshape((1, -1)).broadcast_to((b, len(rays))), conditioning)
+    for start in range(0, num_rays, chunk):
+        end = min(start + chunk, num_rays)
+        outputs = model.render_ray_tensors(
+            origins[:, start:end], directions[:, start:end], conditioning, norms[:, start:end]
+        )
         depths.append(outputs["z_depth"][..., 0])
     return torch.cat(depths, dim=1).reshape(b, h, w)
 
@@ -265,17 +280,23 @@ def time_inference(model, config: BenchConfig, device: torch.device, image: Tens
         "render_rays_per_s": config.height * config.width / (sum(render) / len(render)),
     }
     result["image_ms"] = result["encode_ms"] + result["render_full_frame_ms"]  # type: ignore[operator]
+    fraction = config.chunk_memory_fraction
+    from bts_studio.methods.common.rendering import frame_chunk_size
+
+    result["render_chunk_rays"] = frame_chunk_size(
+        config.chunk, config.height * config.width, config.num_samples, device, fraction
+    )
     if device.type == "cuda":
         result["inference_peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     per_batch = {}
     for b in config.batch_sizes:
         images = image[None].expand(b, -1, -1, -1).contiguous()
         try:
-            render_depth_batch(model, images, K, c2w[0], cameras[0:1], config.chunk)  # warm-up
+            render_depth_batch(model, images, K, c2w[0], cameras[0:1], config.chunk, fraction)  # warm-up
             _sync(device)
             start = time.perf_counter()
             for _ in range(config.throughput_repeats):
-                render_depth_batch(model, images, K, c2w[0], cameras[0:1], config.chunk)
+                render_depth_batch(model, images, K, c2w[0], cameras[0:1], config.chunk, fraction)
             _sync(device)
             per_batch[b] = b * config.throughput_repeats / (time.perf_counter() - start)
         except torch.cuda.OutOfMemoryError:
@@ -351,7 +372,9 @@ def measure_variant(
         model.forget_sources()
         result.update(time_inference(model, config, device, image))
         K, c2w, cameras = camera_rig(config, device)
-        depth = render_depth_batch(model, image[None], K, c2w[0], cameras[0:1], config.chunk)[0]
+        depth = render_depth_batch(
+            model, image[None], K, c2w[0], cameras[0:1], config.chunk, config.chunk_memory_fraction
+        )[0]
         if reference is not None:
             result.update(depth_agreement(depth, reference))
         result["depth"] = depth
@@ -418,6 +441,7 @@ COLUMNS = [
     ("encode_ms", "encode ms", "{:.2f}"),
     ("render_full_frame_ms", "render ms", "{:.2f}"),
     ("image_ms", "image ms", "{:.2f}"),
+    ("render_chunk_rays", "rays/pass", "{}"),
     ("images_per_s_batch1", "img/s b1", "{:.1f}"),
     ("images_per_s_best", "img/s best", "{:.1f}"),
     ("best_batch", "best b", "{}"),
@@ -432,7 +456,7 @@ def format_table(results: Dict[str, object]) -> str:
     lines = [
         f"bts-studio bench: {results['device']}, torch {results['torch']}, ResNet-{results['resnet_layers']} "
         f"{results['height']}x{results['width']}, training {results['groups']} x {results['rays_per_group']} rays x "
-        f"{results['num_samples']} samples, render chunks of {results['chunk']} rays",
+        f"{results['num_samples']} samples, render chunks of at least {results['chunk']} rays",
         "",
         "| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
