@@ -15,11 +15,14 @@
 #             defaults (fast_path auto, bf16 encoder), ns-eval (test abs_rel), then benchmarks/fast_path_agreement.py
 #             on the trained checkpoint -> fast_curve.csv, fast_eval.json, fast_summary.md, fast_agreement.json.
 # train_twin  the same with --pipeline.model.fast-path twin --pipeline.model.encoder-precision fp32 -> twin_*.
+# ops         benchmarks/render_ops.py on the GPU at BTS's shapes: aten ops, CUDA kernel launches and synchronising
+#             calls per full-frame render, in chunks of 32,768 rays and in one pass, with render and encode times
+#             -> render_ops.jsonl (OPS_ARGS: its arguments; ~1 min).
 #
 # Knobs (environment): PYTHON, MODES ("bench train_fast train_twin"), DEADLINE (470 s for the whole script),
 # MAX_STEPS (1200), SEED (42, machine.seed), BENCH_ARGS (extra `bts-studio bench` arguments), BENCH_VARIANTS
 # ("twin-fp32 twin projected triton fast"), plus gpu_bts.sh's data/model knobs (FRAMES, SCALE,
-# RESNET, BATCH_GROUPS, RAYS, SAMPLES, TARGET_H, TARGET_W, TF32, ...), passed through. At most 7 files in $OUT.
+# RESNET, BATCH_GROUPS, RAYS, SAMPLES, TARGET_H, TARGET_W, TF32, ...), passed through. At most 8 files in $OUT.
 # CPU smoke test (tiny; ~10 min on 2 busy cores):
 #   OUT=/tmp/speed_smoke MODES="bench train_fast" DEADLINE=1200 MAX_STEPS=6 SCALE=0.06 FRAMES=8 RESNET=18 \
 #   BATCH_GROUPS=2 RAYS=128 SAMPLES=16 TARGET_H=64 TARGET_W=160 TEST_EVERY=3 AGREE_IMAGES=1 \
@@ -35,6 +38,7 @@ DEADLINE=${DEADLINE:-470}
 MAX_STEPS=${MAX_STEPS:-1200}
 SEED=${SEED:-42}
 BENCH_ARGS=${BENCH_ARGS:-}
+OPS_ARGS=${OPS_ARGS:---device cuda --resnet-layers 50 --height 192 --width 640 --chunks 32768 0 --repeats 10}
 BENCH_VARIANTS=${BENCH_VARIANTS:-twin-fp32 twin projected triton fast}
 AGREE_IMAGES=${AGREE_IMAGES:-8}
 export PYTHONUNBUFFERED=1
@@ -57,6 +61,14 @@ run_bench() {
   cp "$WORK/bench_stdout.txt" "$OUT/speed_bench.md"
   cat "$OUT/speed_bench.md" | tee -a "$LOG"
   log "bench exit $rc after $((SECONDS - start)) s"
+}
+
+run_ops() {
+  # shellcheck disable=SC2086
+  "$PY" benchmarks/render_ops.py $OPS_ARGS >"$OUT/render_ops.jsonl" 2>"$WORK/ops_stderr.txt"
+  log "render_ops exit $?"
+  grep -E "Error|error" "$WORK/ops_stderr.txt" | tail -n 5 >>"$LOG"
+  cat "$OUT/render_ops.jsonl" | tee -a "$LOG"
 }
 
 run_train() {  # $1 = fast | twin
@@ -91,9 +103,10 @@ run_train() {  # $1 = fast | twin
 for mode in $MODES; do
   case "$mode" in
     bench) run_bench ;;
+    ops) run_ops ;;
     train_fast) run_train fast ;;
     train_twin) run_train twin ;;
-    *) log "unknown mode $mode (bench, train_fast, train_twin)" ;;
+    *) log "unknown mode $mode (bench, ops, train_fast, train_twin)" ;;
   esac
 done
 log "done in $SECONDS s; files: $(ls "$OUT" | tr '\n' ' ')"

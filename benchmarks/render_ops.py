@@ -24,20 +24,31 @@ SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::i
 """aten ops that make the host wait for the device (``.item()``, ``bool(t)``, ``nonzero``, data-dependent shapes)."""
 
 
-def count_ops(fn) -> dict:
-    """Number of aten op calls (all, and top-level: what Python dispatches) and of sync ops while ``fn()`` runs."""
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync", "cudaMemcpy")
+
+
+def count_ops(fn, cuda: bool = False) -> dict:
+    """Number of aten op calls (all, and top-level: what Python dispatches) and of sync ops while ``fn()`` runs;
+    with ``cuda`` also the CUDA runtime's kernel launches and synchronising calls (copies included)."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
         fn()
     events = [e for e in prof.events() if e.name.startswith("aten::")]
     ids = {e.id for e in events}
     top = [e for e in events if e.cpu_parent is None or e.cpu_parent.id not in ids]
     names = Counter(e.name for e in events)
-    return {
+    result = {
         "aten_ops": len(events),
         "aten_ops_top_level": len(top),
         "sync_ops": sum(names[name] for name in SYNC_OPS),
         "sync_by_op": {name: names[name] for name in SYNC_OPS if names[name]},
     }
+    if cuda:
+        runtime = Counter(e.name for e in prof.events())
+        result["cuda_kernel_launches"] = sum(runtime[name] for name in LAUNCH_CALLS)
+        result["cuda_sync_calls"] = {name: runtime[name] for name in SYNC_CALLS if runtime[name]}
+    return result
 
 
 def main() -> None:
@@ -67,12 +78,14 @@ def main() -> None:
     reference = None
     for chunk in args.chunks:
         model.config.eval_num_rays_per_chunk = chunk or args.height * args.width
+        model.config.eval_chunk_memory_fraction = 0.0  # exactly the chunk asked for
         num_chunks = -(-args.height * args.width // model.config.eval_num_rays_per_chunk)
         with torch.no_grad():
             source = model.encode_view(image, K, c2w[0])
             model.render_camera(cameras[0:1], source)  # warm-up
-            encode = count_ops(lambda: model.encode_view(image, K, c2w[0]))
-            render = count_ops(lambda source=source: model.render_camera(cameras[0:1], source))
+            cuda = device.type == "cuda"
+            encode = count_ops(lambda: model.encode_view(image, K, c2w[0]), cuda)
+            render = count_ops(lambda source=source: model.render_camera(cameras[0:1], source), cuda)
             times = []
             for _ in range(args.repeats):
                 sync()
@@ -97,9 +110,11 @@ def main() -> None:
             "render_top_level_ops_per_chunk": round(render["aten_ops_top_level"] / num_chunks, 1),
             "render_sync_ops": render["sync_ops"],
             "render_sync_by_op": render["sync_by_op"],
+            **{f"render_{key}": render[key] for key in ("cuda_kernel_launches", "cuda_sync_calls") if key in render},
             "encode_aten_ops": encode["aten_ops"],
             "encode_sync_ops": encode["sync_ops"],
             "render_ms_median": round(1000 * sorted(times)[len(times) // 2], 2),
+            "render_ms_min": round(1000 * min(times), 2),
             "encode_ms": round(encode_ms, 2),
             "depth_max_abs_diff_vs_first_chunk_size": float((depth - reference).abs().max()),
         }
