@@ -20,8 +20,17 @@ from torch.profiler import ProfilerActivity, profile
 
 from bts_studio.bench import BenchConfig, build_model, camera_rig
 
-SYNC_OPS = ("aten::item", "aten::_local_scalar_dense", "aten::nonzero", "aten::is_nonzero", "aten::equal")
-"""aten ops that make the host wait for the device (``.item()``, ``bool(t)``, ``nonzero``, data-dependent shapes)."""
+SYNC_OPS = (
+    "aten::item",
+    "aten::_local_scalar_dense",
+    "aten::nonzero",
+    "aten::is_nonzero",
+    "aten::equal",
+    "aten::lift_fresh",
+)
+"""aten ops that make the host wait for the device: ``.item()``, ``bool(t)``, ``nonzero`` (data-dependent shapes),
+and ``lift_fresh`` (a tensor made from Python data, ``torch.tensor`` / ``as_tensor``: moved to a GPU it is a
+blocking copy, ``cudaStreamSynchronize`` after a pageable ``cudaMemcpyAsync``)."""
 
 
 LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")

@@ -103,8 +103,15 @@ def project_points(
 def pixels_to_normalized(
     uv: Float[Tensor, "*batch 2"], width: float | Tensor, height: float | Tensor
 ) -> Float[Tensor, "*batch 2"]:
-    """Map continuous pixel coordinates to ``grid_sample(align_corners=False)`` coordinates in [-1, 1]."""
-    scale = torch.stack([torch.as_tensor(width, dtype=uv.dtype), torch.as_tensor(height, dtype=uv.dtype)]).to(uv)
+    """Map continuous pixel coordinates to ``grid_sample(align_corners=False)`` coordinates in [-1, 1].
+
+    Python-number sizes are filled on ``uv``'s device: a CPU tensor moved to a GPU is a blocking copy (a host-device
+    sync on every call of the render loop, issue 17).
+    """
+    if isinstance(width, Tensor) or isinstance(height, Tensor):
+        scale = torch.stack([torch.as_tensor(width, dtype=uv.dtype), torch.as_tensor(height, dtype=uv.dtype)]).to(uv)
+    else:
+        scale = torch.stack([uv.new_full((), width), uv.new_full((), height)])
     return 2.0 * uv / scale - 1.0
 
 

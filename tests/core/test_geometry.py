@@ -52,6 +52,15 @@ def test_projection_hits_principal_point_and_pixel_centres():
     assert torch.allclose(normalized, torch.tensor([-1 + 1 / 64, -1 + 1 / 48], dtype=torch.float64))
 
 
+def test_pixels_to_normalized_number_and_tensor_sizes_agree_bit_for_bit():
+    """Python sizes are filled on uv's device (no host-to-device copy in the render loop); same numbers as tensors."""
+    for dtype in (torch.float32, torch.float64):
+        uv = torch.rand(100, 2, dtype=dtype) * 500
+        by_numbers = pixels_to_normalized(uv, 640, 192)
+        by_tensors = pixels_to_normalized(uv, torch.tensor(640), torch.tensor(192.0))
+        assert by_numbers.dtype == dtype and torch.equal(by_numbers, by_tensors)
+
+
 def test_normalized_intrinsics_agree_with_normalized_pixels():
     K = intrinsics_matrix(*(torch.tensor(v, dtype=torch.float64) for v in (80.0, 90.0, 30.0, 20.0)))
     Kn = normalize_intrinsics(K, 64, 48)
