@@ -32,6 +32,8 @@ def test_render_in_chunks_equals_one_pass():
     one = render_in_chunks(lambda s, e: {"x": values[s:e] * 2}, 10, 100, "cpu")
     chunked = render_in_chunks(lambda s, e: {"x": values[s:e] * 2}, 10, 3, "cpu")
     assert torch.equal(one["x"], chunked["x"]) and torch.equal(one["x"], values * 2)
+    strided = render_in_chunks(lambda s, e: {"x": values[s:e, :2]}, 10, 100, "cpu")["x"]  # one pass, a slice
+    assert strided.is_contiguous() and torch.equal(strided, values[:, :2])
 
 
 def test_frame_chunk_size_takes_the_whole_frame_when_memory_allows():

@@ -35,7 +35,11 @@ def render_in_chunks(
         for name, value in render(start, end).items():
             assert value.shape[0] == end - start, f"output {name!r} has {value.shape[0]} rows for {end - start} rays"
             pieces.setdefault(name, []).append(value.to(output_device))
-    return {name: torch.cat(values) for name, values in pieces.items()}
+    # One pass (the whole frame fitted): contiguous outputs as they are, without a copy each (callers .view them).
+    return {
+        name: values[0] if len(values) == 1 and values[0].is_contiguous() else torch.cat(values)
+        for name, values in pieces.items()
+    }
 
 
 def frame_chunk_size(
