@@ -50,9 +50,10 @@ class BenchConfig:
     """Render frames that colours are read from (BTS KITTI-360: 4)."""
     chunk: int = 32768
     """Rays per forward pass when rendering a full frame (the least on CUDA, see chunk_memory_fraction)."""
-    chunk_memory_fraction: float = 0.5
+    chunk_memory_fraction: float = 0.0
     """The model's eval_chunk_memory_fraction: on CUDA a pass takes as many rays as fit in this share of the free
-    memory (a 192x640 frame at 64 samples, ~11 GiB, in one pass on an H200); 0 keeps ``chunk``."""
+    memory (0.5: a 192x640 frame at 64 samples, ~11 GiB, in one pass on an H200); 0 (the model's default) keeps
+    ``chunk``."""
     steps: int = 10
     """Timed training steps (after warmup)."""
     warmup: int = 3

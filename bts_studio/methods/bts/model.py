@@ -71,10 +71,11 @@ class BTSModelConfig(ModelConfig):
     eval_num_rays_per_chunk: int = 16384
     """Rays rendered per forward pass in get_outputs_for_camera (a full frame is rendered in chunks); on CUDA the
     least, see eval_chunk_memory_fraction."""
-    eval_chunk_memory_fraction: float = 0.5
+    eval_chunk_memory_fraction: float = 0.0
     """On CUDA, a full-frame render takes as many rays per pass as fit in this share of the free GPU memory (at
     RENDER_BYTES_PER_SAMPLE, methods/common/rendering.py): a 192x640 frame at 64 samples needs ~11 GiB and renders in
-    one pass on a large GPU. 0 keeps eval_num_rays_per_chunk. Results do not depend on it (issue 17)."""
+    one pass on a large GPU (fewer launches). 0 (default, until a GPU run measures the gain; a render during
+    training would take memory from it) keeps eval_num_rays_per_chunk. Results do not depend on it (issue 17)."""
     resnet_layers: Literal[18, 34, 50] = 50
     """ResNet depth of the encoder (BTS: 50)."""
     feature_dim: int = 64
