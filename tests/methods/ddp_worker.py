@@ -74,7 +74,7 @@ def agreement_worker(rank: int, init_file: str, out: str) -> None:
                 "same": again is first,
                 "collectives": agreement.collectives,
                 "written": [(s, {k: float(v) for k, v in m.items()}) for s, m in written],
-                "broadcast_buffers": model.broadcast_buffers,
+                "broadcast_buffers": getattr(model, "forward_sync_buffers", getattr(model, "broadcast_buffers", None)),
             },
             f"{out}.rank{rank}",
         )

@@ -19,6 +19,7 @@ wraps the model in ``DistributedDataParallel`` (DDP). What our layer adds (see `
 - :func:`any_rank`: one all-reduced flag (for callers outside a training step).
 """
 
+import inspect
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -249,10 +250,13 @@ def wrap_ddp(model: nn.Module, device: torch.device | str, find_unused_parameter
     # buffers are batch-norm running statistics, which training-mode batch norm does not read (it normalises with
     # the batch's statistics); they matter only for evaluation and checkpoints, both of which are rank 0's, and
     # rank 0's own running statistics are the same with or without the broadcast. The other buffers are constants.
+    # Newer torch names the switch forward_sync_buffers (which still syncs the buffers once, at construction).
+    parameters = inspect.signature(DistributedDataParallel.__init__).parameters
+    no_buffer_sync = {"forward_sync_buffers" if "forward_sync_buffers" in parameters else "broadcast_buffers": False}
     return DistributedDataParallel(
         model,
         device_ids=device_ids,
         find_unused_parameters=find_unused_parameters,
         gradient_as_bucket_view=True,
-        broadcast_buffers=False,
+        **no_buffer_sync,
     )
