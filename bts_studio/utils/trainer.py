@@ -89,6 +89,11 @@ class BTSStudioTrainer(Trainer):
             # nerfstudio's launcher does not select each process's GPU; collectives made before DDP exists (the
             # datamanager's shared seed) and NCCL need it, or every rank would talk through GPU 0.
             torch.cuda.set_device(torch.device(self.device))
+        if self.world_size > 1 and "OMP_NUM_THREADS" not in os.environ:
+            # nerfstudio's launcher (torch.multiprocessing.spawn) leaves every process with a CPU thread pool as
+            # large as the machine; N processes would then oversubscribe the cores with spinning threads. torchrun
+            # avoids this by setting OMP_NUM_THREADS; here each process gets its share of the cores.
+            torch.set_num_threads(max(1, torch.get_num_threads() // self.world_size))
         super().setup(test_mode=test_mode)
         datamanager = self.pipeline.datamanager
         next_train = datamanager.next_train
