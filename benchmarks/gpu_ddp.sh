@@ -58,7 +58,7 @@ IMAGENET=${IMAGENET:-}
 EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-}
 DEADLINE=${DEADLINE:-470}
 LARGE=${LARGE:-0}
-RUNS=${RUNS:-2gpu_B 1gpu_2B 1gpu_B$([ "$LARGE" = "1" ] && echo " 2gpu_2B")}
+RUNS=${RUNS:-2gpu_B 1gpu_2B 1gpu_B$([ "$LARGE" = "1" ] && echo " 2gpu_2B" || true)}
 CPU=${CPU:-0}
 PROBE=${PROBE:-$([ "$CPU" = "1" ] && echo 0 || echo 1)}
 export PYTHONUNBUFFERED=1
