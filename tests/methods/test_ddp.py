@@ -14,7 +14,9 @@ Checks:
       (``docs/multi_gpu.md``);
     * only rank 0 wrote a checkpoint, without DDP's ``module.`` prefix;
     * resuming across GPU counts: a 2-process run resumed from the 1-process checkpoint and a 1-process run resumed
-      from the 2-process checkpoint take the same third step.
+      from the 2-process checkpoint take the same third step;
+    * the per-step ``StepAgreement`` is one all-reduce (means averaged, a flag of one rank raised on both), and
+      ``wrap_ddp`` does not re-send buffers before every forward.
 """
 
 import os
