@@ -269,7 +269,7 @@ if curve:
 probe_path = out / "ddp_probe.json"
 if probe_path.exists():
     p = json.loads(probe_path.read_text())
-    lines += ["", f"Probe (benchmarks/ddp_probe.py): all-reduce of {p['params'] / 1e6:.0f}M fp32 {p['allreduce_ms']:.2f} ms; "
+    lines += ["", f"Probe (benchmarks/ddp_probe.py): all-reduce of {p['params'] / 1e6:.1f}M fp32 {p['allreduce_ms']:.2f} ms; "
               f"small all-reduce + read-back {p['small_allreduce_ms']:.3f} ms; ResNet-50 step [{p['batch']}, 3, "
               f"{p['height']}, {p['width']}] {p['resnet50_1proc_ms']:.1f} ms on 1 GPU, "
               f"{p['resnet50_2proc_ddp_ms']:.1f} ms on 2 with DDP (+{p['resnet50_ddp_overhead_ms']:.1f} ms)."]
