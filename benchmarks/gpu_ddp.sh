@@ -17,8 +17,8 @@
 #    scaling; 2 GPUs then process 2B groups per step). Steady state = steps WARMUP..last of each run, from the
 #    CSV's per-step wall clock (rank 0, which waits for the gradient all-reduce every step). Criterion >= 1.8.
 #
-# Writes at most 6 files to $OUT: ddp_summary.md, ddp_results.json, curve_1gpu_2B.csv, curve_2gpu_B.csv,
-# curve_1gpu_B.csv, train_log.txt.
+# Writes at most 8 files to $OUT: ddp_summary.md, ddp_results.json, curve_1gpu_2B.csv, curve_2gpu_B.csv,
+# curve_1gpu_B.csv, train_log.txt, ddp_probe.json (PROBE=1), curve_2gpu_2B.csv (LARGE=1).
 #
 # Knobs (environment): PYTHON, GPUS (CUDA_VISIBLE_DEVICES or 0,1: the two GPUs; the first one does the 1-GPU runs),
 # SEQUENCES (1), FRAMES (80), SCALE (0.52), B (8: per-GPU groups of the 2-GPU run; BTS's batch 16 = 2 x 8), STEPS
@@ -26,7 +26,9 @@
 # RESNET (50), TARGET_H (192), TARGET_W (640), SEED (42), SYNC_BN (0), FIND_UNUSED (True), IMAGENET (path),
 # EXTRA_TRAIN_ARGS, WORK, LARGE (0; 1 adds run (d) 2 GPUs x 2B, scaled against (a)), RUNS (the runs, in order;
 # default "2gpu_B 1gpu_2B 1gpu_B", plus 2gpu_2B with LARGE=1), DEADLINE (470 s: runs are skipped or shortened so that everything ends by then),
-# CPU (0; 1 = smoke test on the CPU: device-type cpu, the 2-process run through gloo processes that call
+# PROBE (1 on GPUs, 0 with CPU=1: benchmarks/ddp_probe.py first, ~30-60 s: the NCCL all-reduce time of 26M floats,
+# the per-step small all-reduce, a ResNet-50 step on 1 GPU vs 2 GPUs with DDP -> ddp_probe.json; NCCL's transport
+# lines in train_log.txt), CPU (0; 1 = smoke test on the CPU: device-type cpu, the 2-process run through gloo processes that call
 # nerfstudio's train_loop, since nerfstudio's launcher asserts CUDA).
 # CPU smoke test (about 4 minutes on 2 cores):
 #   OUT=/tmp/ddp_bench CPU=1 SCALE=0.06 FRAMES=8 B=1 STEPS=4 WARMUP=1 RAYS=64 SAMPLES=8 RESNET=18 TARGET_H=64 \
@@ -56,8 +58,9 @@ IMAGENET=${IMAGENET:-}
 EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-}
 DEADLINE=${DEADLINE:-470}
 LARGE=${LARGE:-0}
-RUNS=${RUNS:-2gpu_B 1gpu_2B 1gpu_B$([ "$LARGE" = "1" ] && echo " 2gpu_2B")}
+RUNS=${RUNS:-2gpu_B 1gpu_2B 1gpu_B$([ "$LARGE" = "1" ] && echo " 2gpu_2B" || true)}
 CPU=${CPU:-0}
+PROBE=${PROBE:-$([ "$CPU" = "1" ] && echo 0 || echo 1)}
 export PYTHONUNBUFFERED=1
 # NVLink multicast (NVLS) off in every process: the lent machines do not support it (KINDS.md).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -114,6 +117,20 @@ if __name__ == "__main__":
     world_size = config.machine.num_devices
     mp.spawn(worker, args=(world_size, f"tcp://127.0.0.1:{_find_free_port()}", config), nprocs=world_size)
 EOF
+
+# 1b. probe of the collective layer alone (benchmarks/ddp_probe.py): NCCL all-reduce of 26M floats, the per-step
+# small all-reduce, ResNet-50 step 1 process vs 2 processes with DDP; NCCL's transport lines go to the log.
+if [ "$PROBE" = "1" ]; then
+  start=$SECONDS
+  probe_args=()
+  [ "$CPU" = "1" ] && probe_args=(--cpu --params 100000 --batch 1 --height 32 --width 64 --steps 3)
+  CUDA_VISIBLE_DEVICES=$GPUS NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=INIT,P2P,SHM,NET timeout 120 "$PY" \
+    benchmarks/ddp_probe.py "$OUT/ddp_probe.json" "${probe_args[@]}" >"$WORK/probe.log" 2>&1 \
+    || log "ddp_probe FAILED (its last lines are below)"
+  { grep -E "via |Channel 00|NCCL version|P2P|SHM" "$WORK/probe.log" | sort | uniq | head -n 20
+    tail -n 12 "$WORK/probe.log"; } >>"$LOG"
+  log "ddp_probe took $((SECONDS - start)) s"
+fi
 
 weights=()
 if [ -n "$IMAGENET" ]; then weights=(--pipeline.model.imagenet-weights "$IMAGENET"); fi
@@ -249,6 +266,13 @@ if curve:
               f"(mean loss {curve['mean_loss_1gpu_2B']:.4f} vs {curve['mean_loss_2gpu_B']:.4f}); first/last "
               f"{curve['k']} steps: {curve['first_k_mean'][0]:.4f} -> {curve['last_k_mean'][0]:.4f} (1 GPU), "
               f"{curve['first_k_mean'][1]:.4f} -> {curve['last_k_mean'][1]:.4f} (2 GPUs)."]
+probe_path = out / "ddp_probe.json"
+if probe_path.exists():
+    p = json.loads(probe_path.read_text())
+    lines += ["", f"Probe (benchmarks/ddp_probe.py): all-reduce of {p['params'] / 1e6:.1f}M fp32 {p['allreduce_ms']:.2f} ms; "
+              f"small all-reduce + read-back {p['small_allreduce_ms']:.3f} ms; ResNet-50 step [{p['batch']}, 3, "
+              f"{p['height']}, {p['width']}] {p['resnet50_1proc_ms']:.1f} ms on 1 GPU, "
+              f"{p['resnet50_2proc_ddp_ms']:.1f} ms on 2 with DDP (+{p['resnet50_ddp_overhead_ms']:.1f} ms)."]
 (out / "ddp_summary.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 EOF

@@ -12,7 +12,8 @@ It is set as ``TrainerConfig._target`` in our method configs (``trainer_defaults
 - After each step, a non-finite loss or gradient ends the run with :class:`NonFiniteTrainingError`, naming the
   step, the loss terms, the parameters and the training images of the batch; nothing is saved after it, so no
   NaN checkpoint is written. (With ``--mixed-precision`` the gradient scaler already skips steps with inf
-  gradients, so only the loss is checked.) Under DDP the check is all-reduced, so all ranks stop together.
+  gradients, so only the loss is checked.) Under DDP the check travels in the step's one agreed all-reduce
+  (``StepAgreement``, with the logged losses and the time budget), so all ranks stop together.
 - Multi-GPU (``--machine.num-devices N``, ``docs/multi_gpu.md``): only rank 0 writes checkpoints, the training-curve
   CSV, ``dataparser_transforms.json`` and runs the in-training evaluation (nerfstudio already keeps the viewer and
   the loggers on rank 0). Checkpoints hold the model's keys without DDP's ``module.`` prefix, so a run resumes
@@ -34,6 +35,7 @@ from bts_studio.methods.common.distributed import any_rank
 
 CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.ckpt$")
 DDP_MODEL_PREFIX = "_model.module."
+NON_FINITE_FLAG = "non_finite"
 
 
 class NonFiniteTrainingError(UserError):
@@ -87,6 +89,11 @@ class BTSStudioTrainer(Trainer):
             # nerfstudio's launcher does not select each process's GPU; collectives made before DDP exists (the
             # datamanager's shared seed) and NCCL need it, or every rank would talk through GPU 0.
             torch.cuda.set_device(torch.device(self.device))
+        if self.world_size > 1 and "OMP_NUM_THREADS" not in os.environ:
+            # nerfstudio's launcher (torch.multiprocessing.spawn) leaves every process with a CPU thread pool as
+            # large as the machine; N processes would then oversubscribe the cores with spinning threads. torchrun
+            # avoids this by setting OMP_NUM_THREADS; here each process gets its share of the cores.
+            torch.set_num_threads(max(1, torch.get_num_threads() // self.world_size))
         super().setup(test_mode=test_mode)
         datamanager = self.pipeline.datamanager
         next_train = datamanager.next_train
@@ -173,18 +180,49 @@ class BTSStudioTrainer(Trainer):
 
     # ---------------------------------------------------------------------------------------- finite steps
     def train_iteration(self, step: int):
+        """nerfstudio's step, then the non-finite check, agreed by all ranks in the step's one collective.
+
+        The check costs one host sync (a fused L1 norm per gradient instead of one ``isfinite().all()`` read-back
+        per parameter); the per-term and per-parameter details are computed only when it fails. Under DDP the flag
+        goes into the pipeline's :class:`~bts_studio.methods.common.distributed.StepAgreement` with the logged
+        loss means and the time-budget flag, which is resolved here (one small all-reduce per step in all).
+        """
         loss, loss_dict, metrics_dict = super().train_iteration(step)
-        bad_terms = [name for name, value in loss_dict.items() if not torch.isfinite(value).all()]
-        bad_parameters: List[str] = []
-        if not self.mixed_precision:
-            bad_parameters = [
-                name
-                for name, parameter in self.pipeline.named_parameters()
-                if parameter.grad is not None and not torch.isfinite(parameter.grad).all()
-            ]
-        if any_rank(bool(bad_terms or bad_parameters or not torch.isfinite(loss).all())):
-            raise NonFiniteTrainingError(self._non_finite_message(step, loss_dict, bad_terms, bad_parameters))
+        local = self._locally_non_finite(loss, loss_dict)
+        agreement = getattr(self.pipeline, "step_agreement", None)
+        if agreement is not None:
+            agreement.add_flag(step, NON_FINITE_FLAG, local)
+            non_finite = agreement.resolve(step)[1][NON_FINITE_FLAG]
+        else:
+            non_finite = any_rank(local)
+        if non_finite:
+            bad_terms = [name for name, value in loss_dict.items() if not torch.isfinite(value).all()]
+            bad_parameters: List[str] = []
+            if not self.mixed_precision:
+                bad_parameters = [
+                    name
+                    for name, parameter in self.pipeline.named_parameters()
+                    if parameter.grad is not None and not torch.isfinite(parameter.grad).all()
+                ]
+            message = self._non_finite_message(step, loss_dict, bad_terms, bad_parameters)
+            if not local:
+                message = "another process's loss was non-finite: " + message
+            raise NonFiniteTrainingError(message)
         return loss, loss_dict, metrics_dict
+
+    def _locally_non_finite(self, loss: torch.Tensor, loss_dict: Dict[str, torch.Tensor]) -> bool:
+        """True when this process's loss, a loss term or (without mixed precision) a gradient is NaN/inf.
+
+        One host sync: a gradient's L1 norm is non-finite exactly when one of its entries is (or, in float32,
+        when it exceeds 3e38, which no trainable step survives either).
+        """
+        checks = [torch.isfinite(value.detach()).all() for value in (loss, *loss_dict.values())]
+        if not self.mixed_precision:  # with it, the gradient scaler already skips steps with inf gradients
+            grads = [parameter.grad for parameter in self.pipeline.parameters() if parameter.grad is not None]
+            if grads:
+                total = torch.nn.utils.get_total_norm(grads, norm_type=1.0)
+                checks.append(torch.isfinite(total).to(checks[0].device))
+        return not bool(torch.stack(checks).all())
 
     def eval_iteration(self, step: int) -> None:
         """nerfstudio's in-training evaluation, on rank 0 only (it logs through rank-0 writers anyway)."""

@@ -48,3 +48,35 @@ def worker(rank: int, init_file: str, jobs: List[tuple]) -> None:
             run(config, rank, WORLD_SIZE, Path(f"{record}.rank{rank}"))
     finally:
         dist.destroy_process_group()
+
+
+def agreement_worker(rank: int, init_file: str, out: str) -> None:
+    """Resolve a StepAgreement on two gloo ranks with different values; record what each rank got."""
+    import torch.distributed as dist
+
+    from bts_studio.methods.common.distributed import StepAgreement, wrap_ddp
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        agreement = StepAgreement()
+        agreement.flag_providers["budget"] = lambda: rank == 1  # only rank 1 is over budget
+        written: List[tuple] = []
+        agreement.add_means(5, {"b_loss": torch.tensor(float(rank)), "a": torch.tensor(2.0 * rank)})
+        agreement.add_means(5, {}, then=lambda step, means: written.append((step, means)))
+        agreement.add_flag(5, "non_finite", False)
+        first = agreement.resolve(5)
+        again = agreement.resolve(5)  # cached: no second collective
+        model = wrap_ddp(torch.nn.BatchNorm1d(2), "cpu", find_unused_parameters=False)
+        torch.save(
+            {
+                "means": {k: float(v) for k, v in first[0].items()},
+                "flags": first[1],
+                "same": again is first,
+                "collectives": agreement.collectives,
+                "written": [(s, {k: float(v) for k, v in m.items()}) for s, m in written],
+                "broadcast_buffers": getattr(model, "forward_sync_buffers", getattr(model, "broadcast_buffers", None)),
+            },
+            f"{out}.rank{rank}",
+        )
+    finally:
+        dist.destroy_process_group()

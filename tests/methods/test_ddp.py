@@ -14,7 +14,9 @@ Checks:
       (``docs/multi_gpu.md``);
     * only rank 0 wrote a checkpoint, without DDP's ``module.`` prefix;
     * resuming across GPU counts: a 2-process run resumed from the 1-process checkpoint and a 1-process run resumed
-      from the 2-process checkpoint take the same third step.
+      from the 2-process checkpoint take the same third step;
+    * the per-step ``StepAgreement`` is one all-reduce (means averaged, a flag of one rank raised on both), and
+      ``wrap_ddp`` does not re-send buffers before every forward.
 """
 
 import os
@@ -163,3 +165,18 @@ def test_srn_two_gloo_processes_shard_instances_and_stay_in_sync(tmp_path):
         union = torch.cat([ranks[r][step]["group_ids"] for r in range(WORLD_SIZE)])
         assert len(set(union.tolist())) == 4  # disjoint: 2 ranks x 2 of the 4 instances
         assert torch.equal(union, ShardedOrder(4, 4, seed=config.machine.seed, per_step=True).batch(step))
+
+
+def test_step_agreement_is_one_all_reduce_over_two_gloo_processes(tmp_path):
+    """Means are averaged, a flag raised on one rank is raised on both, in one collective; no buffer broadcast."""
+    from ddp_worker import agreement_worker
+
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    mp.spawn(agreement_worker, args=(str(tmp_path / "init"), str(tmp_path / "agreed")), nprocs=WORLD_SIZE, join=True)
+    results = [torch.load(f"{tmp_path / 'agreed'}.rank{rank}") for rank in range(WORLD_SIZE)]
+    for result in results:
+        assert result["means"] == {"a": 1.0, "b_loss": 0.5}
+        assert result["flags"] == {"budget": True, "non_finite": False}
+        assert result["same"] and result["collectives"] == 1
+        assert result["written"] == [(5, {"a": 1.0, "b_loss": 0.5})]
+        assert result["broadcast_buffers"] is False

@@ -42,3 +42,24 @@ def test_deepvoxels_refuses_several_gpus_before_loading_data():
     config = deepvoxels_trainer_config().pipeline
     with pytest.raises(ValueError, match="does not train on several GPUs"):
         DeepVoxelsPipeline(config, "cpu", world_size=2)
+
+
+def test_step_agreement_in_one_process_is_local_and_resolves_once():
+    from bts_studio.methods.common.distributed import StepAgreement
+
+    agreement = StepAgreement()
+    readings = []
+    agreement.flag_providers["budget"] = lambda: readings.append(1) or len(readings) > 1
+    rows = []
+    agreement.add_means(0, {"loss": torch.tensor(0.5)}, then=lambda step, means: rows.append((step, means)))
+    agreement.add_flag(0, "non_finite", False)
+    means, flags = agreement.resolve(0)
+    assert agreement.resolve(0) == (means, flags) and len(readings) == 1  # cached: provider read once
+    assert float(means["loss"]) == 0.5 and flags == {"budget": False, "non_finite": False}
+    assert rows == [(0, means)] and agreement.collectives == 0
+    with pytest.raises(RuntimeError, match="already resolved"):
+        agreement.add_flag(0, "late", True)
+    agreement.add_means(1, {"loss": torch.tensor(1.0)}, then=lambda step, means: rows.append((step, means)))
+    agreement.add_flag(2, "non_finite", True)  # step 1 was never resolved: it is, before step 2 starts
+    assert [step for step, _ in rows] == [0, 1] and len(readings) == 2
+    assert agreement.resolve(2)[1] == {"budget": True, "non_finite": True}

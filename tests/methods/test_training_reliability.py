@@ -200,3 +200,21 @@ def test_encode_source_answers_at_the_training_resolution():
     assert torch.allclose(depth_map(model, source), at_training, atol=1e-4), "same answer at both resolutions"
     with pytest.raises(ValueError, match="trained on 96x64"):
         encode_source(model, doubled, K2, c2w, resize=False)
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf"), 1e30])
+def test_non_finite_check_catches_one_bad_gradient_entry_in_one_read_back(bad):
+    from types import SimpleNamespace
+
+    from bts_studio.utils.trainer import BTSStudioTrainer
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))
+    model(torch.ones(2, 3)).sum().backward()
+    if bad is not None:
+        model[0].weight.grad[1, 2] = bad
+    trainer = SimpleNamespace(mixed_precision=False, pipeline=model)
+    loss = torch.tensor(1.0)
+    found = BTSStudioTrainer._locally_non_finite(trainer, loss, {"rgb_loss": loss})  # type: ignore[arg-type]
+    assert found == (bad is not None and bad != 1e30)  # 1e30 is large but finite
+    trainer.mixed_precision = True  # then only the loss is checked (the gradient scaler handles gradients)
+    assert not BTSStudioTrainer._locally_non_finite(trainer, loss, {"rgb_loss": loss})  # type: ignore[arg-type]

@@ -29,7 +29,6 @@ from bts_studio.eval import ns_render_paths
 from bts_studio.methods.bts.datamanager import BTSDataManager, BTSDataManagerConfig
 from bts_studio.methods.bts.model import BTSModelConfig
 from bts_studio.methods.bts.sources import SourceBank
-from bts_studio.methods.common.distributed import mean_over_ranks
 from bts_studio.methods.common.training import BudgetedPipeline, BudgetedPipelineConfig
 from bts_studio.utils.errors import refuse_unsupported_export
 
@@ -87,10 +86,14 @@ class BTSPipeline(BudgetedPipeline):
         log_now = self.config.train_log_csv is not None and step % max(1, self.config.train_log_every) == 0
         if log_now:
             scalars = {k: v for k, v in {**loss_dict, **metrics_dict}.items() if torch.as_tensor(v).numel() == 1}
-            scalars = mean_over_ranks(scalars)  # under DDP: the global batch's mean, as one process would log
-            if comms.is_main_process():
-                self._curve.write(step, scalars)
+            # Under DDP the CSV holds the global batch's mean, as one process would log: the means travel in the
+            # step's one agreed all-reduce (with the stop flags), and the row is written when it is resolved.
+            self.step_agreement.add_means(step, scalars, then=self._write_curve)
         return outputs, loss_dict, metrics_dict
+
+    def _write_curve(self, step: int, means: Dict[str, torch.Tensor]) -> None:
+        if comms.is_main_process():
+            self._curve.write(step, means)
 
     @cached_property
     def _curve(self) -> "TrainingCurve":

@@ -12,11 +12,15 @@ wraps the model in ``DistributedDataParallel`` (DDP). What our layer adds (see `
 - :func:`step_generator`: the per-step random draws (patches, jitter, splits) likewise come from a generator seeded
   by ``(seed, step)``, drawn for the global batch and sliced per rank;
 - :func:`shared_seed`: the seed all ranks agree on (rank 0's, i.e. ``--machine.seed``);
-- :func:`any_rank`: an all-reduced flag, so that a stop decision (time budget, non-finite loss) is taken by every
-  rank at the same step (a rank that stops alone would leave the others waiting in DDP's all-reduce).
+- :class:`StepAgreement`: what the ranks must agree on after a step (the logged loss means, the stop decisions of
+  the time budget and the non-finite check), gathered during the step and all-reduced in ONE small collective, so
+  that every rank stops at the same step (a rank that stops alone would leave the others waiting in DDP's
+  all-reduce) without one collective and one host sync per decision;
+- :func:`any_rank`: one all-reduced flag (for callers outside a training step).
 """
 
-from typing import Dict, List, Tuple
+import inspect
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -25,8 +29,8 @@ from torch import Tensor, nn
 
 __all__ = [
     "ShardedOrder",
+    "StepAgreement",
     "any_rank",
-    "mean_over_ranks",
     "rank_and_world_size",
     "shared_seed",
     "step_generator",
@@ -67,15 +71,83 @@ def any_rank(flag: bool) -> bool:
     return bool(value.item())
 
 
-def mean_over_ranks(values: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """Scalars averaged over ranks (one all-reduce; every rank must call it at the same step). For logging."""
-    if rank_and_world_size()[1] == 1 or not values:
-        return values
-    names = sorted(values)
-    stacked = torch.stack([values[name].detach().float().reshape(()) for name in names]).to(_collective_device())
-    dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
-    stacked /= dist.get_world_size()
-    return dict(zip(names, stacked.cpu(), strict=True))
+class StepAgreement:
+    """Per-step values every rank must agree on, all-reduced in one collective when the step is resolved.
+
+    During step ``s`` callers add *means* (scalars averaged over the ranks: the training-curve CSV) and *flags*
+    (stop decisions: True on every rank when True on one), either as values or as providers called at resolve
+    time (the time budget reads its clock then). :meth:`resolve` sends them as one float64 vector (one
+    ``all_reduce(SUM)``, one host sync; nothing at all in one process), calls the ``then`` functions of the means
+    with the averages and caches the result, so later calls for the same step (the trainer's non-finite check,
+    then the time-budget callback) cost nothing. Starting a new step resolves a forgotten previous one first.
+
+    Every rank must add the same names at the same step (the names are sorted before the collective; a mismatch
+    is a shape error in gloo and a hang in NCCL, as for any collective).
+    """
+
+    def __init__(self) -> None:
+        self.flag_providers: Dict[str, Callable[[], bool]] = {}
+        self._step: Optional[int] = None
+        self._means: Dict[str, Tensor] = {}
+        self._flags: Dict[str, bool] = {}
+        self._then: List[Callable[[int, Dict[str, Tensor]], None]] = []
+        self._result: Optional[Tuple[Dict[str, Tensor], Dict[str, bool]]] = None
+        self.collectives = 0  # all-reduces made so far (tests and measurements read it)
+
+    def _at(self, step: int) -> None:
+        if step == self._step:
+            return
+        if self._step is not None and self._result is None and (self._means or self._flags or self._then):
+            self.resolve(self._step)
+        self._step, self._means, self._flags, self._then, self._result = step, {}, {}, [], None
+
+    def add_means(
+        self, step: int, values: Dict[str, Tensor], then: Optional[Callable[[int, Dict[str, Tensor]], None]] = None
+    ) -> None:
+        """Scalars of ``step`` to average over the ranks; ``then(step, means)`` runs once they are resolved."""
+        self._at(step)
+        if self._result is not None:
+            raise RuntimeError(f"step {step} is already resolved; add its values before resolve()")
+        self._means.update(values)
+        if then is not None:
+            self._then.append(then)
+
+    def add_flag(self, step: int, name: str, value: bool) -> None:
+        """A stop decision of ``step``: True on every rank after :meth:`resolve` if True on any."""
+        self._at(step)
+        if self._result is not None:
+            raise RuntimeError(f"step {step} is already resolved; add its flags before resolve()")
+        self._flags[name] = self._flags.get(name, False) or bool(value)
+
+    def resolve(self, step: int) -> Tuple[Dict[str, Tensor], Dict[str, bool]]:
+        """``(means, flags)`` of ``step``, agreed by all ranks (one all-reduce the first time, cached after)."""
+        self._at(step)
+        if self._result is not None:
+            return self._result
+        flags = dict(self._flags)
+        for name, provider in self.flag_providers.items():
+            flags[name] = flags.get(name, False) or bool(provider())
+        mean_names, flag_names = sorted(self._means), sorted(flags)
+        means = {name: self._means[name].detach().float().reshape(()) for name in mean_names}
+        if rank_and_world_size()[1] > 1 and (mean_names or flag_names):
+            # float64 holds the 0/1 flags exactly and the float32 losses without loss of precision.
+            device = _collective_device()
+            parts = [torch.tensor([float(flags[name]) for name in flag_names], dtype=torch.float64, device=device)]
+            if mean_names:
+                parts.insert(0, torch.stack([means[name] for name in mean_names]).to(device, torch.float64))
+            vector = torch.cat(parts)
+            dist.all_reduce(vector, op=dist.ReduceOp.SUM)
+            self.collectives += 1
+            summed = vector.cpu().tolist()  # the step's one host sync
+            world_size = dist.get_world_size()
+            means = {
+                name: torch.tensor(summed[i] / world_size, dtype=torch.float32) for i, name in enumerate(mean_names)
+            }
+            flags = {name: summed[len(mean_names) + i] > 0 for i, name in enumerate(flag_names)}
+        self._result = (means, flags)
+        for then in self._then:
+            then(step, means)
+        return self._result
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
@@ -173,6 +245,18 @@ def wrap_ddp(model: nn.Module, device: torch.device | str, find_unused_parameter
     if device.type == "cuda":
         device_ids = [device.index if device.index is not None else torch.cuda.current_device()]
     # gradient_as_bucket_view: gradients live in DDP's all-reduce buckets (no copy in and out each step).
+    # broadcast_buffers=False: DDP's default re-sends rank 0's buffers before every forward (a flatten, a
+    # broadcast and a copy back per buffer: ~160 batch-norm tensors for a ResNet-50). Our models' only changing
+    # buffers are batch-norm running statistics, which training-mode batch norm does not read (it normalises with
+    # the batch's statistics); they matter only for evaluation and checkpoints, both of which are rank 0's, and
+    # rank 0's own running statistics are the same with or without the broadcast. The other buffers are constants.
+    # Newer torch names the switch forward_sync_buffers (which still syncs the buffers once, at construction).
+    parameters = inspect.signature(DistributedDataParallel.__init__).parameters
+    no_buffer_sync = {"forward_sync_buffers" if "forward_sync_buffers" in parameters else "broadcast_buffers": False}
     return DistributedDataParallel(
-        model, device_ids=device_ids, find_unused_parameters=find_unused_parameters, gradient_as_bucket_view=True
+        model,
+        device_ids=device_ids,
+        find_unused_parameters=find_unused_parameters,
+        gradient_as_bucket_view=True,
+        **no_buffer_sync,
     )

@@ -16,7 +16,7 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from bts_studio.methods.common.distributed import any_rank, wrap_ddp
+from bts_studio.methods.common.distributed import StepAgreement, wrap_ddp
 
 __all__ = ["BudgetedPipeline", "BudgetedPipelineConfig", "TimeBudget"]
 
@@ -24,22 +24,34 @@ __all__ = ["BudgetedPipeline", "BudgetedPipelineConfig", "TimeBudget"]
 class TimeBudget:
     """Training callback that asks nerfstudio's trainer to stop once ``seconds`` have passed since the first step.
 
-    The clock starts at the first call (after step 0), so setup and data caching do not count. Under DDP the
-    decision is all-reduced every step (any rank over budget stops all), so every rank stops after the same step.
+    The clock starts at the first reading (after step 0), so setup and data caching do not count. The decision is
+    a flag of the pipeline's :class:`StepAgreement` (read from the clock when the step is resolved, after its
+    optimizer step): under DDP it travels in the step's one small all-reduce with the other agreed values (any rank
+    over budget stops all), so every rank stops after the same step without a collective of its own.
     """
 
-    def __init__(self, seconds: float, trainer, method: str = "training") -> None:
+    FLAG = "over_time_budget"
+
+    def __init__(
+        self, seconds: float, trainer, method: str = "training", agreement: Optional[StepAgreement] = None
+    ) -> None:
         self.seconds = seconds
         self.trainer = trainer
         self.method = method
         self.start: Optional[float] = None
+        self.agreement = agreement if agreement is not None else StepAgreement()
+        self.agreement.flag_providers[self.FLAG] = self.over_budget
 
-    def __call__(self, step: int) -> None:
+    def over_budget(self) -> bool:
+        """This process's clock: True once ``seconds`` have passed since the first reading."""
         now = perf_counter()
         if self.start is None:
             self.start = now
-        over = now - self.start >= self.seconds
-        if any_rank(over) and not self.trainer.stop_training:
+        return now - self.start >= self.seconds
+
+    def __call__(self, step: int) -> None:
+        _, flags = self.agreement.resolve(step)  # already resolved by BTSStudioTrainer.train_iteration: no cost
+        if flags[self.FLAG] and not self.trainer.stop_training:
             CONSOLE.print(
                 f"{self.method}: training time budget of {self.seconds:.0f} s reached after step {step}; stopping"
             )
@@ -85,6 +97,8 @@ class BudgetedPipeline(VanillaPipeline):
         # from torch.distributed, not from the world_size argument.
         super().__init__(config, device, test_mode, world_size=1, local_rank=local_rank, grad_scaler=grad_scaler)
         self.world_size = world_size
+        # What the ranks agree on after each step, in one collective (the trainer resolves it; see TimeBudget).
+        self.step_agreement = StepAgreement()
         if world_size > 1:
             if config.sync_batch_norm:
                 if torch.device(device).type != "cuda":
@@ -96,6 +110,6 @@ class BudgetedPipeline(VanillaPipeline):
         callbacks = super().get_training_callbacks(attributes)
         if self.config.max_train_seconds > 0 and attributes.trainer is not None:
             method = getattr(attributes.trainer.config, "method_name", None) or "training"
-            budget = TimeBudget(self.config.max_train_seconds, attributes.trainer, method)
+            budget = TimeBudget(self.config.max_train_seconds, attributes.trainer, method, self.step_agreement)
             callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], budget))
         return callbacks
