@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True, help="JSON file to write")
     parser.add_argument("--images", type=int, default=8, help="test images to compare (default 8)")
     parser.add_argument(
-        "--variants", nargs="+", default=["twin", "projected", "triton", "fast-fp32-encoder", "fast", "fast-tf32"]
+        "--variants", nargs="+", default=["twin", "projected", "triton", "fast", "fast-tf32"]
     )
     args = parser.parse_args()
 

@@ -65,8 +65,8 @@ class BenchConfig:
     variants: Tuple[str, ...] = ("twin-fp32", "twin", "projected", "triton", "fast")
     """Settings to measure (see VARIANTS in bts_studio/bench.py): twin-fp32 is the reference (fp32 everywhere),
     twin the unfused model under torch's defaults, projected / triton those density paths with the fp32 encoder,
-    fast the Triton path with the bf16 encoder (opt-in; bts-density's default is the twin); also fast-tf32,
-    fast-fp32-encoder and fast-cudnn-benchmark."""
+    fast the Triton path with the bf16 encoder (opt-in; bts-density's default is the twin; with the fp32 encoder it
+    is `triton`); also fast-tf32 and fast-cudnn-benchmark."""
     batch_sizes: Tuple[int, ...] = (1, 4, 8, 16)
     """Images per inference batch for the images/s column (the best one is reported)."""
     throughput_repeats: int = 3
@@ -105,7 +105,6 @@ VARIANTS: Dict[str, Variant] = {
     "projected": Variant("projected", "fp32"),
     "triton": Variant("triton", "fp32"),
     # The opt-in fast paths, named explicitly: `auto` is the twin since the H200 run (docs/benchmarks.md).
-    "fast-fp32-encoder": Variant("triton", "fp32"),
     "fast": Variant("triton", "bf16"),
     "fast-tf32": Variant("triton", "bf16", matmul_tf32=True),
     "fast-cudnn-benchmark": Variant("triton", "bf16", cudnn_benchmark=True),
