@@ -13,51 +13,11 @@ JSON line per chunk size.
 import argparse
 import json
 import time
-from collections import Counter
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from bts_studio.bench import BenchConfig, build_model, camera_rig
-
-SYNC_OPS = (
-    "aten::item",
-    "aten::_local_scalar_dense",
-    "aten::nonzero",
-    "aten::is_nonzero",
-    "aten::equal",
-    "aten::lift_fresh",
-)
-"""aten ops that make the host wait for the device: ``.item()``, ``bool(t)``, ``nonzero`` (data-dependent shapes),
-and ``lift_fresh`` (a tensor made from Python data, ``torch.tensor`` / ``as_tensor``: moved to a GPU it is a
-blocking copy, ``cudaStreamSynchronize`` after a pageable ``cudaMemcpyAsync``)."""
-
-
-LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
-SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync", "cudaMemcpy")
-
-
-def count_ops(fn, cuda: bool = False) -> dict:
-    """Number of aten op calls (all, and top-level: what Python dispatches) and of sync ops while ``fn()`` runs;
-    with ``cuda`` also the CUDA runtime's kernel launches and synchronising calls (copies included)."""
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
-        fn()
-    events = [e for e in prof.events() if e.name.startswith("aten::")]
-    ids = {e.id for e in events}
-    top = [e for e in events if e.cpu_parent is None or e.cpu_parent.id not in ids]
-    names = Counter(e.name for e in events)
-    result = {
-        "aten_ops": len(events),
-        "aten_ops_top_level": len(top),
-        "sync_ops": sum(names[name] for name in SYNC_OPS),
-        "sync_by_op": {name: names[name] for name in SYNC_OPS if names[name]},
-    }
-    if cuda:
-        runtime = Counter(e.name for e in prof.events())
-        result["cuda_kernel_launches"] = sum(runtime[name] for name in LAUNCH_CALLS)
-        result["cuda_sync_calls"] = {name: runtime[name] for name in SYNC_CALLS if runtime[name]}
-    return result
+from bts_studio.utils.profiling import count_ops
 
 
 def main() -> None:
