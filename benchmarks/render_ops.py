@@ -17,7 +17,7 @@ import time
 import torch
 
 from bts_studio.bench import BenchConfig, build_model, camera_rig
-from bts_studio.utils.profiling import count_ops
+from bts_studio.utils.profiling import count_ops, cuda_sync_sites
 
 
 def main() -> None:
@@ -55,6 +55,10 @@ def main() -> None:
             cuda = device.type == "cuda"
             encode = count_ops(lambda: model.encode_view(image, K, c2w[0]), cuda)
             render = count_ops(lambda source=source: model.render_camera(cameras[0:1], source), cuda)
+            if cuda:  # the syncs the CPU cannot show (.tolist() of a GPU tensor), with the lines that made them
+                render["cuda_sync_sites"] = cuda_sync_sites(
+                    lambda source=source: model.render_camera(cameras[0:1], source)
+                )
             times = []
             for _ in range(args.repeats):
                 sync()
@@ -79,7 +83,11 @@ def main() -> None:
             "render_top_level_ops_per_chunk": round(render["aten_ops_top_level"] / num_chunks, 1),
             "render_sync_ops": render["sync_ops"],
             "render_sync_by_op": render["sync_by_op"],
-            **{f"render_{key}": render[key] for key in ("cuda_kernel_launches", "cuda_sync_calls") if key in render},
+            **{
+                f"render_{key}": render[key]
+                for key in ("cuda_kernel_launches", "cuda_sync_calls", "cuda_sync_sites")
+                if key in render
+            },
             "encode_aten_ops": encode["aten_ops"],
             "encode_sync_ops": encode["sync_ops"],
             "render_ms_median": round(1000 * sorted(times)[len(times) // 2], 2),

@@ -4,12 +4,14 @@ Shared by ``benchmarks/render_ops.py`` (issue 17's measurements, docs/benchmarks
 full-frame render free of syncs (tests/methods/test_bts_model.py), so both count the same thing.
 """
 
+import warnings
 from collections import Counter
 from typing import Callable, Dict
 
+import torch
 from torch.profiler import ProfilerActivity, profile
 
-__all__ = ["LAUNCH_CALLS", "SYNC_CALLS", "SYNC_OPS", "count_ops"]
+__all__ = ["LAUNCH_CALLS", "SYNC_CALLS", "SYNC_OPS", "count_ops", "cuda_sync_sites"]
 
 SYNC_OPS = (
     "aten::item",
@@ -49,3 +51,19 @@ def count_ops(fn: Callable[[], object], cuda: bool = False) -> Dict[str, object]
         result["cuda_kernel_launches"] = sum(runtime[name] for name in LAUNCH_CALLS)
         result["cuda_sync_calls"] = {name: runtime[name] for name in SYNC_CALLS if runtime[name]}
     return result
+
+
+def cuda_sync_sites(fn: Callable[[], object]) -> Dict[str, int]:
+    """Where ``fn()`` synchronises a CUDA device: ``torch.cuda.set_sync_debug_mode("warn")`` warns at every
+    synchronising call (``.item()``, ``.tolist()``/``.cpu()`` of a GPU tensor, ``nonzero``, a blocking
+    host-to-device copy); returns ``{"file:line": count}`` of the Python lines that made them. CUDA only."""
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    sites = Counter(f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message))
+    return dict(sites.most_common())
