@@ -13,51 +13,11 @@ JSON line per chunk size.
 import argparse
 import json
 import time
-from collections import Counter
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from bts_studio.bench import BenchConfig, build_model, camera_rig
-
-SYNC_OPS = (
-    "aten::item",
-    "aten::_local_scalar_dense",
-    "aten::nonzero",
-    "aten::is_nonzero",
-    "aten::equal",
-    "aten::lift_fresh",
-)
-"""aten ops that make the host wait for the device: ``.item()``, ``bool(t)``, ``nonzero`` (data-dependent shapes),
-and ``lift_fresh`` (a tensor made from Python data, ``torch.tensor`` / ``as_tensor``: moved to a GPU it is a
-blocking copy, ``cudaStreamSynchronize`` after a pageable ``cudaMemcpyAsync``)."""
-
-
-LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
-SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync", "cudaMemcpy")
-
-
-def count_ops(fn, cuda: bool = False) -> dict:
-    """Number of aten op calls (all, and top-level: what Python dispatches) and of sync ops while ``fn()`` runs;
-    with ``cuda`` also the CUDA runtime's kernel launches and synchronising calls (copies included)."""
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
-        fn()
-    events = [e for e in prof.events() if e.name.startswith("aten::")]
-    ids = {e.id for e in events}
-    top = [e for e in events if e.cpu_parent is None or e.cpu_parent.id not in ids]
-    names = Counter(e.name for e in events)
-    result = {
-        "aten_ops": len(events),
-        "aten_ops_top_level": len(top),
-        "sync_ops": sum(names[name] for name in SYNC_OPS),
-        "sync_by_op": {name: names[name] for name in SYNC_OPS if names[name]},
-    }
-    if cuda:
-        runtime = Counter(e.name for e in prof.events())
-        result["cuda_kernel_launches"] = sum(runtime[name] for name in LAUNCH_CALLS)
-        result["cuda_sync_calls"] = {name: runtime[name] for name in SYNC_CALLS if runtime[name]}
-    return result
+from bts_studio.utils.profiling import count_ops, cuda_sync_sites
 
 
 def main() -> None:
@@ -95,6 +55,10 @@ def main() -> None:
             cuda = device.type == "cuda"
             encode = count_ops(lambda: model.encode_view(image, K, c2w[0]), cuda)
             render = count_ops(lambda source=source: model.render_camera(cameras[0:1], source), cuda)
+            if cuda:  # the syncs the CPU cannot show (.tolist() of a GPU tensor), with the lines that made them
+                render["cuda_sync_sites"] = cuda_sync_sites(
+                    lambda source=source: model.render_camera(cameras[0:1], source)
+                )
             times = []
             for _ in range(args.repeats):
                 sync()
@@ -119,7 +83,11 @@ def main() -> None:
             "render_top_level_ops_per_chunk": round(render["aten_ops_top_level"] / num_chunks, 1),
             "render_sync_ops": render["sync_ops"],
             "render_sync_by_op": render["sync_by_op"],
-            **{f"render_{key}": render[key] for key in ("cuda_kernel_launches", "cuda_sync_calls") if key in render},
+            **{
+                f"render_{key}": render[key]
+                for key in ("cuda_kernel_launches", "cuda_sync_calls", "cuda_sync_sites")
+                if key in render
+            },
             "encode_aten_ops": encode["aten_ops"],
             "encode_sync_ops": encode["sync_ops"],
             "render_ms_median": round(1000 * sorted(times)[len(times) // 2], 2),

@@ -235,15 +235,16 @@ def render_depth_batch(
 ) -> Tensor:
     """z-depth ``[B, H, W]`` of ``images`` seen by ``camera`` (each conditions its own render), ``chunk`` rays per
     image per pass (more on CUDA with ``memory_fraction``, as ``render_camera``), through ``render_ray_tensors``."""
+    from bts_studio.methods.common.cameras import camera_rays
     from bts_studio.methods.common.rendering import frame_chunk_size
 
     conditioning = _sources(model, images, K, c2w)
     b, (h, w) = images.shape[0], images.shape[-2:]
-    bundle = camera.generate_rays(camera_indices=0, keep_shape=True)
+    rays = camera_rays(camera)
     num_rays = h * w
-    origins = bundle.origins.reshape(1, num_rays, 3).expand(b, -1, -1)
-    directions = bundle.directions.reshape(1, num_rays, 3).expand(b, -1, -1)
-    norms = bundle.metadata["directions_norm"].reshape(1, num_rays, 1).expand(b, -1, -1)
+    origins = rays.origins.reshape(1, num_rays, 3).expand(b, -1, -1)
+    directions = rays.directions.reshape(1, num_rays, 3).expand(b, -1, -1)
+    norms = rays.directions_norm.reshape(1, num_rays, 1).expand(b, -1, -1)
     chunk = frame_chunk_size(chunk, num_rays, model.config.num_samples * b, images.device, memory_fraction)
     depths = []
     for start in range(0, num_rays, chunk):

@@ -9,6 +9,8 @@ Vocabulary used in this file (see docs/conventions.md for the conventions themse
 Everything here is framework-free torch and differentiable.
 """
 
+from typing import Tuple
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -19,6 +21,7 @@ __all__ = [
     "invert_pose",
     "normalize_intrinsics",
     "opencv_to_opengl",
+    "pinhole_rays",
     "pixels_to_normalized",
     "project_points",
     "ray_distance_to_z_depth",
@@ -50,7 +53,9 @@ def to_homogeneous_pose(pose: Float[Tensor, "*batch rows 4"]) -> Float[Tensor, "
         return pose
     assert pose.shape[-2:] == (3, 4), f"expected [..., 3, 4], got {tuple(pose.shape)}"
     bottom = pose.new_zeros(*pose.shape[:-2], 1, 4)
-    bottom[..., 0, 3] = 1.0
+    # fill_ of a view takes the Python number as a scalar argument; `bottom[..., 0, 3] = 1.0` would first wrap it in
+    # a CPU tensor (aten::lift_fresh) and copy that to the pose's device (issue 17: a host sync per render).
+    bottom[..., 0, 3].fill_(1.0)
     return torch.cat([pose, bottom], dim=-2)
 
 
@@ -140,6 +145,57 @@ def intrinsics_matrix(
     K[..., 1, 2] = cy
     K[..., 2, 2] = 1.0
     return K
+
+
+NORM_EPS = 4.0 * 2.0**-52
+"""Floor of a direction's norm in :func:`pinhole_rays`: nerfstudio's ``camera_utils._EPS`` (4 float64 epsilons)."""
+
+
+def pinhole_rays(
+    c2w: Float[Tensor, "3 4"],
+    fx: Float[Tensor, ""],
+    fy: Float[Tensor, ""],
+    cx: Float[Tensor, ""],
+    cy: Float[Tensor, ""],
+    height: int,
+    width: int,
+) -> Tuple[Float[Tensor, "H W 3"], Float[Tensor, "H W 3"], Float[Tensor, "H W 1"]]:
+    """Rays through the pixel centres of one undistorted pinhole camera, on ``c2w``'s device.
+
+    Args:
+        c2w: camera-to-world ``[3, 4]`` with nerfstudio's OpenGL axes (``Cameras.camera_to_worlds``).
+        fx, fy, cx, cy: 0-dim pixel intrinsics (nerfstudio pixel units: pixel (0, 0) covers [0, 1]^2).
+        height, width: image size in pixels, Python ints (the output shape is known on the host).
+
+    Returns:
+        ``origins [H, W, 3]`` (the camera centre, expanded), unit ``directions [H, W, 3]`` and
+        ``directions_norm [H, W, 1]``: the length of the camera-frame direction ``(x, -y, -1)`` before normalising,
+        which nerfstudio stores in ``metadata["directions_norm"]`` and :func:`ray_distance_to_z_depth` divides by.
+
+    The arithmetic is nerfstudio 1.1.5's ``Cameras._generate_rays_from_coords`` for a perspective camera without
+    distortion, op for op, so the rays are bit-identical to ``Cameras.generate_rays`` (tests/methods/test_common.py).
+    What it leaves out is the generality that costs host syncs on a GPU (issue 17): image sizes read with
+    ``.item()``, the pixel grid built on the CPU and copied over, per-camera-type masks (``nonzero``) and
+    ``assert torch.all(...)`` on tensors. Raises ``AssertionError`` on wrong shapes.
+    """
+    assert c2w.shape == (3, 4), f"c2w must be [3, 4], got {tuple(c2w.shape)}"
+    for name, value in (("fx", fx), ("fy", fy), ("cx", cx), ("cy", cy)):
+        assert value.dim() == 0, f"{name} must be a 0-dim tensor, got {tuple(value.shape)}"
+    assert height > 0 and width > 0, f"image size must be positive, got {height}x{width}"
+    # nerfstudio's Cameras.get_image_coords: an integer grid plus the 0.5 pixel-centre offset (exact in floats).
+    y, x = torch.meshgrid(
+        torch.arange(height, device=c2w.device, dtype=c2w.dtype) + 0.5,
+        torch.arange(width, device=c2w.device, dtype=c2w.dtype) + 0.5,
+        indexing="ij",
+    )
+    # OpenCV pixel rays (x - cx) / fx, (y - cy) / fy, then the y negation and z = -1 of OpenGL, in nerfstudio's order.
+    u = (x - cx) / fx
+    v = -((y - cy) / fy)
+    directions = torch.stack([u, v, torch.full_like(u, -1.0)], dim=-1)
+    # Elementwise product and sum (not a matmul) as nerfstudio rotates, so the rounding is the same.
+    directions = torch.sum(directions[..., None, :] * c2w[:, :3], dim=-1)
+    norm = torch.linalg.vector_norm(directions, dim=-1, keepdim=True).clamp_min(NORM_EPS)
+    return c2w[:, 3].expand(height, width, 3), directions / norm, norm
 
 
 def ray_distance_to_z_depth(

@@ -121,8 +121,9 @@ def test_self_view_render_reproduces_the_source_and_chunks_agree(model):
 
 
 def test_render_camera_equals_rendering_the_ray_bundle(model):
-    """render_camera's tensor path (rays once per frame, conditioning once, plain tensors per chunk) gives exactly
-    the outputs of rendering nerfstudio's RayBundle through render_rays, at any chunk size."""
+    """render_camera's tensor path (sync-free rays once per frame, conditioning once, plain tensors per chunk) gives
+    exactly the outputs of the path before issue 17 (nerfstudio's generate_rays, its RayBundle through render_rays),
+    at any chunk size: every output (rgb, depth, z_depth, accumulation, ...) bit for bit."""
     from bts_studio.methods.common.rendering import render_bundle_in_chunks
 
     image, c2w = torch.rand(3, H, W), _pose()
@@ -137,6 +138,26 @@ def test_render_camera_equals_rendering_the_ray_bundle(model):
         for name, value in reference.items():
             assert torch.equal(outputs[name], value), name
     model.config.eval_num_rays_per_chunk = 1000
+
+
+def test_full_frame_render_makes_no_host_syncs(model, monkeypatch):
+    """Issue 17: one full-frame render_camera (7 chunks here) dispatches no op that makes the host wait for the
+    device (``.item()``, ``bool(tensor)``, ``nonzero``, a tensor from Python values: ``utils.profiling.SYNC_OPS``).
+    Its one device-to-host read is ``camera_header`` (the image size, one ``.tolist()``: no aten op on the CPU, so
+    counted here by call)."""
+    from bts_studio.methods.common import cameras
+    from bts_studio.utils.profiling import count_ops
+
+    c2w = _pose()
+    source = encode_source(model, torch.rand(3, H, W), K, c2w)
+    camera = _camera(c2w)
+    reads = []
+    header = cameras.camera_header
+    monkeypatch.setattr(cameras, "camera_header", lambda cam: reads.append(cam) or header(cam))
+    with torch.no_grad():
+        counts = count_ops(lambda: model.render_camera(camera, source))
+    assert counts["sync_ops"] == 0, counts["sync_by_op"]
+    assert len(reads) == 1
 
 
 def test_density_in_camera_matches_world_queries(model):

@@ -3,7 +3,13 @@
 import torch
 
 from bts_studio.core.geometry import project_points
-from bts_studio.methods.common.cameras import cameras_to_opencv, cameras_to_opencv_w2c, opencv_to_cameras
+from bts_studio.methods.common.cameras import (
+    camera_header,
+    camera_rays,
+    cameras_to_opencv,
+    cameras_to_opencv_w2c,
+    opencv_to_cameras,
+)
 from bts_studio.methods.common.rendering import render_in_chunks
 
 
@@ -25,6 +31,47 @@ def test_opencv_cameras_round_trip_and_rays_project_to_their_pixels():
     rays = cameras.generate_rays(camera_indices=torch.tensor([[1]]), coords=coords)
     uv, z = project_points(rays.origins + 3.0 * rays.directions, K_w2c[1], w2c[1])
     assert torch.allclose(uv, coords.flip(-1), atol=1e-4) and bool((z > 0).all())
+
+
+def test_camera_rays_are_nerfstudios_bit_for_bit():
+    """camera_rays (core.pinhole_rays for undistorted pinholes, nerfstudio's generate_rays for any other camera)
+    gives exactly the rays, unit directions and directions_norm of ``Cameras.generate_rays`` (issue 17: the
+    sync-free path must not change a render)."""
+    from nerfstudio.cameras.cameras import Cameras, CameraType
+
+    generator = torch.Generator().manual_seed(0)
+    rotation, _ = torch.linalg.qr(torch.randn(3, 3, generator=generator))
+    c2w = torch.cat([rotation, 5 * torch.randn(3, 1, generator=generator)], dim=1)
+
+    def camera(camera_type=CameraType.PERSPECTIVE, distortion=None):
+        intrinsics = {
+            name: torch.tensor([[value]])
+            for name, value in zip(("fx", "fy", "cx", "cy"), (37.3, 49.1, 26.9, 21.7), strict=True)
+        }
+        return Cameras(
+            camera_to_worlds=c2w[None],
+            **intrinsics,
+            width=torch.tensor([[53]]),
+            height=torch.tensor([[37]]),
+            camera_type=camera_type,
+            distortion_params=distortion,
+        )
+
+    cases = {
+        "pinhole": (camera(), False),
+        "zero distortion": (camera(distortion=torch.zeros(1, 6)), False),
+        "distorted": (camera(distortion=torch.tensor([[0.05, -0.01, 0.0, 0.0, 0.001, 0.0]])), True),
+        "fisheye": (camera(CameraType.FISHEYE), True),
+    }
+    for name, (cam, via_nerfstudio) in cases.items():
+        header = camera_header(cam)
+        assert (header.height, header.width) == (37, 53), name
+        assert (header.camera_type != CameraType.PERSPECTIVE.value or header.distorted) == via_nerfstudio, name
+        bundle = cam.generate_rays(camera_indices=0, keep_shape=True)
+        rays = camera_rays(cam)
+        assert torch.equal(rays.origins, bundle.origins), name
+        assert torch.equal(rays.directions, bundle.directions), name
+        assert torch.equal(rays.directions_norm, bundle.metadata["directions_norm"]), name
 
 
 def test_render_in_chunks_equals_one_pass():

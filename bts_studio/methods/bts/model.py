@@ -51,6 +51,7 @@ from bts_studio.methods.bts.losses import discarded_pixels, masked_smoothness_lo
 from bts_studio.methods.bts.sampler import DisparityLinearPointSampler
 from bts_studio.methods.bts.sources import SourceBank, SourceView
 from bts_studio.methods.common import deferred_warnings
+from bts_studio.methods.common.cameras import camera_rays
 from bts_studio.methods.common.conditioning_rules import choose_source
 from bts_studio.methods.common.rendering import frame_chunk_size, render_in_chunks
 from bts_studio.methods.common.source_selector import SCENE_KINDS, SourceSelector
@@ -346,17 +347,18 @@ class BTSModel(Model):
     ) -> Dict[str, Tensor]:
         """Render one camera's full image conditioned on ``source``; outputs ``[H, W, C]`` on the camera's device.
 
-        The frame's rays are generated once and moved to the model's device as plain tensors, the conditioning is
-        built once, and ``render_ray_tensors`` runs per chunk of ``frame_chunk_size`` rays (the whole frame in one
-        pass when the GPU has the memory): issue 17's launch-bound inference path (docs/benchmarks.md).
+        The frame's rays are generated once (``camera_rays``: on the camera's device, one host sync for the image
+        size) and moved to the model's device as plain tensors, the conditioning is built once, and
+        ``render_ray_tensors`` runs per chunk of ``frame_chunk_size`` rays (the whole frame in one pass when the GPU
+        has the memory): issue 17's launch-bound inference path (docs/benchmarks.md). ``obb_box`` does not crop: BTS
+        samples between fixed near and far distances.
         """
-        bundle = camera.generate_rays(camera_indices=0, keep_shape=True, obb_box=obb_box)
-        assert bundle.origins.ndim == 3, f"expected an [H, W] bundle, got {bundle.shape}"
-        height, width = bundle.origins.shape[:2]
+        rays = camera_rays(camera, obb_box)
+        height, width = rays.origins.shape[:2]
         num_rays = height * width
-        origins = bundle.origins.reshape(1, num_rays, 3).to(self.device)
-        directions = bundle.directions.reshape(1, num_rays, 3).to(self.device)
-        norms = bundle.metadata["directions_norm"].reshape(1, num_rays, 1).to(self.device)
+        origins = rays.origins.reshape(1, num_rays, 3).to(self.device)
+        directions = rays.directions.reshape(1, num_rays, 3).to(self.device)
+        norms = rays.directions_norm.reshape(1, num_rays, 1).to(self.device)
         conditioning = source.as_conditioning()
         chunk = frame_chunk_size(
             self.config.eval_num_rays_per_chunk,
@@ -372,7 +374,7 @@ class BTSModel(Model):
             )
             return {name: value[0] for name, value in outputs.items()}
 
-        outputs = render_in_chunks(render, num_rays, chunk, bundle.origins.device)
+        outputs = render_in_chunks(render, num_rays, chunk, rays.origins.device)
         return {name: value.view(height, width, -1) for name, value in outputs.items()}
 
     # ---------------------------------------------------------------------------------------------------- loss

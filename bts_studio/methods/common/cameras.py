@@ -5,16 +5,30 @@ nerfstudio stores OpenGL camera-to-world poses ``[N, 3, 4]`` and per-camera ``fx
 poses. Only pinhole cameras convert; a fisheye camera's model is not a matrix.
 """
 
-from typing import Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from jaxtyping import Float
 from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.data.scene_box import OrientedBox
 from torch import Tensor
 
-from bts_studio.core.geometry import intrinsics_matrix, invert_pose, opencv_to_opengl, to_homogeneous_pose
+from bts_studio.core.geometry import (
+    intrinsics_matrix,
+    invert_pose,
+    opencv_to_opengl,
+    pinhole_rays,
+    to_homogeneous_pose,
+)
 
-__all__ = ["cameras_to_opencv", "cameras_to_opencv_w2c", "opencv_to_cameras"]
+__all__ = [
+    "CameraRays",
+    "camera_header",
+    "camera_rays",
+    "cameras_to_opencv",
+    "cameras_to_opencv_w2c",
+    "opencv_to_cameras",
+]
 
 
 def _flat(cameras: Cameras) -> Cameras:
@@ -60,3 +74,57 @@ def opencv_to_cameras(
         height=torch.full((len(K), 1), int(height), dtype=torch.long),
         camera_type=CameraType.PERSPECTIVE,
     )
+
+
+class CameraHeader(NamedTuple):
+    """What a full-frame render of one camera must know on the host: its image size and how to make its rays."""
+
+    height: int
+    width: int
+    camera_type: int
+    """``CameraType`` value."""
+    distorted: bool
+    """Any non-zero ``distortion_params`` (nerfstudio undistorts only then)."""
+
+
+def camera_header(camera: Cameras) -> CameraHeader:
+    """Image size, type and distortion flag of a one-camera ``Cameras``, read in ONE device-to-host copy.
+
+    The output shape of a render depends on the size, so a camera living on the GPU (the viewer's and ns-render's
+    do) costs this one sync per render; nerfstudio's ``generate_rays`` makes ~20 (issue 17, docs/benchmarks.md).
+    """
+    assert camera.shape.numel() == 1, f"expected one camera, got Cameras of shape {tuple(camera.shape)}"
+    fields = [camera.height, camera.width, camera.camera_type]
+    if camera.distortion_params is not None:
+        fields.append((camera.distortion_params != 0).any(dim=-1, keepdim=True))
+    values = torch.cat([field.reshape(1).long() for field in fields]).tolist()
+    return CameraHeader(values[0], values[1], values[2], bool(values[3]) if len(values) > 3 else False)
+
+
+class CameraRays(NamedTuple):
+    """A camera's full frame of rays, ``[H, W, C]`` on the camera's device."""
+
+    origins: Float[Tensor, "H W 3"]
+    directions: Float[Tensor, "H W 3"]
+    """Unit directions."""
+    directions_norm: Float[Tensor, "H W 1"]
+    """nerfstudio's ``metadata["directions_norm"]``: z-depth = distance / directions_norm."""
+
+
+def camera_rays(camera: Cameras, obb_box: Optional[OrientedBox] = None) -> CameraRays:
+    """Rays through every pixel centre of a one-camera ``Cameras``, bit-identical to
+    ``camera.generate_rays(camera_indices=0, keep_shape=True)``.
+
+    An undistorted pinhole camera (every dataset here) goes through ``core.geometry.pinhole_rays`` on the camera's
+    device with one host sync (:func:`camera_header`); any other camera (ns-render's fisheye or equirectangular
+    modes, distortion) through nerfstudio's ``generate_rays`` (``obb_box`` is only passed on to it: it sets near
+    and far bounds, which the callers here do not read).
+    """
+    header = camera_header(camera)
+    if header.camera_type != CameraType.PERSPECTIVE.value or header.distorted:
+        bundle = camera.generate_rays(camera_indices=0, keep_shape=True, obb_box=obb_box)
+        assert bundle.origins.ndim == 3, f"expected an [H, W] bundle, got {bundle.shape}"
+        return CameraRays(bundle.origins, bundle.directions, bundle.metadata["directions_norm"])
+    intrinsics = [getattr(camera, name).reshape(-1)[0] for name in ("fx", "fy", "cx", "cy")]
+    c2w = camera.camera_to_worlds.reshape(3, 4)
+    return CameraRays(*pinhole_rays(c2w, *intrinsics, header.height, header.width))

@@ -99,7 +99,9 @@ class SourceSelector(nn.Module):
         shown in the viewer."""
         metadata = dict(camera.metadata or {})
         if isinstance(camera, Cameras):
-            camera_to_world = camera.camera_to_worlds.reshape(-1, 3, 4)[0]
+            # One device-to-host copy of the pose; the viewer's control and the nearest-image rule then read it on
+            # the host (each .cpu() of a GPU tensor is a sync: issue 17, docs/benchmarks.md).
+            camera_to_world = camera.camera_to_worlds.reshape(-1, 3, 4)[0].detach().cpu()
         else:
             direction = camera.directions.reshape(-1, 3).mean(dim=0)
             camera_to_world = torch.zeros(3, 4)
