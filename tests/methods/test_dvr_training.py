@@ -55,13 +55,17 @@ def _train(config, data: Path, output_dir: Path):
 def _check_mesh_refinement_runs(pipeline) -> None:
     """The pipeline's mesh path runs DVR's refinement (on by default) before the colours; 0 steps switch it off.
 
-    A two-step model has no surface yet, so the occupancy is swapped for a sphere's for this check.
+    A two-step model has no surface yet, so a sphere's logits are added to the network's for this check (the
+    network stays in the graph: refinement differentiates it twice).
     """
     from bts_studio.methods.dvr.datamanager import SPLIT_CODES
 
+    pipeline.eval()  # the encoder's batch norm sees one image
     code = pipeline.code_for(SPLIT_CODES["test"], 0)
     trained_occupancy = pipeline.model.occupancy
-    pipeline.model.occupancy = lambda points, latent: 8 * (0.3 - points.norm(dim=-1))
+    pipeline.model.occupancy = lambda points, latent: trained_occupancy(points, latent) + 40 * (
+        0.3 - points.norm(dim=-1)
+    )
     try:
         assert pipeline.config.mesh.refinement_steps == 30, "DVR's default"
         refined = pipeline.extract_mesh(code)
