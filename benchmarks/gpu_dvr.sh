@@ -207,7 +207,8 @@ lines = [
     row(f"{preset} ({refine_steps} refinement steps)", single),
     *([row(f"{preset} without refinement", unrefined)] if unrefined else []),
     row("mean training shape (the baseline: unrefined)", mean_shape),
-    *([row("mean training shape, refined on its trilinear field", mean_shape["refined"])] if "refined" in mean_shape else []),
+    *([row("mean training shape, refined on its trilinear field", mean_shape["refined"])]
+      if "refined" in mean_shape else []),
     "",
     f"Rendered test views: PSNR {single.get('psnr', float('nan')):.2f}, SSIM {single.get('ssim', float('nan')):.3f}, "
     f"mask IoU {single.get('mask_iou', float('nan')):.3f}; {1000 * single.get('seconds_per_image', float('nan')):.1f} ms "

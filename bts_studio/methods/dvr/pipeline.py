@@ -37,7 +37,7 @@ CHAMFER_NOTE = (
 
 @dataclass
 class MeshExtractionConfig:
-    """MISE + marching cubes settings (DVR ``generation`` defaults)."""
+    """MISE + marching cubes + vertex refinement settings (DVR ``generation`` defaults)."""
 
     resolution_0: int = 32
     """Cells per side of the coarse grid."""
