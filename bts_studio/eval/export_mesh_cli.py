@@ -97,5 +97,5 @@ def main(argv: List[str], prog: str = "bts-studio export-mesh") -> None:
     write_mesh(mesh, config.output, overwrite=config.overwrite)
     print(
         f"wrote {config.output}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces "
-        f"in {time.perf_counter() - start:.1f} s"
+        f"({pipeline.config.mesh.refinement_steps} refinement steps) in {time.perf_counter() - start:.1f} s"
     )
