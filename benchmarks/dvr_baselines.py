@@ -11,7 +11,8 @@
         Does marching cubes at 256^3 lower normal consistency, and does DVR's vertex refinement
         (core/mesh_refinement.py) restore it? A smooth occupancy field per test object (its own visual hull at
         --resolution, Gaussian-smoothed by --smooth voxels, trilinearly interpolated, as logits) meshed at 64^3
-        and 256^3, each with and without refinement, scored as DVR scores meshes; the mean training shape too.
+        and 256^3 (MISE as the pipeline), each with and without refinement, scored as DVR scores meshes; the mean
+        training shape too. --field network fits a DVR decoder to that field first (a trained network's stand-in).
     python benchmarks/dvr_baselines.py render --mesh MESH.ply --out MESH.png
         Lambertian-shaded pictures of a mesh from two sides with its vertex colours (matplotlib, no OpenGL).
 
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from bts_studio.core.mesh_refinement import refine_mesh_vertices
-from bts_studio.core.mise import grid_points
+from bts_studio.core.mise import grid_points, mise_grid
 from bts_studio.core.visual_hull import visual_hull_occupancy
 from bts_studio.data.shapenet.dvr_dataparser import ShapeNetDVRDataParserConfig
 from bts_studio.data.shapenet.dvr_reader import load_pointcloud
@@ -114,6 +115,39 @@ def trilinear_logits(probabilities: torch.Tensor):
     return logits
 
 
+def fitted_network(probabilities: torch.Tensor, outputs, obj: int, args):
+    """A DVR decoder (unconditioned, ReLU, the pipeline's network) fitted by BCE to a probability grid.
+
+    A stand-in for a trained network's field: points half uniform in the cube, half within ~0.01 of the object's
+    ``pointcloud.npz``; targets the grid's trilinear probability there. Returns the logit function and fit stats.
+    """
+    from bts_studio.methods.dvr.networks import DVRDecoder
+
+    torch.manual_seed(obj)
+    decoder = DVRDecoder(0, args.network_width, 5, 1)
+    target = trilinear_logits(probabilities)
+    surface = torch.from_numpy(load_pointcloud(Path(outputs.metadata["pointcloud_filenames"][obj]),
+                                               outputs.metadata["object_to_world"].numpy())[0]).float()  # fmt: skip
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=args.network_lr)
+    start, batch = time.perf_counter(), 4096
+    for _ in range(args.network_steps):
+        near = surface[torch.randint(len(surface), (batch // 2,))] + 0.01 * torch.randn(batch // 2, 3)
+        points = torch.cat([near, (torch.rand(batch - batch // 2, 3) - 0.5) * 2 * HALF])
+        with torch.no_grad():
+            labels = torch.sigmoid(target(points))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            decoder.occupancy(points[:, None], None)[:, 0], labels
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    decoder.eval()
+    for parameter in decoder.parameters():
+        parameter.requires_grad_(False)
+    fit = {"final_bce": float(loss), "fit_seconds": time.perf_counter() - start}
+    return (lambda points: decoder.occupancy(points[:, None], None)[:, 0]), fit
+
+
 def refined_variants(mesh, logits, args) -> Dict[str, object]:
     """``{"plain": mesh, "refined": mesh}`` with DVR's refinement settings (and ``--refinement-*`` overrides)."""
     variants: Dict[str, object] = {"plain": mesh}
@@ -143,6 +177,7 @@ def normals(args) -> Dict:
     hulls = object_hulls(test, args.resolution, "cpu")[:count]
     keys = ("normal_consistency", "chamfer_l1", "fscore")
     table: Dict[str, Dict[str, List[float]]] = {}
+    fits: List[Dict[str, float]] = []
 
     def add(name: str, mesh, obj: int) -> None:
         metrics = score(mesh, test, obj, args.num_points, args.fscore_threshold)
@@ -154,12 +189,17 @@ def normals(args) -> Dict:
 
     for obj, hull in enumerate(hulls):
         smooth = torch.from_numpy(gaussian_filter(hull.numpy(), args.smooth)) if args.smooth > 0 else hull
-        logits = trilinear_logits(smooth)
+        if args.field == "network":
+            logits, fit = fitted_network(smooth, test, obj, args)
+            fits.append(fit)
+        else:
+            logits = trilinear_logits(smooth)
         for resolution in (64, 256):
-            with torch.no_grad():
-                values = logits(grid_points(resolution, HALF).reshape(-1, 3)).reshape((resolution + 1,) * 3)
+            # MISE as the pipeline runs it (32^3 + 3 doublings for 256^3); 64^3 is one dense level.
+            level0, doublings = (64, 0) if resolution == 64 else (32, 3)
+            values = mise_grid(logits, HALF, level0, doublings, 0.0, batch_points=1 << 16)
             for kind, mesh in refined_variants(grid_to_mesh(values, HALF, 0.0), logits, args).items():
-                add(f"hull field, marching cubes {resolution}^3, {kind}", mesh, obj)
+                add(f"{args.field} field, marching cubes {resolution}^3, {kind}", mesh, obj)
     # The mean training shape (gpu_dvr.sh's baseline: mean of the training hulls at 64^3), refined on its own
     # trilinear field, against the same test objects.
     mean = torch.stack(object_hulls(train, 64, "cpu")).mean(dim=0)
@@ -169,7 +209,10 @@ def normals(args) -> Dict:
     rows = {name: {key: float(np.mean(values)) for key, values in row.items()} for name, row in table.items()}
     return {"measurement": "normal consistency of marching cubes at 64^3 / 256^3 with and without DVR's refinement",
             "field": f"visual hull of each test object's {len(test.cameras) // test.metadata['num_instances']} "
-                     f"views at {args.resolution}^3, Gaussian sigma {args.smooth} voxels, trilinear",
+                     f"views at {args.resolution}^3, Gaussian sigma {args.smooth} voxels, "
+                     + ("trilinear" if args.field == "hull" else
+                        f"fitted by a DVR decoder (width {args.network_width}, {args.network_steps} Adam steps)"),
+            "network_fits": fits,
             "refinement_steps": args.refinement_steps, "refinement_lr": args.refinement_lr,
             "num_test_objects": count, "rows": rows}  # fmt: skip
 
@@ -248,6 +291,10 @@ def main() -> None:
         "--refinement-steps", type=int, default=None, help="DVR's vertex refinement: normals 30 (DVR's), mean-shape 0"
     )
     parser.add_argument("--refinement-lr", type=float, default=1e-5, help="DVR's 1e-5")
+    parser.add_argument("--field", choices=["hull", "network"], default="hull", help="normals: the stand-in field")
+    parser.add_argument("--network-width", type=int, default=128, help="normals --field network: decoder width")
+    parser.add_argument("--network-steps", type=int, default=1500, help="normals --field network: Adam steps")
+    parser.add_argument("--network-lr", type=float, default=1e-3, help="normals --field network: Adam lr")
     args = parser.parse_args()
     if args.mode == "render":
         render(args)
