@@ -113,3 +113,12 @@ def test_dirichlet_half_weights_have_the_dirichlet_moments():
     # Dirichlet(1/2, 1/2, 1/2): mean 1/3, variance a (a0 - a) / (a0^2 (a0 + 1)) = 0.5 * 1 / (2.25 * 2.5) = 0.0889.
     assert torch.allclose(weights.mean(0), torch.full((3,), 1 / 3), atol=3e-3)
     assert torch.allclose(weights.var(0), torch.full((3,), 0.5 / (2.25 * 2.5)), atol=2e-3)
+
+
+def test_degenerate_faces_stay_finite():
+    """A zero-area face (marching cubes can make them) has a zero normal; RMSprop bounds its steps to ~10 lr."""
+    vertices = torch.tensor([[0.3, 0.0, 0.0], [0.3, 0.0, 0.0], [0.3, 0.0, 0.0], [0.0, 0.3, 0.0]])
+    faces = torch.tensor([[0, 1, 2], [0, 1, 3]])
+    refined = refine_mesh_vertices(vertices, faces, sphere_logits, steps=5)
+    assert torch.isfinite(refined).all()
+    assert float((refined - vertices).abs().max()) <= 5 * 10 * 1e-5 + 1e-7
