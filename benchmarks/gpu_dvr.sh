@@ -6,11 +6,14 @@
 # 1. bts-studio synth-shapenet: a cars class in DVR's layout (256 px, 24 views per car, 24 img_choy2016 input
 #    views at 64 px, depth, 100k-point pointcloud.npz) and a DTU-style scan of one more car (49 views).
 # 2. ns-train $PRESET (dvr-combined: RGB + depth + masks) for TRAIN_SECONDS on the training cars.
-# 3. ns-eval: per test car, input view 0 -> MISE mesh (32^3 -> 256^3) scored with DVR's protocol (Chamfer-L1 raw
-#    and x10, accuracy, completeness, normal consistency, F-score@0.01) + PSNR/SSIM of 4 rendered 256^2 views;
-#    seconds per mesh and per rendered image.
+# 3. ns-eval: per test car, input view 0 -> MISE mesh (32^3 -> 256^3) + DVR's 30 vertex-refinement steps, scored
+#    with DVR's protocol (Chamfer-L1 raw and x10, accuracy, completeness, normal consistency, F-score@0.01) +
+#    PSNR/SSIM of 4 rendered 256^2 views; seconds per mesh and per rendered image. Then (UNREFINED_EVAL=1) the same
+#    meshes without refinement (a meshes-only ns-eval of a copy of config.yml with refinement_steps 0), for the
+#    summary's A/B row.
 # 4. benchmarks/dvr_baselines.py mean-shape: "the mean training shape" (mean visual-hull occupancy of the
-#    training cars) scored the same way on the same test cars.
+#    training cars) scored the same way on the same test cars; also after REFINE_STEPS refinement steps on the
+#    grid's trilinear field (a second row; the baseline's own row stays unrefined, docs/dvr.md).
 # 5. ns-train dvr-multiview on the DTU-style scan for MV_TRAIN_SECONDS, ns-eval (mesh vs its pointcloud.npz),
 #    against the visual hull of its masks (dvr_baselines.py visual-hull).
 # 6. bts-studio export-mesh of the first test car + a small PNG of it (dvr_baselines.py render).
@@ -24,7 +27,8 @@
 # MV_IMAGES_PER_BATCH (16), MV_RAYS_PER_IMAGE (2048), LR (1e-4, DVR's), EVAL_VIEWS (4), MESH_RES0 (32), MESH_STEPS (3),
 # HULL_RES (128), MEAN_RES (64), EVAL_POINTS (100000), MAX_STEPS (1000000), EXTRA_TRAIN_ARGS / EXTRA_MV_ARGS (appended
 # to ns-train's method arguments), WORK (scratch folder), SKIP_MULTIVIEW (0), TF32 (1: TF32 matmuls through
-# TORCH_ALLOW_TF32_CUBLAS_OVERRIDE; 0: full fp32).
+# TORCH_ALLOW_TF32_CUBLAS_OVERRIDE; 0: full fp32), REFINE_STEPS (30, DVR's vertex refinement; 0 off),
+# UNREFINED_EVAL (1: also score the single-view meshes without refinement).
 # LR (1e-4, DVR's): a CPU learning check (16 cars, `dvr` at width 64, 8 images x 128 pixels; docs/dvr.md) gives,
 # after the field's early collapse to empty, training-car Chamfer-L1 0.039 -> 0.066 -> 0.054 -> 0.058 at steps
 # 200..500 with 5e-4 (it oscillates) and 0.043 -> 0.035 -> 0.053 at steps 400..600 with 1e-4 (noisy too on that tiny
@@ -70,6 +74,8 @@ MAX_STEPS=${MAX_STEPS:-1000000}
 EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-}
 EXTRA_MV_ARGS=${EXTRA_MV_ARGS:-}
 SKIP_MULTIVIEW=${SKIP_MULTIVIEW:-0}
+REFINE_STEPS=${REFINE_STEPS:-30}
+UNREFINED_EVAL=${UNREFINED_EVAL:-1}
 TF32=${TF32:-1}
 # TF32=1: TF32 matmuls on CUDA (torch honours this variable), for the 512-wide decoder's fp32 GEMMs.
 [ "$TF32" = 1 ] && export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1
@@ -102,7 +108,8 @@ train() {  # train METHOD DATA NAME SECONDS ARGS...
     --steps-per-save 100000000 --steps-per-eval-batch 1000 --steps-per-eval-image 100000000 \
     --logging.steps-per-log 250 --pipeline.max-train-seconds "$seconds" \
     --optimizers.fields.optimizer.lr "$LR" --pipeline.mesh.resolution-0 "$MESH_RES0" \
-    --pipeline.mesh.upsampling-steps "$MESH_STEPS" --pipeline.eval-num-points "$EVAL_POINTS" \
+    --pipeline.mesh.upsampling-steps "$MESH_STEPS" --pipeline.mesh.refinement-steps "$REFINE_STEPS" \
+    --pipeline.eval-num-points "$EVAL_POINTS" \
     --pipeline.eval-views-per-object "$EVAL_VIEWS" $@ 2>&1 | quiet | tail -n 30 >>"$LOG"
 }
 
@@ -122,10 +129,21 @@ start=$SECONDS
 "$PY" -m nerfstudio.scripts.eval --load-config "$CONFIG" --output-path "$OUT/dvr_eval.json" 2>&1 | quiet | tail -n 3 >>"$LOG"
 eval_s=$((SECONDS - start))
 log "ns-eval took ${eval_s} s"
+if [ "$UNREFINED_EVAL" = 1 ] && [ "$REFINE_STEPS" != 0 ]; then
+  # The same checkpoint and meshes without DVR's refinement (meshes only), for the A/B row of the summary.
+  sed -e 's/^\( *refinement_steps:\) .*/\1 0/' -e 's/^\( *eval_views_per_object:\) .*/\1 0/' "$CONFIG" \
+    >"$WORK/config_unrefined.yml"
+  grep -q "refinement_steps: 0" "$WORK/config_unrefined.yml" || log "config_unrefined.yml: refinement_steps not found"
+  start=$SECONDS
+  "$PY" -m nerfstudio.scripts.eval --load-config "$WORK/config_unrefined.yml" \
+    --output-path "$WORK/dvr_eval_unrefined.json" 2>&1 | quiet | tail -n 3 >>"$LOG"
+  log "meshes-only ns-eval without refinement took $((SECONDS - start)) s"
+fi
 
 # 4. the mean training shape
 "$PY" benchmarks/dvr_baselines.py mean-shape --data "$WORK/data/dvr" --out "$OUT/dvr_mean_shape.json" \
-  --resolution "$MEAN_RES" --num-points "$EVAL_POINTS" 2>&1 | quiet | tail -n 2 >>"$LOG"
+  --resolution "$MEAN_RES" --num-points "$EVAL_POINTS" --refinement-steps "$REFINE_STEPS" 2>&1 | quiet \
+  | tail -n 2 >>"$LOG"
 log "mean-shape baseline done"
 
 # 5. multi-view fitting of the DTU-style scan, and its visual hull (SKIP_MULTIVIEW=1 leaves it out)
@@ -156,7 +174,8 @@ log "export-mesh took $((SECONDS - start)) s (including loading the run)"
   || log "no mesh picture (empty mesh, or matplotlib failed)"
 
 # 7. summary
-"$PY" - "$OUT" "$CKPT" "$MV_CKPT" "$gen_s" "$train_s" "$mv_train_s" "$PRESET" "$TRAIN_SECONDS" "$MV_TRAIN_SECONDS" <<'EOF'
+"$PY" - "$OUT" "$CKPT" "$MV_CKPT" "$gen_s" "$train_s" "$mv_train_s" "$PRESET" "$TRAIN_SECONDS" "$MV_TRAIN_SECONDS" \
+  "$WORK/dvr_eval_unrefined.json" "$REFINE_STEPS" <<'EOF'
 import json
 import re
 import sys
@@ -164,7 +183,9 @@ from pathlib import Path
 
 out, ckpt, mv_ckpt = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 gen_s, train_s, mv_train_s, preset, budget, mv_budget = sys.argv[4:10]
+unrefined_path, refine_steps = Path(sys.argv[10]), int(sys.argv[11])
 single = json.loads((out / "dvr_eval.json").read_text())["results"]
+unrefined = json.loads(unrefined_path.read_text())["results"] if unrefined_path.is_file() else None
 mean_shape = json.loads((out / "dvr_mean_shape.json").read_text())
 has_multi = (out / "dvr_multiview_eval.json").is_file() and mv_ckpt != "none"
 multi = json.loads((out / "dvr_multiview_eval.json").read_text())["results"] if has_multi else {}
@@ -178,16 +199,21 @@ lines = [
     "# DVR on generated data",
     "",
     f"Single view: `{preset}`, {steps(ckpt)} steps in a {budget} s budget (training wall {train_s} s; data "
-    f"generation {gen_s} s). Test cars: {single.get('num_objects')}, input view 0; meshes by MISE, 100k points.",
+    f"generation {gen_s} s). Test cars: {single.get('num_objects')}, input view 0; meshes by MISE + "
+    f"{refine_steps} refinement steps (DVR's 30), 100k points.",
     "",
     head,
     rule,
-    row(preset, single),
-    row("mean training shape", mean_shape),
+    row(f"{preset} ({refine_steps} refinement steps)", single),
+    *([row(f"{preset} without refinement", unrefined)] if unrefined else []),
+    row("mean training shape (the baseline: unrefined)", mean_shape),
+    *([row("mean training shape, refined on its trilinear field", mean_shape["refined"])]
+      if "refined" in mean_shape else []),
     "",
     f"Rendered test views: PSNR {single.get('psnr', float('nan')):.2f}, SSIM {single.get('ssim', float('nan')):.3f}, "
     f"mask IoU {single.get('mask_iou', float('nan')):.3f}; {1000 * single.get('seconds_per_image', float('nan')):.1f} ms "
-    f"per rendered image, {single.get('seconds_per_mesh', float('nan')):.2f} s per extracted mesh.",
+    f"per rendered image, {single.get('seconds_per_mesh', float('nan')):.2f} s per extracted mesh"
+    + (f" ({unrefined.get('seconds_per_mesh', float('nan')):.2f} s without refinement)." if unrefined else "."),
     "",
 ]
 if has_multi:

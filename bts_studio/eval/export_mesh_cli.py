@@ -1,7 +1,8 @@
 """``bts-studio export-mesh``: the surface of a trained ``dvr`` run as a PLY/OBJ mesh with vertex colours.
 
 MISE (``core/mise.py``: coarse 32^3, refined to 256^3 only near the surface, threshold 0.5) then marching
-cubes (scikit-image), vertex colours from the RGB head. The conditioning image of single-view models is
+cubes (scikit-image), DVR's 30 vertex-refinement steps (``core/mesh_refinement.py``), vertex colours from the
+RGB head. The conditioning image of single-view models is
 ``--source-image`` (any RGB image; resized to the encoder's input size, transparent pixels composited on
 white), else the input view 0 of object ``--object`` of ``--split``. Vertices are written in the data's
 object frame (``--frame object``, DVR's y-up unit cube) or in the nerfstudio world (``--frame world``).
@@ -42,6 +43,8 @@ class ExportMeshConfig:
     """Grid doublings near the surface (None: the run's setting, 3 = 256^3)."""
     threshold: Optional[float] = None
     """Iso-level as an occupancy probability (None: the run's setting, 0.5)."""
+    refinement_steps: Optional[int] = None
+    """Vertex-refinement steps after marching cubes (None: the run's setting, DVR's 30; 0: off)."""
     frame: Literal["object", "world"] = "object"
     """Coordinates of the written vertices: the data's object frame or the nerfstudio world."""
     overwrite: bool = False
@@ -68,7 +71,7 @@ def main(argv: List[str], prog: str = "bts-studio export-mesh") -> None:
     _, pipeline, _, _ = eval_setup(config.load_config, test_mode="test")
     if not isinstance(pipeline, DVRPipeline):
         raise SystemExit(f"{config.load_config} is a {type(pipeline).__name__} run; export-mesh needs a dvr run")
-    for name in ("resolution_0", "upsampling_steps", "threshold"):
+    for name in ("resolution_0", "upsampling_steps", "threshold", "refinement_steps"):
         if getattr(config, name) is not None:
             setattr(pipeline.config.mesh, name, getattr(config, name))
     code = None
@@ -94,5 +97,5 @@ def main(argv: List[str], prog: str = "bts-studio export-mesh") -> None:
     write_mesh(mesh, config.output, overwrite=config.overwrite)
     print(
         f"wrote {config.output}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces "
-        f"in {time.perf_counter() - start:.1f} s"
+        f"({pipeline.config.mesh.refinement_steps} refinement steps) in {time.perf_counter() - start:.1f} s"
     )

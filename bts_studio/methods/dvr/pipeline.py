@@ -5,7 +5,8 @@ Training: ``datamanager.next_train`` -> :class:`~bts_studio.methods.dvr.batch.DV
 -> losses. Unconditioned models (multi-view) skip the encoder.
 
 Evaluation (``ns-eval``): per eval object, the input view 0 is encoded, a mesh is extracted with MISE
-(``core/mise.py``; coarse 32^3 refined to 256^3 near the surface, threshold 0.5) and scored against the
+(``core/mise.py``; coarse 32^3 refined to 256^3 near the surface, threshold 0.5), marching cubes and DVR's 30
+vertex-refinement steps (``core/mesh_refinement.py``), and scored against the
 object's ``pointcloud.npz`` with DVR's protocol (``eval/meshes.py``: 100k points, Chamfer-L1 raw and x10,
 accuracy, completeness, normal consistency, F-score at ``fscore_threshold``), and its eval views are rendered
 for PSNR/SSIM (scikit-image definitions) and mask IoU. Times per rendered image and per mesh are reported.
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bts_studio.core.mesh_refinement import refine_mesh_vertices
 from bts_studio.core.mise import mise_grid
 from bts_studio.data.shapenet.dvr_reader import load_pointcloud
 from bts_studio.eval.meshes import grid_to_mesh, mesh_metrics, write_mesh
@@ -35,7 +37,7 @@ CHAMFER_NOTE = (
 
 @dataclass
 class MeshExtractionConfig:
-    """MISE + marching cubes settings (DVR ``generation`` defaults)."""
+    """MISE + marching cubes + vertex refinement settings (DVR ``generation`` defaults)."""
 
     resolution_0: int = 32
     """Cells per side of the coarse grid."""
@@ -47,6 +49,17 @@ class MeshExtractionConfig:
     """The grid box is the unit cube times (1 + padding) (DVR: 0)."""
     batch_points: int = 1 << 18
     """Points per decoder call."""
+    refinement_steps: int = 30
+    """RMSprop steps on the marching-cubes vertices towards the surface (``core/mesh_refinement.py``; DVR's
+    ``generation.refinement_step`` default 30); 0 turns refinement off."""
+    refinement_lr: float = 1e-5
+    """RMSprop learning rate of the refinement (DVR: 1e-5)."""
+    refinement_normal_weight: float = 0.01
+    """Weight of the face-normal term of the refinement loss (DVR: 0.01)."""
+    refinement_faces_per_step: int = 10_000
+    """Faces (one random point each) per refinement step (DVR's ``refine_max_faces``: 10,000)."""
+    refinement_seed: int = 0
+    """Seed of the refinement's face order and points (DVR draws from NumPy's unseeded global generator)."""
 
 
 @dataclass
@@ -146,6 +159,20 @@ class DVRPipeline(BudgetedPipeline):
             progress,
         )
         mesh = grid_to_mesh(grid, half, level)
+        if config.refinement_steps > 0 and len(mesh.faces):
+            # DVR's generator refines the vertices after marching cubes, before the colours (generation.py).
+            vertices = refine_mesh_vertices(
+                torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32)).to(self.device),
+                torch.from_numpy(np.asarray(mesh.faces, dtype=np.int64)).to(self.device),
+                logits,
+                steps=config.refinement_steps,
+                lr=config.refinement_lr,
+                threshold=config.threshold,
+                normal_weight=config.refinement_normal_weight,
+                faces_per_step=config.refinement_faces_per_step,
+                generator=torch.Generator(device=self.device).manual_seed(config.refinement_seed),
+            )
+            mesh.vertices = vertices.cpu().numpy().astype(np.float64)
         if len(mesh.vertices):
             vertices = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32)).to(self.device)
             colours = []
