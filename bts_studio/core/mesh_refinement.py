@@ -52,6 +52,7 @@ def refine_mesh_vertices(
     faces_per_step: int = 10_000,
     generator: Optional[torch.Generator] = None,
     batch_points: int = 20_000,
+    step_callback: Optional[Callable[[int], None]] = None,
 ) -> Float[Tensor, "V 3"]:
     """Vertices after DVR's ``steps`` refinement steps (see the module docstring); the input is not modified.
 
@@ -66,6 +67,8 @@ def refine_mesh_vertices(
         faces_per_step: faces per step (DVR's ``refine_max_faces``: 10,000).
         generator: random source of the face order and the points (None: the global one).
         batch_points: points per call of ``occupancy_logits_fn`` (DVR: 20,000).
+        step_callback: called with the step index after each step (a progress bar: 30 steps of a 512-wide decoder
+            take minutes on a CPU).
 
     Returns:
         ``[V, 3]`` refined vertices, detached, same dtype and device.
@@ -91,7 +94,7 @@ def refine_mesh_vertices(
     order = torch.empty(0, dtype=torch.long, device=device)
     random_device = generator.device if generator is not None else device  # draws happen where the generator is
     with torch.enable_grad():  # callers extract meshes under no_grad
-        for _ in range(steps):
+        for step in range(steps):
             if len(order) == 0:  # a new pass over the faces, as a shuffling DataLoader
                 order = torch.randperm(len(faces), generator=generator, device=random_device).to(device)
             batch, order = faces[order[:faces_per_step]], order[faces_per_step:]
@@ -113,4 +116,6 @@ def refine_mesh_vertices(
             # Gradients for the vertices only: the network's parameters keep no .grad from mesh extraction.
             (refined.grad,) = torch.autograd.grad(loss, refined)
             optimizer.step()
+            if step_callback is not None:
+                step_callback(step)
     return refined.detach()

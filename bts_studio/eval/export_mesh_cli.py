@@ -89,7 +89,12 @@ def main(argv: List[str], prog: str = "bts-studio export-mesh") -> None:
     columns = [TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()]
     with Progress(*columns) as progress:
         task = progress.add_task("MISE levels", total=steps + 1)
-        mesh = pipeline.extract_mesh(code, progress=lambda level, count: progress.advance(task))
+        refine_task = progress.add_task("vertex refinement", total=pipeline.config.mesh.refinement_steps)
+        mesh = pipeline.extract_mesh(
+            code,
+            progress=lambda level, count: progress.advance(task),
+            refinement_progress=lambda step: progress.advance(refine_task),
+        )
     if config.frame == "object":
         rotation = pipeline.datamanager.train_dataparser_outputs.metadata.get("object_to_world")
         if rotation is not None and len(mesh.vertices):

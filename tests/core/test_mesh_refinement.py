@@ -122,3 +122,16 @@ def test_degenerate_faces_stay_finite():
     refined = refine_mesh_vertices(vertices, faces, sphere_logits, steps=5)
     assert torch.isfinite(refined).all()
     assert float((refined - vertices).abs().max()) <= 5 * 10 * 1e-5 + 1e-7
+
+
+def test_step_callback_sees_every_step_and_changes_nothing():
+    """The progress hook of ``bts-studio export-mesh`` is called once per step, after it, with the step index."""
+    vertices, faces = staircase_sphere()
+    seen = []
+    kwargs = dict(steps=5, lr=1e-3, faces_per_step=300)
+    with_hook = refine_mesh_vertices(
+        vertices, faces, sphere_logits, generator=torch.Generator().manual_seed(0), step_callback=seen.append, **kwargs
+    )
+    without = refine_mesh_vertices(vertices, faces, sphere_logits, generator=torch.Generator().manual_seed(0), **kwargs)
+    assert seen == [0, 1, 2, 3, 4]
+    assert torch.equal(with_hook, without)

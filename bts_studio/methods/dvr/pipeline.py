@@ -135,8 +135,17 @@ class DVRPipeline(BudgetedPipeline):
 
     # ------------------------------------------------------------------------------------------------ meshes
     @torch.no_grad()
-    def extract_mesh(self, code: Optional[torch.Tensor], progress: Optional[Callable[[int, int], None]] = None):
-        """``trimesh.Trimesh`` of the model's surface (nerfstudio world frame) with vertex colours from the RGB head."""
+    def extract_mesh(
+        self,
+        code: Optional[torch.Tensor],
+        progress: Optional[Callable[[int, int], None]] = None,
+        refinement_progress: Optional[Callable[[int], None]] = None,
+    ):
+        """``trimesh.Trimesh`` of the model's surface (nerfstudio world frame) with vertex colours from the RGB head.
+
+        ``progress(level, count)`` is called after each MISE level, ``refinement_progress(step)`` after each vertex
+        refinement step.
+        """
         config = self.config.mesh
         model = self.model
         model.eval()
@@ -171,6 +180,7 @@ class DVRPipeline(BudgetedPipeline):
                 normal_weight=config.refinement_normal_weight,
                 faces_per_step=config.refinement_faces_per_step,
                 generator=torch.Generator(device=self.device).manual_seed(config.refinement_seed),
+                step_callback=refinement_progress,
             )
             mesh.vertices = vertices.cpu().numpy().astype(np.float64)
         if len(mesh.vertices):
