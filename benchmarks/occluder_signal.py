@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from bts_studio.data.kitti360.reader import Kitti360Paths, list_sequences, read_poses
-from bts_studio.data.kitti360.rig import load_rig
+from bts_studio.data.kitti360.rig import frame_group_layout, load_rig
 from bts_studio.data.synthetic.ground_truth import load_ground_truth_scene
 from bts_studio.eval.occupancy import CAMERA_TILT_DEG, outside_frustum, tilted_to_camera
 from bts_studio.eval.occupancy_exact import ExactGrid, camera_to_world_points, exact_visibility
@@ -53,21 +53,6 @@ NEAR = 3.0
 """BTS's near distance along unit rays (KITTI-360: 3 m)."""
 SPLITS = ((0, 3, 4, 7), (1, 2, 5, 6))
 """BTS's kitti360-mono loss-frame sets; each is drawn with probability 1/2."""
-
-
-def group_layout(side: int, t: int, last: int, offset: int = FISHEYE_OFFSET) -> List[Tuple[int, int]]:
-    """(camera, pose row) of the 8 group columns, as ``Kitti360DataParser._build_groups`` lays them out."""
-    t1, tf, tf1 = (min(t + step, last) for step in (1, offset, offset + 1))
-    return [
-        (side, t),
-        (side, t1),
-        (1 - side, t),
-        (1 - side, t1),
-        (2 + side, tf),
-        (2 + side, tf1),
-        (3 - side, tf),
-        (3 - side, tf1),
-    ]
 
 
 def seen_free(
@@ -90,7 +75,7 @@ def analyse_group(
     """Counts of target points and of those seen free per column for one group."""
     height, width = TARGET_SIZE
     K = rig.K_tensor().float()
-    layout = group_layout(side, t, len(poses) - 1)
+    layout = frame_group_layout(side, t, len(poses) - 1, FISHEYE_OFFSET)
     c2w = [poses[row] @ rig.camera_to_pose[camera] for camera, row in layout]
     query_camera = tilted_to_camera(query_tilted, CAMERA_TILT_DEG)
     points_world = camera_to_world_points(query_camera.double(), torch.from_numpy(c2w[0]))

@@ -39,7 +39,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from bts_studio.core.geometry import opencv_to_opengl
 from bts_studio.data.kitti360 import reader as formats
 from bts_studio.data.kitti360.reader import Kitti360FormatError, Kitti360Paths
-from bts_studio.data.kitti360.rig import CAMERA_FOLDERS, FISHEYE_IDS, Kitti360Rig, load_rig
+from bts_studio.data.kitti360.rig import CAMERA_FOLDERS, FISHEYE_IDS, Kitti360Rig, frame_group_layout, load_rig
 from bts_studio.data.kitti360.splits import SplitEntry, interleaved_split, read_split_file, resolve_split_file
 
 CameraName = Literal["image_00", "image_01", "image_02", "image_03"]
@@ -344,20 +344,7 @@ class Kitti360DataParser(DataParser):
                 problems[f"frames missing from {entry.sequence}/poses.txt"] += 1
                 continue
             t = sequence.pose_index[entry.image_id]
-            last = len(sequence.frame_ids) - 1
-            t1, tf, tf1 = (
-                min(t + step, last) for step in (1, self.config.fisheye_offset, self.config.fisheye_offset + 1)
-            )
-            layout = [
-                (side, t),
-                (side, t1),
-                (1 - side, t),
-                (1 - side, t1),
-                (2 + side, tf),
-                (2 + side, tf1),
-                (3 - side, tf),
-                (3 - side, tf1),
-            ]
+            layout = frame_group_layout(side, t, len(sequence.frame_ids) - 1, self.config.fisheye_offset)
             sequence_index = selected.index(entry.sequence)
             row: List[Optional[Tuple[int, int, int]]] = []
             for column, (camera, pose_index) in enumerate(layout):

@@ -17,7 +17,7 @@ A camera's camera-to-world pose at a frame is ``poses.txt[frame] @ camera_to_pos
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -71,6 +71,27 @@ class Kitti360Rig:
     def velo_to_camera(self, camera: int) -> Float[np.ndarray, "4 4"]:
         """Velodyne -> OpenCV camera frame of a rectified perspective camera."""
         return np.linalg.inv(self.camera_to_pose[camera]) @ self.velo_to_pose
+
+
+def frame_group_layout(side: int, t: int, last: int, fisheye_offset: int) -> List[Tuple[int, int]]:
+    """``(camera id, pose row)`` of the 8 images of one BTS frame group, in the dataparser's column order.
+
+    ``side`` is the input camera (0 left, 1 right), ``t`` its pose row, ``last`` the sequence's last pose row (later
+    frames are clamped to it). Columns: input and its ``t + 1``, the stereo partner at ``t`` and ``t + 1``, the
+    same-side fisheye at ``t + offset`` and ``t + offset + 1``, the other fisheye at the same two rows (BTS's
+    ``Kitti360Dataset``: fisheyes ``fisheye_offset`` = 10 frames later, since they look sideways).
+    """
+    t1, tf, tf1 = (min(t + step, last) for step in (1, fisheye_offset, fisheye_offset + 1))
+    return [
+        (side, t),
+        (side, t1),
+        (1 - side, t),
+        (1 - side, t1),
+        (2 + side, tf),
+        (2 + side, tf1),
+        (3 - side, tf),
+        (3 - side, tf1),
+    ]
 
 
 def _rotation_to_4x4(rotation: np.ndarray) -> np.ndarray:
