@@ -47,13 +47,12 @@ def test_path_agreement_reports_zero_for_a_path_against_itself():
 
 def test_auto_uses_the_twin_on_the_cpu_and_unknown_paths_are_refused():
     cpu = torch.device("cpu")
-    assert resolve_fast_path("auto", cpu, needs_grad=True) is density_unfused
-    assert resolve_fast_path("auto", cpu, needs_grad=False) is density_unfused
-    assert resolve_fast_path("projected", cpu, needs_grad=True) is density_projected
+    assert resolve_fast_path("auto", cpu) is density_unfused
+    assert resolve_fast_path("projected", cpu) is density_projected
     if os.environ.get("TRITON_INTERPRET") != "1":
-        assert resolve_fast_path("triton", cpu, needs_grad=False) is density_unfused  # no CUDA: the twin
+        assert resolve_fast_path("triton", cpu) is density_unfused  # no CUDA: the twin
     with pytest.raises(ValueError, match="fast_path must be one of"):
-        resolve_fast_path("cuda-magic", cpu, needs_grad=False)
+        resolve_fast_path("cuda-magic", cpu)
 
 
 TRITON_CHECK = """

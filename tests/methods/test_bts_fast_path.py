@@ -49,7 +49,7 @@ def test_auto_runs_the_twin_and_fp32_everywhere():
     # Decided by device type (nothing is allocated): auto is the twin with the fp32 encoder on CUDA too, since the
     # H200 run measured the Triton path and the bf16 encoder slower (docs/benchmarks.md).
     assert not field.uses_bf16_encoder(torch.device("cuda"))
-    assert resolve_fast_path("auto", torch.device("cuda"), needs_grad=True) is density_unfused
+    assert resolve_fast_path("auto", torch.device("cuda")) is density_unfused
     assert not _field("twin").uses_bf16_encoder(torch.device("cuda"))
     assert _field("triton").uses_bf16_encoder(torch.device("cuda"))  # a fast path keeps auto's bf16 encoder
     sigma, _, grads = _density_and_grads(field)

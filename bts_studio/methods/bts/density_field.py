@@ -126,8 +126,7 @@ class BTSDensityField(nn.Module):
         xy, z = xy[:, 0], z[:, 0]
         code = torch.cat([xy, inverse_depth_code(z, self.code_near, self.code_far)[..., None]], dim=-1)
         mlp = self.mlp_coarse
-        needs_grad = torch.is_grad_enabled() and (features.requires_grad or mlp.lin_in.weight.requires_grad)
-        density_fn = resolve_fast_path(self.fast_path, features.device, needs_grad)
+        density_fn = resolve_fast_path(self.fast_path, features.device)
         if density_fn is density_triton and self.triton_error is not None:
             density_fn = density_projected
         args = (features, xy, code, mlp.lin_in.weight, mlp.lin_in.bias, mlp.lin_out.weight, mlp.lin_out.bias)

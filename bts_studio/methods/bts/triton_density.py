@@ -210,14 +210,13 @@ def density_triton(
 _PATHS = {"twin": density_unfused, "projected": density_projected, "triton": density_triton}
 
 
-def resolve_fast_path(path: str, device: torch.device, needs_grad: bool) -> DensityFn:
+def resolve_fast_path(path: str, device: torch.device) -> DensityFn:
     """The density function for ``path`` on ``device``.
 
     ``"auto"``: the twin (bit-for-bit the unfused computation) on every device. On the H200 (docs/benchmarks.md,
     2026-11-29) the Triton kernels trained at 247 ms per step against the twin's 121 ms and the projected path's
     113 ms, a gain inside that run's noise, so neither is the default until a clean measurement shows a win.
     ``"triton"`` off CUDA falls back to the twin unless ``TRITON_INTERPRET=1``.
-    ``needs_grad`` is kept for paths that differ between training and rendering (none today).
 
     Raises:
         ValueError: unknown ``path``.
