@@ -88,6 +88,17 @@ def _cylinder(
     return Primitive("cylinder", _flat(center), half, _flat(rotation), label=name, color=color)  # type: ignore[arg-type]
 
 
+def _wheels(length: float, width: float, radius: float, half_width: float, inset: float) -> List[Primitive]:
+    """Four wheels (tyre-coloured cylinders across the car), ``inset`` from each end, touching the ground."""
+    tyre = (0.08, 0.08, 0.09)
+    axis = rotation_about("x", math.pi / 2)  # cylinder axis (local z) along the car's width
+    return [
+        _cylinder("wheel", (sx * (length / 2 - inset), sy * (width / 2 - half_width * 0.6), radius), radius,
+                  half_width, tyre, axis)
+        for sx in (-1.0, 1.0) for sy in (-1.0, 1.0)
+    ]  # fmt: skip
+
+
 def sample_car(rng: np.random.Generator) -> ObjectInstance:
     """A car: a body box, a glass cabin under a roof (sometimes with a sloped windscreen) and four wheels.
 
@@ -102,7 +113,6 @@ def sample_car(rng: np.random.Generator) -> ObjectInstance:
     wheel_half_width = rng.uniform(0.09, 0.15)
     body_color = _random_color(rng, (0.4, 0.95), (0.5, 0.92))
     glass_color = _random_color(rng, (0.1, 0.35), (0.2, 0.4))
-    tyre = (0.08, 0.08, 0.09)
 
     body_center = (0.0, 0.0, clearance + body_height / 2)
     parts = [_box("body", body_center, (length / 2, width / 2, body_height / 2), body_color)]
@@ -124,26 +134,12 @@ def sample_car(rng: np.random.Generator) -> ObjectInstance:
         parts.append(_box("windscreen", slab_center, slab_half, glass_color, rotation_about("y", math.pi / 2 - tilt)))
 
     axle_inset = rng.uniform(0.55, 0.9)
-    wheel_axis = rotation_about("x", math.pi / 2)  # cylinder axis (local z) along the car's width
-    for sx in (-1.0, 1.0):
-        for sy in (-1.0, 1.0):
-            center = (sx * (length / 2 - axle_inset), sy * (width / 2 - wheel_half_width * 0.6), wheel_radius)
-            parts.append(_cylinder("wheel", center, wheel_radius, wheel_half_width, tyre, wheel_axis))
+    parts.extend(_wheels(length, width, wheel_radius, wheel_half_width, axle_inset))
     return ObjectInstance("cars", tuple(parts))
 
 
 CAR_STYLES = ("sedan", "hatchback", "suv", "van", "pickup", "sports")
 """Body styles of :func:`sample_varied_car` (ShapeNet's car class mixes all of these)."""
-
-
-def _wheels(length: float, width: float, radius: float, half_width: float, inset: float) -> List[Primitive]:
-    tyre = (0.08, 0.08, 0.09)
-    axis = rotation_about("x", math.pi / 2)  # cylinder axis (local z) along the car's width
-    return [
-        _cylinder("wheel", (sx * (length / 2 - inset), sy * (width / 2 - half_width * 0.6), radius), radius,
-                  half_width, tyre, axis)
-        for sx in (-1.0, 1.0) for sy in (-1.0, 1.0)
-    ]  # fmt: skip
 
 
 def sample_varied_car(rng: np.random.Generator) -> ObjectInstance:
