@@ -16,7 +16,7 @@ from nerfstudio.plugins.types import MethodSpecification
 from bts_studio.methods.deepvoxels.datamanager import DeepVoxelsDataManagerConfig
 from bts_studio.methods.deepvoxels.model import DeepVoxelsModelConfig
 from bts_studio.methods.deepvoxels.pipeline import DeepVoxelsPipelineConfig
-from bts_studio.utils.trainer_defaults import PLUGIN_VIS, plugin_machine_config, plugin_viewer_config
+from bts_studio.utils.trainer_defaults import PLUGIN_TRAINER, PLUGIN_VIS, plugin_machine_config, plugin_viewer_config
 
 DEEPVOXELS_LEARNING_RATE = 4.0e-4
 """Adam learning rate of the generator and of the discriminator (``run_deepvoxels.py``)."""
@@ -25,6 +25,7 @@ DEEPVOXELS_LEARNING_RATE = 4.0e-4
 def deepvoxels_trainer_config() -> TrainerConfig:
     """The base ``deepvoxels`` configuration."""
     return TrainerConfig(
+        _target=PLUGIN_TRAINER,
         method_name="deepvoxels",
         steps_per_eval_batch=500,
         steps_per_eval_image=1000,

@@ -21,7 +21,7 @@ from nerfstudio.plugins.types import MethodSpecification
 from bts_studio.methods.dvr.datamanager import DVRDataManagerConfig
 from bts_studio.methods.dvr.model import DVRModelConfig
 from bts_studio.methods.dvr.pipeline import DVRPipelineConfig
-from bts_studio.utils.trainer_defaults import PLUGIN_VIS, plugin_machine_config, plugin_viewer_config
+from bts_studio.utils.trainer_defaults import PLUGIN_TRAINER, PLUGIN_VIS, plugin_machine_config, plugin_viewer_config
 
 DVR_LEARNING_RATE = 1.0e-4
 """DVR's Adam learning rate."""
@@ -30,6 +30,7 @@ DVR_LEARNING_RATE = 1.0e-4
 def dvr_trainer_config() -> TrainerConfig:
     """The base ``dvr`` configuration (RGB + mask supervision, single view)."""
     return TrainerConfig(
+        _target=PLUGIN_TRAINER,
         method_name="dvr",
         steps_per_eval_batch=500,
         steps_per_eval_image=2000,
