@@ -14,6 +14,8 @@ and the tests that prove them):
   header, complete PNG/JPEG stream) and handed to nerfstudio as 8-bit RGB by one rule (:data:`RGB_RULE`).
 - :func:`load_npz`: an ``.npz``/``.npy`` that cannot be read fails with its path.
 - :func:`ensure_writable_dir`: a cache or output folder that cannot be made names the option that moves it.
+- :func:`nested_root_hint`: "did you mean --data X?" when the dataset root the user meant sits one or two levels
+  below the folder given (e.g. the generator's output folder instead of its ``dvr/`` or ``srn_cars/``).
 """
 
 import hashlib
@@ -312,3 +314,28 @@ def ensure_writable_dir(folder: PathLike, option: str, error: Type[Exception] = 
     if not os.access(folder, os.W_OK | os.X_OK):
         raise error(f"{folder} is not writable. Choose another folder with {option}.")
     return folder
+
+
+def nested_root_hint(folder: PathLike, looks_like_root: Callable[[Path], bool], option: str = "--data") -> str:
+    """``"; did you mean {option} <folder>?"`` for the folders next to ``folder`` that ``looks_like_root`` accepts
+    (its sub-folders one or two levels down, else its parent), or ``""`` when there is none. Appended to the
+    "wrong folder" errors of every reader, so that pointing at a parent (``bts-studio synth-shapenet OUT`` writes
+    ``OUT/dvr`` and ``OUT/srn_cars``) or at a split folder names the folder to pass instead."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return ""
+
+    def subfolders(path: Path) -> list:
+        return sorted(child for child in path.iterdir() if child.is_dir() and not child.name.startswith("."))
+
+    found = []
+    for child in subfolders(folder):
+        if looks_like_root(child):
+            found.append(child)
+        else:
+            found.extend(grandchild for grandchild in subfolders(child) if looks_like_root(grandchild))
+    if not found and folder.parent != folder and looks_like_root(folder.parent):
+        found.append(folder.parent)
+    if not found:
+        return ""
+    return f"; did you mean {option} {' or '.join(str(path) for path in found[:3])}?"

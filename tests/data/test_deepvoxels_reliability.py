@@ -88,3 +88,11 @@ def test_image_cache_under_a_file_names_the_option(scene, tmp_path):
     config = DeepVoxelsDataParserConfig(data=scene, image_cache_dir=tmp_path / "blocker" / "rgb")
     with pytest.raises(UserError, match="--image-cache-dir"):
         config.setup().get_dataparser_outputs("train")
+
+
+def test_parent_or_split_folder_as_data_names_the_root(scene, tmp_path):
+    """``--data`` one level above the root, or at its ``train/`` folder: the error names the root to pass."""
+    for wrong in (scene.parent, scene / "train"):
+        with pytest.raises(UserError, match=f"no train/ folder.*did you mean --data {scene}\\?"):
+            parse(wrong, tmp_path)
+    assert len(parse(scene, tmp_path).image_filenames) > 0

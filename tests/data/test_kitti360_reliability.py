@@ -234,3 +234,11 @@ def test_synth_kitti360_removes_the_staging_folder_of_a_killed_run(tmp_path: Pat
     main([str(tmp_path / "out"), "--frames", "3", "--scale", "0.05"])
     assert not stale.exists() and (tmp_path / "out" / "calibration").is_dir()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_parent_or_sub_folder_as_data_names_the_root(data: Path):
+    """``--data`` one level above the KITTI-360 root, or at one of its folders: the error names the root."""
+    for wrong in (data.parent, data / "data_poses"):
+        with pytest.raises(Kitti360FormatError, match=f"calibration: folder not found.*did you mean --data {data}\\?"):
+            parse(wrong)
+    assert len(parse(data).image_filenames) > 0

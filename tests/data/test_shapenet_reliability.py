@@ -268,3 +268,14 @@ def test_dvr_image_cache_under_a_file_names_the_option(dvr_root, tmp_path):
     config = ShapeNetDVRDataParserConfig(data=dvr_root, image_cache_dir=tmp_path / "blocker" / "rgb")
     with pytest.raises(DVRFormatError, match=r"blocker is a file, not a folder.*--image-cache-dir"):
         config.setup().get_dataparser_outputs("train")
+
+
+def test_generator_output_folder_as_data_names_the_dataset_root(generated, tmp_path):
+    """``--data OUT`` (the generator's folder) instead of ``OUT/srn_cars`` or ``OUT/dvr``: each parser's error
+    names the folder to pass; that folder parses."""
+    with pytest.raises(SRNFormatError, match=f"did you mean --data {generated / 'srn_cars'}"):
+        parse_srn(generated, tmp_path)
+    with pytest.raises(DVRFormatError, match=f"did you mean --data {generated / 'dvr'}"):
+        parse_dvr(generated, tmp_path)
+    assert len(parse_srn(generated / "srn_cars", tmp_path).image_filenames) > 0
+    assert len(parse_dvr(generated / "dvr", tmp_path).image_filenames) > 0

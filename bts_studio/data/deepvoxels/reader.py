@@ -25,7 +25,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from bts_studio.data.checks import UserError, check_pixel_intrinsics
+from bts_studio.data.checks import UserError, check_pixel_intrinsics, nested_root_hint
 from bts_studio.data.shapenet.srn_reader import IMAGE_SUFFIXES, SRNFormatError, image_size, read_pose
 
 SPLITS = ("train", "validation", "test")
@@ -192,8 +192,9 @@ def scene_folders(data: Path, scene: str) -> Tuple[Path, str]:
         return data.parent.parent, data.name
     train = data / "train"
     if not train.is_dir():
+        hint = nested_root_hint(data, lambda path: (path / "train").is_dir())
         raise DeepVoxelsFormatError(
-            f"{data}: no train/ folder (expected <root>/train/<scene>/rgb, pose, intrinsics.txt)"
+            f"{data}: no train/ folder (expected <root>/train/<scene>/rgb, pose, intrinsics.txt){hint}"
         )
     scenes = sorted(path.name for path in train.iterdir() if path.is_dir())
     if scene:

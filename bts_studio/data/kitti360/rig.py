@@ -24,6 +24,7 @@ import torch
 from jaxtyping import Float
 
 from bts_studio.core.fisheye import MeiParams
+from bts_studio.data.checks import nested_root_hint
 from bts_studio.data.kitti360.fisheye_resample import virtual_camera_rotation
 from bts_studio.data.kitti360.reader import (
     DOWNLOAD_CALIBRATION,
@@ -138,8 +139,10 @@ def load_rig(
     """
     paths = Kitti360Paths(root, sequence="")  # calibration paths do not depend on the sequence
     if not paths.calibration_dir.is_dir():
+        hint = nested_root_hint(root, lambda path: (path / "calibration").is_dir())
         raise Kitti360FormatError(
-            f"{paths.calibration_dir}: folder not found. It is part of the KITTI-360 download {DOWNLOAD_CALIBRATION}."
+            f"{paths.calibration_dir}: folder not found. It is part of the KITTI-360 download {DOWNLOAD_CALIBRATION}"
+            f"{hint or '.'}"
         )
     perspective = read_perspective_calibration(paths.perspective_calibration)
     cam_to_pose = read_cam_to_pose(paths.cam_to_pose)

@@ -18,7 +18,7 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 from rich.progress import track
 
-from bts_studio.data.checks import check_pixel_intrinsics, rgb_image_path, verify_image_file
+from bts_studio.data.checks import check_pixel_intrinsics, nested_root_hint, rgb_image_path, verify_image_file
 from bts_studio.data.shapenet.dvr_reader import (
     DVRFormatError,
     DVRObject,
@@ -117,7 +117,8 @@ def split_objects(config: ShapeNetDVRDataParserConfig, split: str) -> List[Tuple
         objects = objects[: config.max_instances]
     if not objects:
         where = ", ".join(str(path) for path in lists_found) or f"no {config.split_prefix}{split}.lst file"
-        raise DVRFormatError(f"empty split {split!r} in {config.data} ({where})")
+        hint = "" if lists_found else nested_root_hint(config.data, lambda path: (path / "metadata.yaml").is_file())
+        raise DVRFormatError(f"empty split {split!r} in {config.data} ({where}){hint}")
     return objects
 
 

@@ -7,7 +7,6 @@ index of its instance (for per-object latent codes) and of its view file. docs/c
 "ShapeNet (SRN and DVR)", has the conventions; ``srn_reader.py`` the format.
 """
 
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from rich.progress import track
 from bts_studio.data.checks import rgb_image_path
 from bts_studio.data.shapenet.image_cache import RESIZE_CACHE_OPTION, resized_image_path
 from bts_studio.data.shapenet.srn_reader import (
+    SPLIT_FOLDER,
     SRNFormatError,
     SRNInstance,
     is_instance_dir,
@@ -31,9 +31,6 @@ from bts_studio.data.shapenet.srn_reader import (
     read_instance,
     select_instances,
 )
-
-SPLIT_FOLDER = re.compile(r"^(?P<cls>.+?)_(?P<split>train_val|train_test|train|val|test)$")
-"""Split folder names: pixelNeRF's ``<class>_train|val|test`` and SRN's ``<class>_train_val|train_test``."""
 
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
 """Right-multiplied onto an OpenCV camera-to-world to get nerfstudio's OpenGL one (docs/conventions.md)."""

@@ -4,13 +4,17 @@ Framework-free (numpy + PIL). Every malformed input raises :class:`SRNFormatErro
 what was expected. Format and conventions: ``srn_writer.py`` and docs/conventions.md ("ShapeNet").
 """
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
 
-from bts_studio.data.checks import UserError, check_pixel_intrinsics, check_rigid, verify_image_file
+from bts_studio.data.checks import UserError, check_pixel_intrinsics, check_rigid, nested_root_hint, verify_image_file
+
+SPLIT_FOLDER = re.compile(r"^(?P<cls>.+?)_(?P<split>train_val|train_test|train|val|test)$")
+"""Split folder names: pixelNeRF's ``<class>_train|val|test`` and SRN's ``<class>_train_val|train_test``."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -158,6 +162,18 @@ def read_instance(instance_dir: Path) -> SRNInstance:
     return SRNInstance(instance_dir, image_paths, poses, intrinsics.rescaled(height, width))
 
 
+def holds_split_folders(path: Path) -> bool:
+    """Whether ``path`` is a class root: it holds split folders (:data:`SPLIT_FOLDER`)."""
+    return any(child.is_dir() and SPLIT_FOLDER.match(child.name) for child in path.iterdir())
+
+
+def class_root_hint(folder: Path) -> str:
+    """The "pass this folder instead" part of an error about ``folder`` (empty when no class root is near)."""
+    if holds_split_folders(folder):
+        return f"; {folder} is a class root (it holds split folders): pass it as --data"
+    return nested_root_hint(folder, holds_split_folders)
+
+
 def is_instance_dir(path: Path) -> bool:
     """Whether ``path`` looks like an SRN instance folder (it holds intrinsics.txt or rgb/)."""
     return (path / "intrinsics.txt").is_file() or (path / "rgb").is_dir()
@@ -176,8 +192,9 @@ def list_instance_dirs(split_dir: Path) -> List[Path]:
     if not instances and len(children) == 1:
         return list_instance_dirs(children[0])
     if not instances:
+        hint = class_root_hint(split_dir)
         raise SRNFormatError(
-            f"empty split: {split_dir} has no instance folders (expected <instance>/rgb, pose, intrinsics.txt)"
+            f"empty split: {split_dir} has no instance folders (expected <instance>/rgb, pose, intrinsics.txt){hint}"
         )
     return instances
 
