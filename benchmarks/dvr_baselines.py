@@ -30,6 +30,7 @@ import torch
 
 from bts_studio.core.mesh_refinement import refine_mesh_vertices
 from bts_studio.core.mise import grid_points, mise_grid
+from bts_studio.core.trilinear import trilinear_interpolate
 from bts_studio.core.visual_hull import visual_hull_occupancy
 from bts_studio.data.shapenet.dvr_dataparser import ShapeNetDVRDataParserConfig
 from bts_studio.data.shapenet.dvr_reader import load_pointcloud
@@ -102,15 +103,14 @@ def visual_hull(args) -> Dict:
 
 
 def trilinear_logits(probabilities: torch.Tensor):
-    """Logits of the trilinear interpolation of an ``[x, y, z]`` probability grid over the cube (differentiable
-    twice in the points: ``grid_sample`` has a double backward)."""
-    # On the CPU, as refined_variants's meshes; grid_sample reads [z, y, x] volumes and (x, y, z) points.
-    volume = probabilities.detach().cpu().permute(2, 1, 0)[None, None].float()
+    """Logits of the trilinear interpolation of an ``[x, y, z]`` probability grid over the cube, twice
+    differentiable in the points (refinement's normal term needs a double backward, which ``grid_sample`` 3-D lacks
+    in the GPU image's PyTorch 2.11: ``core/trilinear.py``)."""
+    volume = probabilities.detach().cpu().float()  # on the CPU, as refined_variants's meshes
 
     def logits(points: torch.Tensor) -> torch.Tensor:
-        coordinates = (points / HALF).reshape(1, -1, 1, 1, 3).to(volume.dtype)
-        value = torch.nn.functional.grid_sample(volume, coordinates, align_corners=True, padding_mode="border")
-        return torch.logit(value.reshape(-1).clamp(1e-4, 1 - 1e-4))
+        value = trilinear_interpolate(volume, points.to(volume), HALF)
+        return torch.logit(value.clamp(1e-4, 1 - 1e-4))
 
     return logits
 
