@@ -198,7 +198,8 @@ class DVRDataManager(VanillaDataManager):
         num_objects = int(cache["views"].shape[0])
         if objects is not None:
             # A host tensor (ShardedOrder): from pinned memory the copy does not wait for the device.
-            objects = objects.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else objects.to(device)
+            pinned = objects.pin_memory() if device.type == "cuda" else objects
+            objects = pinned.to(device, non_blocking=True)
         elif batch_size <= num_objects:
             objects = torch.randperm(num_objects, device=device)[:batch_size]
         else:
