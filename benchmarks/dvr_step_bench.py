@@ -102,6 +102,27 @@ class Clock:
         return (time.perf_counter() - begin) * 1000 / repeat
 
 
+def kernel_ms(fn: Callable[[], object]) -> float:
+    """The GPU's busy time during ``fn()`` in ms: the union of its kernels' (and copies') intervals (torch.profiler)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    spans = sorted(
+        (event.time_range.start, event.time_range.end)
+        for event in prof.events()
+        if event.device_type == DeviceType.CUDA
+    )
+    busy, end = 0.0, float("-inf")
+    for start, stop in spans:
+        if stop > end:
+            busy += stop - max(start, end)
+            end = stop
+    return busy / 1000.0
+
+
 def main(argv: Optional[list] = None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="dvr-combined", choices=["dvr", "dvr-depth", "dvr-combined", "dvr-tiny"])
@@ -124,7 +145,7 @@ def main(argv: Optional[list] = None) -> Dict:
     args = parser.parse_args(argv)
     if args.device == "cpu":
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-    from bts_studio.utils.profiling import count_ops, cuda_sync_sites
+    from bts_studio.utils.profiling import count_host_reads, count_ops, cuda_sync_sites
 
     work = args.work or Path(tempfile.mkdtemp(prefix="dvr_step_bench_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -168,17 +189,20 @@ def main(argv: Optional[list] = None) -> Dict:
     results["model_step_ms"] = clock(model_step, args.steps)
     trainer.optimizers.zero_grad_all()
     # 4. host syncs of one step of each kind
+    steps = iter(range(step, step + 10))
     for name, fn in (
-        ("train_iteration", lambda: trainer.train_iteration(step)),
+        ("train_iteration", lambda: trainer.train_iteration(next(steps))),
         ("next_train", lambda: datamanager.next_train(step)),
         ("model_step", lambda: model_step(0)),
     ):
         counts = count_ops(fn, cuda=cuda)
         results[f"{name}_syncs"] = {k: v for k, v in counts.items() if k.startswith(("sync", "cuda_sync"))}
+        results[f"{name}_syncs"]["host_reads"] = count_host_reads(fn)  # .tolist()/.item()/bool() from Python
         results[f"{name}_aten_ops"] = counts["aten_ops_top_level"]
     if cuda:
-        sites = cuda_sync_sites(lambda: trainer.train_iteration(step + 1))
+        sites = cuda_sync_sites(lambda: trainer.train_iteration(next(steps)))
         results["train_iteration_sync_sites"] = dict(list(sites.items())[:20])
+        results["train_iteration_kernel_ms"] = kernel_ms(lambda: trainer.train_iteration(next(steps)))
     per_step = [results["train_iteration_ms"], results["next_train_ms"], results["model_step_ms"]]
     print(
         "dvr step bench: {} on {}, {} images x {} rays, hidden {}, {} proposals".format(
@@ -186,6 +210,11 @@ def main(argv: Optional[list] = None) -> Dict:
         )
     )
     print("  ms/step: train_iteration {:.2f}, next_train {:.2f}, model (fwd+loss+bwd) {:.2f}".format(*per_step))
+    if cuda:
+        print(
+            f"  GPU kernel time of one train_iteration: {results['train_iteration_kernel_ms']:.2f} ms (the rest of "
+            "the step is the GPU waiting for the host)"
+        )
     for name in ("train_iteration", "next_train", "model_step"):
         syncs, ops = results[f"{name}_syncs"], results[f"{name}_aten_ops"]
         print(f"  {name}: host-sync aten ops {syncs}, top-level aten ops {ops}")
