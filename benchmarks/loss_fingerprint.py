@@ -2,9 +2,10 @@
 
 Refactors that must not change behaviour compare these numbers before and after (issue 12). The script
 generates tiny data (the same generators and sizes as the end-to-end tests), builds the ``bts-density-tiny``,
-``srn``, ``dvr-tiny`` and/or ``dvr-combined-tiny`` (``dvr-combined`` at CPU size) presets with only data- and
-model-size overrides, seeds everything with ``machine.seed`` exactly as ``ns-train`` does, runs ``--steps`` calls
-of ``Trainer.train_iteration`` and prints one line per step::
+``srn``, ``dvr-tiny``, ``dvr-combined-tiny`` (``dvr-combined`` at CPU size) and/or ``dvr-combined-sphere`` (the
+same with a sphere added to the field, so that rays hit) presets with only data- and model-size overrides, seeds
+everything with ``machine.seed`` exactly as ``ns-train`` does, runs ``--steps`` calls of ``Trainer.train_iteration``
+and prints one line per step::
 
     python benchmarks/loss_fingerprint.py --steps 20 --methods bts-density-tiny srn [--work DIR] [--srn-start-std 0]
 
@@ -93,12 +94,22 @@ def dvr_combined_tiny_config(work: Path):
     return config
 
 
+def add_sphere(trainer) -> None:
+    """``dvr-combined-sphere``: a sphere of radius 0.3 added to the field's logits, so that from step 1 most object
+    rays hit and every term (RGB, depth, normals, secant search, analytic gradient) enters the losses."""
+    model = trainer.pipeline.model
+    network = model.occupancy
+    model.occupancy = lambda points, latent: network(points, latent) + 40 * (0.3 - points.norm(dim=-1))
+
+
 BUILDERS = {
     "bts-density-tiny": bts_config,
     "srn": srn_config,
     "dvr-tiny": dvr_tiny_config,
     "dvr-combined-tiny": dvr_combined_tiny_config,
+    "dvr-combined-sphere": dvr_combined_tiny_config,
 }
+AFTER_SETUP = {"dvr-combined-sphere": add_sphere}
 
 
 def run_method(name: str, steps: int, work: Path, srn_start_std: Optional[float] = None) -> list:
@@ -119,6 +130,8 @@ def run_method(name: str, steps: int, work: Path, srn_start_std: Optional[float]
     _set_random_seed(config.machine.seed)
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
+    if name in AFTER_SETUP:
+        AFTER_SETUP[name](trainer)
     rows = []
     for step in range(steps):
         loss, loss_dict, _ = trainer.train_iteration(step)

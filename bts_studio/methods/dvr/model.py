@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import OrientedBox
@@ -288,10 +288,10 @@ class DVRModel(Model):
 
     # ------------------------------------------------------------------------------------------------ losses
     def _logits_where(
-        self, points: Float[Tensor, "N 3"], latent: Optional[Tensor], valid: List[Tensor]
+        self, points: List[Float[Tensor, "N 3"]], latent: Optional[Tensor], valid: List[Bool[Tensor, " N"]]
     ) -> List[Tuple[Float[Tensor, " V"], Tensor]]:
-        """Occupancy logits at each ray's ``points`` for the rays of each of the disjoint masks ``valid`` (in ray
-        order), each with an all-true mask for them.
+        """Per term: occupancy logits of its ``points`` on the rays of its mask ``valid`` (masks disjoint; rays in
+        order), and an all-true mask for them.
 
         Only these points enter the loss; evaluating (and backpropagating through) the others too, as a masked sum
         over every ray would, costs decoder time for nothing (most rays are valid for one of the two BCE terms
@@ -306,9 +306,9 @@ class DVRModel(Model):
         counts = torch.stack([mask.sum() for mask in valid]).tolist()  # the sync: the terms' sizes
         order = torch.sort(term, stable=True).indices
         results = []
-        for index in order[: sum(counts)].split(counts):
+        for term_points, index in zip(points, order[: sum(counts)].split(counts), strict=True):
             code = None if latent is None else latent[index]
-            logits = self.occupancy(points[index][:, None], code)[:, 0]
+            logits = self.occupancy(term_points[index][:, None], code)[:, 0]
             results.append((logits, torch.ones_like(logits, dtype=torch.bool)))
         return results
 
@@ -363,12 +363,9 @@ class DVRModel(Model):
             points = origins + depth[:, None] * directions
             valid = mask & ~hit & meets
             terms["occupancy_loss"] = (config.occupancy_loss_weight, True, points, valid)
-        if terms:
-            # The masks are disjoint (background / object rays), so each ray's point is its own term's.
-            points = None
-            for _, _, term_points, term_valid in terms.values():
-                points = term_points if points is None else torch.where(term_valid[:, None], term_points, points)
-            parts = self._logits_where(points, latent, [term[3] for term in terms.values()])
+        if terms:  # the masks are disjoint: background rays / object rays
+            values = list(terms.values())
+            parts = self._logits_where([term[2] for term in values], latent, [term[3] for term in values])
             for (name, (weight, occupied, _, _)), (logits, kept) in zip(terms.items(), parts, strict=True):
                 losses[name] = weight * occupancy_bce_loss(logits, occupied, kept, num_images)
         hit_index = outputs["hit_index"]
