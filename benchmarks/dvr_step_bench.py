@@ -28,7 +28,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -102,8 +102,9 @@ class Clock:
         return (time.perf_counter() - begin) * 1000 / repeat
 
 
-def kernel_ms(fn: Callable[[], object]) -> float:
-    """The GPU's busy time during ``fn()`` in ms: the union of its kernels' (and copies') intervals (torch.profiler)."""
+def kernel_ms(fn: Callable[[], object]) -> Tuple[float, str]:
+    """The GPU's busy time during ``fn()`` in ms (the union of its kernels' and copies' intervals, torch.profiler),
+    and a table of the ops that took the most GPU time."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
@@ -120,7 +121,8 @@ def kernel_ms(fn: Callable[[], object]) -> float:
         if stop > end:
             busy += stop - max(start, end)
             end = stop
-    return busy / 1000.0
+    table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=15, max_name_column_width=60)
+    return busy / 1000.0, table
 
 
 def main(argv: Optional[list] = None) -> Dict:
@@ -168,7 +170,7 @@ def main(argv: Optional[list] = None) -> Dict:
         "hidden_size": model.config.hidden_size,
         "latent_dim": model.config.latent_dim,
         "proposals": model.num_proposals(),
-        "tf32": torch.backends.cuda.matmul.allow_tf32,
+        "tf32": torch.backends.cuda.matmul.allow_tf32 or os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE") == "1",
         "data_generation_s": round(generated_s, 1),
     }
     # 1. whole training steps
@@ -202,7 +204,8 @@ def main(argv: Optional[list] = None) -> Dict:
     if cuda:
         sites = cuda_sync_sites(lambda: trainer.train_iteration(next(steps)))
         results["train_iteration_sync_sites"] = dict(list(sites.items())[:20])
-        results["train_iteration_kernel_ms"] = kernel_ms(lambda: trainer.train_iteration(next(steps)))
+        busy, table = kernel_ms(lambda: trainer.train_iteration(next(steps)))
+        results["train_iteration_kernel_ms"], results["train_iteration_gpu_ops"] = busy, table
     per_step = [results["train_iteration_ms"], results["next_train_ms"], results["model_step_ms"]]
     print(
         "dvr step bench: {} on {}, {} images x {} rays, hidden {}, {} proposals".format(
@@ -222,6 +225,8 @@ def main(argv: Optional[list] = None) -> Dict:
         print("  sync sites (file:line -> count) of one train_iteration:")
         for site, count in results["train_iteration_sync_sites"].items():
             print(f"    {count:4d}  {site}")
+        print("  GPU time by op in one train_iteration:")
+        print(results["train_iteration_gpu_ops"])
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))
