@@ -1,9 +1,11 @@
 """Loss fingerprint: the training losses of a short CPU run at a fixed seed, through nerfstudio's trainer.
 
 Refactors that must not change behaviour compare these numbers before and after (issue 12). The script
-generates tiny data (the same generators and sizes as the end-to-end tests), builds the ``bts-density-tiny``
-and/or ``srn`` presets with only data-size overrides, seeds everything with ``machine.seed`` exactly as
-``ns-train`` does, runs ``--steps`` calls of ``Trainer.train_iteration`` and prints one line per step::
+generates tiny data (the same generators and sizes as the end-to-end tests), builds the ``bts-density-tiny``,
+``srn``, ``dvr-tiny``, ``dvr-combined-tiny`` (``dvr-combined`` at CPU size) and/or ``dvr-combined-sphere`` (the
+same with a sphere added to the field, so that rays hit) presets with only data- and model-size overrides, seeds
+everything with ``machine.seed`` exactly as ``ns-train`` does, runs ``--steps`` calls of ``Trainer.train_iteration``
+and prints one line per step::
 
     python benchmarks/loss_fingerprint.py --steps 20 --methods bts-density-tiny srn [--work DIR] [--srn-start-std 0]
 
@@ -58,7 +60,56 @@ def srn_config(work: Path):
     return config
 
 
-BUILDERS = {"bts-density-tiny": bts_config, "srn": srn_config}
+def dvr_data(work: Path) -> Path:
+    out = work / "dvr_shapenet"
+    if not out.exists():
+        from bts_studio.data.synthetic.shapenet_cli import main as synth
+
+        synth(
+            [str(out), "--classes", "cars", "--instances", "6", "--val-instances", "1", "--test-instances", "1"]
+            + ["--format", "dvr", "--resolution", "32", "--dvr-views", "4", "--pointcloud-points", "2000"]
+            + ["--dvr-input-views", "2", "--dvr-input-resolution", "32"]
+        )
+    return out / "dvr"
+
+
+def dvr_tiny_config(work: Path):
+    from bts_studio.methods.dvr.method_config import dvr_tiny_trainer_config
+
+    config = dvr_tiny_trainer_config()
+    config.pipeline.datamanager.data = dvr_data(work)
+    return config
+
+
+def dvr_combined_tiny_config(work: Path):
+    """``dvr-combined`` (RGB + depth + masks: every loss term, occupancy points at the true depth) at CPU size."""
+    from bts_studio.methods.dvr.method_config import dvr_combined_trainer_config
+
+    config = dvr_combined_trainer_config()
+    config.pipeline.datamanager.data = dvr_data(work)
+    model = config.pipeline.model
+    model.latent_dim, model.hidden_size, model.num_blocks, model.initial_proposals = 16, 32, 2, 8
+    datamanager = config.pipeline.datamanager
+    datamanager.images_per_batch, datamanager.rays_per_image, datamanager.input_image_size = 4, 128, 32
+    return config
+
+
+def add_sphere(trainer) -> None:
+    """``dvr-combined-sphere``: a sphere of radius 0.3 added to the field's logits, so that from step 1 most object
+    rays hit and every term (RGB, depth, normals, secant search, analytic gradient) enters the losses."""
+    model = trainer.pipeline.model
+    network = model.occupancy
+    model.occupancy = lambda points, latent: network(points, latent) + 40 * (0.3 - points.norm(dim=-1))
+
+
+BUILDERS = {
+    "bts-density-tiny": bts_config,
+    "srn": srn_config,
+    "dvr-tiny": dvr_tiny_config,
+    "dvr-combined-tiny": dvr_combined_tiny_config,
+    "dvr-combined-sphere": dvr_combined_tiny_config,
+}
+AFTER_SETUP = {"dvr-combined-sphere": add_sphere}
 
 
 def run_method(name: str, steps: int, work: Path, srn_start_std: Optional[float] = None) -> list:
@@ -79,12 +130,14 @@ def run_method(name: str, steps: int, work: Path, srn_start_std: Optional[float]
     _set_random_seed(config.machine.seed)
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
+    if name in AFTER_SETUP:
+        AFTER_SETUP[name](trainer)
     rows = []
     for step in range(steps):
         loss, loss_dict, _ = trainer.train_iteration(step)
-        terms = " ".join(f"{k}={float(v):.9g}" for k, v in sorted(loss_dict.items()))
+        terms = " ".join(f"{k}={float(v):.11g}" for k, v in sorted(loss_dict.items()))
         rows.append(float(loss))
-        print(f"{name} step {step + 1} loss {float(loss):.9g} {terms}", flush=True)
+        print(f"{name} step {step + 1} loss {float(loss):.11g} {terms}", flush=True)
     torch.set_grad_enabled(True)
     return rows
 

@@ -21,6 +21,7 @@ __all__ = [
     "invert_pose",
     "normalize_intrinsics",
     "opencv_to_opengl",
+    "pinhole_pixel_rays",
     "pinhole_rays",
     "pixels_to_normalized",
     "project_points",
@@ -188,14 +189,61 @@ def pinhole_rays(
         torch.arange(width, device=c2w.device, dtype=c2w.dtype) + 0.5,
         indexing="ij",
     )
-    # OpenCV pixel rays (x - cx) / fx, (y - cy) / fy, then the y negation and z = -1 of OpenGL, in nerfstudio's order.
-    u = (x - cx) / fx
-    v = -((y - cy) / fy)
-    directions = torch.stack([u, v, torch.full_like(u, -1.0)], dim=-1)
+    directions, norm = _world_directions((x - cx) / fx, (y - cy) / fy, c2w[:, :3])
+    return c2w[:, 3].expand(height, width, 3), directions, norm
+
+
+def _world_directions(
+    u: Float[Tensor, "..."], v: Float[Tensor, "..."], rotation: Float[Tensor, "... 3 3"]
+) -> Tuple[Float[Tensor, "... 3"], Float[Tensor, "... 1"]]:
+    """Unit world directions and their norms before normalising of OpenCV pixel rays ``(u, v, 1)`` (``u = (x - cx)
+    / fx``, ``v = (y - cy) / fy``): nerfstudio's y negation and z = -1 of OpenGL, then the rotation, in its order.
+    ``u``, ``v`` and ``rotation``'s leading dimensions broadcast."""
+    directions = torch.stack([u, -v, torch.full_like(u, -1.0)], dim=-1)
     # Elementwise product and sum (not a matmul) as nerfstudio rotates, so the rounding is the same.
-    directions = torch.sum(directions[..., None, :] * c2w[:, :3], dim=-1)
+    directions = torch.sum(directions[..., None, :] * rotation, dim=-1)
     norm = torch.linalg.vector_norm(directions, dim=-1, keepdim=True).clamp_min(NORM_EPS)
-    return c2w[:, 3].expand(height, width, 3), directions / norm, norm
+    return directions / norm, norm
+
+
+def pinhole_pixel_rays(
+    c2w: Float[Tensor, "N 3 4"],
+    fx: Float[Tensor, " N"],
+    fy: Float[Tensor, " N"],
+    cx: Float[Tensor, " N"],
+    cy: Float[Tensor, " N"],
+    x: Float[Tensor, " N"],
+    y: Float[Tensor, " N"],
+) -> Tuple[Float[Tensor, "N 3"], Float[Tensor, "N 3"], Float[Tensor, "N 1"], Float[Tensor, "N 1"]]:
+    """Rays through ``N`` pixel positions, each of its own undistorted pinhole camera (a batch of random pixels).
+
+    Args:
+        c2w: camera-to-world ``[N, 3, 4]`` per ray, nerfstudio's OpenGL axes (``Cameras.camera_to_worlds``).
+        fx, fy, cx, cy: pixel intrinsics per ray (nerfstudio pixel units).
+        x, y: pixel positions (column, row) in those units; a pixel's centre is ``(col + 0.5, row + 0.5)``.
+
+    Returns:
+        ``origins [N, 3]``, unit ``directions [N, 3]``, ``directions_norm [N, 1]`` (as :func:`pinhole_rays`) and
+        ``pixel_area [N, 1]``: nerfstudio's footprint of the pixel, the product of the distances from the unit
+        direction to those of the positions one pixel right and one pixel down.
+
+    nerfstudio 1.1.5's ``Cameras.generate_rays(camera_indices, coords)`` (what its ``RayGenerator`` calls) for
+    perspective cameras without distortion, op for op, so all four are bit-identical to it
+    (tests/methods/test_common.py); without its host syncs (camera types read with ``.item()``, boolean-mask
+    assignments, a tensor made from a Python constant per call: issue 13).
+    """
+    assert c2w.dim() == 3 and c2w.shape[1:] == (3, 4), f"c2w must be [N, 3, 4], got {tuple(c2w.shape)}"
+    count = c2w.shape[0]
+    for name, value in (("fx", fx), ("fy", fy), ("cx", cx), ("cy", cy), ("x", x), ("y", y)):
+        assert value.shape == (count,), f"{name} must be [{count}], got {tuple(value.shape)}"
+    rotation = c2w[:, :, :3]
+    u, v = (x - cx) / fx, (y - cy) / fy
+    directions, norm = _world_directions(u, v, rotation)
+    right, _ = _world_directions((x - cx + 1) / fx, v, rotation)
+    down, _ = _world_directions(u, (y - cy + 1) / fy, rotation)
+    dx = torch.sqrt(torch.sum((directions - right) ** 2, dim=-1))
+    dy = torch.sqrt(torch.sum((directions - down) ** 2, dim=-1))
+    return c2w[:, :, 3], directions, norm, (dx * dy)[:, None]
 
 
 def ray_distance_to_z_depth(

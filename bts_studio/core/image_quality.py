@@ -7,9 +7,11 @@ over channels. nerfstudio's own SSIM (torchmetrics, Gaussian 11x11) gives differ
 Framework-free torch; batched; computed in float64.
 """
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 __all__ = ["MIN_MSE", "SSIM_K1", "SSIM_K2", "SSIM_WINDOW", "psnr", "ssim"]
@@ -22,15 +24,28 @@ MIN_MSE = 1.0e-10
 
 
 def psnr(
-    prediction: Float[Tensor, "*batch H W C"], target: Float[Tensor, "*batch H W C"], data_range: float = 1.0
+    prediction: Float[Tensor, "*batch H W C"],
+    target: Float[Tensor, "*batch H W C"],
+    data_range: float = 1.0,
+    mask: Optional[Bool[Tensor, "*batch H W"]] = None,
 ) -> Float[Tensor, "*batch"]:
-    """Per-image PSNR in dB, ``10 log10(data_range^2 / mse)``."""
+    """Per-image PSNR in dB, ``10 log10(data_range^2 / mse)``.
+
+    ``mask``: only these pixels (all their channels) enter the mean squared error, as PSNR of the selected pixels
+    would, but with fixed shapes (no boolean indexing: no host sync on a GPU); an image without any selected
+    pixel gets NaN.
+    """
     assert (
         prediction.shape == target.shape and prediction.ndim >= 3
     ), f"expected matching [..., H, W, C] images, got {tuple(prediction.shape)} and {tuple(target.shape)}"
     error = (prediction.double() - target.double()) ** 2
-    mse = error.flatten(start_dim=-3).mean(dim=-1).clamp_min(MIN_MSE)
-    return 10.0 * torch.log10(data_range**2 / mse)
+    if mask is None:
+        mse = error.flatten(start_dim=-3).mean(dim=-1)
+    else:
+        assert mask.shape == prediction.shape[:-1], f"mask must be {tuple(prediction.shape[:-1])}, got {mask.shape}"
+        selected = mask[..., None].expand_as(error)
+        mse = (error * selected).flatten(start_dim=-3).sum(dim=-1) / selected.flatten(start_dim=-3).sum(dim=-1)
+    return 10.0 * torch.log10(data_range**2 / mse.clamp_min(MIN_MSE))
 
 
 def ssim(

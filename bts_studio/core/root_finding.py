@@ -198,6 +198,7 @@ def surface_depth(
     num_secant_steps: int,
     params: Sequence[Tensor] = (),
     tau: float = 0.0,
+    check_hits: bool = True,
 ) -> Float[Tensor, " N"]:
     """Surface depth of rays that hit (``bracket.hit`` all True), with DVR's analytic gradient.
 
@@ -214,9 +215,12 @@ def surface_depth(
         num_secant_steps: secant iterations (DVR: 8).
         params: tensors ``field`` depends on that should receive gradients.
         tau: iso-level in logits (DVR: logit(0.5) = 0).
+        check_hits: assert that every ray of ``bracket`` hits (``AssertionError`` otherwise). The check reads a
+            device value back, one host sync on a GPU; a caller that selected the rays by ``bracket.hit`` itself
+            (DVR's training step) passes False.
     """
     assert origins.shape == directions.shape and origins.dim() == 2, "origins/directions must be [N, 3]"
-    assert bool(bracket.hit.all()), "surface_depth takes hit rays only (select them with bracket.hit)"
+    assert not check_hits or bool(bracket.hit.all()), "surface_depth takes hit rays only (select them by bracket.hit)"
     with torch.no_grad():
         depth = secant_refine(field, origins, directions, latent, bracket, num_secant_steps, tau)
     shifted = field if tau == 0.0 else (lambda points, code: field(points, code) - tau)
@@ -232,6 +236,7 @@ def surface_depth_unrolled(
     num_secant_steps: int,
     params: Sequence[Tensor] = (),
     tau: float = 0.0,
+    check_hits: bool = True,
 ) -> Float[Tensor, " N"]:
     """Pure-PyTorch twin of :func:`surface_depth`: backpropagation through the unrolled secant iterations.
 
@@ -240,7 +245,7 @@ def surface_depth_unrolled(
     :func:`surface_depth` (``params`` is unused: autograd finds them).
     """
     del params
-    assert bool(bracket.hit.all()), "surface_depth_unrolled takes hit rays only (select them with bracket.hit)"
+    assert not check_hits or bool(bracket.hit.all()), "surface_depth_unrolled takes hit rays only (see bracket.hit)"
     f_low = field((origins + bracket.d_low[:, None] * directions)[:, None], latent)[:, 0] - tau
     f_high = field((origins + bracket.d_high[:, None] * directions)[:, None], latent)[:, 0] - tau
     live = SurfaceBracket(bracket.hit, bracket.first_occupied, bracket.d_low, f_low, bracket.d_high, f_high)

@@ -9,9 +9,18 @@ from collections import Counter
 from typing import Callable, Dict
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.profiler import ProfilerActivity, profile
 
-__all__ = ["LAUNCH_CALLS", "SYNC_CALLS", "SYNC_OPS", "count_ops", "cuda_sync_sites"]
+__all__ = [
+    "HOST_READ_CALLS",
+    "LAUNCH_CALLS",
+    "SYNC_CALLS",
+    "SYNC_OPS",
+    "count_host_reads",
+    "count_ops",
+    "cuda_sync_sites",
+]
 
 SYNC_OPS = (
     "aten::item",
@@ -25,6 +34,10 @@ SYNC_OPS = (
 and ``lift_fresh`` (a tensor made from Python data, ``torch.tensor`` / ``as_tensor``: moved to a GPU it is a
 blocking copy, ``cudaStreamSynchronize`` after a pageable ``cudaMemcpyAsync``). Not visible on the CPU:
 ``.tolist()`` / ``.cpu()`` of a GPU tensor (no aten op runs on a CPU tensor), which ``SYNC_CALLS`` catch on CUDA."""
+
+HOST_READ_CALLS = ("tolist", "cpu", "numpy", "item", "__bool__", "__int__", "__float__", "__index__")
+"""Tensor methods that copy a value to the host (a sync for a GPU tensor), seen at the Python level by
+:func:`count_host_reads`; ``tolist``/``cpu``/``numpy`` run no aten op on a CPU tensor, so ``count_ops`` misses them."""
 
 LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync", "cudaMemcpy")
@@ -67,3 +80,24 @@ def cuda_sync_sites(fn: Callable[[], object]) -> Dict[str, int]:
         torch.cuda.set_sync_debug_mode(previous)
     sites = Counter(f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message))
     return dict(sites.most_common())
+
+
+class _HostReads(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in HOST_READ_CALLS:
+            self.calls[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_host_reads(fn: Callable[[], object]) -> Dict[str, int]:
+    """``{method: calls}`` of the tensor-to-host reads (:data:`HOST_READ_CALLS`) that ``fn()`` makes from Python,
+    on any device (a ``TorchFunctionMode``; reads inside C++ ops, e.g. boolean-mask indexing, are ``count_ops``'s)."""
+    mode = _HostReads()
+    with mode:
+        fn()
+    return dict(mode.calls)

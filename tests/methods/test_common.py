@@ -4,6 +4,7 @@ import torch
 
 from bts_studio.core.geometry import project_points
 from bts_studio.methods.common.cameras import (
+    PixelRayGenerator,
     camera_header,
     camera_rays,
     cameras_to_opencv,
@@ -72,6 +73,46 @@ def test_camera_rays_are_nerfstudios_bit_for_bit():
         assert torch.equal(rays.origins, bundle.origins), name
         assert torch.equal(rays.directions, bundle.directions), name
         assert torch.equal(rays.directions_norm, bundle.metadata["directions_norm"]), name
+
+
+def test_pixel_ray_generator_is_nerfstudios_bit_for_bit_without_host_syncs():
+    """PixelRayGenerator (core.pinhole_pixel_rays) gives exactly nerfstudio's RayGenerator bundle for random pixels
+    of several pinhole cameras (every field and the cameras' metadata), with no host-sync op (issue 13);
+    distorted cameras fall back to nerfstudio's generator."""
+    from nerfstudio.cameras.cameras import Cameras
+    from nerfstudio.model_components.ray_generators import RayGenerator
+
+    from bts_studio.utils.profiling import count_ops
+
+    generator = torch.Generator().manual_seed(1)
+    rotations, _ = torch.linalg.qr(torch.randn(5, 3, 3, generator=generator))
+    c2w = torch.cat([rotations, 3 * torch.randn(5, 3, 1, generator=generator)], dim=-1)
+    intrinsics = 20 + 40 * torch.rand(5, 4, 1, generator=generator)
+    cameras = Cameras(
+        camera_to_worlds=c2w,
+        fx=intrinsics[:, 0],
+        fy=intrinsics[:, 1],
+        cx=intrinsics[:, 2],
+        cy=intrinsics[:, 3],
+        width=torch.full((5, 1), 41),
+        height=torch.full((5, 1), 29),
+        metadata={"instance_idx": torch.arange(5)[:, None] // 2},
+    )
+    indices = torch.stack([torch.randint(0, n, (300,), generator=generator) for n in (5, 29, 41)], dim=-1)
+    expected = RayGenerator(cameras)(indices)
+    ours = PixelRayGenerator(cameras)
+    assert ours.fallback is None
+    bundle = ours(indices)
+    for name in ("origins", "directions", "pixel_area", "camera_indices"):
+        assert torch.equal(getattr(bundle, name), getattr(expected, name)), name
+    assert bundle.times is None and bundle.nears is None and bundle.fars is None
+    assert set(bundle.metadata) == set(expected.metadata) == {"instance_idx", "directions_norm"}
+    for name, value in expected.metadata.items():
+        assert torch.equal(bundle.metadata[name], value), name
+    assert count_ops(lambda: ours(indices))["sync_ops"] == 0
+    cameras.distortion_params = torch.zeros(5, 6)
+    cameras.distortion_params[2, 0] = 0.05
+    assert PixelRayGenerator(cameras).fallback is not None
 
 
 def test_render_in_chunks_equals_one_pass():

@@ -118,3 +118,41 @@ def test_two_training_steps_then_eval(data, tmp_path, preset):
     assert mesh_path.is_file()
     with pytest.raises(SystemExit, match="overwrite"):
         entrypoint(args)
+
+
+def test_training_step_makes_two_host_syncs(data, tmp_path):
+    """Issue 13: one dvr-tiny training step (``next_train``, encoder, ``get_outputs``, metrics, losses, backward)
+    reads the device back twice: the hit rays' ``nonzero`` (the secant search runs on hits only) and one
+    ``.tolist()`` of the freespace / occupancy point counts. The one other sync op counted here is ``lift_fresh``
+    of ShardedOrder's objects, a CPU tensor that reaches a GPU from pinned memory without waiting. (The plugin
+    trainer's non-finite check adds one more per step; Adam's step counters live on the CPU.)"""
+    from bts_studio.utils.profiling import count_host_reads, count_ops
+
+    config = dvr_tiny_trainer_config()
+    config.set_timestamp()
+    config.machine.device_type = "cpu"
+    config.vis = "tensorboard"
+    config.output_dir = tmp_path
+    config.pipeline.datamanager.data = data / "dvr"
+    config.pipeline.datamanager.images_per_batch = 2
+    config.pipeline.model.hidden_size = 16
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    pipeline = trainer.pipeline
+    # A sphere added to the field (as _check_mesh_refinement_runs): rays hit, so every loss term runs.
+    network = pipeline.model.occupancy
+    pipeline.model.occupancy = lambda points, latent: network(points, latent) + 40 * (0.3 - points.norm(dim=-1))
+    terms = {}
+
+    def step() -> None:
+        _, loss_dict, _ = pipeline.get_train_loss_dict(step=0)
+        sum(loss_dict.values()).backward()
+        terms.update(loss_dict)
+
+    step()
+    assert {"rgb_loss", "freespace_loss", "occupancy_loss", "normal_loss"} <= set(terms), set(terms)
+    assert float(terms["rgb_loss"]) > 0 and float(terms["normal_loss"]) > 0
+    ops = count_ops(step)
+    reads = count_host_reads(step)
+    assert ops["sync_by_op"] == {"aten::nonzero": 1, "aten::lift_fresh": 1}, ops["sync_by_op"]
+    assert reads == {"tolist": 1}, reads

@@ -71,6 +71,16 @@ def test_metrics_match_scikit_image():
         assert ours_ssim[i].item() == pytest.approx(reference, abs=1e-9)
 
 
+def test_masked_psnr_is_the_psnr_of_the_selected_pixels():
+    generator = torch.Generator().manual_seed(3)
+    prediction, target = torch.rand(2, 5, 6, 3, generator=generator), torch.rand(2, 5, 6, 3, generator=generator)
+    mask = torch.rand(2, 5, 6, generator=generator) > 0.5
+    mask[1] = False
+    masked = psnr(prediction, target, mask=mask)
+    assert masked[0].item() == pytest.approx(psnr(prediction[0][mask[0]][None], target[0][mask[0]][None]).item())
+    assert torch.isnan(masked[1]), "no selected pixel: NaN"
+
+
 def test_psnr_of_identical_images_is_finite():
     image = torch.rand(8, 8, 3)
     assert np.isfinite(psnr(image, image).item()) and psnr(image, image).item() == pytest.approx(100.0)

@@ -8,21 +8,25 @@ poses. Only pinhole cameras convert; a fisheye camera's model is not a matrix.
 from typing import NamedTuple, Optional, Tuple
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from nerfstudio.cameras.cameras import Cameras, CameraType
+from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import OrientedBox
-from torch import Tensor
+from nerfstudio.model_components.ray_generators import RayGenerator
+from torch import Tensor, nn
 
 from bts_studio.core.geometry import (
     intrinsics_matrix,
     invert_pose,
     opencv_to_opengl,
+    pinhole_pixel_rays,
     pinhole_rays,
     to_homogeneous_pose,
 )
 
 __all__ = [
     "CameraRays",
+    "PixelRayGenerator",
     "camera_header",
     "camera_rays",
     "cameras_to_opencv",
@@ -128,3 +132,41 @@ def camera_rays(camera: Cameras, obb_box: Optional[OrientedBox] = None) -> Camer
     intrinsics = [getattr(camera, name).reshape(-1)[0] for name in ("fx", "fy", "cx", "cy")]
     c2w = camera.camera_to_worlds.reshape(3, 4)
     return CameraRays(*pinhole_rays(c2w, *intrinsics, header.height, header.width))
+
+
+class PixelRayGenerator(nn.Module):
+    """nerfstudio's ``RayGenerator`` (``(camera, row, col)`` indices -> ``RayBundle``) without host syncs for
+    undistorted pinhole cameras: the same bundle, bit for bit (``core.geometry.pinhole_pixel_rays``).
+
+    Whether every camera is an undistorted pinhole is read once here; nerfstudio's ``generate_rays`` reads the
+    camera types back, assigns through boolean masks and copies a constant to the device on every call (6 host
+    syncs per batch on a GPU, issue 13). Other cameras (fisheye, distortion) go through nerfstudio's generator.
+    """
+
+    def __init__(self, cameras: Cameras) -> None:
+        super().__init__()
+        assert cameras.ndim == 1, f"expected a flat Cameras [N], got shape {tuple(cameras.shape)}"
+        self.cameras = cameras
+        distorted = cameras.distortion_params is not None and bool((cameras.distortion_params != 0).any())
+        perspective = bool((cameras.camera_type == CameraType.PERSPECTIVE.value).all())
+        self.fallback = RayGenerator(cameras) if distorted or not perspective or cameras.times is not None else None
+
+    def forward(self, ray_indices: Int[Tensor, "R 3"]) -> RayBundle:
+        if self.fallback is not None:
+            return self.fallback(ray_indices)
+        assert ray_indices.dim() == 2 and ray_indices.shape[1] == 3, "ray indices must be [R, 3] (camera, row, col)"
+        cameras = self.cameras
+        camera, row, col = ray_indices.unbind(dim=-1)
+        # nerfstudio's pixel coordinates: integer grid + 0.5 (Cameras.get_image_coords), exact in float32.
+        y, x = row.to(cameras.fx.dtype) + 0.5, col.to(cameras.fx.dtype) + 0.5
+        intrinsics = [getattr(cameras, name)[camera, 0] for name in ("fx", "fy", "cx", "cy")]
+        origins, directions, norm, pixel_area = pinhole_pixel_rays(cameras.camera_to_worlds[camera], *intrinsics, x, y)
+        metadata = {name: value[camera] for name, value in (cameras.metadata or {}).items()}
+        metadata["directions_norm"] = norm.detach()
+        return RayBundle(
+            origins=origins,
+            directions=directions,
+            pixel_area=pixel_area,
+            camera_indices=camera[:, None],
+            metadata=metadata,
+        )

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from bts_studio.data.shapenet.dvr_dataparser import ShapeNetDVRDataParserConfig
 from bts_studio.data.shapenet.dvr_reader import read_depth
+from bts_studio.methods.common.cameras import PixelRayGenerator
 from bts_studio.methods.common.distributed import ShardedOrder, rank_and_world_size, shared_seed
 from bts_studio.methods.common.image_store import load_images
 from bts_studio.methods.dvr.batch import DVRBatch
@@ -156,7 +157,8 @@ class DVRDataManager(VanillaDataManager):
         if self.config.input_image_size > 0:
             inputs = self._input_views(self.train_dataset, range(self.num_train_objects))
             self.train_inputs = inputs.to(self.device if self.config.cache_on_device else "cpu")
-        self.train_ray_generator = RayGenerator(self.train_dataset.cameras.to(self.device))
+        # nerfstudio's RayGenerator, bit for bit, without its 6 host syncs per batch (issue 13).
+        self.train_ray_generator = PixelRayGenerator(self.train_dataset.cameras.to(self.device))
         # Multi-GPU (docs/multi_gpu.md): images_per_batch is per process; the step's objects are one permutation
         # seeded by (seed, step), cut into per-rank slices, when there are enough objects; else each rank draws
         # with replacement on its own (as one process does when the batch exceeds the objects).
@@ -195,7 +197,9 @@ class DVRDataManager(VanillaDataManager):
         device = images.device
         num_objects = int(cache["views"].shape[0])
         if objects is not None:
-            objects = objects.to(device)
+            # A host tensor (ShardedOrder): from pinned memory the copy does not wait for the device.
+            pinned = objects.pin_memory() if device.type == "cuda" else objects
+            objects = pinned.to(device, non_blocking=True)
         elif batch_size <= num_objects:
             objects = torch.randperm(num_objects, device=device)[:batch_size]
         else:
@@ -209,8 +213,13 @@ class DVRDataManager(VanillaDataManager):
         input_images = None
         if inputs is not None:
             count = inputs.shape[1]
-            view = torch.randint(0, count, (batch_size,)) if random_input else torch.zeros(batch_size, dtype=torch.long)
-            input_images = inputs[objects.to(inputs.device), view.to(inputs.device)].to(self.device).float() / 255.0
+            # Drawn where the views are cached (the CPU generator for a CPU cache, as before; no copy for a GPU one).
+            view = (
+                torch.randint(0, count, (batch_size,), device=inputs.device)
+                if random_input
+                else torch.zeros(batch_size, dtype=torch.long, device=inputs.device)
+            )
+            input_images = inputs[objects.to(inputs.device), view].to(self.device).float() / 255.0
         batch = DVRBatch(
             rgb=images[flat_images, rows, cols].to(self.device).float() / 255.0,
             mask=masks[flat_images, rows, cols].to(self.device),

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import OrientedBox
@@ -124,6 +124,9 @@ class DVRModel(Model):
         if self.encoder is not None:
             self.encoder.load_imagenet_weights(config.imagenet_weights)
         self.step = 0
+        # Made once (a tensor from Python values per step is a blocking host-to-device copy on a GPU).
+        background = torch.tensor(config.background_colour, dtype=torch.float32)
+        self.register_buffer("background", background, persistent=False)
         # Set by the pipeline: camera -> encoder input image [1, 3, S, S] of the object it shows.
         self.input_source: Optional[Callable[[Cameras], Tensor]] = None
 
@@ -199,6 +202,9 @@ class DVRModel(Model):
             points = origins[:, None] + depths[..., None] * directions[:, None]
             bracket = first_crossing(self._chunked_occupancy(points, latent), depths)
         hit = bracket.hit
+        # The step's one host sync in rendering (issue 13): the secant search, the colour and the normal loss run on
+        # the hit rays only, whose number the host must know. Searching every ray instead (fixed shapes) would add
+        # 8 decoder evaluations per missing ray, half as much again as the proposals themselves.
         index = hit.nonzero()[:, 0]
         find = surface_depth if self.config.depth_gradient == "analytic" else surface_depth_unrolled
         hit_latent = None if latent is None else latent[index]
@@ -211,11 +217,12 @@ class DVRModel(Model):
             bracket.select(index),
             self.config.secant_steps,
             params,
+            check_hits=False,  # selected by bracket.hit just above
         )
         surface = origins[index] + d_hit[:, None] * directions[index]
         rgb_hit = self.decoder.colour(surface[:, None], hit_latent)[:, 0]
 
-        background = torch.tensor(self.config.background_colour, device=origins.device, dtype=origins.dtype)
+        background = self.background.to(origins.dtype)
         rgb = background.expand(len(origins), 3).clone().index_put((index,), rgb_hit)
         z_depth = d_far.index_put((index,), d_hit)
         outputs = {
@@ -228,6 +235,7 @@ class DVRModel(Model):
         outputs.update(
             {
                 "hit": hit,
+                "hit_index": index,
                 "surface_points": origins.detach().index_put((index,), surface),
                 "ray_origins": origins,
                 "ray_directions": directions,
@@ -280,18 +288,29 @@ class DVRModel(Model):
 
     # ------------------------------------------------------------------------------------------------ losses
     def _logits_where(
-        self, points: Float[Tensor, "N 3"], latent: Optional[Tensor], valid: Tensor
-    ) -> Tuple[Float[Tensor, " V"], Tensor]:
-        """Occupancy logits of the ``valid`` points only, and an all-true mask for them.
+        self, points: List[Float[Tensor, "N 3"]], latent: Optional[Tensor], valid: List[Bool[Tensor, " N"]]
+    ) -> List[Tuple[Float[Tensor, " V"], Tensor]]:
+        """Per term: occupancy logits of its ``points`` on the rays of its mask ``valid`` (masks disjoint; rays in
+        order), and an all-true mask for them.
 
-        Only these points enter the loss; evaluating (and backpropagating through) the others too, as a
-        masked sum over every ray would, costs decoder time for nothing (most rays are valid for one of the
-        two BCE terms only).
+        Only these points enter the loss; evaluating (and backpropagating through) the others too, as a masked sum
+        over every ray would, costs decoder time for nothing (most rays are valid for one of the two BCE terms
+        only). The masks' sizes come to the host in one read (one host sync for all terms; ``nonzero`` per mask
+        would make one each), and one stable sort by term puts every term's rays, in ray order, in a slice of one
+        index. Each term keeps its own decoder call: one call for all would change the gradients' summation order
+        (float rounding) and so the losses of later steps.
         """
-        index = valid.nonzero()[:, 0]
-        code = None if latent is None else latent[index]
-        logits = self.occupancy(points[index][:, None], code)[:, 0]
-        return logits, torch.ones_like(logits, dtype=torch.bool)
+        term = torch.full_like(valid[0], len(valid), dtype=torch.long)
+        for number in reversed(range(len(valid))):
+            term = torch.where(valid[number], number, term)
+        counts = torch.stack([mask.sum() for mask in valid]).tolist()  # the sync: the terms' sizes
+        order = torch.sort(term, stable=True).indices
+        results = []
+        for term_points, index in zip(points, order[: sum(counts)].split(counts), strict=True):
+            code = None if latent is None else latent[index]
+            logits = self.occupancy(term_points[index][:, None], code)[:, 0]
+            results.append((logits, torch.ones_like(logits, dtype=torch.bool)))
+        return results
 
     @torch.no_grad()
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
@@ -299,12 +318,9 @@ class DVRModel(Model):
         mask = dvr.mask.reshape(-1)
         hit = outputs["accumulation"][:, 0] > 0
         union = (hit | mask).sum().clamp_min(1)
-        return {
-            "mask_iou": (hit & mask).sum() / union,
-            "psnr_on_object": psnr(outputs["rgb"][mask & hit][None], dvr.rgb.reshape(-1, 3)[mask & hit][None])
-            if bool((mask & hit).any())
-            else torch.zeros((), device=mask.device),
-        }
+        # Masked (fixed shapes, no host sync); 0 dB when no object ray is hit.
+        on_object = psnr(outputs["rgb"][None], dvr.rgb.reshape(1, -1, 3), mask=(mask & hit)[None])
+        return {"mask_iou": (hit & mask).sum() / union, "psnr_on_object": torch.nan_to_num(on_object, nan=0.0)}
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         config = self.config
@@ -328,6 +344,8 @@ class DVRModel(Model):
             )
         origins, directions = outputs["ray_origins"], outputs["ray_directions"]
         uniform = torch.rand_like(outputs["cube_near"])
+        # One BCE point per ray at most: freespace points on background rays, occupancy points on object rays.
+        terms: Dict[str, Tuple[float, bool, Tensor, Tensor]] = {}
         if config.freespace_loss_weight > 0:
             # One point per background ray: the (detached) predicted surface, else uniform in the padded cube.
             depth = outputs["cube_near"] + uniform * (outputs["cube_far"] - outputs["cube_near"])
@@ -335,10 +353,7 @@ class DVRModel(Model):
                 hit[:, None], outputs["surface_points"].detach(), origins + depth[:, None] * directions
             )
             valid = ~mask & (outputs["cube_meets"] | hit)
-            logits, kept = self._logits_where(points, latent, valid)
-            losses["freespace_loss"] = config.freespace_loss_weight * occupancy_bce_loss(
-                logits, False, kept, num_images
-            )
+            terms["freespace_loss"] = (config.freespace_loss_weight, False, points, valid)
         if config.occupancy_loss_weight > 0:
             # Object rays the model misses: a point at the true depth if known, else uniform in the unit cube.
             near, far, meets = ray_box_interval(origins, directions, UNIT_CUBE_HALF)
@@ -347,11 +362,16 @@ class DVRModel(Model):
                 depth = torch.where(torch.isfinite(target_depth), target_depth, depth)
             points = origins + depth[:, None] * directions
             valid = mask & ~hit & meets
-            logits, kept = self._logits_where(points, latent, valid)
-            losses["occupancy_loss"] = config.occupancy_loss_weight * occupancy_bce_loss(logits, True, kept, num_images)
-        if config.normal_loss_weight > 0 and bool(hit.any()):
-            surface = outputs["surface_points"][hit]
-            hit_latent = None if latent is None else latent[hit]
+            terms["occupancy_loss"] = (config.occupancy_loss_weight, True, points, valid)
+        if terms:  # the masks are disjoint: background rays / object rays
+            values = list(terms.values())
+            parts = self._logits_where([term[2] for term in values], latent, [term[3] for term in values])
+            for (name, (weight, occupied, _, _)), (logits, kept) in zip(terms.items(), parts, strict=True):
+                losses[name] = weight * occupancy_bce_loss(logits, occupied, kept, num_images)
+        hit_index = outputs["hit_index"]
+        if config.normal_loss_weight > 0 and len(hit_index) > 0:  # the size is known on the host: no sync
+            surface = outputs["surface_points"][hit_index]
+            hit_latent = None if latent is None else latent[hit_index]
             jitter = (torch.rand_like(surface) * 2 - 1) * config.normal_jitter
             field = lambda p: self.occupancy(p.reshape(-1, 6, 3), hit_latent).reshape(-1)  # noqa: E731
             losses["normal_loss"] = config.normal_loss_weight * normal_smoothness_loss(
