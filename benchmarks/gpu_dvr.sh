@@ -28,7 +28,10 @@
 # HULL_RES (128), MEAN_RES (64), EVAL_POINTS (100000), MAX_STEPS (1000000), EXTRA_TRAIN_ARGS / EXTRA_MV_ARGS (appended
 # to ns-train's method arguments), WORK (scratch folder), SKIP_MULTIVIEW (0), TF32 (1: TF32 matmuls through
 # TORCH_ALLOW_TF32_CUBLAS_OVERRIDE; 0: full fp32), REFINE_STEPS (30, DVR's vertex refinement; 0 off),
-# UNREFINED_EVAL (1: also score the single-view meshes without refinement).
+# UNREFINED_EVAL (1: also score the single-view meshes without refinement), DEADLINE (0: none; else seconds from
+# the script's start by which it must end: the optional steps, i.e. the unrefined A/B eval and export-mesh with its
+# picture, are skipped when too little time is left for them, so the summary is always written; a run of the
+# 2026-11-29 evening was cut by its caller's timeout before its summary, losing the A/B row).
 # LR (1e-4, DVR's): a CPU learning check (16 cars, `dvr` at width 64, 8 images x 128 pixels; docs/dvr.md) gives,
 # after the field's early collapse to empty, training-car Chamfer-L1 0.039 -> 0.066 -> 0.054 -> 0.058 at steps
 # 200..500 with 5e-4 (it oscillates) and 0.043 -> 0.035 -> 0.053 at steps 400..600 with 1e-4 (noisy too on that tiny
@@ -76,6 +79,7 @@ EXTRA_MV_ARGS=${EXTRA_MV_ARGS:-}
 SKIP_MULTIVIEW=${SKIP_MULTIVIEW:-0}
 REFINE_STEPS=${REFINE_STEPS:-30}
 UNREFINED_EVAL=${UNREFINED_EVAL:-1}
+DEADLINE=${DEADLINE:-0}
 TF32=${TF32:-1}
 # TF32=1: TF32 matmuls on CUDA (torch honours this variable), for the 512-wide decoder's fp32 GEMMs.
 [ "$TF32" = 1 ] && export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1
@@ -88,6 +92,13 @@ export NERFSTUDIO_DATAPARSER_CONFIGS=${NERFSTUDIO_DATAPARSER_CONFIGS:-shapenet-d
 # shellcheck source=benchmarks/gpu_prologue.sh
 source benchmarks/gpu_prologue.sh
 gpu_prologue gpu_dvr
+# time_for SECONDS: true when the step fits before DEADLINE (always without one), else logs the skip.
+time_for() {
+  [ "$DEADLINE" = 0 ] && return 0
+  [ $((DEADLINE - SECONDS)) -ge "$1" ] && return 0
+  log "skipped (needs ~$1 s, $((DEADLINE - SECONDS)) s left before DEADLINE=$DEADLINE)"
+  return 1
+}
 quiet() { grep -v -E "Warning|warnings.warn|^ +(fx|cx|c2w|mask|self\._apply|@custom)" | tr '\r' '\n' | grep -v '^\s*$' || true; }
 
 # 1. data
@@ -129,7 +140,7 @@ start=$SECONDS
 "$PY" -m nerfstudio.scripts.eval --load-config "$CONFIG" --output-path "$OUT/dvr_eval.json" 2>&1 | quiet | tail -n 3 >>"$LOG"
 eval_s=$((SECONDS - start))
 log "ns-eval took ${eval_s} s"
-if [ "$UNREFINED_EVAL" = 1 ] && [ "$REFINE_STEPS" != 0 ]; then
+if [ "$UNREFINED_EVAL" = 1 ] && [ "$REFINE_STEPS" != 0 ] && time_for 120; then
   # The same checkpoint and meshes without DVR's refinement (meshes only), for the A/B row of the summary.
   sed -e 's/^\( *refinement_steps:\) .*/\1 0/' -e 's/^\( *eval_views_per_object:\) .*/\1 0/' "$CONFIG" \
     >"$WORK/config_unrefined.yml"
@@ -166,12 +177,14 @@ log "dvr-multiview trained in ${mv_train_s} s wall ($(basename "$MV_CKPT")), eva
 fi
 
 # 6. an exported mesh and its picture
+if time_for 60; then
 start=$SECONDS
 "$PY" -m bts_studio.cli export-mesh --load-config "$CONFIG" --object 0 --split test --output "$WORK/car_mesh.ply" \
   --overwrite 2>&1 | quiet | tail -n 1 | tee -a "$LOG"
 log "export-mesh took $((SECONDS - start)) s (including loading the run)"
 "$PY" benchmarks/dvr_baselines.py render --mesh "$WORK/car_mesh.ply" --out "$OUT/dvr_mesh.png" 2>&1 | quiet | tail -n 2 >>"$LOG" \
   || log "no mesh picture (empty mesh, or matplotlib failed)"
+fi
 
 # 7. summary
 "$PY" - "$OUT" "$CKPT" "$MV_CKPT" "$gen_s" "$train_s" "$mv_train_s" "$PRESET" "$TRAIN_SECONDS" "$MV_TRAIN_SECONDS" \
