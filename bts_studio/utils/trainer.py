@@ -252,14 +252,20 @@ class BTSStudioTrainer(Trainer):
         """Draw ``step``'s batch now. On CUDA on a side stream: the draw's own syncs (blocking host->device copies,
         ``.item()`` in ray generation) then wait only for the draw, not for the queued training step; it reads
         nothing the step writes (``draws_depend_only_on_step``)."""
-        if str(self.device).startswith("cuda"):
+        device_type = str(self.device).split(":")[0]
+        # the autocast state that Trainer.train_iteration draws the batch under, so the batch is the same
+        autocast = torch.autocast(
+            device_type="cpu" if device_type == "mps" else device_type, enabled=self.mixed_precision
+        )
+        if device_type == "cuda":
             if self._draw_stream is None:
                 self._draw_stream = torch.cuda.Stream(device=torch.device(self.device))
                 self._draw_stream.wait_stream(torch.cuda.current_stream())  # once: setup's uploads are done
-            with torch.cuda.stream(self._draw_stream):
+            with torch.cuda.stream(self._draw_stream), autocast:
                 batch = self._draw_train_batch(step)
         else:
-            batch = self._draw_train_batch(step)
+            with autocast:
+                batch = self._draw_train_batch(step)
         self._drawn_ahead = (step, batch)
 
     def _take_drawn_ahead(self, step: int) -> Any:
