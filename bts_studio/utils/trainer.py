@@ -14,16 +14,24 @@ It is set as ``TrainerConfig._target`` in our method configs (``trainer_defaults
   NaN checkpoint is written. (With ``--mixed-precision`` the gradient scaler already skips steps with inf
   gradients, so only the loss is checked.) Under DDP the check travels in the step's one agreed all-reduce
   (``StepAgreement``, with the logged losses and the time budget), so all ranks stop together.
+- Draw-ahead (``--pipeline.draw-ahead``, on by default; datamanagers that declare ``draws_depend_only_on_step``):
+  after step N's work is queued and before its one host sync, the batch of step N+1 is drawn (on CUDA on a side
+  stream), so its host work (group draw, patch sampling, ray generation, host->device copies and their syncs)
+  overlaps step N's GPU work instead of following it with the GPU idle. The batch is the same as the one drawn at
+  the start of step N+1 (it depends only on the step), so the losses are identical; step N is still checked and
+  agreed before anything else happens (callbacks, logs, eval, save, the stop decision), and an error still names
+  step N and its batch.
 - Multi-GPU (``--machine.num-devices N``, ``docs/multi_gpu.md``): only rank 0 writes checkpoints, the training-curve
   CSV, ``dataparser_transforms.json`` and runs the in-training evaluation (nerfstudio already keeps the viewer and
   the loggers on rank 0). Checkpoints hold the model's keys without DDP's ``module.`` prefix, so a run resumes
   with ``--load-dir`` on any number of GPUs, and ns-eval / ns-render read it as a one-GPU checkpoint.
 """
 
+import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 from nerfstudio.engine.trainer import Trainer
@@ -83,6 +91,8 @@ class BTSStudioTrainer(Trainer):
     """``Trainer`` with atomic checkpoints, a fall-back resume and a stop on non-finite steps (module docstring)."""
 
     _last_train_batch = None
+    _drawn_ahead: Optional[Tuple[int, Any]] = None  # (step, batch) drawn during the previous step
+    _draw_stream: Optional["torch.cuda.Stream"] = None
 
     def setup(self, test_mode="val") -> None:
         if str(self.device).startswith("cuda:"):
@@ -96,10 +106,12 @@ class BTSStudioTrainer(Trainer):
             torch.set_num_threads(max(1, torch.get_num_threads() // self.world_size))
         super().setup(test_mode=test_mode)
         datamanager = self.pipeline.datamanager
-        next_train = datamanager.next_train
+        next_train = self._draw_train_batch = datamanager.next_train
 
         def recording_next_train(step: int):
-            batch = next_train(step)
+            batch = self._take_drawn_ahead(step)
+            if batch is None:
+                batch = next_train(step)
             self._last_train_batch = batch
             return batch
 
@@ -188,7 +200,10 @@ class BTSStudioTrainer(Trainer):
         loss means and the time-budget flag, which is resolved here (one small all-reduce per step in all).
         """
         loss, loss_dict, metrics_dict = super().train_iteration(step)
-        local = self._locally_non_finite(loss, loss_dict)
+        flag = self._non_finite_flag(loss, loss_dict)  # queued; read below
+        if self._draws_ahead(step + 1):
+            self._draw_ahead(step + 1)  # host work while the GPU still runs step `step`
+        local = bool(flag)  # the step's one host sync
         agreement = getattr(self.pipeline, "step_agreement", None)
         if agreement is not None:
             agreement.add_flag(step, NON_FINITE_FLAG, local)
@@ -216,13 +231,57 @@ class BTSStudioTrainer(Trainer):
         One host sync: a gradient's L1 norm is non-finite exactly when one of its entries is (or, in float32,
         when it exceeds 3e38, which no trainable step survives either).
         """
-        checks = [torch.isfinite(value.detach()).all() for value in (loss, *loss_dict.values())]
-        if not self.mixed_precision:  # with it, the gradient scaler already skips steps with inf gradients
-            grads = [parameter.grad for parameter in self.pipeline.parameters() if parameter.grad is not None]
-            if grads:
-                total = torch.nn.utils.get_total_norm(grads, norm_type=1.0)
-                checks.append(torch.isfinite(total).to(checks[0].device))
-        return not bool(torch.stack(checks).all())
+        return bool(non_finite_flag(loss, loss_dict, None if self.mixed_precision else self.pipeline.parameters()))
+
+    def _non_finite_flag(self, loss: torch.Tensor, loss_dict: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """The check of :meth:`_locally_non_finite`, queued: a 0-d bool tensor, read later (no sync here)."""
+        # with mixed precision the gradient scaler already skips steps with inf gradients
+        return non_finite_flag(loss, loss_dict, None if self.mixed_precision else self.pipeline.parameters())
+
+    # ----------------------------------------------------------------------------------------- draw-ahead
+    def _draws_ahead(self, step: int) -> bool:
+        """Whether to draw ``step``'s batch during the previous step (module docstring): the pipeline's
+        ``draw_ahead``, a datamanager whose batch depends only on the step, and ``step`` within the run."""
+        return (
+            bool(getattr(getattr(self.pipeline, "config", None), "draw_ahead", False))
+            and bool(getattr(self.pipeline.datamanager, "draws_depend_only_on_step", False))
+            and step < self._start_step + self.config.max_num_iterations
+        )
+
+    def _draw_ahead(self, step: int) -> None:
+        """Draw ``step``'s batch now. On CUDA on a side stream: the draw's own syncs (blocking host->device copies,
+        ``.item()`` in ray generation) then wait only for the draw, not for the queued training step; it reads
+        nothing the step writes (``draws_depend_only_on_step``)."""
+        device_type = str(self.device).split(":")[0]
+        # the autocast state that Trainer.train_iteration draws the batch under, so the batch is the same
+        autocast = torch.autocast(
+            device_type="cpu" if device_type == "mps" else device_type, enabled=self.mixed_precision
+        )
+        if device_type == "cuda":
+            if self._draw_stream is None:
+                self._draw_stream = torch.cuda.Stream(device=torch.device(self.device))
+                self._draw_stream.wait_stream(torch.cuda.current_stream())  # once: setup's uploads are done
+            with torch.cuda.stream(self._draw_stream), autocast:
+                batch = self._draw_train_batch(step)
+        else:
+            with autocast:
+                batch = self._draw_train_batch(step)
+        self._drawn_ahead = (step, batch)
+
+    def _take_drawn_ahead(self, step: int) -> Any:
+        """The batch drawn ahead for ``step`` (None if there is none, or it was drawn for another step), ready for
+        the current stream: it waits for the draw stream, and the caching allocator keeps the batch's memory until
+        the current stream's work queued before the batch is freed is done (``record_stream``)."""
+        drawn, self._drawn_ahead = self._drawn_ahead, None
+        if drawn is None or drawn[0] != step:
+            return None
+        if self._draw_stream is not None:
+            current = torch.cuda.current_stream()
+            current.wait_stream(self._draw_stream)
+            for tensor in _tensors(drawn[1]):
+                if tensor.is_cuda:
+                    tensor.record_stream(current)
+        return drawn[1]
 
     def eval_iteration(self, step: int) -> None:
         """nerfstudio's in-training evaluation, on rank 0 only (it logs through rank-0 writers anyway)."""
@@ -267,3 +326,34 @@ class BTSStudioTrainer(Trainer):
             return "unknown (the batch does not record its images)"
         shown = [str(names[i]) if 0 <= i < len(names) else f"image #{i}" for i in indices[:8]]
         return ", ".join(shown) + (f" (+{len(indices) - 8} more)" if len(indices) > 8 else "")
+
+
+def non_finite_flag(
+    loss: torch.Tensor, loss_dict: Dict[str, torch.Tensor], parameters: Optional[Iterable[torch.nn.Parameter]]
+) -> torch.Tensor:
+    """0-d bool tensor, True when ``loss``, a loss term or a gradient of ``parameters`` (None: gradients are not
+    checked) is NaN/inf. Queues the check without a host sync; reading it is the sync. A gradient's L1 norm is
+    non-finite exactly when one of its entries is (or, in float32, when it exceeds 3e38, which no trainable step
+    survives either), so all gradients cost one fused norm."""
+    checks = [torch.isfinite(value.detach()).all() for value in (loss, *loss_dict.values())]
+    grads = [parameter.grad for parameter in parameters or () if parameter.grad is not None]
+    if grads:
+        total = torch.nn.utils.get_total_norm(grads, norm_type=1.0)
+        checks.append(torch.isfinite(total).to(checks[0].device))
+    return ~torch.stack(checks).all()
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    """Every tensor in a batch: tensors, and those inside dicts, lists, tuples and dataclasses (nerfstudio's
+    ``RayBundle`` and our typed batches are dataclasses)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for item in dataclasses.fields(value):
+            yield from _tensors(getattr(value, item.name))

@@ -103,6 +103,9 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
     """Yields BTS frame-group batches; eval cameras and images come from nerfstudio's eval dataloaders."""
 
     config: BTSDataManagerConfig
+    draws_depend_only_on_step = True
+    """``next_train(step)`` depends only on the data, config, shared seed, step and rank (no global RNG, nothing
+    the training step writes): the trainer may draw step N+1's batch while step N runs (``draw_ahead``)."""
 
     # ------------------------------------------------------------------------------------------------ datasets
     def create_train_dataset(self) -> BTSDataset:
