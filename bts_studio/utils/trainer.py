@@ -14,13 +14,13 @@ It is set as ``TrainerConfig._target`` in our method configs (``trainer_defaults
   NaN checkpoint is written. (With ``--mixed-precision`` the gradient scaler already skips steps with inf
   gradients, so only the loss is checked.) Under DDP the check travels in the step's one agreed all-reduce
   (``StepAgreement``, with the logged losses and the time budget), so all ranks stop together.
-- Draw-ahead (``--pipeline.draw-ahead``, on by default; datamanagers that declare ``draws_depend_only_on_step``):
-  after step N's work is queued and before its one host sync, the batch of step N+1 is drawn (on CUDA on a side
-  stream), so its host work (group draw, patch sampling, ray generation, host->device copies and their syncs)
-  overlaps step N's GPU work instead of following it with the GPU idle. The batch is the same as the one drawn at
-  the start of step N+1 (it depends only on the step), so the losses are identical; step N is still checked and
-  agreed before anything else happens (callbacks, logs, eval, save, the stop decision), and an error still names
-  step N and its batch.
+- Draw-ahead (``--pipeline.draw-ahead True``, opt-in until measured on a GPU; datamanagers that declare
+  ``draws_depend_only_on_step``): after step N's work is queued and before its one host sync, the batch of step
+  N+1 is drawn (on CUDA on a side stream), so its host work (group draw, patch sampling, ray generation,
+  host->device copies and their syncs) overlaps step N's GPU work instead of following it with the GPU idle. The
+  batch is the same as the one drawn at the start of step N+1 (it depends only on the step), so the losses are
+  identical; step N is still checked and agreed before anything else happens (callbacks, logs, eval, save, the
+  stop decision), and an error still names step N and its batch.
 - Multi-GPU (``--machine.num-devices N``, ``docs/multi_gpu.md``): only rank 0 writes checkpoints, the training-curve
   CSV, ``dataparser_transforms.json`` and runs the in-training evaluation (nerfstudio already keeps the viewer and
   the loggers on rank 0). Checkpoints hold the model's keys without DDP's ``module.`` prefix, so a run resumes
