@@ -112,15 +112,15 @@ BUILDERS = {
 AFTER_SETUP = {"dvr-combined-sphere": add_sphere}
 
 
-def run_method(name: str, steps: int, work: Path, srn_start_std: Optional[float] = None) -> list:
-    import torch
+def tiny_trainer(name: str, steps: int, work: Path, configure=None):
+    """The set-up trainer of method ``name`` (a key of ``BUILDERS``) for ``steps`` CPU steps under ``work``, seeded
+    as nerfstudio's ``train_loop`` seeds; ``configure(config)`` edits the config first (also used by
+    ``ns_step_breakdown.py``)."""
     from nerfstudio.scripts.train import _set_random_seed
 
     config = BUILDERS[name](work)
-    if name == "srn" and srn_start_std is not None:
-        # SRN jitters the marcher's start depth with one normal draw per ray; 0 takes the draw order out of the
-        # comparison when a change reorders the rays of a batch.
-        config.pipeline.model.initial_z_std = srn_start_std
+    if configure is not None:
+        configure(config)
     config.set_timestamp()
     config.machine.device_type = "cpu"
     config.vis = "tensorboard"
@@ -132,6 +132,19 @@ def run_method(name: str, steps: int, work: Path, srn_start_std: Optional[float]
     trainer.setup()
     if name in AFTER_SETUP:
         AFTER_SETUP[name](trainer)
+    return trainer
+
+
+def run_method(name: str, steps: int, work: Path, srn_start_std: Optional[float] = None) -> list:
+    import torch
+
+    def configure(config) -> None:
+        if name == "srn" and srn_start_std is not None:
+            # SRN jitters the marcher's start depth with one normal draw per ray; 0 takes the draw order out of the
+            # comparison when a change reorders the rays of a batch.
+            config.pipeline.model.initial_z_std = srn_start_std
+
+    trainer = tiny_trainer(name, steps, work, configure)
     rows = []
     for step in range(steps):
         loss, loss_dict, _ = trainer.train_iteration(step)

@@ -27,28 +27,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loss_fingerprint import AFTER_SETUP, BUILDERS  # noqa: E402 - a sibling script
+from loss_fingerprint import BUILDERS, tiny_trainer  # noqa: E402 - a sibling script
 
 
 def breakdown(name: str, steps: int, warmup: int, work: Path, draw_ahead: bool = True) -> dict:
-    from nerfstudio.scripts.train import _set_random_seed
+    def configure(config) -> None:
+        config.steps_per_save = config.steps_per_eval_batch = config.steps_per_eval_image = 10**9
+        config.steps_per_eval_all_images = 10**9
+        config.logging.steps_per_log = 50
+        config.pipeline.draw_ahead = draw_ahead
 
-    config = BUILDERS[name](work)
-    config.set_timestamp()
-    config.machine.device_type = "cpu"
-    config.vis = "tensorboard"
-    config.output_dir = work / "runs"
-    config.max_num_iterations = steps
-    config.steps_per_save = config.steps_per_eval_batch = config.steps_per_eval_image = 10**9
-    config.steps_per_eval_all_images = 10**9
-    config.logging.steps_per_log = 50
-    config.pipeline.draw_ahead = draw_ahead
-    config.viewer.quit_on_train_completion = True
-    _set_random_seed(config.machine.seed)
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    if name in AFTER_SETUP:
-        AFTER_SETUP[name](trainer)
+    trainer = tiny_trainer(name, steps, work, configure)
     times: dict = {"next_train": {}, "check": {}, "iteration": {}, "start": {}}
     datamanager = trainer.pipeline.datamanager
     inner_next_train, inner_iteration = datamanager.next_train, trainer.train_iteration
