@@ -15,6 +15,7 @@
         training shape too. --field network fits a DVR decoder to that field first (a trained network's stand-in).
     python benchmarks/dvr_baselines.py nc-breakdown --data DVR_ROOT --out nc.json --source mean-shape|visual-hull|mesh
         [--mesh 'meshes/test_{object}.ply' --frame object] [--objects 8] [--resolution 64] [--smooth 0]
+        [--source run --load-config RUN/config.yml [--refinement-steps 0] [--mesh-upsampling-steps 3]]
         Where does normal consistency come from? Per test object, DVR's protocol (mesh_correspondences, the
         per-point terms mesh_metrics averages) split by ground-truth region: the GT normal's dominant axis in the
         object frame (up/down/front/back/left/right) and the generator's part (wheel, body, cabin, roof, ...; the
@@ -22,7 +23,8 @@
         directions (accuracy side: each mesh sample by its nearest GT point; completeness side: each GT point),
         and the accuracy side by distance to GT (near <= --fscore-threshold vs far). Sources: the mean training
         shape at --resolution, each test object's own visual hull (from its views, --smooth Gaussian voxels), or
-        meshes on disk (e.g. `bts-studio export-mesh --object K --split test`; --frame object as it writes them).
+        meshes on disk (e.g. `bts-studio export-mesh --object K --split test`; --frame object as it writes them),
+        or a trained dvr run's meshes of the test objects (loaded once, ns-eval's extraction).
     python benchmarks/dvr_baselines.py render --mesh MESH.ply --out MESH.png
         Lambertian-shaded pictures of a mesh from two sides with its vertex colours (matplotlib, no OpenGL).
 
@@ -349,6 +351,37 @@ def average_breakdown(rows: List[Dict]) -> Dict:
     return mean
 
 
+def run_meshes(args, count: int) -> List:
+    """Meshes of test objects ``0..count-1`` of a trained dvr run (``--load-config``), as ``ns-eval`` extracts them
+    (``DVRPipeline.extract_mesh`` from input view 0's code, nerfstudio world); ``--mesh-resolution-0``,
+    ``--mesh-upsampling-steps`` and ``--refinement-steps`` override the run's settings. Written to ``--mesh``
+    (``{object}`` in the path) when given."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from bts_studio.methods.dvr.datamanager import SPLIT_CODES
+    from bts_studio.methods.dvr.pipeline import DVRPipeline
+
+    if args.load_config is None or not args.load_config.is_file():
+        raise SystemExit(
+            f"nc-breakdown --source run needs --load-config (a dvr run's config.yml), got {args.load_config}"
+        )
+    _, pipeline, _, _ = eval_setup(args.load_config, test_mode="test")
+    if not isinstance(pipeline, DVRPipeline):
+        raise SystemExit(f"{args.load_config} is a {type(pipeline).__name__} run; nc-breakdown needs a dvr run")
+    overrides = {"resolution_0": args.mesh_resolution_0, "upsampling_steps": args.mesh_upsampling_steps,
+                 "refinement_steps": args.refinement_steps}  # fmt: skip
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(pipeline.config.mesh, name, value)
+    meshes = []
+    for obj in range(count):
+        code = pipeline.code_for(SPLIT_CODES["test"], obj) if pipeline.model.encoder is not None else None
+        meshes.append(pipeline.extract_mesh(code))
+        if args.mesh is not None:
+            write_mesh(meshes[-1], Path(str(args.mesh).format(object=obj)), overwrite=True)
+    return meshes
+
+
 def nc_breakdown(args) -> Dict:
     import trimesh
 
@@ -370,6 +403,9 @@ def nc_breakdown(args) -> Dict:
         meshes = [grid_to_mesh(hull, HALF, 0.5) for hull in hulls]
         views = len(test.cameras) // test.metadata["num_instances"]
         described = f"each object's own visual hull ({views} views) at {args.resolution}^3, smooth {args.smooth}"
+    elif args.source == "run":
+        meshes = run_meshes(args, count)
+        described = f"trained run {args.load_config}, MISE + {args.refinement_steps} refinement steps (None: the run's)"
     else:
         if args.mesh is None or "{object}" not in str(args.mesh):
             raise SystemExit(
@@ -471,7 +507,12 @@ def main() -> None:
     parser.add_argument("--network-width", type=int, default=128, help="normals --field network: decoder width")
     parser.add_argument("--network-steps", type=int, default=1500, help="normals --field network: Adam steps")
     parser.add_argument("--network-lr", type=float, default=1e-3, help="normals --field network: Adam lr")
-    parser.add_argument("--source", choices=["mean-shape", "visual-hull", "mesh"], default="mesh", help="nc-breakdown")
+    parser.add_argument(
+        "--source", choices=["mean-shape", "visual-hull", "mesh", "run"], default="mesh", help="nc-breakdown"
+    )
+    parser.add_argument("--load-config", type=Path, help="nc-breakdown --source run: a dvr run's config.yml")
+    parser.add_argument("--mesh-resolution-0", type=int, help="nc-breakdown --source run: MISE's coarse grid")
+    parser.add_argument("--mesh-upsampling-steps", type=int, help="nc-breakdown --source run: MISE's doublings")
     parser.add_argument("--frame", choices=["object", "world"], default="object", help="nc-breakdown: --mesh's frame")
     parser.add_argument("--seed", type=int, default=0, help="nc-breakdown: synth-shapenet's --seed (part labels)")
     parser.add_argument("--class-name", default="cars", help="nc-breakdown: synth-shapenet's class (part labels)")
@@ -479,7 +520,7 @@ def main() -> None:
     if args.mode == "render":
         render(args)
         return
-    if args.refinement_steps is None:
+    if args.refinement_steps is None and args.mode != "nc-breakdown":  # nc-breakdown --source run: the run's
         args.refinement_steps = 30 if args.mode == "normals" else 0
     modes = {"mean-shape": mean_shape, "visual-hull": visual_hull, "normals": normals, "nc-breakdown": nc_breakdown}
     result = modes[args.mode](args)
