@@ -317,14 +317,13 @@ def nc_breakdown_object(mesh, outputs, obj: int, args) -> Dict:
 
 def average_breakdown(rows: List[Dict]) -> Dict:
     """The per-object breakdowns averaged over objects (a region missing on an object counts as share 0)."""
-    scored = [row for row in rows if "accuracy_nc" in row]
+    mean = {key: float(np.mean([row["metrics"][key] for row in rows]))
+            for key in ("normal_consistency", "chamfer_l1", "fscore")}  # fmt: skip
+    scored = [row for row in rows if "accuracy_nc" in row]  # empty meshes have no per-point terms
     if not scored:
-        return {}
-    mean = {key: float(np.mean([row[key] for row in scored]))
-            for key in ("accuracy_nc", "completeness_nc", "mesh_axis_aligned_share")}  # fmt: skip
-    mean["normal_consistency"] = float(np.mean([row["metrics"]["normal_consistency"] for row in rows]))
-    mean["chamfer_l1"] = float(np.mean([row["metrics"]["chamfer_l1"] for row in rows]))
-    mean["fscore"] = float(np.mean([row["metrics"]["fscore"] for row in rows]))
+        return mean
+    for key in ("accuracy_nc", "completeness_nc", "mesh_axis_aligned_share"):
+        mean[key] = float(np.mean([row[key] for row in scored]))
     for group in ("axis", "part"):
         with_group = [row[group] for row in scored if group in row]
         if not with_group:
