@@ -35,7 +35,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -53,14 +53,14 @@ from bts_studio.methods.dvr.datamanager import read_mask
 HALF = 0.5
 
 
-def object_hulls(outputs, resolution: int, device: str) -> List[torch.Tensor]:
-    """Visual-hull occupancy grids ``[R+1]^3`` (float) of every object of a parsed split."""
+def object_hulls(outputs, resolution: int, device: str, count: Optional[int] = None) -> List[torch.Tensor]:
+    """Visual-hull occupancy grids ``[R+1]^3`` (float) of every object of a parsed split (the first ``count``)."""
     points = grid_points(resolution, HALF, device).reshape(-1, 3)
     instance = outputs.cameras.metadata["instance_idx"].reshape(-1)
     K, w2c = cameras_to_opencv_w2c(outputs.cameras)
     masks = outputs.metadata["mask_filenames"]
     grids = []
-    for obj in range(int(instance.max()) + 1):
+    for obj in range(int(instance.max()) + 1 if count is None else count):
         views = torch.nonzero(instance == obj)[:, 0]
         mask = torch.from_numpy(np.stack([read_mask(Path(masks[v])) for v in views.tolist()])).to(device)
         occupied = visual_hull_occupancy(points, K[views].to(device), w2c[views].to(device), mask)
@@ -396,7 +396,7 @@ def nc_breakdown(args) -> Dict:
     elif args.source == "visual-hull":
         from scipy.ndimage import gaussian_filter
 
-        hulls = object_hulls(test, args.resolution, args.device)[:count]
+        hulls = object_hulls(test, args.resolution, args.device, count)
         if args.smooth > 0:
             hulls = [torch.from_numpy(gaussian_filter(hull.cpu().numpy(), args.smooth)) for hull in hulls]
         meshes = [grid_to_mesh(hull, HALF, 0.5) for hull in hulls]
