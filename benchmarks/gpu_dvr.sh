@@ -28,10 +28,12 @@
 # HULL_RES (128), MEAN_RES (64), EVAL_POINTS (100000), MAX_STEPS (1000000), EXTRA_TRAIN_ARGS / EXTRA_MV_ARGS (appended
 # to ns-train's method arguments), WORK (scratch folder), SKIP_MULTIVIEW (0), TF32 (1: TF32 matmuls through
 # TORCH_ALLOW_TF32_CUBLAS_OVERRIDE; 0: full fp32), REFINE_STEPS (30, DVR's vertex refinement; 0 off),
-# UNREFINED_EVAL (1: also score the single-view meshes without refinement), DEADLINE (0: none; else seconds from
-# the script's start by which it must end: the optional steps, i.e. the unrefined A/B eval and export-mesh with its
-# picture, are skipped when too little time is left for them, so the summary is always written; a run of the
-# 2026-11-29 evening was cut by its caller's timeout before its summary, losing the A/B row).
+# UNREFINED_EVAL (1: also score the single-view meshes without refinement), NC_BREAKDOWN (1: normal consistency of the
+# run's and the mean shape's test meshes by GT region, dvr_baselines.py nc-breakdown, as a table in the summary),
+# DEADLINE (0: none; else seconds from the script's start by which it must end: the optional steps, i.e. the
+# unrefined A/B eval, the NC breakdown and export-mesh with its picture, are skipped when too little time is left
+# for them, so the summary is always written; a run of the 2026-11-29 evening was cut by its caller's timeout before
+# its summary, losing the A/B row).
 # LR (1e-4, DVR's): a CPU learning check (16 cars, `dvr` at width 64, 8 images x 128 pixels; docs/dvr.md) gives,
 # after the field's early collapse to empty, training-car Chamfer-L1 0.039 -> 0.066 -> 0.054 -> 0.058 at steps
 # 200..500 with 5e-4 (it oscillates) and 0.043 -> 0.035 -> 0.053 at steps 400..600 with 1e-4 (noisy too on that tiny
@@ -80,6 +82,7 @@ SKIP_MULTIVIEW=${SKIP_MULTIVIEW:-0}
 REFINE_STEPS=${REFINE_STEPS:-30}
 UNREFINED_EVAL=${UNREFINED_EVAL:-1}
 DEADLINE=${DEADLINE:-0}
+NC_BREAKDOWN=${NC_BREAKDOWN:-1}
 TF32=${TF32:-1}
 # TF32=1: TF32 matmuls on CUDA (torch honours this variable), for the 512-wide decoder's fp32 GEMMs.
 [ "$TF32" = 1 ] && export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1
@@ -156,6 +159,17 @@ fi
   --resolution "$MEAN_RES" --num-points "$EVAL_POINTS" --refinement-steps "$REFINE_STEPS" 2>&1 | quiet \
   | tail -n 2 >>"$LOG"
 log "mean-shape baseline done"
+if [ "$NC_BREAKDOWN" = 1 ] && time_for 90; then
+  # Where normal consistency differs (docs/dvr.md, "Normal consistency: where the gap is"): the run's test meshes
+  # (ns-eval's extraction and refinement) and the mean shape, split by GT region; a table in the summary.
+  "$PY" benchmarks/dvr_baselines.py nc-breakdown --source run --load-config "$CONFIG" --data "$WORK/data/dvr" \
+    --out "$WORK/nc_run.json" --objects "$TEST_INSTANCES" --num-points "$EVAL_POINTS" 2>&1 | quiet | tail -n 1 >>"$LOG" \
+    || log "nc-breakdown of the run failed"
+  "$PY" benchmarks/dvr_baselines.py nc-breakdown --source mean-shape --data "$WORK/data/dvr" --out "$WORK/nc_mean.json" \
+    --objects "$TEST_INSTANCES" --resolution "$MEAN_RES" --num-points "$EVAL_POINTS" 2>&1 | quiet | tail -n 1 >>"$LOG" \
+    || log "nc-breakdown of the mean shape failed"
+  log "normal-consistency breakdown done"
+fi
 
 # 5. multi-view fitting of the DTU-style scan, and its visual hull (SKIP_MULTIVIEW=1 leaves it out)
 MV_CKPT=none
@@ -188,7 +202,7 @@ fi
 
 # 7. summary
 "$PY" - "$OUT" "$CKPT" "$MV_CKPT" "$gen_s" "$train_s" "$mv_train_s" "$PRESET" "$TRAIN_SECONDS" "$MV_TRAIN_SECONDS" \
-  "$WORK/dvr_eval_unrefined.json" "$REFINE_STEPS" <<'EOF'
+  "$WORK/dvr_eval_unrefined.json" "$REFINE_STEPS" "$WORK/nc_run.json" "$WORK/nc_mean.json" <<'EOF'
 import json
 import re
 import sys
@@ -242,6 +256,20 @@ if has_multi:
     f"Multi-view rendered (training) views: PSNR {multi.get('psnr', float('nan')):.2f}, SSIM {multi.get('ssim', float('nan')):.3f}.",
     "",
     ]
+nc_paths = [Path(path) for path in sys.argv[12:14]]
+if all(path.is_file() for path in nc_paths):
+    nc = [json.loads(path.read_text())["mean"] for path in nc_paths]
+    if all("axis" in row for row in nc):
+        lines += ["Normal consistency by GT region (accuracy side / completeness side; `dvr_baselines.py nc-breakdown`):",
+                  "", f"| region (GT share) | {preset} | mean training shape |", "|---|---|---|",
+                  "| all | " + " | ".join(f"{row['accuracy_nc']:.3f} / {row['completeness_nc']:.3f}" for row in nc) + " |"]
+        for group in ("axis", "part"):
+            for region, entry in nc[1].get(group, {}).get("completeness", {}).items():
+                sides = [(row.get(group, {}).get("accuracy", {}), row.get(group, {}).get("completeness", {})) for row in nc]
+                cells = [f"{acc.get(region, {}).get('nc', float('nan')):.3f} / "
+                         f"{comp.get(region, {}).get('nc', float('nan')):.3f}" for acc, comp in sides]
+                lines.append(f"| {group} {region} ({entry['share']:.2f}) | " + " | ".join(cells) + " |")
+        lines.append("")
 (out / "dvr_summary.md").write_text("\n".join(lines))
 print("\n".join(lines))
 EOF

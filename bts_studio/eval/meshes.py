@@ -10,6 +10,8 @@
   of GT) and recall. DVR *reports Chamfer-L1 x 10* (units of 1/10 of the unit cube's edge); both the raw
   value and ``chamfer_l1_x10`` are returned. An empty mesh gives the worst values (distances
   ``sqrt(3)``, the cube's diagonal; normal consistency and F-score 0).
+- :func:`mesh_correspondences`: the per-point distances, nearest-neighbour indices and ``|n . n'|`` that
+  :func:`mesh_metrics` averages (``benchmarks/dvr_baselines.py nc-breakdown`` splits them by region).
 - :func:`write_mesh`: PLY or OBJ with vertex colours, written atomically, never over an existing file.
 """
 
@@ -55,6 +57,40 @@ def grid_to_mesh(values: torch.Tensor | np.ndarray, half_extent: float, threshol
     return mesh
 
 
+def mesh_correspondences(
+    mesh,
+    gt_points: np.ndarray,
+    gt_normals: Optional[np.ndarray],
+    num_points: int = 100_000,
+    seed: int = 0,
+) -> Optional[Dict[str, np.ndarray]]:
+    """The per-point quantities behind :func:`mesh_metrics` (None for an empty mesh).
+
+    Returns ``points`` / ``normals`` ``[N, 3]`` (``num_points`` samples on the mesh, face normals),
+    ``to_gt`` / ``gt_index`` ``[N]`` (distance to and index of each sample's nearest ground-truth point: the
+    accuracy side), ``to_pred`` / ``pred_index`` ``[P]`` (the completeness side), and, with ``gt_normals``,
+    ``accuracy_normals`` ``[N]`` / ``completeness_normals`` ``[P]``: ``|n . n'|`` of each nearest pair.
+    """
+    from scipy.spatial import cKDTree
+
+    trimesh = _trimesh()
+    if len(mesh.faces) == 0 or mesh.area <= 0:
+        return None
+    points, faces = trimesh.sample.sample_surface(mesh, num_points, seed=seed)
+    normals = mesh.face_normals[faces]
+    gt_points = np.asarray(gt_points, dtype=np.float64)
+    to_gt, gt_index = cKDTree(gt_points).query(points)
+    to_pred, pred_index = cKDTree(points).query(gt_points)
+    found = {"points": points, "normals": normals, "to_gt": to_gt, "gt_index": gt_index, "to_pred": to_pred,
+             "pred_index": pred_index}  # fmt: skip
+    if gt_normals is not None:
+        gt_normals = np.asarray(gt_normals, dtype=np.float64)
+        gt_normals = gt_normals / np.linalg.norm(gt_normals, axis=-1, keepdims=True).clip(1e-12)
+        found["accuracy_normals"] = np.abs((normals * gt_normals[gt_index]).sum(-1))
+        found["completeness_normals"] = np.abs((gt_normals * normals[pred_index]).sum(-1))
+    return found
+
+
 def mesh_metrics(
     mesh,
     gt_points: np.ndarray,
@@ -64,25 +100,16 @@ def mesh_metrics(
     seed: int = 0,
 ) -> Dict[str, float]:
     """DVR's mesh metrics of ``mesh`` against a ground-truth point cloud (see the module docstring)."""
-    from scipy.spatial import cKDTree
-
-    trimesh = _trimesh()
     keys = ("accuracy", "completeness", "chamfer_l1", "chamfer_l1_x10", "normal_consistency", "precision", "recall")
-    if len(mesh.faces) == 0 or mesh.area <= 0:
+    found = mesh_correspondences(mesh, gt_points, gt_normals, num_points, seed)
+    if found is None:
         worst = EMPTY_MESH_DISTANCE
         values = [worst, worst, worst, 10 * worst, 0.0, 0.0, 0.0]
         return {**dict(zip(keys, values, strict=True)), "fscore": 0.0, "fscore_threshold": fscore_threshold}
-    points, faces = trimesh.sample.sample_surface(mesh, num_points, seed=seed)
-    normals = mesh.face_normals[faces]
-    gt_points = np.asarray(gt_points, dtype=np.float64)
-    to_gt, gt_index = cKDTree(gt_points).query(points)
-    to_pred, pred_index = cKDTree(points).query(gt_points)
+    to_gt, to_pred = found["to_gt"], found["to_pred"]
     accuracy, completeness = float(to_gt.mean()), float(to_pred.mean())
     if gt_normals is not None:
-        gt_normals = np.asarray(gt_normals, dtype=np.float64)
-        gt_normals = gt_normals / np.linalg.norm(gt_normals, axis=-1, keepdims=True).clip(1e-12)
-        accuracy_normals = np.abs((normals * gt_normals[gt_index]).sum(-1)).mean()
-        completeness_normals = np.abs((gt_normals * normals[pred_index]).sum(-1)).mean()
+        accuracy_normals, completeness_normals = found["accuracy_normals"].mean(), found["completeness_normals"].mean()
         normal_consistency = float(0.5 * (accuracy_normals + completeness_normals))
     else:
         normal_consistency = float("nan")

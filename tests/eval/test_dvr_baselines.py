@@ -12,6 +12,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -96,3 +97,51 @@ def test_mean_shape_with_refinement_writes_a_finite_refined_row(script, data, tm
         for key in ("chamfer_l1", "normal_consistency", "fscore", "accuracy", "completeness"):
             assert math.isfinite(row[key]), f"{key}: {row[key]}"
     assert refined["chamfer_l1"] < 0.5  # a mesh in the unit cube, not a blown-up one
+
+
+def test_axis_regions_name_the_dominant_axis_in_the_object_frame(script):
+    normals = np.array([[1, 0.2, 0], [-1, 0, 0.3], [0, 1, 0], [0.1, -1, 0], [0, 0, -1], [0, 0.5, 0.9]], dtype=float)
+    assert [script.AXIS_REGIONS[index] for index in script.axis_regions(normals)] == [
+        "front", "back", "up", "down", "left", "right"
+    ]  # fmt: skip
+
+
+def test_nc_breakdown_regions_add_up_to_the_metric(script, data, tmp_path, monkeypatch):
+    """The per-region terms are the metric's own (mesh_correspondences): their deficits add up to 1 - NC of each
+    direction, whose mean is mesh_metrics' normal consistency; part labels come from the rebuilt generator instance;
+    a mesh read from disk (--source mesh, world frame) scores as the mesh it was written from."""
+    mesh_path = tmp_path / "mean_0.ply"
+    argv = ["dvr_baselines.py", "mean-shape", "--data", str(data), "--out", str(tmp_path / "mean.json"),
+            "--resolution", "16", "--num-points", "2000", "--device", "cpu", "--mesh", str(mesh_path)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    script.main()
+    results = {}
+    for source, extra in (("mean-shape", []), ("mesh", ["--mesh", str(tmp_path / "mean_{object}.ply"), "--frame",
+                                                        "world"])):  # fmt: skip
+        out = tmp_path / f"nc_{source}.json"
+        argv = ["dvr_baselines.py", "nc-breakdown", "--source", source, "--data", str(data), "--out", str(out),
+                "--resolution", "16", "--num-points", "2000", "--device", "cpu", "--objects", "1", *extra]  # fmt: skip
+        monkeypatch.setattr(sys, "argv", argv)
+        script.main()
+        results[source] = json.loads(out.read_text())
+    row = results["mean-shape"]["objects"][0]
+    assert row["metrics"]["normal_consistency"] == pytest.approx(0.5 * (row["accuracy_nc"] + row["completeness_nc"]))
+    for group in ("axis", "part"):
+        for side in ("accuracy", "completeness"):
+            regions = row[group][side]
+            assert sum(entry["share"] for entry in regions.values()) == pytest.approx(1.0)
+            assert sum(entry["deficit"] for entry in regions.values()) == pytest.approx(1 - row[f"{side}_nc"])
+    assert {"body", "wheel", "cabin"} <= set(row["part"]["completeness"])
+    assert row["part"]["completeness"].get("none", {"share": 0.0})["share"] < 0.05
+    from_disk = results["mesh"]["objects"][0]
+    assert from_disk["metrics"]["normal_consistency"] == pytest.approx(row["metrics"]["normal_consistency"], abs=1e-3)
+    assert results["mean-shape"]["mean"]["normal_consistency"] == pytest.approx(row["metrics"]["normal_consistency"])
+
+
+def test_part_labels_are_skipped_for_data_of_another_seed(script, data):
+    from bts_studio.data.shapenet.dvr_reader import load_pointcloud
+
+    path = next(data.glob("*/*/pointcloud.npz"))
+    points, normals = load_pointcloud(path)
+    assert script.part_regions(path, points, normals, 0, "cars") is not None
+    assert script.part_regions(path, points, normals, 1, "cars") is None

@@ -118,6 +118,31 @@ def test_two_training_steps_then_eval(data, tmp_path, preset):
     assert mesh_path.is_file()
     with pytest.raises(SystemExit, match="overwrite"):
         entrypoint(args)
+    if preset == "dvr":
+        _check_nc_breakdown_of_a_run(config_path, data / "dvr", tmp_path)
+
+
+def _check_nc_breakdown_of_a_run(config_path: Path, data: Path, tmp_path: Path) -> None:
+    """benchmarks/dvr_baselines.py nc-breakdown --source run extracts and scores the run's test meshes."""
+    import importlib.util
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "dvr_baselines.py"
+    spec = importlib.util.spec_from_file_location("dvr_baselines", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "nc.json"
+    argv = ["dvr_baselines.py", "nc-breakdown", "--source", "run", "--load-config", str(config_path), "--data",
+            str(data), "--out", str(out), "--objects", "1", "--num-points", "500", "--mesh-resolution-0", "8",
+            "--mesh-upsampling-steps", "1", "--refinement-steps", "0"]  # fmt: skip
+    original = sys.argv
+    sys.argv = argv
+    try:
+        module.main()
+    finally:
+        sys.argv = original
+    result = json.loads(out.read_text())
+    assert result["num_test_objects"] == 1 and np.isfinite(result["mean"]["normal_consistency"])
 
 
 def test_training_step_makes_two_host_syncs(data, tmp_path):
