@@ -25,7 +25,6 @@ from nerfstudio.data.datamanagers.base_datamanager import (
     VanillaDataManagerConfig,
 )
 from nerfstudio.data.datasets.base_dataset import InputDataset
-from nerfstudio.model_components.ray_generators import RayGenerator
 from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 from torch import Tensor
@@ -176,7 +175,7 @@ class DVRDataManager(VanillaDataManager):
         )
 
     def setup_eval(self) -> None:
-        self.eval_ray_generator = RayGenerator(self.eval_dataset.cameras.to(self.device))
+        self.eval_ray_generator = PixelRayGenerator(self.eval_dataset.cameras.to(self.device))
 
     # --------------------------------------------------------------------------------------------- batches
     def get_train_rays_per_batch(self) -> int:

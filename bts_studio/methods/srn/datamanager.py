@@ -35,11 +35,11 @@ from nerfstudio.data.datamanagers.base_datamanager import (
 )
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader, RandIndicesEvalDataloader
-from nerfstudio.model_components.ray_generators import RayGenerator
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
 from bts_studio.data.shapenet.srn_dataparser import ShapeNetSRNDataParserConfig
+from bts_studio.methods.common.cameras import PixelRayGenerator
 from bts_studio.methods.common.distributed import ShardedOrder, rank_and_world_size, shared_seed
 from bts_studio.methods.common.image_store import load_images
 from bts_studio.methods.srn.batch import SRNBatch
@@ -156,14 +156,15 @@ class SRNDataManager(VanillaDataManager):
         self.image_cache = load_images(
             self.train_dataset, range(len(self.train_dataset)), cache_device, "Caching SRN training images"
         )
-        self.train_ray_generator = RayGenerator(self.train_dataset.cameras.to(self.device))
+        # nerfstudio's RayGenerator, bit for bit, without its host syncs per batch (issues 13, 17).
+        self.train_ray_generator = PixelRayGenerator(self.train_dataset.cameras.to(self.device))
         CONSOLE.print(
             f"srn: {self.train_views.num_instances} training instances, {sum(map(len, trainable))} training views, "
             f"{len(self.heldout_image_indices)} held out"
         )
 
     def _instance_ray_batch(
-        self, views: ViewTable, generator: RayGenerator, step: int, order: ShardedOrder
+        self, views: ViewTable, generator: PixelRayGenerator, step: int, order: ShardedOrder
     ) -> Tuple[RayBundle, SRNBatch]:
         instances = order.batch(step).to(self.device)
         images = views.sample(instances, self.config.rays_per_instance)
@@ -196,7 +197,7 @@ class SRNDataManager(VanillaDataManager):
     def setup_eval(self) -> None:
         # nerfstudio's eval CacheDataloader would decode every test image as float32 up front; the
         # few-shot evaluation streams them per instance instead.
-        self.eval_ray_generator = RayGenerator(self.eval_dataset.cameras.to(self.device))
+        self.eval_ray_generator = PixelRayGenerator(self.eval_dataset.cameras.to(self.device))
         self.fixed_indices_eval_dataloader = FixedIndicesEvalDataloader(
             input_dataset=self.eval_dataset, device=self.device, num_workers=self.world_size * 4
         )

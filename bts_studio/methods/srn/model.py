@@ -40,6 +40,7 @@ from torch.nn import Parameter
 from bts_studio.core.depth_normals import normals_from_ray_depth
 from bts_studio.core.image_quality import psnr, ssim
 from bts_studio.core.ray_groups import from_padded, group_by_key, to_padded
+from bts_studio.methods.common.cameras import camera_rays
 from bts_studio.methods.common.rendering import render_in_chunks
 from bts_studio.methods.common.source_selector import SourceSelector
 from bts_studio.methods.srn.batch import SRNBatch
@@ -261,19 +262,14 @@ class SRNModel(Model):
         self, camera: Cameras, code: Optional[Float[Tensor, "1 D"]], obb_box: Optional[OrientedBox] = None
     ) -> Dict[str, Tensor]:
         """Render one camera's full image with the given latent code; outputs ``[H, W, C]``."""
-        ray_bundle = camera.generate_rays(camera_indices=0, keep_shape=True, obb_box=obb_box)
-        height, width = ray_bundle.origins.shape[:2]
-        directions_norm = ray_bundle.metadata.get("directions_norm")
-        if not isinstance(directions_norm, Tensor):
-            directions_norm = torch.ones_like(ray_bundle.origins[..., :1])
+        # nerfstudio's generate_rays, bit for bit, with one host sync for the frame (issue 17).
+        rays = camera_rays(camera, obb_box)
+        height, width = rays.origins.shape[:2]
         flat = self.render_rays_with_code(
-            ray_bundle.origins.reshape(-1, 3),
-            ray_bundle.directions.reshape(-1, 3),
-            directions_norm.reshape(-1, 1),
-            code,
+            rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3), rays.directions_norm.reshape(-1, 1), code
         )
         outputs = {name: value.reshape(height, width, -1) for name, value in flat.items() if name != "rgb_signed"}
-        normals = normals_from_ray_depth(ray_bundle.origins, ray_bundle.directions, outputs["depth"])
+        normals = normals_from_ray_depth(rays.origins, rays.directions, outputs["depth"])
         outputs["normals"] = (normals + 1.0) * 0.5
         return outputs
 
