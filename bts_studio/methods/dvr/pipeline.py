@@ -168,10 +168,11 @@ class DVRPipeline(BudgetedPipeline):
             progress,
         )
         mesh = grid_to_mesh(grid, half, level)
+        vertices = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32)).to(self.device)
         if config.refinement_steps > 0 and len(mesh.faces):
             # DVR's generator refines the vertices after marching cubes, before the colours (generation.py).
             vertices = refine_mesh_vertices(
-                torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32)).to(self.device),
+                vertices,
                 torch.from_numpy(np.asarray(mesh.faces, dtype=np.int64)).to(self.device),
                 logits,
                 steps=config.refinement_steps,
@@ -183,8 +184,7 @@ class DVRPipeline(BudgetedPipeline):
                 step_callback=refinement_progress,
             )
             mesh.vertices = vertices.cpu().numpy().astype(np.float64)
-        if len(mesh.vertices):
-            vertices = torch.from_numpy(np.asarray(mesh.vertices, dtype=np.float32)).to(self.device)
+        if len(vertices):
             colours = []
             for start in range(0, len(vertices), config.batch_points):
                 chunk = vertices[start : start + config.batch_points]
