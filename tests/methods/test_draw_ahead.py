@@ -5,40 +5,24 @@ Rules checked: the batches and losses are identical with and without it; a non-f
 naming step N and ITS batch (not the one drawn ahead), and nothing is saved at or after step N.
 """
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-FRAMES, SCALE = 6, 0.06
-HEIGHT, WIDTH = 64, 160
-
-
-@pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory) -> Path:
-    from bts_studio.data.synthetic.kitti360_cli import SynthKitti360Config, run
-
-    root = tmp_path_factory.mktemp("draw_ahead_kitti360") / "KITTI-360"
-    run(SynthKitti360Config(out=root, frames=FRAMES, scale=SCALE, seed=0, device="cpu"))
-    return root
+# The tiny bts-density data and config of the end-to-end test (as test_ddp.py uses them).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_bts_end_to_end import synthetic_root, tiny_config  # noqa: E402, F401 - fixture used by name
 
 
 def tiny_trainer(data: Path, output_dir: Path, steps: int, draw_ahead: bool):
     from nerfstudio.scripts.train import _set_random_seed
 
-    from bts_studio.methods.bts.method_config import bts_density_tiny_config
-
-    config = bts_density_tiny_config()
-    config.set_timestamp()
-    config.machine.device_type, config.vis = "cpu", "tensorboard"
+    config = tiny_config(data, output_dir)
     config.max_num_iterations, config.steps_per_save = steps, 1
     config.steps_per_eval_batch = config.steps_per_eval_image = 0
-    config.viewer.quit_on_train_completion = True
-    config.output_dir = output_dir
     config.pipeline.draw_ahead = draw_ahead
-    config.pipeline.datamanager.data = data
-    config.pipeline.datamanager.dataparser.target_height = HEIGHT
-    config.pipeline.datamanager.dataparser.target_width = WIDTH
     config.pipeline.datamanager.groups_per_batch, config.pipeline.datamanager.rays_per_group = 1, 64
     config.pipeline.datamanager.num_workers = 0
     config.pipeline.model.num_samples = 8
@@ -48,7 +32,7 @@ def tiny_trainer(data: Path, output_dir: Path, steps: int, draw_ahead: bool):
     return config, trainer
 
 
-def test_draw_ahead_draws_the_same_batches_and_gives_the_same_losses(synthetic_root, tmp_path):
+def test_draw_ahead_draws_the_same_batches_and_gives_the_same_losses(synthetic_root, tmp_path):  # noqa: F811
     runs = {}
     for draw_ahead in (False, True):
         _, trainer = tiny_trainer(synthetic_root, tmp_path / str(draw_ahead), 3, draw_ahead)
@@ -70,7 +54,7 @@ def test_draw_ahead_draws_the_same_batches_and_gives_the_same_losses(synthetic_r
         assert all(torch.equal(a, b) for a, b in zip(plain[1:], ahead[1:], strict=True))
 
 
-def test_non_finite_step_names_its_own_batch_not_the_one_drawn_ahead(synthetic_root, tmp_path, monkeypatch):
+def test_non_finite_step_names_its_own_batch_not_the_one_drawn_ahead(synthetic_root, tmp_path, monkeypatch):  # noqa: F811
     from bts_studio.methods.bts.pipeline import BTSPipeline
     from bts_studio.utils.trainer import NonFiniteTrainingError
 
