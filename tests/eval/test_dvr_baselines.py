@@ -6,7 +6,6 @@ backward in the points. The GPU image's PyTorch (2.11) has no double backward fo
 ``grid_sample`` that, as 2.11's, can be differentiated only once: a field built on it fails here too.
 """
 
-import importlib.util
 import json
 import math
 import sys
@@ -17,15 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "dvr_baselines.py"
-
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("dvr_baselines", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_benchmark):
+    return load_benchmark("dvr_baselines")
 
 
 @pytest.fixture(scope="module")

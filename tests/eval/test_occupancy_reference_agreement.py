@@ -1,6 +1,5 @@
 """benchmarks/occupancy_reference_agreement.py on a tiny generated KITTI-360 set (22 posed frames, 84x23 images)."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -8,15 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "occupancy_reference_agreement.py"
-
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("occupancy_reference_agreement", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_benchmark):
+    return load_benchmark("occupancy_reference_agreement")
 
 
 @pytest.fixture(scope="module")

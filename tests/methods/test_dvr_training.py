@@ -81,7 +81,7 @@ def _check_mesh_refinement_runs(pipeline) -> None:
 
 
 @pytest.mark.parametrize("preset", ["dvr", "dvr-multiview"])
-def test_two_training_steps_then_eval(data, tmp_path, preset):
+def test_two_training_steps_then_eval(data, tmp_path, preset, load_benchmark):
     if preset == "dvr":
         config = dvr_tiny_trainer_config()
         data_path = data / "dvr"
@@ -119,18 +119,13 @@ def test_two_training_steps_then_eval(data, tmp_path, preset):
     with pytest.raises(SystemExit, match="overwrite"):
         entrypoint(args)
     if preset == "dvr":
-        _check_nc_breakdown_of_a_run(config_path, data / "dvr", tmp_path)
+        _check_nc_breakdown_of_a_run(load_benchmark("dvr_baselines"), config_path, data / "dvr", tmp_path)
 
 
-def _check_nc_breakdown_of_a_run(config_path: Path, data: Path, tmp_path: Path) -> None:
-    """benchmarks/dvr_baselines.py nc-breakdown --source run extracts and scores the run's test meshes."""
-    import importlib.util
+def _check_nc_breakdown_of_a_run(module, config_path: Path, data: Path, tmp_path: Path) -> None:
+    """benchmarks/dvr_baselines.py (``module``) nc-breakdown --source run extracts and scores the run's test meshes."""
     import sys
 
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "dvr_baselines.py"
-    spec = importlib.util.spec_from_file_location("dvr_baselines", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     out = tmp_path / "nc.json"
     argv = ["dvr_baselines.py", "nc-breakdown", "--source", "run", "--load-config", str(config_path), "--data",
             str(data), "--out", str(out), "--objects", "1", "--num-points", "500", "--mesh-resolution-0", "8",
