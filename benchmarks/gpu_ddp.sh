@@ -177,7 +177,6 @@ done
 # 4. results
 "$PY" - "$OUT" "$B" "$WARMUP" "$STEPS" "$SYNC_BN" "$FIND_UNUSED" "$RESNET" "$TARGET_H" "$TARGET_W" "$RAYS" \
   "$SAMPLES" "$CPU" <<'EOF' | tee -a "$LOG"
-import csv
 import json
 import sys
 from pathlib import Path
@@ -187,18 +186,20 @@ b, warmup, steps = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 sync_bn, find_unused, resnet, height, width, rays, samples, cpu = sys.argv[5:13]
 
 
+sys.path.insert(0, "benchmarks")
+from train_curve import read_curve, steady_interval  # noqa: E402
+
+
 def rows(name):
-    path = out / f"curve_{name}.csv"
-    return list(csv.DictReader(path.open())) if path.exists() else []
+    return read_curve(out / f"curve_{name}.csv")
 
 
 def throughput(name, groups_per_step):
     data = rows(name)
-    steady = [r for r in data if int(r["step"]) >= warmup]
-    if len(steady) < 2:
+    interval = steady_interval(data, warmup)
+    if interval is None:
         return None
-    d_steps = int(steady[-1]["step"]) - int(steady[0]["step"])
-    d_time = float(steady[-1]["seconds"]) - float(steady[0]["seconds"])
+    d_steps, d_time = interval
     rate = d_steps / d_time
     return {"steps": len(data), "steady_steps": d_steps, "steps_per_s": rate, "groups_per_s": rate * groups_per_step}
 

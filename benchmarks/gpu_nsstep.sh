@@ -111,7 +111,6 @@ done
 
 # 4. results
 "$PY" - "$OUT" "$WARMUP" "$STEPS" "$BATCH_GROUPS" "$RAYS" "$SAMPLES" "$RESNET" "$TARGET_H" "$TARGET_W" "$CPU" <<'EOF' | tee -a "$LOG"
-import csv
 import json
 import sys
 from pathlib import Path
@@ -121,17 +120,17 @@ warmup, steps, groups, rays, samples, resnet, height, width = (int(x) for x in s
 cpu = sys.argv[10] == "1"
 
 
+sys.path.insert(0, "benchmarks")
+from train_curve import read_curve, steady_interval  # noqa: E402
+
+
 def rows(name):
-    path = out / f"curve_{name}.csv"
-    return list(csv.DictReader(path.open())) if path.exists() else []
+    return read_curve(out / f"curve_{name}.csv")
 
 
 def steady_ms(data):
-    steady = [r for r in data if int(r["step"]) >= warmup]
-    if len(steady) < 2:
-        return None
-    d_steps = int(steady[-1]["step"]) - int(steady[0]["step"])
-    return 1000 * (float(steady[-1]["seconds"]) - float(steady[0]["seconds"])) / d_steps
+    interval = steady_interval(data, warmup)
+    return None if interval is None else 1000 * interval[1] / interval[0]
 
 
 model_ms = None
