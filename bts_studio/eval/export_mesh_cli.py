@@ -61,6 +61,17 @@ def main(argv: List[str], prog: str = "bts-studio export-mesh") -> None:
         raise SystemExit(f"--source-image {config.source_image} does not exist")
     if not config.load_config.is_file():
         raise SystemExit(f"--load-config {config.load_config} does not exist (expected a run's config.yml)")
+    # The mesh options, before the run is loaded (minutes for a large run): what MISE and the refinement accept.
+    limits = {
+        "resolution_0": (lambda v: v >= 1, "at least 1 cell per side"),
+        "upsampling_steps": (lambda v: v >= 0, "0 or more doublings"),
+        "threshold": (lambda v: 0.0 < v < 1.0, "an occupancy probability strictly between 0 and 1"),
+        "refinement_steps": (lambda v: v >= 0, "0 (off) or more steps"),
+    }
+    for name, (ok, expected) in limits.items():
+        value = getattr(config, name)
+        if value is not None and not ok(value):
+            raise SystemExit(f"--{name.replace('_', '-')} {value}: expected {expected}")
 
     from nerfstudio.utils.eval_utils import eval_setup
 

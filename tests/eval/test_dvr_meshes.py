@@ -65,3 +65,18 @@ def test_meshes_are_written_with_vertex_colours(tmp_path, suffix):
     assert (np.asarray(loaded.visual.vertex_colors)[:, 0] == 200).all()
     with pytest.raises(FileExistsError, match="overwrite"):
         write_mesh(mesh, path)
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("--resolution-0", "0"), ("--upsampling-steps", "-1"), ("--threshold", "1.0"), ("--refinement-steps", "-2")],
+)
+def test_export_mesh_refuses_bad_mesh_options_before_loading_the_run(tmp_path, option, value):
+    """Each mesh option out of range names itself and what it accepts, before the (slow) run is loaded: the config
+    here is a stub that loading would reject."""
+    from bts_studio.cli import entrypoint
+
+    stub = tmp_path / "config.yml"
+    stub.write_text("not a nerfstudio config\n")
+    with pytest.raises(SystemExit, match=rf"^{option} {value}: expected "):
+        entrypoint(["export-mesh", "--load-config", str(stub), "--output", str(tmp_path / "m.ply"), option, value])
