@@ -14,7 +14,7 @@ It is set as ``TrainerConfig._target`` in our method configs (``trainer_defaults
   NaN checkpoint is written. (With ``--mixed-precision`` the gradient scaler already skips steps with inf
   gradients, so only the loss is checked.) Under DDP the check travels in the step's one agreed all-reduce
   (``StepAgreement``, with the logged losses and the time budget), so all ranks stop together.
-- Draw-ahead (``--pipeline.draw-ahead True``, opt-in until measured on a GPU; datamanagers that declare
+- Draw-ahead (``--pipeline.draw-ahead``, on by default since an H200 run measured it; datamanagers that declare
   ``draws_depend_only_on_step``): after step N's work is queued and before its one host sync, the batch of step
   N+1 is drawn (on CUDA on a side stream), so its host work (group draw, patch sampling, ray generation,
   host->device copies and their syncs) overlaps step N's GPU work instead of following it with the GPU idle. The
