@@ -154,7 +154,7 @@ keep() { cp "$OUT/$1" "$RESULTS/$1"; }  # keep NAME: a result of $OUT, also for 
 # step, counted from 0), 0 without one.
 steps_done() {
   local newest
-  newest=$(find "$1/nerfstudio_models" -maxdepth 1 -name 'step-*.ckpt' 2>/dev/null | sort | tail -n 1)
+  newest=$(find "$1/nerfstudio_models" -maxdepth 1 -name 'step-*.ckpt' 2>/dev/null | sort | tail -n 1 || true)
   if [ -z "$newest" ]; then echo 0; return; fi
   newest=${newest##*/step-}
   echo $((10#${newest%.ckpt} + 1))
