@@ -132,7 +132,7 @@ gen_s, train_s, eval_s, budget, lr, latent_lr, tf32 = sys.argv[4:11]
 evaluation = json.loads((out / "srn_eval.json").read_text())["results"]
 reference = json.loads((out / "srn_baselines.json").read_text())
 baselines, timing = reference["baselines"], reference.get("timing", {})
-steps = int(re.search(r"step-(\d+)", ckpt.name).group(1))
+steps = int(re.search(r"step-(\d+)", ckpt.name).group(1)) + 1  # step-N.ckpt holds steps 0..N
 rows = [("srn", evaluation)] + [(name.replace("_", " "), values) for name, values in baselines.items()]
 settings = [key[: -len("psnr")] for key in evaluation if key.endswith("psnr") and key != "psnr"]
 

@@ -9,6 +9,14 @@ It is set as ``TrainerConfig._target`` in our method configs (``trainer_defaults
   into place: a run killed while saving leaves the previous checkpoints intact.
 - ``--load-dir`` without ``--load-step`` tries the checkpoints newest first and resumes from the newest one that
   loads, printing which ones were skipped and why (e.g. one truncated by an older, non-atomic save).
+- Exact resume (one process): checkpoints also hold the random generators' states (torch's CPU generator, the
+  training device's CUDA generator, NumPy's and Python's global ones), restored on load, so N steps and then M
+  resumed steps draw the same batches as N + M steps in one go (nerfstudio re-seeds the generators at start-up,
+  and the datamanagers draw pixels and input views from torch's global generator). A run stopped by the time
+  budget (``--pipeline.max-train-seconds``) saves its last *trained* step: nerfstudio's loop has already advanced
+  ``step`` to the next one when it sees the stop flag, and saving under that number made a resume skip a step
+  index. Under DDP each rank has its own generators and only rank 0 writes, so a multi-GPU resume keeps the
+  freshly seeded ones (as before).
 - After each step, a non-finite loss or gradient ends the run with :class:`NonFiniteTrainingError`, naming the
   step, the loss terms, the parameters and the training images of the batch; nothing is saved after it, so no
   NaN checkpoint is written. (With ``--mixed-precision`` the gradient scaler already skips steps with inf
@@ -29,10 +37,12 @@ It is set as ``TrainerConfig._target`` in our method configs (``trainer_defaults
 
 import dataclasses
 import os
+import random
 import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
+import numpy as np
 import torch
 from nerfstudio.engine.trainer import Trainer
 from nerfstudio.utils import comms
@@ -91,6 +101,7 @@ class BTSStudioTrainer(Trainer):
     """``Trainer`` with atomic checkpoints, a fall-back resume and a stop on non-finite steps (module docstring)."""
 
     _last_train_batch = None
+    _last_trained_step: Optional[int] = None  # the last step whose train_iteration completed
     _drawn_ahead: Optional[Tuple[int, Any]] = None  # (step, batch) drawn during the previous step
     _draw_stream: Optional["torch.cuda.Stream"] = None
 
@@ -157,6 +168,49 @@ class BTSStudioTrainer(Trainer):
             if problem is not None:
                 raise CheckpointError(f"--load-checkpoint {config.load_checkpoint}: cannot be loaded ({problem})")
         super()._load_checkpoint()
+        path = None
+        if config.load_dir is not None:
+            path = Path(config.load_dir) / f"step-{config.load_step:09d}.ckpt"
+        elif config.load_checkpoint is not None:
+            path = Path(config.load_checkpoint)
+        if path is not None:
+            self._restore_rng_state(torch.load(path, map_location="cpu").get("rng"))
+
+    def _rng_state(self) -> Dict[str, Any]:
+        """The global random generators' states, as tensors, strings and numbers (``weights_only`` loads them)."""
+        kind, keys, position, has_gauss, cached = np.random.get_state()
+        state: Dict[str, Any] = {
+            "world_size": self.world_size,
+            "torch": torch.get_rng_state(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
+            "python": random.getstate(),
+        }
+        if str(self.device).startswith("cuda"):
+            state["cuda"] = torch.cuda.get_rng_state(torch.device(self.device))
+        return state
+
+    def _restore_rng_state(self, state: Optional[Dict[str, Any]]) -> None:
+        """Set the generators to a checkpoint's ``rng`` entry (module docstring); a checkpoint without one (older
+        runs) or of a multi-GPU run, or a multi-GPU resume, keeps the freshly seeded generators, saying so."""
+        if state is None or state.get("world_size") != 1 or self.world_size != 1:
+            CONSOLE.print(
+                "Resume: the random generators start freshly seeded (the checkpoint holds no one-process generator "
+                "state, or this run has several processes); the batches differ from an uninterrupted run's."
+            )
+            return
+        torch.set_rng_state(state["torch"])
+        kind, keys, position, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+        random.setstate(state["python"])
+        if "cuda" in state and str(self.device).startswith("cuda"):
+            torch.cuda.set_rng_state(state["cuda"], torch.device(self.device))
+
+    def _after_train(self) -> None:
+        """nerfstudio's end of training (final checkpoint), under the last trained step's number: after a stop
+        flag (time budget) nerfstudio's loop has already set ``self.step`` to the step it did not run."""
+        if self.stop_training and self._last_trained_step is not None and self.step > self._last_trained_step:
+            self.step = self._last_trained_step
+        super()._after_train()
 
     def save_checkpoint(self, step: int) -> None:
         """Write ``step-N.ckpt`` atomically (temporary file, fsync, rename), then prune as nerfstudio does.
@@ -175,6 +229,7 @@ class BTSStudioTrainer(Trainer):
             "optimizers": {k: v.state_dict() for (k, v) in self.optimizers.optimizers.items()},
             "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
             "scalers": self.grad_scaler.state_dict(),
+            "rng": self._rng_state(),
         }
         try:
             with open(temporary, "wb") as stream:
@@ -223,6 +278,7 @@ class BTSStudioTrainer(Trainer):
             if not local:
                 message = "another process's loss was non-finite: " + message
             raise NonFiniteTrainingError(message)
+        self._last_trained_step = step
         return loss, loss_dict, metrics_dict
 
     def _locally_non_finite(self, loss: torch.Tensor, loss_dict: Dict[str, torch.Tensor]) -> bool:
