@@ -31,3 +31,21 @@ def load_benchmark():
         return module
 
     return load
+
+
+@pytest.fixture(scope="session")
+def synth_tiny_dvr():
+    """``synth_tiny_dvr(out, instances=, views=, input_views=, extra=())``: a tiny generated cars class in DVR's
+    layout (24 px, 2,000-point clouds, one val and one test car) under ``out``; returns ``out``."""
+
+    def make(out: Path, *, instances: int, views: int, input_views: int, extra=()) -> Path:
+        from bts_studio.data.synthetic.shapenet_cli import main as synth
+
+        synth(
+            ["--classes", "cars", "--instances", str(instances), "--val-instances", "1", "--test-instances", "1",
+             "--format", "dvr", "--resolution", "24", "--dvr-views", str(views), "--pointcloud-points", "2000",
+             "--dvr-input-views", str(input_views), "--dvr-input-resolution", "24", *extra, str(out)]
+        )  # fmt: skip
+        return out
+
+    return make

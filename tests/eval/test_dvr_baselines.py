@@ -23,16 +23,9 @@ def script(load_benchmark):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    from bts_studio.data.synthetic.shapenet_cli import main as synth
-
+def data(tmp_path_factory, synth_tiny_dvr) -> Path:
     out = tmp_path_factory.mktemp("dvr_baselines") / "synthetic"
-    synth(
-        ["--classes", "cars", "--instances", "3", "--val-instances", "1", "--test-instances", "1", "--format", "dvr",
-         "--resolution", "24", "--dvr-views", "4", "--pointcloud-points", "2000", "--dvr-input-views", "1",
-         "--dvr-input-resolution", "24", str(out)]
-    )  # fmt: skip
-    return out / "dvr"
+    return synth_tiny_dvr(out, instances=3, views=4, input_views=1) / "dvr"
 
 
 def once_differentiable_grid_sample(original):

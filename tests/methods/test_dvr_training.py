@@ -13,16 +13,9 @@ from bts_studio.methods.dvr.method_config import dvr_multiview_trainer_config, d
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    from bts_studio.data.synthetic.shapenet_cli import main as synth
-
+def data(tmp_path_factory, synth_tiny_dvr) -> Path:
     out = tmp_path_factory.mktemp("dvr_data") / "synthetic"
-    synth(
-        ["--classes", "cars", "--instances", "2", "--val-instances", "1", "--test-instances", "1", "--format", "dvr",
-         "--resolution", "24", "--dvr-views", "3", "--pointcloud-points", "2000", "--dvr-input-views", "2",
-         "--dvr-input-resolution", "24", "--dtu-scene", "--dtu-views", "4", str(out)]
-    )  # fmt: skip
-    return out
+    return synth_tiny_dvr(out, instances=2, views=3, input_views=2, extra=("--dtu-scene", "--dtu-views", "4"))
 
 
 def _train(config, data: Path, output_dir: Path):
