@@ -108,15 +108,10 @@ DEADLINE=${DEADLINE:-0}
 RESERVE=${RESERVE:-0}
 NC_BREAKDOWN=${NC_BREAKDOWN:-1}
 TF32=${TF32:-1}
-ALL_STAGES="data train eval baseline breakdown multiview mesh summary"
-STAGES=${STAGES:-$ALL_STAGES}
 MEAN_SHAPE_JSON=${MEAN_SHAPE_JSON:-}
-for stage in $STAGES; do
-  case " $ALL_STAGES " in
-    *" $stage "*) ;;
-    *) echo "gpu_dvr.sh: STAGES='$STAGES': unknown stage '$stage' (expected some of: $ALL_STAGES)" >&2; exit 2 ;;
-  esac
-done
+# shellcheck source=benchmarks/gpu_stages.sh
+source benchmarks/gpu_stages.sh
+stages_init gpu_dvr.sh "data train eval baseline breakdown multiview mesh summary"
 if [ -n "$MEAN_SHAPE_JSON" ] && [ ! -f "$MEAN_SHAPE_JSON" ]; then
   echo "gpu_dvr.sh: MEAN_SHAPE_JSON=$MEAN_SHAPE_JSON: file not found (expected a dvr_mean_shape.json)" >&2
   exit 2
@@ -142,7 +137,6 @@ time_for() {
   return 1
 }
 quiet() { grep -v -E "Warning|warnings.warn|^ +(fx|cx|c2w|mask|self\._apply|@custom)" | tr '\r' '\n' | grep -v '^\s*$' || true; }
-has_stage() { case " $STAGES " in *" $1 "*) return 0 ;; *) return 1 ;; esac }
 fail() { log "error: $*"; exit 1; }
 # What outlives a call in WORK: the data and its marker, the runs, the training stages' record and the results.
 RESULTS="$WORK/results"
@@ -150,15 +144,6 @@ STAGES_TSV="$WORK/dvr_train_stages.tsv"
 DATA_MARKER="$WORK/dvr_data_knobs.txt"
 mkdir -p "$RESULTS"
 keep() { cp "$OUT/$1" "$RESULTS/$1"; }  # keep NAME: a result of $OUT, also for a later call's summary
-# steps_done RUN: training steps in RUN's newest checkpoint (the plugin trainer names it after its last trained
-# step, counted from 0), 0 without one.
-steps_done() {
-  local newest
-  newest=$(find "$1/nerfstudio_models" -maxdepth 1 -name 'step-*.ckpt' 2>/dev/null | sort | tail -n 1 || true)
-  if [ -z "$newest" ]; then echo 0; return; fi
-  newest=${newest##*/step-}
-  echo $((10#${newest%.ckpt} + 1))
-}
 RUN="$WORK/outputs/cars/$PRESET/bench"
 CONFIG="$RUN/config.yml"
 MV_RUN="$WORK/outputs/scan1/dvr-multiview/bench"
@@ -166,7 +151,7 @@ MV_RUN="$WORK/outputs/scan1/dvr-multiview/bench"
 # 1. data (kept when WORK already holds it from the same knobs)
 data_knobs="class=$CLASS instances=$INSTANCES test=$TEST_INSTANCES resolution=$RESOLUTION views=$VIEWS"
 data_knobs+=" input_resolution=$INPUT_RESOLUTION mv_views=$MV_VIEWS"
-if [ -f "$DATA_MARKER" ] && [ "$(cat "$DATA_MARKER")" != "$data_knobs" ]; then
+if knobs_differ "$DATA_MARKER" "$data_knobs"; then
   fail "$WORK/data was generated with '$(cat "$DATA_MARKER")', this call asks for '$data_knobs'; use another WORK"
 fi
 if has_stage data; then
@@ -208,7 +193,7 @@ if has_stage train; then
   train_knobs="images=$IMAGES_PER_BATCH rays=$RAYS_PER_IMAGE lr=$LR tf32=$TF32 extra=$EXTRA_TRAIN_ARGS"
   resume=()
   if [ "$first_step" -gt 0 ]; then
-    if [ "$(cat "$WORK/dvr_train_knobs.txt" 2>/dev/null)" != "$train_knobs" ]; then
+    if [ ! -f "$WORK/dvr_train_knobs.txt" ] || knobs_differ "$WORK/dvr_train_knobs.txt" "$train_knobs"; then
       fail "$RUN was trained with '$(cat "$WORK/dvr_train_knobs.txt" 2>/dev/null)', this call asks for" \
         "'$train_knobs'; use the same knobs in every call, or another WORK"
     fi
@@ -239,7 +224,7 @@ if has_stage train; then
     wall=$((SECONDS - start))
     last_step=$(steps_done "$RUN")
     [ "$last_step" -gt "$first_step" ] || fail "train: no new checkpoint in $RUN/nerfstudio_models (see $LOG)"
-    printf '%s\t%s\t%s\t%s\n' "$first_step" "$last_step" "$budget" "$wall" >>"$STAGES_TSV"
+    stage_record "$STAGES_TSV" "$first_step" "$last_step" "$budget" "$wall"
     log "train: $PRESET steps $first_step -> $last_step ($((last_step - first_step)) steps) in $wall s wall" \
       "(budget $budget s); training stage $(wc -l <"$STAGES_TSV") of this run"
   fi

@@ -9,8 +9,9 @@
 # FISHEYE=1 and FISHEYE=0 (the paper's ablation: same steps, same seed, no fisheye frames in the groups).
 #
 # 1. bts-studio synth-kitti360 (WORLD street|one-car, SEQUENCES x FRAMES at SCALE, --seed DATA_SEED).
-# 2. ns-train METHOD for STEPS steps (--machine.seed SEED; kitti360-data --use-fisheye FISHEYE), stopped early only
-#    if the DEADLINE would be missed (the summary says how many steps were reached); loss to train_curve.csv.
+# 2. ns-train METHOD up to STEPS steps (--machine.seed SEED; kitti360-data --use-fisheye FISHEYE), stopped early only
+#    if the DEADLINE would be missed (the summary says how many steps were reached); loss to train_curve.csv. With
+#    STAGES and a persistent WORK, one run's training can be split over chained calls (below).
 # 3. benchmarks/gpu_occupancy.sh: eval-occupancy --variant both --baseline depth+4m on the test split, and
 #    render-bev (input | depth | model | depth+4m | ground truth).
 # 4. occluders_summary.md: per variant, model and Depth + 4 m with per-image standard errors, and the paired
@@ -46,6 +47,37 @@
 # CPU budget, and IE_REC_FLOOR=0.5 above is a placeholder. On one GPU in ~4 min (official preset): WORLD=one-car SEQUENCES=1 FRAMES=40
 # STEPS=1500 TEST_EVERY=2 (exact IE_rec 0.643 +- 0.072 vs Depth + 4 m 0.620 +- 0.057; exact O_rec 0.308 vs 0.341,
 # below the 0.5 car guard: the H200 run does not pass this check either).
+# Stages and longer training than one call allows (as benchmarks/gpu_dvr.sh; shared bash in gpu_stages.sh). STAGES
+# (default: all, in this order, as one call) names the stages to run: data (step 1), train (2), eval (3), summary (4).
+# With a persistent WORK (a warm device machine keeps its /tmp between calls that follow within ~30 s):
+# - data is kept when WORK holds it from the same data knobs (WORLD SEQUENCES FRAMES SCALE DATA_SEED; a marker
+#   written after generation); other data knobs are refused (exit 1).
+# - train resumes from the newest checkpoint of WORK's run (ns-train --load-dir; the plugin trainer restores the
+#   step, optimizers, schedulers and random generators, and a time-budget stop saves the last trained step). STEPS
+#   stays the run's absolute target (passed as the steps left: nerfstudio 1.1.5's --max-num-iterations counts from
+#   the resumed step); each call trains until STEPS or its budget (DEADLINE - elapsed - RESERVE, >= 30 s). The
+#   training knobs (METHOD SEED FISHEYE BATCH_GROUPS RAYS SAMPLES RESNET LR NEAR TARGET_H TARGET_W TEST_EVERY TF32
+#   IMAGENET EXTRA_TRAIN_ARGS EXTRA_DATA_ARGS) of a resume must be the first call's (else exit 1). Each stage appends
+#   (steps at start, at end, budget s, wall s) to WORK/occl_train_stages.tsv and writes its own training-curve CSV
+#   in WORK/curves (the trainer starts its CSV afresh in every process); $OUT/train_curve.csv is their concatenation
+#   (one header, seconds continued). The summary reports total steps, summed budget, per-stage steps and wall, and
+#   the resume count. eval scores the newest checkpoint; summary reads WORK's results, so it may run in a later call.
+# CPU smoke of a chained run (the tiny knobs above, one WORK; 3 calls, ~17 s + ~41 s + ~? s on the shared box):
+#   export WORK=/tmp/occl_chain SEQUENCES=1 FRAMES=16 SCALE=0.06 METHOD=bts-density-tiny RESNET=18 BATCH_GROUPS=1 \
+#     RAYS=128 SAMPLES=8 TARGET_H=64 TARGET_W=160 TEST_EVERY=4 BEV_IMAGES=2 OMP_NUM_THREADS=1
+#   OUT=/tmp/occl_c1 STAGES="data train" STEPS=4 nice bash benchmarks/gpu_occluders.sh           # steps 0 -> 4
+#   OUT=/tmp/occl_c2 STAGES=train STEPS=400 DEADLINE=0 RESERVE=0 nice bash benchmarks/gpu_occluders.sh  # 30 s budget
+#   OUT=/tmp/occl_c3 STAGES="train eval summary" STEPS=400 DEADLINE=0 RESERVE=0 nice bash benchmarks/gpu_occluders.sh
+# GPU: the street set, three chained calls of ~520 s on one warm machine (~1,150 s of training in all, ~12k steps at
+# ~92 ms/step; STEPS=12000 is the target, the budgets cut it). Each call is one device command:
+#   P='python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit;'
+#   $P WORK=/tmp/occl0 OUT=$OUT/s0 PYTHON=python3 SEED=0 STEPS=12000 STAGES="data train" RESERVE=60 bash benchmarks/gpu_occluders.sh
+#   $P WORK=/tmp/occl0 OUT=$OUT/s0 PYTHON=python3 SEED=0 STEPS=12000 STAGES=train RESERVE=60 bash benchmarks/gpu_occluders.sh
+#   $P WORK=/tmp/occl0 OUT=$OUT/s0 PYTHON=python3 SEED=0 STEPS=12000 STAGES="train eval summary" bash benchmarks/gpu_occluders.sh
+# On nvidia-h200-x2 each call runs two copies, seed 0 on GPU 0 and seed 1 on GPU 1 (for the no-fisheye ablation
+# replace SEED=$g by SEED=0 FISHEYE=$((1 - g))); S is the call's STAGES and RESERVE as above:
+#   $P for g in 0 1; do CUDA_VISIBLE_DEVICES=$g WORK=/tmp/occl$g OUT=$OUT/s$g PYTHON=python3 SEED=$g STEPS=12000 \
+#     STAGES="data train" RESERVE=60 bash benchmarks/gpu_occluders.sh >$OUT/call1_gpu$g.txt 2>&1 & done; wait
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,6 +110,9 @@ IE_REC_FLOOR=${IE_REC_FLOOR:-}
 O_REC_FLOOR=${O_REC_FLOOR:-0.5}
 DEADLINE=${DEADLINE:-510}
 RESERVE=${RESERVE:-170}
+# shellcheck source=benchmarks/gpu_stages.sh
+source benchmarks/gpu_stages.sh
+stages_init gpu_occluders.sh "data train eval summary"
 export PYTHONUNBUFFERED=1
 # On the CPU, one intra-op thread per process: with more threads than free cores, OpenMP's threads spin at every
 # barrier waiting for a descheduled sibling (measured on the shared 2-core box at load 3-4: 9.7 s per tiny-preset
@@ -99,64 +134,143 @@ source benchmarks/gpu_prologue.sh
 gpu_prologue gpu_occluders
 rm -f "$WORK/check_failed"
 quiet() { grep -v -E "Warning|warnings.warn|^ +(fx|cx|c2w|mask|self\._apply)" | tr '\r' '\n' | grep -v '^\s*$' || true; }
+fail() { log "error: $*"; exit 1; }
 log "WORLD=$WORLD SEQUENCES=$SEQUENCES FRAMES=$FRAMES SCALE=$SCALE DATA_SEED=$DATA_SEED SEED=$SEED FISHEYE=$FISHEYE" \
-  "METHOD=$METHOD STEPS=$STEPS RESNET=$RESNET ${BATCH_GROUPS}x$RAYS rays x $SAMPLES samples, ${TARGET_H}x$TARGET_W"
+  "METHOD=$METHOD STEPS=$STEPS RESNET=$RESNET ${BATCH_GROUPS}x$RAYS rays x $SAMPLES samples, ${TARGET_H}x$TARGET_W;" \
+  "stages: $STAGES"
+# What outlives a call in WORK (chained calls on a warm device share it): the data and its marker, the run, the
+# training stages' record (start step, end step, budget s, wall s per line), one training-curve CSV per stage and
+# the evaluation's results.
+RUN="$WORK/outputs/occluders/$METHOD/run"
+RESULTS="$WORK/results"
+CURVES="$WORK/curves"
+STAGES_TSV="$WORK/occl_train_stages.tsv"
+DATA_MARKER="$WORK/occl_data_knobs.txt"
+TRAIN_MARKER="$WORK/occl_train_knobs.txt"
+mkdir -p "$RESULTS" "$CURVES"
+# merge_curves: the stages' CSVs as one $OUT/train_curve.csv (the trainer starts its CSV afresh in every process,
+# so each stage writes its own); one header, seconds continued from the previous stage's last row.
+merge_curves() {
+  local files=("$CURVES"/train_curve_*.csv)
+  [ -e "${files[0]}" ] || return 0
+  awk -F, -v OFS=, 'FNR == 1 { offset = last; if (NR == 1) print; next }
+    { last = $2 + offset; $2 = sprintf("%.3f", last); print }' "${files[@]}" >"$OUT/train_curve.csv.partial"
+  mv "$OUT/train_curve.csv.partial" "$OUT/train_curve.csv"
+}
 
-# 1. data
-start=$SECONDS
-"$PY" -m bts_studio.cli synth-kitti360 "$WORK/KITTI-360" --sequences "$SEQUENCES" --frames "$FRAMES" \
-  --scale "$SCALE" --seed "$DATA_SEED" --world "$WORLD" --overwrite 2>&1 | tail -n 3 | tee -a "$LOG"
-gen_s=$((SECONDS - start))
-log "generated $SEQUENCES x $FRAMES frames ($WORLD) in ${gen_s} s"
+# 1. data (kept when WORK already holds it from the same knobs)
+data_knobs="world=$WORLD sequences=$SEQUENCES frames=$FRAMES scale=$SCALE data_seed=$DATA_SEED"
+if knobs_differ "$DATA_MARKER" "$data_knobs"; then
+  fail "$WORK/KITTI-360 was generated with '$(cat "$DATA_MARKER")', this call asks for '$data_knobs'; use another WORK"
+fi
+if has_stage data; then
+  if [ -f "$DATA_MARKER" ]; then
+    log "data: kept from an earlier call ($data_knobs)"
+  else
+    start=$SECONDS
+    "$PY" -m bts_studio.cli synth-kitti360 "$WORK/KITTI-360" --sequences "$SEQUENCES" --frames "$FRAMES" \
+      --scale "$SCALE" --seed "$DATA_SEED" --world "$WORLD" --overwrite 2>&1 | tail -n 3 | tee -a "$LOG"
+    echo $((SECONDS - start)) >"$WORK/occl_data_seconds.txt"
+    echo "$data_knobs" >"$DATA_MARKER"  # written last: an interrupted generation is redone
+    log "generated $SEQUENCES x $FRAMES frames ($WORLD) in $((SECONDS - start)) s"
+  fi
+fi
+[ -f "$DATA_MARKER" ] || [ "$STAGES" = summary ] \
+  || fail "$WORK holds no generated data: run the data stage first (a fresh device machine has an empty /tmp)"
 
-# 2. training: STEPS steps, unless that would miss the deadline
-budget=$((DEADLINE - SECONDS - RESERVE))
-[ "$budget" -lt 30 ] && budget=30
-weights=()
-if [ -n "$IMAGENET" ]; then weights=(--pipeline.model.imagenet-weights "$IMAGENET"); fi
-start=$SECONDS
-# shellcheck disable=SC2086
-"$PY" -c "
+# 2. training: up to STEPS steps in all (resumed from WORK's run when it has a checkpoint), unless that would miss
+# the deadline
+if has_stage train; then
+  first_step=$(steps_done "$RUN")
+  # What makes the run the same run: a resume with other training knobs is refused (STEPS, the deadline and the
+  # evaluation knobs may change).
+  train_knobs="method=$METHOD seed=$SEED fisheye=$FISHEYE groups=$BATCH_GROUPS rays=$RAYS samples=$SAMPLES"
+  train_knobs+=" resnet=$RESNET lr=$LR near=$NEAR target=${TARGET_H}x$TARGET_W test_every=$TEST_EVERY tf32=$TF32"
+  train_knobs+=" imagenet=$IMAGENET extra_train=$EXTRA_TRAIN_ARGS extra_data=$EXTRA_DATA_ARGS"
+  resume=()
+  if [ "$first_step" -gt 0 ]; then
+    if [ ! -f "$TRAIN_MARKER" ] || knobs_differ "$TRAIN_MARKER" "$train_knobs"; then
+      fail "$RUN was trained with '$(cat "$TRAIN_MARKER" 2>/dev/null)', this call asks for '$train_knobs';" \
+        "use the same knobs in every call, or another WORK"
+    fi
+    resume=(--load-dir "$RUN/nerfstudio_models")
+    log "train: resuming $METHOD after step $((first_step - 1)) ($first_step of $STEPS steps done)"
+  else
+    : >"$STAGES_TSV"  # a new run: no earlier training stages or curves
+    rm -f "$CURVES"/train_curve_*.csv
+    echo "$train_knobs" >"$TRAIN_MARKER"
+  fi
+  rm -f "$RESULTS"/*  # the previous checkpoint's results are stale once it trains on
+  budget=$((DEADLINE - SECONDS - RESERVE))
+  [ "$budget" -lt 30 ] && budget=30
+  if [ $((STEPS - first_step)) -le 0 ]; then
+    log "train: skipped ($first_step steps done, STEPS=$STEPS)"
+  else
+    weights=()
+    if [ -n "$IMAGENET" ]; then weights=(--pipeline.model.imagenet-weights "$IMAGENET"); fi
+    curve="$CURVES/train_curve_$(printf '%02d' $(($(wc -l <"$STAGES_TSV") + 1))).csv"
+    start=$SECONDS
+    # --max-num-iterations counts from the resumed step in nerfstudio 1.1.5: the steps left to STEPS.
+    # shellcheck disable=SC2086
+    "$PY" -c "
 import sys, torch
 torch.backends.cuda.matmul.allow_tf32 = bool(int(sys.argv[1]))
 from nerfstudio.scripts.train import entrypoint
 sys.argv = ['ns-train'] + sys.argv[2:]
 entrypoint()
 " "$TF32" "$METHOD" --data "$WORK/KITTI-360" --output-dir "$WORK/outputs" --experiment-name occluders \
-  --timestamp run --vis tensorboard --viewer.quit-on-train-completion True --machine.seed "$SEED" \
-  --max-num-iterations "$STEPS" --steps-per-save 100000000 --steps-per-eval-batch 100000000 \
-  --steps-per-eval-image 100000000 --logging.steps-per-log 50 --pipeline.max-train-seconds "$budget" \
-  --pipeline.train-log-csv "$OUT/train_curve.csv" --pipeline.train-log-every 10 \
-  --pipeline.datamanager.groups-per-batch "$BATCH_GROUPS" --pipeline.datamanager.rays-per-group "$RAYS" \
-  --pipeline.model.resnet-layers "$RESNET" --pipeline.model.num-samples "$SAMPLES" --pipeline.model.near "$NEAR" \
-  --optimizers.encoder.optimizer.lr "$LR" --optimizers.density-mlp.optimizer.lr "$LR" "${weights[@]}" \
-  $EXTRA_TRAIN_ARGS kitti360-data --target-height "$TARGET_H" --target-width "$TARGET_W" \
-  --test-every "$TEST_EVERY" --use-fisheye "$fisheye_flag" $EXTRA_DATA_ARGS 2>&1 | quiet | tail -n 40 >>"$LOG"
-train_s=$((SECONDS - start))
-RUN="$WORK/outputs/occluders/$METHOD/run"
-CKPT=$(ls "$RUN"/nerfstudio_models/step-*.ckpt | tail -n 1)
-log "training: $(basename "$CKPT") in ${train_s} s wall (budget ${budget} s)"
+      --timestamp run --vis tensorboard --viewer.quit-on-train-completion True --machine.seed "$SEED" \
+      --max-num-iterations $((STEPS - first_step)) --steps-per-save 100000000 --steps-per-eval-batch 100000000 \
+      --steps-per-eval-image 100000000 --logging.steps-per-log 50 --pipeline.max-train-seconds "$budget" \
+      --pipeline.train-log-csv "$curve" --pipeline.train-log-every 10 \
+      --pipeline.datamanager.groups-per-batch "$BATCH_GROUPS" --pipeline.datamanager.rays-per-group "$RAYS" \
+      --pipeline.model.resnet-layers "$RESNET" --pipeline.model.num-samples "$SAMPLES" --pipeline.model.near "$NEAR" \
+      --optimizers.encoder.optimizer.lr "$LR" --optimizers.density-mlp.optimizer.lr "$LR" "${weights[@]}" \
+      "${resume[@]}" $EXTRA_TRAIN_ARGS kitti360-data --target-height "$TARGET_H" --target-width "$TARGET_W" \
+      --test-every "$TEST_EVERY" --use-fisheye "$fisheye_flag" $EXTRA_DATA_ARGS 2>&1 | quiet | tail -n 40 >>"$LOG"
+    wall=$((SECONDS - start))
+    last_step=$(steps_done "$RUN")
+    [ "$last_step" -gt "$first_step" ] || fail "train: no new checkpoint in $RUN/nerfstudio_models (see $LOG)"
+    stage_record "$STAGES_TSV" "$first_step" "$last_step" "$budget" "$wall"
+    log "training: steps $first_step -> $last_step ($((last_step - first_step)) steps) in $wall s wall" \
+      "(budget $budget s); training stage $(wc -l <"$STAGES_TSV") of this run"
+  fi
+  merge_curves
+fi
 
-# 3. occupancy (exact + official, with Depth + 4 m) and bird's-eye views
-start=$SECONDS
-OUT="$OUT" PYTHON="$PY" BEV_IMAGES="$BEV_IMAGES" bash benchmarks/gpu_occupancy.sh "$RUN" 2>&1 | quiet \
-  | sed -n '1,/^```json/p' | tail -n 40 >>"$LOG"
-occ_s=$((SECONDS - start))
-log "eval-occupancy + render-bev took ${occ_s} s"
+# 3. occupancy (exact + official, with Depth + 4 m) and bird's-eye views of the newest checkpoint
+if has_stage eval; then
+  [ "$(steps_done "$RUN")" -gt 0 ] || fail "$RUN holds no checkpoint: run the train stage first"
+  start=$SECONDS
+  OUT="$OUT" PYTHON="$PY" BEV_IMAGES="$BEV_IMAGES" bash benchmarks/gpu_occupancy.sh "$RUN" 2>&1 | quiet \
+    | sed -n '1,/^```json/p' | tail -n 40 >>"$LOG"
+  occ_s=$((SECONDS - start))
+  cp "$OUT/occupancy.json" "$RESULTS/occupancy.json"
+  printf '%s %s\n' "$(steps_done "$RUN")" "$occ_s" >"$RESULTS/occupancy_steps_seconds.txt"
+  log "eval-occupancy + render-bev of $(steps_done "$RUN") steps took ${occ_s} s"
+fi
 
-# 4. summary with paired per-image differences
-"$PY" - "$OUT" "$CKPT" "$gen_s" "$train_s" "$occ_s" <<EOF | tee -a "$LOG"
+# 4. summary with paired per-image differences (of what WORK holds: this call's stages and earlier calls' ones)
+if has_stage summary; then
+merge_curves
+[ -f "$RESULTS/occupancy.json" ] || log "summary: no occupancy results of the newest checkpoint in $RESULTS (run eval)"
+"$PY" - "$OUT" "$RESULTS" "$STAGES_TSV" "$WORK/occl_data_seconds.txt" <<EOF | tee -a "$LOG"
 import json
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
-out, ckpt = Path(sys.argv[1]), Path(sys.argv[2])
-gen_s, train_s, occ_s = sys.argv[3:6]
-steps = int(re.search(r"step-(\d+)", ckpt.name).group(1)) + 1
-report = json.loads((out / "occupancy.json").read_text())
+out, results, stages_tsv, data_seconds = (Path(arg) for arg in sys.argv[1:5])
+gen_s = data_seconds.read_text().strip() if data_seconds.is_file() else "?"
+stages = [[int(v) for v in line.split("\t")] for line in stages_tsv.read_text().splitlines()] if (
+    stages_tsv.is_file()) else []  # fmt: skip
+total_steps = stages[-1][1] if stages else 0
+budget_s, wall_s = sum(stage[2] for stage in stages), sum(stage[3] for stage in stages)
+resumed = sum(1 for stage in stages if stage[0] > 0)
+report_path = results / "occupancy.json"
+report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+evaluated = (results / "occupancy_steps_seconds.txt").read_text().split() if report else ["-", "-"]
 names = ("o_acc", "ie_acc", "ie_rec", "o_rec")
 
 
@@ -173,9 +287,20 @@ lines = [
     "",
     f"World $WORLD, $SEQUENCES x $FRAMES frames, scale $SCALE, data seed $DATA_SEED (generated in {gen_s} s); "
     f"$METHOD, ResNet-$RESNET, ${TARGET_H}x$TARGET_W, ${BATCH_GROUPS} groups x $RAYS rays x $SAMPLES samples, "
-    f"lr $LR, near $NEAR m, seed $SEED, fisheyes $fisheye_flag, ImageNet: ${IMAGENET:-none}; {steps} of $STEPS steps in "
-    f"{train_s} s wall; occupancy + BEV {occ_s} s. Test split: {report['num_images']} images.",
+    f"lr $LR, near $NEAR m, seed $SEED, fisheyes $fisheye_flag, ImageNet: ${IMAGENET:-none}; {total_steps} of $STEPS "
+    f"steps in {len(stages)} training stage(s), resumed {resumed} times: {budget_s} s of training budget in all "
+    f"(training wall {wall_s} s, ns-train start-up and checkpoint saves included). "
+    + (
+        f"Occupancy + BEV of {evaluated[0]} steps took {evaluated[1]} s. Test split: {report['num_images']} images."
+        if report
+        else "Not evaluated yet."
+    ),
     "",
+]
+if len(stages) > 1:
+    lines += ["| training stage | steps at start | steps at end | steps | budget (s) | wall (s) |", "|---|---|---|---|---|---|"]
+    lines += [f"| {i + 1} | {a} | {b} | {b - a} | {c} | {d} |" for i, (a, b, c, d) in enumerate(stages)] + [""]
+lines += [
     "Per-image means with standard errors (images where a metric is undefined are left out), and the paired "
     "per-image difference model minus Depth + 4 m:",
     "",
@@ -210,7 +335,7 @@ if all(exact.values()):
     lines += ["", "Acceptance checks of issue #18 for this run (one seed):", ""]
     lines += [f"- {what}: {'PASS' if ok else 'FAIL'}" for what, ok in checks]
 floor, car_floor = "$IE_REC_FLOOR", float("$O_REC_FLOOR")
-if floor:
+if floor and report:
     # An all-empty field scores IE_rec 1 (the untrained tiny model does): the check also asks that the car's hidden
     # points be called occupied (exact O_rec), so that a high IE_rec means free space behind a car the model found.
     ie_rec = exact["ie_rec"][0] if exact["ie_rec"] else float("nan")
@@ -226,6 +351,7 @@ if floor:
 (out / "occluders_summary.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 EOF
+fi
 log "done; results in $OUT"
 if [ -e "$WORK/check_failed" ]; then
   log "one-car check FAILED (exit 3)"
