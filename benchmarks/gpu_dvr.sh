@@ -49,9 +49,10 @@
 #   MV_RAYS_PER_IMAGE=64 EVAL_VIEWS=1 MESH_RES0=8 MESH_STEPS=1 HULL_RES=32 MEAN_RES=16 EVAL_POINTS=2000 \
 #   EXTRA_TRAIN_ARGS="--pipeline.model.hidden-size 16 --pipeline.model.latent-dim 8" \
 #   EXTRA_MV_ARGS="--pipeline.model.hidden-size 16 --pipeline.model.num-blocks 2" bash benchmarks/gpu_dvr.sh
-# Stages and longer training than one call allows. STAGES (default: all, in this order, as one call) names the stages
-# to run: data (step 1), train (2), eval (3), baseline (4), breakdown (the NC breakdown of 4), multiview (5), mesh
-# (6), summary (7); e.g. STAGES="data train", STAGES="train", STAGES="train eval baseline breakdown mesh summary".
+# Stages and longer training than one call allows (shared bash: gpu_stages.sh). STAGES (default: all, in this
+# order, as one call) names the stages to run: data (step 1), train (2), eval (3), baseline (4), breakdown (the NC
+# breakdown of 4), multiview (5), mesh (6), summary (7); e.g. STAGES="data train", STAGES="train",
+# STAGES="train eval baseline breakdown mesh summary".
 # With a persistent WORK (on a warm device its /tmp survives between calls that follow within ~30 s):
 # - data is kept when WORK already holds it from the same data knobs (a marker written after generation); data
 #   knobs that differ from WORK's are refused (a resumed run must see the same cars).

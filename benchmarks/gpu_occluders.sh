@@ -62,7 +62,7 @@
 #   in WORK/curves (the trainer starts its CSV afresh in every process); $OUT/train_curve.csv is their concatenation
 #   (one header, seconds continued). The summary reports total steps, summed budget, per-stage steps and wall, and
 #   the resume count. eval scores the newest checkpoint; summary reads WORK's results, so it may run in a later call.
-# CPU smoke of a chained run (the tiny knobs above, one WORK; 3 calls, ~17 s + ~41 s + ~? s on the shared box):
+# CPU smoke of a chained run (the tiny knobs above, one WORK; 3 calls, 17 s + 43 s + 80 s on the shared box):
 #   export WORK=/tmp/occl_chain SEQUENCES=1 FRAMES=16 SCALE=0.06 METHOD=bts-density-tiny RESNET=18 BATCH_GROUPS=1 \
 #     RAYS=128 SAMPLES=8 TARGET_H=64 TARGET_W=160 TEST_EVERY=4 BEV_IMAGES=2 OMP_NUM_THREADS=1
 #   OUT=/tmp/occl_c1 STAGES="data train" STEPS=4 nice bash benchmarks/gpu_occluders.sh           # steps 0 -> 4
@@ -123,7 +123,8 @@ elif [ -n "${THREADS:-}" ]; then
   export OMP_NUM_THREADS=$THREADS
 fi
 # This checkout's code wins over an installed (possibly older) bts-studio wheel, also for scripts in benchmarks/.
-export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
+PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH
 export NERFSTUDIO_METHOD_CONFIGS=${NERFSTUDIO_METHOD_CONFIGS:-bts-density=bts_studio.method_configs:bts_density,bts-density-tiny=bts_studio.method_configs:bts_density_tiny}
 export NERFSTUDIO_DATAPARSER_CONFIGS=${NERFSTUDIO_DATAPARSER_CONFIGS:-kitti360-data=bts_studio.dataparser_configs:kitti360_dataparser}
 fisheye_flag=True
@@ -253,7 +254,11 @@ fi
 # 4. summary with paired per-image differences (of what WORK holds: this call's stages and earlier calls' ones)
 if has_stage summary; then
 merge_curves
-[ -f "$RESULTS/occupancy.json" ] || log "summary: no occupancy results of the newest checkpoint in $RESULTS (run eval)"
+if [ -f "$RESULTS/occupancy.json" ]; then
+  [ -f "$OUT/occupancy.json" ] || cp "$RESULTS/occupancy.json" "$OUT/occupancy.json"  # an eval of an earlier call
+else
+  log "summary: no occupancy results of the newest checkpoint in $RESULTS (run eval)"
+fi
 "$PY" - "$OUT" "$RESULTS" "$STAGES_TSV" "$WORK/occl_data_seconds.txt" <<EOF | tee -a "$LOG"
 import json
 import sys
