@@ -201,12 +201,12 @@ if has_stage train; then
     rm -f "$CURVES"/train_curve_*.csv
     echo "$train_knobs" >"$TRAIN_MARKER"
   fi
-  rm -f "$RESULTS"/*  # the previous checkpoint's results are stale once it trains on
   budget=$((DEADLINE - SECONDS - RESERVE))
   [ "$budget" -lt 30 ] && budget=30
   if [ $((STEPS - first_step)) -le 0 ]; then
     log "train: skipped ($first_step steps done, STEPS=$STEPS)"
   else
+    rm -f "$RESULTS"/*  # the previous checkpoint's results are stale once it trains on
     weights=()
     if [ -n "$IMAGENET" ]; then weights=(--pipeline.model.imagenet-weights "$IMAGENET"); fi
     curve="$CURVES/train_curve_$(printf '%02d' $(($(wc -l <"$STAGES_TSV") + 1))).csv"
