@@ -152,26 +152,17 @@ MV_RUN="$WORK/outputs/scan1/dvr-multiview/bench"
 # 1. data (kept when WORK already holds it from the same knobs)
 data_knobs="class=$CLASS instances=$INSTANCES test=$TEST_INSTANCES resolution=$RESOLUTION views=$VIEWS"
 data_knobs+=" input_resolution=$INPUT_RESOLUTION mv_views=$MV_VIEWS"
-if knobs_differ "$DATA_MARKER" "$data_knobs"; then
-  fail "$WORK/data was generated with '$(cat "$DATA_MARKER")', this call asks for '$data_knobs'; use another WORK"
-fi
-if has_stage data; then
-  if [ -f "$DATA_MARKER" ]; then
-    log "data: kept from an earlier call ($data_knobs)"
-  else
-    start=$SECONDS
-    "$PY" -m bts_studio.cli synth-shapenet "$WORK/data" --classes "$CLASS" --instances "$INSTANCES" --val-instances 1 \
-      --test-instances "$TEST_INSTANCES" --format dvr --resolution "$RESOLUTION" --dvr-views "$VIEWS" \
-      --dvr-input-views "$VIEWS" --dvr-input-resolution "$INPUT_RESOLUTION" --dtu-scene --dtu-views "$MV_VIEWS" \
-      --overwrite 2>&1 | tail -n 1 | tee -a "$LOG"
-    echo $((SECONDS - start)) >"$WORK/dvr_data_seconds.txt"
-    echo "$data_knobs" >"$DATA_MARKER"  # written last: an interrupted generation is redone
-    log "generated $INSTANCES training + $TEST_INSTANCES test $CLASS and a $MV_VIEWS-view DTU-style scan in" \
-      "$((SECONDS - start)) s"
-  fi
-fi
-[ -f "$DATA_MARKER" ] || [ "$STAGES" = summary ] \
-  || fail "$WORK holds no generated data: run the data stage first (a fresh device machine has an empty /tmp)"
+generate() {
+  local start=$SECONDS
+  "$PY" -m bts_studio.cli synth-shapenet "$WORK/data" --classes "$CLASS" --instances "$INSTANCES" --val-instances 1 \
+    --test-instances "$TEST_INSTANCES" --format dvr --resolution "$RESOLUTION" --dvr-views "$VIEWS" \
+    --dvr-input-views "$VIEWS" --dvr-input-resolution "$INPUT_RESOLUTION" --dtu-scene --dtu-views "$MV_VIEWS" \
+    --overwrite 2>&1 | tail -n 1 | tee -a "$LOG"
+  echo $((SECONDS - start)) >"$WORK/dvr_data_seconds.txt"
+  log "generated $INSTANCES training + $TEST_INSTANCES test $CLASS and a $MV_VIEWS-view DTU-style scan in" \
+    "$((SECONDS - start)) s"
+}
+data_stage "$DATA_MARKER" "$data_knobs" "$WORK/data" generate
 
 train() {  # train METHOD DATA NAME SECONDS ITERATIONS ARGS...
   local method=$1 data=$2 name=$3 seconds=$4 iterations=$5
@@ -222,12 +213,7 @@ if has_stage train; then
     train "$PRESET" "$WORK/data/dvr" cars "$budget" $((MAX_STEPS - first_step)) \
       --pipeline.datamanager.images-per-batch "$IMAGES_PER_BATCH" --pipeline.datamanager.rays-per-image "$RAYS_PER_IMAGE" \
       $EXTRA_TRAIN_ARGS "${resume[@]}"
-    wall=$((SECONDS - start))
-    last_step=$(steps_done "$RUN")
-    [ "$last_step" -gt "$first_step" ] || fail "train: no new checkpoint in $RUN/nerfstudio_models (see $LOG)"
-    stage_record "$STAGES_TSV" "$first_step" "$last_step" "$budget" "$wall"
-    log "train: $PRESET steps $first_step -> $last_step ($((last_step - first_step)) steps) in $wall s wall" \
-      "(budget $budget s); training stage $(wc -l <"$STAGES_TSV") of this run"
+    train_stage_done "$RUN" "$first_step" "$budget" "$start" "train: $PRESET"
   fi
   if [ -f "$CONFIG" ]; then cp "$CONFIG" "$OUT/config.yml"; fi
 fi

@@ -161,23 +161,14 @@ merge_curves() {
 
 # 1. data (kept when WORK already holds it from the same knobs)
 data_knobs="world=$WORLD sequences=$SEQUENCES frames=$FRAMES scale=$SCALE data_seed=$DATA_SEED"
-if knobs_differ "$DATA_MARKER" "$data_knobs"; then
-  fail "$WORK/KITTI-360 was generated with '$(cat "$DATA_MARKER")', this call asks for '$data_knobs'; use another WORK"
-fi
-if has_stage data; then
-  if [ -f "$DATA_MARKER" ]; then
-    log "data: kept from an earlier call ($data_knobs)"
-  else
-    start=$SECONDS
-    "$PY" -m bts_studio.cli synth-kitti360 "$WORK/KITTI-360" --sequences "$SEQUENCES" --frames "$FRAMES" \
-      --scale "$SCALE" --seed "$DATA_SEED" --world "$WORLD" --overwrite 2>&1 | tail -n 3 | tee -a "$LOG"
-    echo $((SECONDS - start)) >"$WORK/occl_data_seconds.txt"
-    echo "$data_knobs" >"$DATA_MARKER"  # written last: an interrupted generation is redone
-    log "generated $SEQUENCES x $FRAMES frames ($WORLD) in $((SECONDS - start)) s"
-  fi
-fi
-[ -f "$DATA_MARKER" ] || [ "$STAGES" = summary ] \
-  || fail "$WORK holds no generated data: run the data stage first (a fresh device machine has an empty /tmp)"
+generate() {
+  local start=$SECONDS
+  "$PY" -m bts_studio.cli synth-kitti360 "$WORK/KITTI-360" --sequences "$SEQUENCES" --frames "$FRAMES" \
+    --scale "$SCALE" --seed "$DATA_SEED" --world "$WORLD" --overwrite 2>&1 | tail -n 3 | tee -a "$LOG"
+  echo $((SECONDS - start)) >"$WORK/occl_data_seconds.txt"
+  log "generated $SEQUENCES x $FRAMES frames ($WORLD) in $((SECONDS - start)) s"
+}
+data_stage "$DATA_MARKER" "$data_knobs" "$WORK/KITTI-360" generate
 
 # 2. training: up to STEPS steps in all (resumed from WORK's run when it has a checkpoint), unless that would miss
 # the deadline
@@ -229,12 +220,7 @@ entrypoint()
       --optimizers.encoder.optimizer.lr "$LR" --optimizers.density-mlp.optimizer.lr "$LR" "${weights[@]}" \
       "${resume[@]}" $EXTRA_TRAIN_ARGS kitti360-data --target-height "$TARGET_H" --target-width "$TARGET_W" \
       --test-every "$TEST_EVERY" --use-fisheye "$fisheye_flag" $EXTRA_DATA_ARGS 2>&1 | quiet | tail -n 40 >>"$LOG"
-    wall=$((SECONDS - start))
-    last_step=$(steps_done "$RUN")
-    [ "$last_step" -gt "$first_step" ] || fail "train: no new checkpoint in $RUN/nerfstudio_models (see $LOG)"
-    stage_record "$STAGES_TSV" "$first_step" "$last_step" "$budget" "$wall"
-    log "training: steps $first_step -> $last_step ($((last_step - first_step)) steps) in $wall s wall" \
-      "(budget $budget s); training stage $(wc -l <"$STAGES_TSV") of this run"
+    train_stage_done "$RUN" "$first_step" "$budget" "$start" "training:"
   fi
   merge_curves
 fi
