@@ -72,7 +72,6 @@ export NERFSTUDIO_DATAPARSER_CONFIGS=${NERFSTUDIO_DATAPARSER_CONFIGS:-kitti360-d
 # shellcheck source=benchmarks/gpu_prologue.sh
 source benchmarks/gpu_prologue.sh
 gpu_prologue gpu_bts
-quiet() { grep -v -E "Warning|warnings.warn|^ +(fx|cx|c2w|mask|self\._apply)" | tr '\r' '\n' | grep -v '^\s*$' || true; }
 
 # 1. data (kept when resuming a run that has a checkpoint)
 RUN="$WORK/outputs/synthetic/bts-density/bench"

@@ -137,8 +137,6 @@ time_for() {
   log "skipped (needs ~$1 s, $((DEADLINE - SECONDS)) s left before DEADLINE=$DEADLINE)"
   return 1
 }
-quiet() { grep -v -E "Warning|warnings.warn|^ +(fx|cx|c2w|mask|self\._apply|@custom)" | tr '\r' '\n' | grep -v '^\s*$' || true; }
-fail() { log "error: $*"; exit 1; }
 # What outlives a call in WORK: the data and its marker, the runs, the training stages' record and the results.
 RESULTS="$WORK/results"
 STAGES_TSV="$WORK/dvr_train_stages.tsv"

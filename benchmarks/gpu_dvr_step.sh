@@ -40,7 +40,6 @@ export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 # shellcheck source=benchmarks/gpu_prologue.sh
 source benchmarks/gpu_prologue.sh
 gpu_prologue gpu_dvr_step
-quiet() { grep -v -E "Warning|warnings.warn|^ +(fx|cx|c2w|mask|self\._apply|@custom)" | tr '\r' '\n' | grep -v '^\s*$' || true; }
 
 bench() {  # bench IMAGES JSON
   # shellcheck disable=SC2086

@@ -58,7 +58,6 @@ export NERFSTUDIO_DATAPARSER_CONFIGS=${NERFSTUDIO_DATAPARSER_CONFIGS:-kitti360-d
 # shellcheck source=benchmarks/gpu_prologue.sh
 source benchmarks/gpu_prologue.sh
 gpu_prologue gpu_nsstep
-quiet() { grep -v -E "Warning|warnings.warn|^ +(fx|cx|c2w|mask|self\._apply)" | tr '\r' '\n' | grep -v '^\s*$' || true; }
 device=cuda
 [ "$CPU" = "1" ] && device=cpu
 

@@ -134,8 +134,6 @@ fisheye_flag=True
 source benchmarks/gpu_prologue.sh
 gpu_prologue gpu_occluders
 rm -f "$WORK/check_failed"
-quiet() { grep -v -E "Warning|warnings.warn|^ +(fx|cx|c2w|mask|self\._apply)" | tr '\r' '\n' | grep -v '^\s*$' || true; }
-fail() { log "error: $*"; exit 1; }
 log "WORLD=$WORLD SEQUENCES=$SEQUENCES FRAMES=$FRAMES SCALE=$SCALE DATA_SEED=$DATA_SEED SEED=$SEED FISHEYE=$FISHEYE" \
   "METHOD=$METHOD STEPS=$STEPS RESNET=$RESNET ${BATCH_GROUPS}x$RAYS rays x $SAMPLES samples, ${TARGET_H}x$TARGET_W;" \
   "stages: $STAGES"
