@@ -78,15 +78,16 @@ def checkpoint_step(path: Path) -> int:
     return int(match.group(1))
 
 
-def try_load(path: Path) -> Optional[str]:
-    """None if ``path`` loads as a nerfstudio checkpoint, else why not (one line)."""
+def try_load(path: Path) -> Tuple[Optional[str], Optional[Dict[str, Any]]]:
+    """``(None, rng)`` if ``path`` loads as a nerfstudio checkpoint, with its random-generator entry (None in older
+    checkpoints), else ``(why not, None)`` (one line): the check's load is the only one besides nerfstudio's."""
     try:
         state = torch.load(path, map_location="cpu")
     except Exception as error:  # noqa: BLE001 - any failure means "not loadable"; the reason is reported
-        return f"{type(error).__name__}: {error}".splitlines()[0][:200] or type(error).__name__
+        return f"{type(error).__name__}: {error}".splitlines()[0][:200] or type(error).__name__, None
     if not isinstance(state, dict) or not {"step", "pipeline", "optimizers"} <= set(state):
-        return "not a nerfstudio checkpoint (no step/pipeline/optimizers)"
-    return None
+        return "not a nerfstudio checkpoint (no step/pipeline/optimizers)", None
+    return None, state.get("rng")
 
 
 def unwrapped_state(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -135,6 +136,7 @@ class BTSStudioTrainer(Trainer):
     # ----------------------------------------------------------------------------------------- checkpoints
     def _load_checkpoint(self) -> None:
         config = self.config
+        rng = None
         if config.load_dir is not None and config.load_step is None:
             load_dir = Path(config.load_dir)
             if not load_dir.is_dir():
@@ -144,7 +146,7 @@ class BTSStudioTrainer(Trainer):
                 raise CheckpointError(f"--load-dir {load_dir}: no step-N.ckpt checkpoint in it")
             skipped = []
             for path in candidates:
-                problem = try_load(path)
+                problem, rng = try_load(path)
                 if problem is None:
                     if skipped:
                         CONSOLE.print(
@@ -160,21 +162,16 @@ class BTSStudioTrainer(Trainer):
                 raise CheckpointError(f"--load-dir {load_dir}: no checkpoint can be loaded ({details})")
         elif config.load_dir is not None:
             chosen = Path(config.load_dir) / f"step-{config.load_step:09d}.ckpt"
-            problem = try_load(chosen) if chosen.is_file() else "file not found"
+            problem, rng = try_load(chosen) if chosen.is_file() else ("file not found", None)
             if problem is not None:
                 raise CheckpointError(f"--load-step {config.load_step}: {chosen} cannot be loaded ({problem})")
         elif config.load_checkpoint is not None:
-            problem = try_load(Path(config.load_checkpoint))
+            problem, rng = try_load(Path(config.load_checkpoint))
             if problem is not None:
                 raise CheckpointError(f"--load-checkpoint {config.load_checkpoint}: cannot be loaded ({problem})")
         super()._load_checkpoint()
-        path = None
-        if config.load_dir is not None:
-            path = Path(config.load_dir) / f"step-{config.load_step:09d}.ckpt"
-        elif config.load_checkpoint is not None:
-            path = Path(config.load_checkpoint)
-        if path is not None:
-            self._restore_rng_state(torch.load(path, map_location="cpu").get("rng"))
+        if config.load_dir is not None or config.load_checkpoint is not None:
+            self._restore_rng_state(rng)
 
     def _rng_state(self) -> Dict[str, Any]:
         """The global random generators' states, as tensors, strings and numbers (``weights_only`` loads them)."""
