@@ -46,6 +46,7 @@ def worker(rank: int, init_file: str, jobs: List[tuple]) -> None:
     try:
         for config, record in jobs:
             run(config, rank, WORLD_SIZE, Path(f"{record}.rank{rank}"))
+        dist.barrier()  # both ranks done before either tears gloo down (a rank leaving early aborted its peer)
     finally:
         dist.destroy_process_group()
 
@@ -78,5 +79,6 @@ def agreement_worker(rank: int, init_file: str, out: str) -> None:
             },
             f"{out}.rank{rank}",
         )
+        dist.barrier()  # both ranks done before either tears gloo down (a rank leaving early aborted its peer)
     finally:
         dist.destroy_process_group()
