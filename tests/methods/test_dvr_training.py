@@ -2,6 +2,7 @@
 then the trained pipeline renders a camera, extracts a mesh and runs DVR's evaluation."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +170,33 @@ def test_training_step_makes_two_host_syncs(data, tmp_path):
     reads = count_host_reads(step)
     assert ops["sync_by_op"] == {"aten::nonzero": 1, "aten::lift_fresh": 1}, ops["sync_by_op"]
     assert reads == {"tolist": 1}, reads
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ns-render needs ffmpeg (make install adds it)")
+def test_ns_render_spiral_and_interpolate_on_a_dvr_run(data, tmp_path, monkeypatch):
+    """``ns-render spiral`` (it starts from the eval loader's camera 0; nerfstudio reads
+    ``datamanager.eval_dataloader``) and ``interpolate`` render a dvr run at the data's size, and the spiral's frames
+    are conditioned on the object of the camera it starts from (test object 0), not on training object 0."""
+    from nerfstudio.scripts.render import RenderInterpolated, SpiralRender
+
+    from bts_studio.methods.dvr.datamanager import SPLIT_CODES, DVRDataManager
+
+    config_path = _train(dvr_tiny_trainer_config(), data / "dvr", tmp_path)
+    chosen = []
+    original = DVRDataManager.object_of_camera
+
+    def spy(self, camera):
+        chosen.append(original(self, camera))
+        return chosen[-1]
+
+    monkeypatch.setattr(DVRDataManager, "object_of_camera", spy)
+    common = dict(load_config=config_path, image_format="png", output_format="images", rendered_output_names=["rgb"])
+    SpiralRender(**common, output_path=tmp_path / "spiral", seconds=0.5, frame_rate=4).main()
+    frames = sorted((tmp_path / "spiral").glob("*.png"))
+    assert len(frames) == 2
+    from PIL import Image
+
+    assert Image.open(frames[0]).size == (24, 24)
+    assert chosen and set(chosen) == {(SPLIT_CODES["test"], 0)}, chosen
+    RenderInterpolated(**common, output_path=tmp_path / "interpolate", interpolation_steps=1).main()
+    assert sorted((tmp_path / "interpolate").glob("*.png"))

@@ -25,6 +25,7 @@ from nerfstudio.data.datamanagers.base_datamanager import (
     VanillaDataManagerConfig,
 )
 from nerfstudio.data.datasets.base_dataset import InputDataset
+from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader, RandIndicesEvalDataloader
 from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 from torch import Tensor
@@ -176,6 +177,12 @@ class DVRDataManager(VanillaDataManager):
 
     def setup_eval(self) -> None:
         self.eval_ray_generator = PixelRayGenerator(self.eval_dataset.cameras.to(self.device))
+        # nerfstudio's eval loaders (no images read until asked): ns-render spiral starts from
+        # ``eval_dataloader.get_camera(0)``; the evaluation itself uses ``eval_image``.
+        self.fixed_indices_eval_dataloader = FixedIndicesEvalDataloader(
+            input_dataset=self.eval_dataset, device=self.device
+        )
+        self.eval_dataloader = RandIndicesEvalDataloader(input_dataset=self.eval_dataset, device=self.device)
 
     # --------------------------------------------------------------------------------------------- batches
     def get_train_rays_per_batch(self) -> int:

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bts_studio.core.mesh_refinement import refine_mesh_vertices
 from bts_studio.core.mise import mise_grid
 from bts_studio.data.shapenet.dvr_reader import load_pointcloud
+from bts_studio.eval import ns_render_paths
 from bts_studio.eval.meshes import grid_to_mesh, mesh_metrics, write_mesh
 from bts_studio.methods.common.training import BudgetedPipeline, BudgetedPipelineConfig
 from bts_studio.methods.dvr.datamanager import SPLIT_CODES, DVRDataManager, DVRDataManagerConfig
@@ -103,6 +104,8 @@ class DVRPipeline(BudgetedPipeline):
         grad_scaler=None,
     ):
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        # Only inside ns-render: paths that fit objects; the spiral's frames keep its start camera's object.
+        ns_render_paths.install("object", carried_keys=("instance_idx", "dvr_split"))
         datamanager = self.datamanager
         if self.model.encoder is not None:
             self.model.input_source = lambda camera: datamanager.input_view(*datamanager.object_of_camera(camera))
