@@ -176,7 +176,8 @@ def test_training_step_makes_two_host_syncs(data, tmp_path):
 def test_ns_render_spiral_and_interpolate_on_a_dvr_run(data, tmp_path, monkeypatch):
     """``ns-render spiral`` (it starts from the eval loader's camera 0; nerfstudio reads
     ``datamanager.eval_dataloader``) and ``interpolate`` render a dvr run at the data's size, and the spiral's frames
-    are conditioned on the object of the camera it starts from (test object 0), not on training object 0."""
+    are conditioned on the object of the camera it starts from (test object 0), not on training object 0; a
+    ``bts-studio camera-path`` renders the object of its stored source, and ``--camera-idx`` past the end fails."""
     from nerfstudio.scripts.render import RenderInterpolated, SpiralRender
 
     from bts_studio.methods.dvr.datamanager import SPLIT_CODES, DVRDataManager
@@ -200,3 +201,21 @@ def test_ns_render_spiral_and_interpolate_on_a_dvr_run(data, tmp_path, monkeypat
     assert chosen and set(chosen) == {(SPLIT_CODES["test"], 0)}, chosen
     RenderInterpolated(**common, output_path=tmp_path / "interpolate", interpolation_steps=1).main()
     assert sorted((tmp_path / "interpolate").glob("*.png"))
+
+    # bts-studio camera-path from training image 3 (object 1 of 3-view objects): every frame shows object 1,
+    # as the JSON says (the path source used to be ignored: training object 0).
+    from nerfstudio.scripts.render import RenderCameraPath
+
+    from bts_studio.eval.camera_path_cli import main as camera_path
+    from bts_studio.methods.common.conditioning_rules import SPLIT_IDS
+
+    assert SPLIT_IDS == SPLIT_CODES, "a path source's split code is read as dvr's"
+    path = tmp_path / "path.json"
+    camera_path(["--load-config", str(config_path), "--source-index", "3", "--output", str(path), "--frames", "2",
+                 "--forward-m", "0.2", "--sideways-m", "0.05"])  # fmt: skip
+    chosen.clear()
+    RenderCameraPath(**common, output_path=tmp_path / "path", camera_path_filename=path).main()
+    assert len(sorted((tmp_path / "path").glob("*.png"))) == 2
+    assert chosen and set(chosen) == {(SPLIT_CODES["train"], 1)}, chosen
+    with pytest.raises(IndexError, match=r"--camera-idx 999 .*valid: 0\.\.5"):
+        RenderInterpolated(**common, output_path=tmp_path / "x", camera_idx=999, interpolation_steps=1).main()
