@@ -94,6 +94,7 @@ def test_two_training_steps_then_eval(data, tmp_path, preset, load_benchmark):
     for key in ("chamfer_l1", "chamfer_l1_x10", "accuracy", "completeness", "normal_consistency", "fscore", "psnr"):
         assert key in metrics and np.isfinite(metrics[key]), key
     assert metrics["chamfer_l1_x10"] == pytest.approx(10 * metrics["chamfer_l1"])
+    assert 0 <= metrics["num_empty_meshes"] <= metrics["num_objects"] and "fscore_threshold_std" not in metrics
     json.dumps(metrics)
     camera, _ = pipeline.datamanager.eval_image(0)
     outputs = pipeline.model.get_outputs_for_camera(camera)

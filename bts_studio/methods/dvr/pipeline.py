@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Type, Union
 
 import numpy as np
 import torch
+from nerfstudio.utils.rich_utils import CONSOLE
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bts_studio.core.mesh_refinement import refine_mesh_vertices
@@ -218,6 +219,7 @@ class DVRPipeline(BudgetedPipeline):
         pointclouds = dataset.metadata.get("pointcloud_filenames") or [None] * num_objects
         object_to_world = dataset.metadata.get("object_to_world")
         rows: List[Dict[str, float]] = []
+        empty_meshes = 0
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
         with Progress(*columns, transient=True) as progress:
             task = progress.add_task("[green]DVR evaluation (meshes + views)", total=num_objects)
@@ -228,6 +230,7 @@ class DVRPipeline(BudgetedPipeline):
                 mesh = self.extract_mesh(code)
                 self._sync()
                 row["seconds_per_mesh"] = time.perf_counter() - start
+                empty_meshes += int(len(mesh.faces) == 0)
                 if pointclouds[obj] is not None:
                     transform = None if object_to_world is None else object_to_world.numpy()
                     points, normals = load_pointcloud(Path(pointclouds[obj]), transform)
@@ -256,9 +259,15 @@ class DVRPipeline(BudgetedPipeline):
         for key in sorted({key for row in rows for key in row}):
             values = np.array([row[key] for row in rows if key in row], dtype=np.float64)
             result[key] = float(values.mean())
-            if get_std:
+            if get_std and key != "fscore_threshold":  # a setting, not a measurement
                 result[f"{key}_std"] = float(values.std())
         result["num_objects"] = len(rows)
+        result["num_empty_meshes"] = empty_meshes
+        if empty_meshes:
+            CONSOLE.print(
+                f"[yellow]dvr evaluation: {empty_meshes} of {len(rows)} meshes are empty (no occupancy reaches "
+                f"{self.config.mesh.threshold}); they score the worst values (Chamfer-L1 sqrt(3), F-score 0)"
+            )
         result["chamfer_l1_note"] = CHAMFER_NOTE
         if step is not None:  # loggers take scalars only
             result = {k: v for k, v in result.items() if isinstance(v, (int, float))}
