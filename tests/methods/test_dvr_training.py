@@ -75,7 +75,7 @@ def _check_mesh_refinement_runs(pipeline) -> None:
 
 
 @pytest.mark.parametrize("preset", ["dvr", "dvr-multiview"])
-def test_two_training_steps_then_eval(data, tmp_path, preset, load_benchmark):
+def test_two_training_steps_then_eval(data, tmp_path, preset, load_benchmark, capsys):
     if preset == "dvr":
         config = dvr_tiny_trainer_config()
         data_path = data / "dvr"
@@ -95,6 +95,14 @@ def test_two_training_steps_then_eval(data, tmp_path, preset, load_benchmark):
         assert key in metrics and np.isfinite(metrics[key]), key
     assert metrics["chamfer_l1_x10"] == pytest.approx(10 * metrics["chamfer_l1"])
     assert 0 <= metrics["num_empty_meshes"] <= metrics["num_objects"] and "fscore_threshold_std" not in metrics
+    assert metrics["num_objects_without_pointcloud"] == 0
+    clouds = pipeline.datamanager.eval_dataset.metadata["pointcloud_filenames"]
+    pipeline.datamanager.eval_dataset.metadata["pointcloud_filenames"] = [None] * len(clouds)  # none on disk
+    pipeline.config.eval_views_per_object = 0
+    without = pipeline.get_average_eval_image_metrics()
+    assert without["num_objects_without_pointcloud"] == without["num_objects"] and "chamfer_l1" not in without
+    assert "no pointcloud.npz" in capsys.readouterr().out
+    pipeline.datamanager.eval_dataset.metadata["pointcloud_filenames"] = clouds
     json.dumps(metrics)
     camera, _ = pipeline.datamanager.eval_image(0)
     outputs = pipeline.model.get_outputs_for_camera(camera)

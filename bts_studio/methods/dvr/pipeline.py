@@ -263,6 +263,15 @@ class DVRPipeline(BudgetedPipeline):
                 result[f"{key}_std"] = float(values.std())
         result["num_objects"] = len(rows)
         result["num_empty_meshes"] = empty_meshes
+        missing = [obj for obj in range(len(rows)) if pointclouds[obj] is None]
+        result["num_objects_without_pointcloud"] = len(missing)
+        if missing:
+            names = dataset.metadata.get("instance_names") or [f"object {obj}" for obj in range(len(rows))]
+            CONSOLE.print(
+                f"[yellow]dvr evaluation: {len(missing)} of {len(rows)} objects have no pointcloud.npz (first: "
+                f"{names[missing[0]]}); the mesh metrics (Chamfer-L1, accuracy, completeness, normal consistency, "
+                "F-score) are computed without them" + ("" if len(missing) < len(rows) else ", i.e. not at all")
+            )
         if empty_meshes:
             CONSOLE.print(
                 f"[yellow]dvr evaluation: {empty_meshes} of {len(rows)} meshes are empty (no occupancy reaches "
