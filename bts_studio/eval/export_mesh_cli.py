@@ -57,8 +57,13 @@ def main(argv: List[str], prog: str = "bts-studio export-mesh") -> None:
         raise SystemExit(f"--output {config.output}: the mesh file must end in .ply or .obj")
     if config.output.exists() and not config.overwrite:
         raise SystemExit(f"{config.output} exists; pass --overwrite to replace it")
-    if config.source_image is not None and not config.source_image.is_file():
-        raise SystemExit(f"--source-image {config.source_image} does not exist")
+    if config.source_image is not None:
+        from bts_studio.data.checks import verify_image_file
+
+        try:
+            verify_image_file(config.source_image, "an RGB image (PNG or JPEG) of the object", ValueError)
+        except ValueError as error:
+            raise SystemExit(f"--source-image {error}") from None
     if not config.load_config.is_file():
         raise SystemExit(f"--load-config {config.load_config} does not exist (expected a run's config.yml)")
     # The mesh options, before the run is loaded (minutes for a large run): what MISE and the refinement accept.
@@ -79,13 +84,18 @@ def main(argv: List[str], prog: str = "bts-studio export-mesh") -> None:
     from bts_studio.methods.dvr.datamanager import SPLIT_CODES, read_rgb
     from bts_studio.methods.dvr.pipeline import DVRPipeline
 
-    _, pipeline, _, _ = eval_setup(config.load_config, test_mode="test")
+    run_config, pipeline, _, _ = eval_setup(config.load_config, test_mode="test")
     if not isinstance(pipeline, DVRPipeline):
         raise SystemExit(f"{config.load_config} is a {type(pipeline).__name__} run; export-mesh needs a dvr run")
     for name in ("resolution_0", "upsampling_steps", "threshold", "refinement_steps"):
         if getattr(config, name) is not None:
             setattr(pipeline.config.mesh, name, getattr(config, name))
     code = None
+    if pipeline.model.encoder is None and config.source_image is not None:
+        print(
+            f"note: --source-image {config.source_image} is ignored: this {run_config.method_name} run has no image "
+            "encoder (one object fitted from many views)"
+        )
     if pipeline.model.encoder is not None:
         if config.source_image is not None:
             size = pipeline.datamanager.config.input_image_size
@@ -111,7 +121,23 @@ def main(argv: List[str], prog: str = "bts-studio export-mesh") -> None:
         if rotation is not None and len(mesh.vertices):
             mesh.vertices = np.asarray(mesh.vertices) @ np.asarray(rotation)[:3, :3]  # world -> object: R^T p
     write_mesh(mesh, config.output, overwrite=config.overwrite)
-    print(
-        f"wrote {config.output}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces "
-        f"({pipeline.config.mesh.refinement_steps} refinement steps) in {time.perf_counter() - start:.1f} s"
-    )
+    mesh_config = pipeline.config.mesh
+    seconds = time.perf_counter() - start
+    for line in mesh_report(mesh, config.output, mesh_config.refinement_steps, mesh_config.threshold, seconds):
+        print(line)
+
+
+def mesh_report(mesh, output: Path, refinement_steps: int, threshold: float, seconds: float) -> List[str]:
+    """What export-mesh prints: the file, its size and the refinement steps run (none on an empty mesh), and for an
+    empty mesh a warning saying so (an untrained run, or a threshold above every occupancy)."""
+    faces = len(mesh.faces)
+    lines = [
+        f"wrote {output}: {len(mesh.vertices)} vertices, {faces} faces "
+        f"({refinement_steps if faces else 0} refinement steps) in {seconds:.1f} s"
+    ]
+    if not faces:
+        lines.append(
+            f"warning: the surface is empty: no grid point's occupancy reaches the threshold {threshold} (an "
+            "untrained or diverged run?); the file holds no faces. A lower --threshold may show a surface."
+        )
+    return lines

@@ -154,8 +154,12 @@ def level_spiral(
     )
 
 
-def spiral_for(kind: str):
-    """``get_spiral_path`` replacement for ``ns-render spiral`` on a scene of ``kind`` (street or object)."""
+def spiral_for(kind: str, carried_keys: Tuple[str, ...] = ()):
+    """``get_spiral_path`` replacement for ``ns-render spiral`` on a scene of ``kind`` (street or object).
+
+    ``carried_keys``: camera metadata of the start camera copied to every frame when it names no own image
+    (``dvr``'s ``instance_idx`` / ``dvr_split``, so that every frame shows the start camera's object).
+    """
     scales = PATH_SCALES[kind]
 
     def spiral(
@@ -176,17 +180,24 @@ def spiral_for(kind: str):
         if OWN_SPLIT_KEY in metadata and OWN_INDEX_KEY in metadata:
             split = SPLIT_NAMES[int(torch.as_tensor(metadata[OWN_SPLIT_KEY]).reshape(-1)[0])]
             path.metadata = path_metadata(split, int(torch.as_tensor(metadata[OWN_INDEX_KEY]).reshape(-1)[0]), steps)
+        elif carried_keys and all(key in metadata for key in carried_keys):
+            path.metadata = {
+                key: torch.as_tensor(metadata[key]).reshape(-1)[:1].cpu().expand(steps).reshape(steps, 1).clone()
+                for key in carried_keys
+            }
         return path
 
     return spiral
 
 
-def install(kind: str) -> bool:
-    """Use these paths in a running ``ns-render`` (no-op elsewhere); returns whether anything was installed."""
+def install(kind: str, carried_keys: Tuple[str, ...] = ()) -> bool:
+    """Use these paths in a running ``ns-render`` (no-op elsewhere); returns whether anything was installed.
+
+    ``carried_keys``: see :func:`spiral_for`."""
     render = sys.modules.get("nerfstudio.scripts.render")
     if render is None:
         return False
     render.get_path_from_json = path_cameras_from_json  # type: ignore[attr-defined]
     render.get_interpolated_camera_path = interpolated_cameras  # type: ignore[attr-defined]
-    render.get_spiral_path = spiral_for(kind)  # type: ignore[attr-defined]
+    render.get_spiral_path = spiral_for(kind, carried_keys)  # type: ignore[attr-defined]
     return True

@@ -166,3 +166,16 @@ def test_visual_hull_of_the_dtu_scene_contains_its_surface(dataset):
     assert visual_hull_occupancy(points, K, w2c, masks).float().mean() > 0.99
     far_away = torch.tensor([[0.49, 0.49, 0.49], [-0.49, 0.49, -0.49]])
     assert not visual_hull_occupancy(far_away, K, w2c, masks).any()
+
+
+def test_object_folder_without_cameras_npz_names_the_missing_file(dataset, tmp_path):
+    """``--data`` a DTU-style scan (or one ShapeNet object) whose ``cameras.npz`` is missing: the error names that
+    file, not the split lists a dataset root would have (it used to say "empty split 'train' ... no train.lst")."""
+    import shutil
+
+    scan = tmp_path / "scan1"
+    shutil.copytree(dataset / "dtu" / "scan1", scan)
+    (scan / "cameras.npz").unlink()
+    config = ShapeNetDVRDataParserConfig(data=scan, image_cache_dir=tmp_path / "rgb")
+    with pytest.raises(DVRFormatError, match=rf"^missing {scan / 'cameras.npz'}: {scan} looks like one object"):
+        config.setup().get_dataparser_outputs("train")

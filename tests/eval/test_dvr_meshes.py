@@ -1,5 +1,7 @@
 """Tier 1: MISE + marching cubes recover a sphere-like field, and DVR's mesh metrics behave as the paper's."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -80,3 +82,33 @@ def test_export_mesh_refuses_bad_mesh_options_before_loading_the_run(tmp_path, o
     stub.write_text("not a nerfstudio config\n")
     with pytest.raises(SystemExit, match=rf"^{option} {value}: expected "):
         entrypoint(["export-mesh", "--load-config", str(stub), "--output", str(tmp_path / "m.ply"), option, value])
+
+
+def test_export_mesh_refuses_a_source_image_that_is_no_image_before_loading_the_run(tmp_path):
+    """A ``--source-image`` that is not a readable image is named, with what was expected, before the run is
+    loaded (it used to fail with PIL's UnidentifiedImageError traceback after the load)."""
+    from bts_studio.cli import entrypoint
+
+    stub = tmp_path / "config.yml"
+    stub.write_text("not a nerfstudio config\n")
+    bad = tmp_path / "car.png"
+    bad.write_text("not an image")
+    args = ["export-mesh", "--load-config", str(stub), "--output", str(tmp_path / "m.ply"), "--source-image", str(bad)]
+    with pytest.raises(SystemExit, match=rf"^--source-image {bad}: not a readable image .*expected an RGB image"):
+        entrypoint(args)
+
+
+def test_export_mesh_says_when_the_surface_is_empty():
+    """An empty mesh (no point reaches the threshold) is reported as such, and no refinement step is claimed."""
+    import trimesh
+
+    from bts_studio.eval.export_mesh_cli import mesh_report
+
+    empty = trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), dtype=np.int64))
+    lines = mesh_report(empty, Path("m.ply"), refinement_steps=30, threshold=0.5, seconds=1.0)
+    assert lines[0] == "wrote m.ply: 0 vertices, 0 faces (0 refinement steps) in 1.0 s"
+    assert "empty" in lines[1] and "0.5" in lines[1] and "--threshold" in lines[1]
+    sphere = trimesh.creation.icosphere(subdivisions=1)
+    assert mesh_report(sphere, Path("m.ply"), 30, 0.5, 2.0) == [
+        "wrote m.ply: 42 vertices, 80 faces (30 refinement steps) in 2.0 s"
+    ]

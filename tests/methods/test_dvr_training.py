@@ -2,6 +2,7 @@
 then the trained pipeline renders a camera, extracts a mesh and runs DVR's evaluation."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,7 @@ def _check_mesh_refinement_runs(pipeline) -> None:
 
 
 @pytest.mark.parametrize("preset", ["dvr", "dvr-multiview"])
-def test_two_training_steps_then_eval(data, tmp_path, preset, load_benchmark):
+def test_two_training_steps_then_eval(data, tmp_path, preset, load_benchmark, capsys):
     if preset == "dvr":
         config = dvr_tiny_trainer_config()
         data_path = data / "dvr"
@@ -93,6 +94,15 @@ def test_two_training_steps_then_eval(data, tmp_path, preset, load_benchmark):
     for key in ("chamfer_l1", "chamfer_l1_x10", "accuracy", "completeness", "normal_consistency", "fscore", "psnr"):
         assert key in metrics and np.isfinite(metrics[key]), key
     assert metrics["chamfer_l1_x10"] == pytest.approx(10 * metrics["chamfer_l1"])
+    assert 0 <= metrics["num_empty_meshes"] <= metrics["num_objects"] and "fscore_threshold_std" not in metrics
+    assert metrics["num_objects_without_pointcloud"] == 0
+    clouds = pipeline.datamanager.eval_dataset.metadata["pointcloud_filenames"]
+    pipeline.datamanager.eval_dataset.metadata["pointcloud_filenames"] = [None] * len(clouds)  # none on disk
+    pipeline.config.eval_views_per_object = 0
+    without = pipeline.get_average_eval_image_metrics()
+    assert without["num_objects_without_pointcloud"] == without["num_objects"] and "chamfer_l1" not in without
+    assert "no pointcloud.npz" in capsys.readouterr().out
+    pipeline.datamanager.eval_dataset.metadata["pointcloud_filenames"] = clouds
     json.dumps(metrics)
     camera, _ = pipeline.datamanager.eval_image(0)
     outputs = pipeline.model.get_outputs_for_camera(camera)
@@ -169,3 +179,52 @@ def test_training_step_makes_two_host_syncs(data, tmp_path):
     reads = count_host_reads(step)
     assert ops["sync_by_op"] == {"aten::nonzero": 1, "aten::lift_fresh": 1}, ops["sync_by_op"]
     assert reads == {"tolist": 1}, reads
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ns-render needs ffmpeg (make install adds it)")
+def test_ns_render_spiral_and_interpolate_on_a_dvr_run(data, tmp_path, monkeypatch):
+    """``ns-render spiral`` (it starts from the eval loader's camera 0; nerfstudio reads
+    ``datamanager.eval_dataloader``) and ``interpolate`` render a dvr run at the data's size, and the spiral's frames
+    are conditioned on the object of the camera it starts from (test object 0), not on training object 0; a
+    ``bts-studio camera-path`` renders the object of its stored source, and ``--camera-idx`` past the end fails."""
+    from nerfstudio.scripts.render import RenderInterpolated, SpiralRender
+
+    from bts_studio.methods.dvr.datamanager import SPLIT_CODES, DVRDataManager
+
+    config_path = _train(dvr_tiny_trainer_config(), data / "dvr", tmp_path)
+    chosen = []
+    original = DVRDataManager.object_of_camera
+
+    def spy(self, camera):
+        chosen.append(original(self, camera))
+        return chosen[-1]
+
+    monkeypatch.setattr(DVRDataManager, "object_of_camera", spy)
+    common = dict(load_config=config_path, image_format="png", output_format="images", rendered_output_names=["rgb"])
+    SpiralRender(**common, output_path=tmp_path / "spiral", seconds=0.5, frame_rate=4).main()
+    frames = sorted((tmp_path / "spiral").glob("*.png"))
+    assert len(frames) == 2
+    from PIL import Image
+
+    assert Image.open(frames[0]).size == (24, 24)
+    assert chosen and set(chosen) == {(SPLIT_CODES["test"], 0)}, chosen
+    RenderInterpolated(**common, output_path=tmp_path / "interpolate", interpolation_steps=1).main()
+    assert sorted((tmp_path / "interpolate").glob("*.png"))
+
+    # bts-studio camera-path from training image 3 (object 1 of 3-view objects): every frame shows object 1,
+    # as the JSON says (the path source used to be ignored: training object 0).
+    from nerfstudio.scripts.render import RenderCameraPath
+
+    from bts_studio.eval.camera_path_cli import main as camera_path
+    from bts_studio.methods.common.conditioning_rules import SPLIT_IDS
+
+    assert SPLIT_IDS == SPLIT_CODES, "a path source's split code is read as dvr's"
+    path = tmp_path / "path.json"
+    camera_path(["--load-config", str(config_path), "--source-index", "3", "--output", str(path), "--frames", "2",
+                 "--forward-m", "0.2", "--sideways-m", "0.05"])  # fmt: skip
+    chosen.clear()
+    RenderCameraPath(**common, output_path=tmp_path / "path", camera_path_filename=path).main()
+    assert len(sorted((tmp_path / "path").glob("*.png"))) == 2
+    assert chosen and set(chosen) == {(SPLIT_CODES["train"], 1)}, chosen
+    with pytest.raises(IndexError, match=r"--camera-idx 999 .*valid: 0\.\.5"):
+        RenderInterpolated(**common, output_path=tmp_path / "x", camera_idx=999, interpolation_steps=1).main()

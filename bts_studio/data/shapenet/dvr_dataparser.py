@@ -98,6 +98,13 @@ def split_objects(config: ShapeNetDVRDataParserConfig, split: str) -> List[Tuple
     """
     if is_single_object(config.data):
         return [(config.data.parent, config.data.name)]
+    if (config.data / "image").is_dir() and not (config.data / "metadata.yaml").is_file():
+        # An object folder (images at its top level) lacking its cameras: say so, not "no train.lst".
+        raise DVRFormatError(
+            f"missing {config.data / 'cameras.npz'}: {config.data} looks like one object folder (it has image/), "
+            "which needs cameras.npz (world_mat_i and camera_mat_i, or DTU-style projections world_mat_i with "
+            f"scale_mat_i); a dataset root instead holds metadata.yaml and <synset>/{config.split_prefix}{split}.lst"
+        )
     synsets = read_metadata(config.data)
     wanted = set(config.classes)
     chosen = [syn for syn, name in sorted(synsets.items()) if not wanted or syn in wanted or name in wanted]

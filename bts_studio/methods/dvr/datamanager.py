@@ -25,6 +25,7 @@ from nerfstudio.data.datamanagers.base_datamanager import (
     VanillaDataManagerConfig,
 )
 from nerfstudio.data.datasets.base_dataset import InputDataset
+from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader, RandIndicesEvalDataloader
 from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 from torch import Tensor
@@ -32,6 +33,7 @@ from torch import Tensor
 from bts_studio.data.shapenet.dvr_dataparser import ShapeNetDVRDataParserConfig
 from bts_studio.data.shapenet.dvr_reader import read_depth
 from bts_studio.methods.common.cameras import PixelRayGenerator
+from bts_studio.methods.common.conditioning_rules import PATH_INDEX_KEY, PATH_SPLIT_KEY
 from bts_studio.methods.common.distributed import ShardedOrder, rank_and_world_size, shared_seed
 from bts_studio.methods.common.image_store import load_images
 from bts_studio.methods.dvr.batch import DVRBatch
@@ -168,7 +170,7 @@ class DVRDataManager(VanillaDataManager):
             self.train_order = ShardedOrder(
                 self.num_train_objects, self.config.images_per_batch, seed, rank, world_size, per_step=True
             )
-        self.eval_input_cache: Dict[int, Tensor] = {}
+        self.eval_input_cache: Dict[Tuple[int, int], Tensor] = {}  # (split code, object) -> input views
         CONSOLE.print(
             f"dvr: {self.num_train_objects} training objects, {len(self.train_dataset)} images, depth "
             f"{'cached' if self.train_cache['depth'] is not None else 'absent'}"
@@ -176,6 +178,12 @@ class DVRDataManager(VanillaDataManager):
 
     def setup_eval(self) -> None:
         self.eval_ray_generator = PixelRayGenerator(self.eval_dataset.cameras.to(self.device))
+        # nerfstudio's eval loaders (no images read until asked): ns-render spiral starts from
+        # ``eval_dataloader.get_camera(0)``; the evaluation itself uses ``eval_image``.
+        self.fixed_indices_eval_dataloader = FixedIndicesEvalDataloader(
+            input_dataset=self.eval_dataset, device=self.device
+        )
+        self.eval_dataloader = RandIndicesEvalDataloader(input_dataset=self.eval_dataset, device=self.device)
 
     # --------------------------------------------------------------------------------------------- batches
     def get_train_rays_per_batch(self) -> int:
@@ -258,24 +266,45 @@ class DVRDataManager(VanillaDataManager):
         """The encoder input of object ``obj`` of split ``split`` (0 train, 1 eval), in [0, 1]."""
         if self.config.input_image_size <= 0:
             raise ValueError("dvr: this model has no input views (input_image_size 0)")
-        if split == SPLIT_CODES["train"]:
-            assert self.train_inputs is not None
-            image = self.train_inputs[obj, min(view, self.train_inputs.shape[1] - 1)]
+        train_inputs = getattr(self, "train_inputs", None)
+        if split == SPLIT_CODES["train"] and train_inputs is not None:
+            image = train_inputs[obj, min(view, train_inputs.shape[1] - 1)]
         else:
-            if obj not in self.eval_input_cache:
-                self.eval_input_cache[obj] = self._input_views(self.eval_dataset, [obj])[0]
-            cached = self.eval_input_cache[obj]
+            # Eval objects, and training objects when setup_train did not run (ns-render camera-path loads the
+            # pipeline with test_mode "inference", which skips setup_train/setup_eval): read on first use.
+            if getattr(self, "eval_input_cache", None) is None:
+                self.eval_input_cache = {}
+            if (split, obj) not in self.eval_input_cache:
+                dataset = self.train_dataset if split == SPLIT_CODES["train"] else self.eval_dataset
+                self.eval_input_cache[(split, obj)] = self._input_views(dataset, [obj])[0]
+            cached = self.eval_input_cache[(split, obj)]
             image = cached[min(view, cached.shape[0] - 1)]
         return image[None].to(self.device).float() / 255.0
 
     def object_of_camera(self, camera: Cameras) -> Tuple[int, int]:
-        """``(split code, object)`` a camera shows: its metadata, else its ``cam_idx`` (a training image), else 0."""
+        """``(split code, object)`` a camera shows: its metadata, else the source a camera path stores
+        (``bts-studio camera-path``), else its ``cam_idx`` (a training image), else training object 0.
+
+        Raises:
+            IndexError: a path source or ``cam_idx`` past the end of its split (the message gives the valid range).
+        """
         metadata = camera.metadata or {}
         if "instance_idx" in metadata and "dvr_split" in metadata:
             split = int(torch.as_tensor(metadata["dvr_split"]).reshape(-1)[0])
             return split, int(torch.as_tensor(metadata["instance_idx"]).reshape(-1)[0])
+        if metadata.get(PATH_SPLIT_KEY) is not None and metadata.get(PATH_INDEX_KEY) is not None:
+            split = int(torch.as_tensor(metadata[PATH_SPLIT_KEY]).reshape(-1)[0])
+            image = int(torch.as_tensor(metadata[PATH_INDEX_KEY]).reshape(-1)[0])
+            dataset = self.train_dataset if split == SPLIT_CODES["train"] else self.eval_dataset
+            return split, self._object_of_image(dataset, image, "the camera path's source")
         if metadata.get("cam_idx") is not None:
             image = int(torch.as_tensor(metadata["cam_idx"]).reshape(-1)[0])
-            instance = self.train_dataset.cameras.metadata["instance_idx"].reshape(-1)
-            return SPLIT_CODES["train"], int(instance[min(image, len(instance) - 1)])
+            return SPLIT_CODES["train"], self._object_of_image(self.train_dataset, image, "--camera-idx")
         return SPLIT_CODES["train"], 0
+
+    @staticmethod
+    def _object_of_image(dataset: InputDataset, image: int, what: str) -> int:
+        instance = dataset.cameras.metadata["instance_idx"].reshape(-1)
+        if not 0 <= image < len(instance):
+            raise IndexError(f"dvr: {what} {image} is not an image of the split (valid: 0..{len(instance) - 1})")
+        return int(instance[image])

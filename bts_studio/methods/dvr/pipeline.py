@@ -19,11 +19,13 @@ from typing import Callable, Dict, List, Optional, Type, Union
 
 import numpy as np
 import torch
+from nerfstudio.utils.rich_utils import CONSOLE
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bts_studio.core.mesh_refinement import refine_mesh_vertices
 from bts_studio.core.mise import mise_grid
 from bts_studio.data.shapenet.dvr_reader import load_pointcloud
+from bts_studio.eval import ns_render_paths
 from bts_studio.eval.meshes import grid_to_mesh, mesh_metrics, write_mesh
 from bts_studio.methods.common.training import BudgetedPipeline, BudgetedPipelineConfig
 from bts_studio.methods.dvr.datamanager import SPLIT_CODES, DVRDataManager, DVRDataManagerConfig
@@ -103,6 +105,8 @@ class DVRPipeline(BudgetedPipeline):
         grad_scaler=None,
     ):
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        # Only inside ns-render: paths that fit objects; the spiral's frames keep its start camera's object.
+        ns_render_paths.install("object", carried_keys=("instance_idx", "dvr_split"))
         datamanager = self.datamanager
         if self.model.encoder is not None:
             self.model.input_source = lambda camera: datamanager.input_view(*datamanager.object_of_camera(camera))
@@ -215,6 +219,7 @@ class DVRPipeline(BudgetedPipeline):
         pointclouds = dataset.metadata.get("pointcloud_filenames") or [None] * num_objects
         object_to_world = dataset.metadata.get("object_to_world")
         rows: List[Dict[str, float]] = []
+        empty_meshes = 0
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
         with Progress(*columns, transient=True) as progress:
             task = progress.add_task("[green]DVR evaluation (meshes + views)", total=num_objects)
@@ -225,6 +230,7 @@ class DVRPipeline(BudgetedPipeline):
                 mesh = self.extract_mesh(code)
                 self._sync()
                 row["seconds_per_mesh"] = time.perf_counter() - start
+                empty_meshes += int(len(mesh.faces) == 0)
                 if pointclouds[obj] is not None:
                     transform = None if object_to_world is None else object_to_world.numpy()
                     points, normals = load_pointcloud(Path(pointclouds[obj]), transform)
@@ -253,9 +259,24 @@ class DVRPipeline(BudgetedPipeline):
         for key in sorted({key for row in rows for key in row}):
             values = np.array([row[key] for row in rows if key in row], dtype=np.float64)
             result[key] = float(values.mean())
-            if get_std:
+            if get_std and key != "fscore_threshold":  # a setting, not a measurement
                 result[f"{key}_std"] = float(values.std())
         result["num_objects"] = len(rows)
+        result["num_empty_meshes"] = empty_meshes
+        missing = [obj for obj in range(len(rows)) if pointclouds[obj] is None]
+        result["num_objects_without_pointcloud"] = len(missing)
+        if missing:
+            names = dataset.metadata.get("instance_names") or [f"object {obj}" for obj in range(len(rows))]
+            CONSOLE.print(
+                f"[yellow]dvr evaluation: {len(missing)} of {len(rows)} objects have no pointcloud.npz (first: "
+                f"{names[missing[0]]}); the mesh metrics (Chamfer-L1, accuracy, completeness, normal consistency, "
+                "F-score) are computed without them" + ("" if len(missing) < len(rows) else ", i.e. not at all")
+            )
+        if empty_meshes:
+            CONSOLE.print(
+                f"[yellow]dvr evaluation: {empty_meshes} of {len(rows)} meshes are empty (no occupancy reaches "
+                f"{self.config.mesh.threshold}); they score the worst values (Chamfer-L1 sqrt(3), F-score 0)"
+            )
         result["chamfer_l1_note"] = CHAMFER_NOTE
         if step is not None:  # loggers take scalars only
             result = {k: v for k, v in result.items() if isinstance(v, (int, float))}
