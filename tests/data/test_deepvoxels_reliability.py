@@ -96,3 +96,13 @@ def test_parent_or_split_folder_as_data_names_the_root(scene, tmp_path):
         with pytest.raises(UserError, match=f"no train/ folder.*did you mean --data {scene}\\?"):
             parse(wrong, tmp_path)
     assert len(parse(scene, tmp_path).image_filenames) > 0
+
+
+def test_a_broken_test_view_stops_training_at_start_up(scene, tmp_path):
+    """The train split's parse reads the val/test poses too, so a test view without its pose fails before training,
+    not at ``ns-eval``; the intact scene parses."""
+    assert len(parse(scene, tmp_path).image_filenames) == 4
+    test_folder = next(scene.glob("test/*"))
+    sorted((test_folder / "pose").iterdir())[0].unlink()
+    with pytest.raises(UserError, match=rf"^{test_folder}: .*do not pair up by name.*\(the 'test' split, checked"):
+        parse(scene, tmp_path)

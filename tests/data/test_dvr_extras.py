@@ -179,3 +179,27 @@ def test_object_folder_without_cameras_npz_names_the_missing_file(dataset, tmp_p
     config = ShapeNetDVRDataParserConfig(data=scan, image_cache_dir=tmp_path / "rgb")
     with pytest.raises(DVRFormatError, match=rf"^missing {scan / 'cameras.npz'}: {scan} looks like one object"):
         config.setup().get_dataparser_outputs("train")
+
+
+@pytest.mark.parametrize(("split", "broken"), [("test", "cameras.npz"), ("val", "mask")])
+def test_a_broken_object_of_another_split_stops_training_at_start_up(dataset, tmp_path, split, broken):
+    """The train split's parse checks the layout of the val/test objects too (no file read), so a test object
+    without ``cameras.npz`` (or with a ``mask/`` file short) fails before training, not at ``ns-eval``; the
+    intact copy still parses."""
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(dataset / "dvr", root)
+    config = ShapeNetDVRDataParserConfig(data=root, split_prefix="softras_", image_cache_dir=tmp_path / "rgb")
+    assert len(config.setup().get_dataparser_outputs("train").image_filenames) == 3
+    synset = next(path for path in root.iterdir() if path.is_dir())
+    (model,) = (synset / f"softras_{split}.lst").read_text().split()
+    target = synset / model / broken
+    if target.is_dir():
+        sorted(target.iterdir())[-1].unlink()
+        expected = rf"^{target}: 2 files for 3 images in image/ \(an object of the '{split}' split"
+    else:
+        target.unlink()
+        expected = rf"^missing {target}: every DVR object folder needs cameras.npz \(an object of the '{split}' split"
+    with pytest.raises(DVRFormatError, match=expected):
+        config.setup().get_dataparser_outputs("train")

@@ -165,6 +165,24 @@ def test_srn_few_shot_views_beyond_an_instance_are_not_a_parser_error(generated,
     assert not test.metadata["input_view_mask"].any() and test.metadata["few_shot_views"] == (64,)
 
 
+@pytest.mark.parametrize("broken", ["pose", "intrinsics.txt"])
+def test_srn_broken_instance_of_another_split_stops_training_at_start_up(generated, tmp_path, broken):
+    """The train split's parse checks the layout of the val/test instances too (no file read), so a test instance
+    with a pose file short (or no ``intrinsics.txt``) fails before training, not at ``ns-eval``."""
+    root = tmp_path / "srn_cars"
+    shutil.copytree(generated / "srn_cars", root)
+    assert len(parse_srn(root, tmp_path).image_filenames) == 6
+    target = first_instance(root / "cars_test") / broken
+    if target.is_dir():
+        sorted(target.iterdir())[-1].unlink()
+        expected = rf"^{target.parent}: 3 images in rgb/ but 2 pose files in pose/.*\(an instance of the 'test' split"
+    else:
+        target.unlink()
+        expected = rf"^missing {target}: every SRN instance folder needs an intrinsics.txt \(an instance of the 'test'"
+    with pytest.raises(SRNFormatError, match=expected):
+        parse_srn(root, tmp_path)
+
+
 # ------------------------------------------------------------------------------------------------------- DVR
 @pytest.mark.parametrize("scale", [1.5, 2.0])
 def test_dvr_scaled_world_mat_names_the_key(dvr_root, tmp_path, scale):

@@ -28,6 +28,25 @@ SPLIT_FOLDERS = {"train": ("train",), "val": ("validation", "test"), "test": ("t
 """nerfstudio split -> folders tried in order."""
 
 
+def check_other_splits(root: Path, scene: str) -> None:
+    """Read the poses of the scene's val/test folders that exist (small text files), so that a broken held-out
+    view stops training at start-up rather than ``ns-eval`` hours later.
+
+    Raises:
+        DeepVoxelsFormatError: as :func:`read_split`, naming the folder.
+    """
+    for other in ("val", "test"):
+        found = next(
+            (root / folder / scene for folder in SPLIT_FOLDERS[other] if (root / folder / scene).is_dir()), None
+        )
+        if found is None:
+            continue  # no folder for that split: it is never parsed
+        try:
+            read_split(found)
+        except DeepVoxelsFormatError as error:
+            raise DeepVoxelsFormatError(f"{error} (the {other!r} split, checked before training)") from None
+
+
 @dataclass
 class DeepVoxelsDataParserConfig(DataParserConfig):
     """DeepVoxels' layout: ``<root>/{train,validation,test}/<scene>/{rgb,pose}``, ``train/<scene>/intrinsics.txt``."""
@@ -70,6 +89,8 @@ class DeepVoxels(DataParser):
         own = split_dir / "intrinsics.txt"
         intrinsics_path = own if own.is_file() else root / "train" / scene / "intrinsics.txt"
         views = read_split(split_dir)
+        if split == "train":
+            check_other_splits(root, scene)
         intrinsics = read_intrinsics(intrinsics_path).rescaled(views.height, views.width)
 
         count = len(views.image_paths)

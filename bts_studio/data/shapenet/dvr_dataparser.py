@@ -23,6 +23,7 @@ from bts_studio.data.shapenet.dvr_reader import (
     DVRFormatError,
     DVRObject,
     normalized_to_pixel_intrinsics,
+    object_files,
     read_metadata,
     read_object,
     read_split_list,
@@ -129,6 +130,30 @@ def split_objects(config: ShapeNetDVRDataParserConfig, split: str) -> List[Tuple
     return objects
 
 
+def check_other_splits(config: ShapeNetDVRDataParserConfig, split: str) -> None:
+    """Check the folder layout (no file read) of every object in the dataset root's other splits, so that a
+    broken val/test object stops training at start-up rather than ``ns-eval`` hours later; splits without a list
+    file are skipped (nothing will read them).
+
+    Raises:
+        DVRFormatError: as :func:`object_files`, naming the object's path.
+    """
+    if is_single_object(config.data):
+        return
+    for other in ("train", "val", "test"):
+        if other == split:
+            continue
+        try:
+            entries = split_objects(config, other)
+        except DVRFormatError:
+            continue  # no (or an empty) list: that split is never parsed
+        for synset_dir, model in entries:
+            try:
+                object_files(synset_dir, model)
+            except DVRFormatError as error:
+                raise DVRFormatError(f"{error} (an object of the {other!r} split, checked before training)") from None
+
+
 @dataclass
 class ShapeNetDVR(DataParser):
     """Parses DVR's ShapeNet layout into per-view cameras with object and view indices."""
@@ -144,6 +169,8 @@ class ShapeNetDVR(DataParser):
                 "served at their stored size); use ns-render camera-path/interpolate/spiral --downscale-factor"
             )
         entries = split_objects(self.config, split)
+        if split == "train":
+            check_other_splits(self.config, split)
         iterator = entries if len(entries) < 200 else track(entries, description="Reading DVR cameras")
         objects = [read_object(synset_dir, model) for synset_dir, model in iterator]
         scale, offset = self._world_scale(objects)

@@ -183,8 +183,16 @@ def read_dtu_cameras(path: Path, num_views: int) -> Tuple[np.ndarray, np.ndarray
     return c2w, intrinsics, scale, offset
 
 
-def read_object(synset_dir: Path, model_id: str) -> DVRObject:
-    """Read one object folder (images, optional masks/depth, cameras)."""
+def object_files(
+    synset_dir: Path, model_id: str
+) -> Tuple[Path, List[Path], Optional[List[Path]], Optional[List[Path]]]:
+    """The layout of one object folder, without reading any file: ``(folder, images, masks or None, depth maps
+    or None)``.
+
+    Raises:
+        DVRFormatError: the folder, its images or its ``cameras.npz`` are missing, or ``mask/`` or ``depth/``
+            holds another number of files than ``image/``.
+    """
     path = synset_dir / model_id
     if not path.is_dir():
         raise DVRFormatError(f"{path} listed in a split file does not exist")
@@ -196,6 +204,14 @@ def read_object(synset_dir: Path, model_id: str) -> DVRObject:
     for name, paths in (("mask", mask_paths), ("depth", depth_paths)):
         if paths is not None and len(paths) != len(image_paths):
             raise DVRFormatError(f"{path / name}: {len(paths)} files for {len(image_paths)} images in image/")
+    if not (path / "cameras.npz").is_file():
+        raise DVRFormatError(f"missing {path / 'cameras.npz'}: every DVR object folder needs cameras.npz")
+    return path, image_paths, mask_paths, depth_paths
+
+
+def read_object(synset_dir: Path, model_id: str) -> DVRObject:
+    """Read one object folder (images, optional masks/depth, cameras)."""
+    path, image_paths, mask_paths, depth_paths = object_files(synset_dir, model_id)
     cameras = path / "cameras.npz"
     pixel_intrinsics = None
     if cameras.is_file() and cameras_are_projections(cameras):

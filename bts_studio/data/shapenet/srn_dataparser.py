@@ -25,6 +25,7 @@ from bts_studio.data.shapenet.srn_reader import (
     SPLIT_FOLDER,
     SRNFormatError,
     SRNInstance,
+    instance_files,
     is_instance_dir,
     linspace_subsample,
     list_instance_dirs,
@@ -144,6 +145,32 @@ def resolve_layout(config: ShapeNetSRNDataParserConfig, split: str) -> SRNSplitL
     )
 
 
+def check_other_splits(config: ShapeNetSRNDataParserConfig, split: str) -> None:
+    """Check the folder layout (no file read) of every instance of the other splits, so that a broken val/test
+    instance stops training at start-up rather than ``ns-eval`` hours later; splits without a folder are skipped
+    (nothing will read them).
+
+    Raises:
+        SRNFormatError: as :func:`instance_files`, naming the instance's path.
+    """
+    for other in ("train", "val", "test"):
+        if other == split:
+            continue
+        try:
+            layout = resolve_layout(config, other)
+            names = layout.only_instances or config.instances
+            instance_dirs = select_instances(
+                list_instance_dirs(layout.split_dir), names, config.max_instances, layout.split_dir
+            )
+        except SRNFormatError:
+            continue  # no (or an empty) folder for that split: it is never parsed
+        for instance_dir in instance_dirs:
+            try:
+                instance_files(instance_dir)
+            except SRNFormatError as error:
+                raise SRNFormatError(f"{error} (an instance of the {other!r} split, checked before training)") from None
+
+
 @dataclass
 class ShapeNetSRN(DataParser):
     """Parses SRN's ShapeNet layout into per-view cameras with instance and view indices."""
@@ -157,6 +184,8 @@ class ShapeNetSRN(DataParser):
         instance_dirs = list_instance_dirs(layout.split_dir)
         names = layout.only_instances or self.config.instances
         instance_dirs = select_instances(instance_dirs, names, self.config.max_instances, layout.split_dir)
+        if split == "train":
+            check_other_splits(self.config, split)
         iterator = instance_dirs if len(instance_dirs) < 200 else track(instance_dirs, description="Reading SRN poses")
         instances = [read_instance(path) for path in iterator]
 

@@ -7,7 +7,7 @@ what was expected. Format and conventions: ``srn_writer.py`` and docs/convention
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -142,9 +142,16 @@ def _sorted_files(folder: Path, suffixes: Sequence[str]) -> List[Path]:
     return sorted(path for path in folder.iterdir() if path.suffix.lower() in suffixes)
 
 
-def read_instance(instance_dir: Path) -> SRNInstance:
-    """Read one instance folder: sorted ``rgb/`` images, the matching ``pose/`` files and the intrinsics."""
-    intrinsics = read_intrinsics(instance_dir / "intrinsics.txt")
+def instance_files(instance_dir: Path) -> Tuple[List[Path], List[Path]]:
+    """The layout of one instance folder, without reading any file: sorted ``rgb/`` images and their ``pose/``
+    files.
+
+    Raises:
+        SRNFormatError: ``intrinsics.txt`` or the images are missing, or images and poses do not pair by name.
+    """
+    intrinsics_path = instance_dir / "intrinsics.txt"
+    if not intrinsics_path.is_file():
+        raise SRNFormatError(f"missing {intrinsics_path}: every SRN instance folder needs an intrinsics.txt")
     image_paths = _sorted_files(instance_dir / "rgb", IMAGE_SUFFIXES)
     pose_paths = _sorted_files(instance_dir / "pose", (".txt",))
     if not image_paths:
@@ -157,6 +164,13 @@ def read_instance(instance_dir: Path) -> SRNInstance:
     for image_path, pose_path in zip(image_paths, pose_paths, strict=True):
         if image_path.stem != pose_path.stem:
             raise SRNFormatError(f"{instance_dir}: image {image_path.name} is paired with pose {pose_path.name}")
+    return image_paths, pose_paths
+
+
+def read_instance(instance_dir: Path) -> SRNInstance:
+    """Read one instance folder: sorted ``rgb/`` images, the matching ``pose/`` files and the intrinsics."""
+    image_paths, pose_paths = instance_files(instance_dir)
+    intrinsics = read_intrinsics(instance_dir / "intrinsics.txt")
     poses = np.stack([read_pose(path) for path in pose_paths])
     height, width = image_size(image_paths[0])
     return SRNInstance(instance_dir, image_paths, poses, intrinsics.rescaled(height, width))
