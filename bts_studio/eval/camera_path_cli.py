@@ -39,15 +39,17 @@ class CameraPathConfig:
     """Write a nerfstudio camera-path JSON that moves away from one training frame."""
 
     load_config: Path
-    """config.yml of a bts-density run (its dataparser gives the source frame's pose)."""
+    """config.yml of a run (bts-density, srn, dvr, deepvoxels; its dataparser gives the source frame's pose)."""
     output: Path
     """Camera-path JSON to write."""
     source_index: int = 0
     """Training image the path starts from and is conditioned on (stored in the JSON)."""
-    forward_m: float = 10.0
-    """Metres driven forward along the source camera's optical axis."""
-    sideways_m: float = 1.5
-    """Amplitude of the sideways sway, metres (right is positive)."""
+    forward_m: Optional[float] = None
+    """Distance moved forward along the source camera's heading, in the run's world units; default: 10 m for a
+    street run (bts-*), else 0.2 x the source camera's distance to the object at the world origin."""
+    sideways_m: Optional[float] = None
+    """Amplitude of the sideways sway (right is positive), in world units; default: 1.5 m for a street run, else
+    0.03 x the source camera's distance to the object."""
     frames: int = 48
     """Number of frames."""
     seconds: float = 4.0
@@ -79,6 +81,29 @@ def source_camera(load_config: Path, index: int):
             f"camera-path: --source-index {index} is out of range; the run has {len(cameras)} train images"
         )
     return cameras[index]
+
+
+STREET_PATH_M = (10.0, 1.5)
+"""Default forward and sideways lengths of a street run's path, metres."""
+OBJECT_PATH_FRACTIONS = (0.2, 0.03)
+"""Default forward and sideways lengths of an object run's path, as fractions of the camera's distance to the
+object (object-centred methods put it at the world origin): 10 m would fly through a unit-sized object."""
+
+
+def path_lengths(config: CameraPathConfig, c2w_opengl: torch.Tensor) -> tuple[float, float]:
+    """``(forward, sideways)`` of the path in world units: the given ones, else the run type's defaults."""
+    import yaml
+
+    method = getattr(yaml.load(Path(config.load_config).read_text(), Loader=yaml.Loader), "method_name", "") or ""
+    if method.startswith("bts"):
+        forward, sideways = STREET_PATH_M
+    else:
+        distance = float(c2w_opengl[:3, 3].norm())
+        forward, sideways = (fraction * distance for fraction in OBJECT_PATH_FRACTIONS)
+    return (
+        config.forward_m if config.forward_m is not None else forward,
+        config.sideways_m if config.sideways_m is not None else sideways,
+    )
 
 
 def path_poses(
@@ -114,6 +139,7 @@ def main(argv: List[str], prog: str = "bts-studio camera-path") -> None:
     if config.frames < 1 or config.seconds <= 0:
         raise SystemExit("camera-path: --frames must be >= 1 and --seconds > 0")
     camera = source_camera(config.load_config, config.source_index)
+    forward_m, sideways_m = path_lengths(config, camera.camera_to_worlds)
     source_height, source_width = int(camera.height), int(camera.width)
     height = config.render_height or source_height
     width = config.render_width or source_width
@@ -125,7 +151,7 @@ def main(argv: List[str], prog: str = "bts-studio camera-path") -> None:
         "cy": float(camera.cy) * sy,
     }
     fov_deg = math.degrees(2 * math.atan(height / 2 / intrinsics["fy"]))
-    poses = path_poses(camera.camera_to_worlds, config.forward_m, config.sideways_m, config.frames, config.follow_tilt)
+    poses = path_poses(camera.camera_to_worlds, forward_m, sideways_m, config.frames, config.follow_tilt)
     payload = {
         "camera_type": "perspective",
         "render_height": height,

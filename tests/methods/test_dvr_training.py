@@ -220,8 +220,13 @@ def test_ns_render_spiral_and_interpolate_on_a_dvr_run(data, tmp_path, monkeypat
 
     assert SPLIT_IDS == SPLIT_CODES, "a path source's split code is read as dvr's"
     path = tmp_path / "path.json"
-    camera_path(["--load-config", str(config_path), "--source-index", "3", "--output", str(path), "--frames", "2",
-                 "--forward-m", "0.2", "--sideways-m", "0.05"])  # fmt: skip
+    camera_path(["--load-config", str(config_path), "--source-index", "3", "--output", str(path), "--frames", "2"])
+    # Object-sized default path (0.2 x the camera's distance to the object), not a street's 10 m through it.
+    import json
+
+    first, last = (torch.tensor(pose["camera_to_world"]).reshape(4, 4)[:3, 3] for pose in
+                   [json.loads(path.read_text())["camera_path"][k] for k in (0, -1)])  # fmt: skip
+    assert float((last - first).norm()) == pytest.approx(0.2 * float(first.norm()), rel=1e-6)
     chosen.clear()
     RenderCameraPath(**common, output_path=tmp_path / "path", camera_path_filename=path).main()
     assert len(sorted((tmp_path / "path").glob("*.png"))) == 2
