@@ -64,6 +64,7 @@ def build_pipeline(args, work: Path):
     config.pipeline.datamanager.colour_jitter = not args.no_augment
     config.pipeline.model.flip_augmentation = not args.no_augment
     config.pipeline.model.search_torch_hub_cache = False
+    config.pipeline.model.near = args.near
     config.machine.seed = args.seed
     _set_random_seed(args.seed)
     pipeline = config.pipeline.setup(device="cpu", test_mode="test", world_size=1, local_rank=0)
@@ -176,19 +177,22 @@ def supervised_step(
 
 @torch.no_grad()
 def evaluate(pipeline, gt: GroundTruth, calibration, direct_head=None) -> Dict[str, float]:
+    from bts_studio.eval.density_field import depth_plus_band_field
     from bts_studio.eval.kitti360_run import model_field
     from bts_studio.eval.occupancy_exact import evaluate_exact_frames
 
     model = pipeline.model
     model.eval()
     model.forget_sources()
-    depths, features, per_image = [], [], []
+    depths, features, per_image, baseline = [], [], [], []
     for image in gt.images:
         field_, _ = model_field(pipeline, "train", image)
         depths.append(field_.depth)
         features.append(model.source_view("train", image.index).features)
         c2w = torch.from_numpy(calibration.rectified_camera_to_world(image.pose_index, image.camera_id))
-        per_image.append(evaluate_exact_frames({"m": field_}, gt.scene, c2w)["m"].metrics)
+        frames = evaluate_exact_frames({"m": field_, "d4": depth_plus_band_field(field_)}, gt.scene, c2w)
+        per_image.append(frames["m"].metrics)
+        baseline.append(frames["d4"].metrics)
     depth_bn_batch = depths_with_batch_statistics(pipeline, gt)
     if direct_head is not None:  # the control's depth maps replace the (untrained) field's
         near, far = model.config.near, model.config.far
@@ -204,8 +208,8 @@ def evaluate(pipeline, gt: GroundTruth, calibration, direct_head=None) -> Dict[s
     absrel = ((depth - true).abs() / true)[valid].mean()
     car_absrel = ((depth - true).abs() / true)[car].mean() if car.any() else torch.tensor(float("nan"))
 
-    def mean_of(key):
-        values = [m[key] for m in per_image if m.get(key) is not None and np.isfinite(m[key])]
+    def mean_of(key, rows=per_image):
+        values = [m[key] for m in rows if m.get(key) is not None and np.isfinite(m[key])]
         return float(np.mean(values)) if values else float("nan")
 
     return {
@@ -222,6 +226,8 @@ def evaluate(pipeline, gt: GroundTruth, calibration, direct_head=None) -> Dict[s
         "O_rec": mean_of("o_rec"),
         "IE_rec": mean_of("ie_rec"),
         "IE_acc": mean_of("ie_acc"),
+        "depth4m_O_rec": mean_of("o_rec", baseline),
+        "depth4m_IE_rec": mean_of("ie_rec", baseline),
     }
 
 
@@ -321,11 +327,18 @@ def oracle_losses(pipeline, gt: GroundTruth, calibration, steps: int) -> Dict[st
             )
             car = torch.from_numpy(labels[hits.primitive_id.numpy()] == "car").reshape(per_patch.shape[0], -1)
             car_patch = car.float().mean(dim=1) >= 0.5
+            # Hit distance along the unit ray: a car closer than the near plane (the fisheyes beside parked cars)
+            # cannot be represented by any field sampled from `near` on.
+            distance = hits.t.float().reshape(per_patch.shape[0], -1).median(dim=1).values
+            before_near = distance < model.config.near
             results.setdefault(f"{name}_all", []).extend(per_patch.tolist())
             results.setdefault(f"{name}_car", []).extend(per_patch[car_patch].tolist())
+            results.setdefault(f"{name}_car_beyond_near", []).extend(per_patch[car_patch & ~before_near].tolist())
+            results.setdefault(f"{name}_car_before_near", []).extend(per_patch[car_patch & before_near].tolist())
     net.density = original
     summary = {key: float(np.mean(values)) if values else float("nan") for key, values in results.items()}
     summary["car_patches"] = float(len(results.get("exact_car", [])))
+    summary["car_patches_before_near"] = float(len(results.get("exact_car_before_near", [])))
     summary["patches"] = float(len(results["exact_all"]))
     return summary
 
@@ -352,6 +365,7 @@ def main() -> None:
     parser.add_argument("--mlp-lr", type=float, default=None, help="lr of the density MLP (default: --lr)")
     parser.add_argument("--decoder-lr", type=float, default=None, help="lr of the decoder (default: --lr)")
     parser.add_argument("--no-augment", action="store_true", help="no colour jitter, no flip")
+    parser.add_argument("--near", type=float, default=3.0, help="sampling start and code near plane (BTS: 3 m)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--output-json", type=Path, default=None)
