@@ -65,6 +65,7 @@ def build_pipeline(args, work: Path):
     config.pipeline.model.flip_augmentation = not args.no_augment
     config.pipeline.model.search_torch_hub_cache = False
     config.pipeline.model.near = args.near
+    dataparser.use_fisheye = not args.no_fisheye
     config.machine.seed = args.seed
     _set_random_seed(args.seed)
     pipeline = config.pipeline.setup(device="cpu", test_mode="test", world_size=1, local_rank=0)
@@ -184,11 +185,12 @@ def evaluate(pipeline, gt: GroundTruth, calibration, direct_head=None) -> Dict[s
     model = pipeline.model
     model.eval()
     model.forget_sources()
-    depths, features, per_image, baseline = [], [], [], []
+    depths, features, per_image, baseline, car_sigmas = [], [], [], [], []
     for image in gt.images:
         field_, _ = model_field(pipeline, "train", image)
         depths.append(field_.depth)
         features.append(model.source_view("train", image.index).features)
+        car_sigmas.append(density_inside_car(model, model.source_view("train", image.index), gt, len(car_sigmas)))
         c2w = torch.from_numpy(calibration.rectified_camera_to_world(image.pose_index, image.camera_id))
         frames = evaluate_exact_frames({"m": field_, "d4": depth_plus_band_field(field_)}, gt.scene, c2w)
         per_image.append(frames["m"].metrics)
@@ -217,11 +219,16 @@ def evaluate(pipeline, gt: GroundTruth, calibration, direct_head=None) -> Dict[s
         "car_depth_pred": float(depth[car].mean()) if car.any() else float("nan"),
         "car_absrel_bn_batch": float(((depth_bn_batch - true).abs() / true)[car].mean()),
         "depth_spread_bn_batch": float(depth_bn_batch.std(dim=0).mean()),
+        "car_sigma_median": float(torch.cat(car_sigmas).median()),
+        "car_sigma_above_half": float((torch.cat(car_sigmas) > 0.5).float().mean()),
         "depth_spread": float(depth.std(dim=0).mean()),
         "gt_depth_spread": float(true.std(dim=0).mean()),
         "feature_image_over_pixel_std": float(feats.std(dim=0).mean() / feats.std(dim=(2, 3)).mean()),
         "absrel": float(absrel),
         "car_absrel": float(car_absrel),
+        # The same error for the mean of the ten depth maps (one input-independent picture): close to car_absrel
+        # means the car's depth comes from a prior shared by all inputs, not from each input image.
+        "car_absrel_mean_map": float(((depth.mean(dim=0, keepdim=True) - true).abs() / true)[car].mean()),
         "mean_depth": float(depth.mean()),
         "O_rec": mean_of("o_rec"),
         "IE_rec": mean_of("ie_rec"),
@@ -229,6 +236,22 @@ def evaluate(pipeline, gt: GroundTruth, calibration, direct_head=None) -> Dict[s
         "depth4m_O_rec": mean_of("o_rec", baseline),
         "depth4m_IE_rec": mean_of("ie_rec", baseline),
     }
+
+
+@torch.no_grad()
+def density_inside_car(model, source, gt: GroundTruth, i: int, inside: float = 0.5) -> torch.Tensor:
+    """Density at points ``inside`` metres behind the car's visible surface along its pixels' rays (car pixels of
+    image ``i``): what the occupancy threshold (density > 0.5) reads there."""
+    from bts_studio.methods.bts.inference import density_in_camera
+
+    rows, cols = torch.nonzero(gt.car[i], as_tuple=True)
+    if rows.numel() == 0:
+        return torch.zeros(0)
+    z = gt.depth[i][rows, cols]
+    pixels = torch.stack([cols + 0.5, rows + 0.5, torch.ones_like(z)], dim=-1)
+    rays = pixels @ torch.linalg.inv(source.K.cpu().float()).T  # z = 1
+    points = rays * (z + inside / rays.norm(dim=-1))[:, None]  # ``inside`` metres further along the ray
+    return density_in_camera(model, source, points).cpu()
 
 
 @torch.no_grad()
@@ -365,6 +388,7 @@ def main() -> None:
     parser.add_argument("--mlp-lr", type=float, default=None, help="lr of the density MLP (default: --lr)")
     parser.add_argument("--decoder-lr", type=float, default=None, help="lr of the decoder (default: --lr)")
     parser.add_argument("--no-augment", action="store_true", help="no colour jitter, no flip")
+    parser.add_argument("--no-fisheye", action="store_true", help="frame groups without the fisheye frames")
     parser.add_argument("--near", type=float, default=3.0, help="sampling start and code near plane (BTS: 3 m)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None)
