@@ -13,7 +13,15 @@ steps on the training inputs (train = test, the overfit setting of runs G/J):
 - depth error against the exact z-depth (``absrel``; ``car_absrel`` on the car's pixels only);
 - exact occupancy (``bts_studio.eval.occupancy_exact``, the code ``bts-studio eval-occupancy`` runs) of the model:
   O_rec (the car guard of the one-car check), IE_rec, IE_acc;
-- gradient norms per parameter group (encoder ResNet, decoder, density MLP) in the logged steps.
+- gradient norms per parameter group (encoder ResNet, decoder, density MLP) in the logged steps;
+- BatchNorm: the depth maps of one train-mode forward of all inputs (batch statistics) beside eval mode's;
+- the density 0.5 m inside the car, and the car's depth error of the mean depth map over all inputs (a shared
+  prior) beside each input's own.
+
+``--loss direct`` is the control (a 1x1-conv disparity head on the same encoder, same pixels and loss, no density
+field); ``--loss oracle`` trains nothing and evaluates the photometric loss of exact density fields (the scene, the
+scene without the car, the far plane) on the preset's batches (``oracle_losses``). Results: docs/benchmarks.md,
+"Why the tiny model misses the car".
 
     bts-studio synth-kitti360 /tmp/od/onecar --world one-car --frames 32 --scale 0.25
     python benchmarks/occluder_supervised_check.py --data /tmp/od/onecar --loss supervised --steps 300
