@@ -1,0 +1,469 @@
+"""Why does the tiny bts-density model not find the one car? Input dependence, gradients and a supervised fit.
+
+Issue #18 (docs/benchmarks.md, "The one-car check on the CPU"): on the CPU the ``bts-density-tiny`` preset trained
+on the one-car world predicts the same depth map for every input image. This script trains the SAME network (the
+preset's ``BTSModel``: encoder, decoder, density MLP, sampler, compositing) outside nerfstudio's trainer, with
+either the preset's own photometric loss (``pipeline.get_train_loss_dict``, the exact training objective) or a
+direct supervised loss on the synthetic set's exact z-depth (``bts_gt/``), and reports every ``--eval-every``
+steps on the training inputs (train = test, the overfit setting of runs G/J):
+
+- input dependence: the spread of the predicted depth maps across the inputs (``depth_spread``: mean over pixels
+  of the standard deviation across images, metres) beside the ground truth's own spread, and the encoder
+  features' spread across images relative to their spread across pixels;
+- depth error against the exact z-depth (``absrel``; ``car_absrel`` on the car's pixels only);
+- exact occupancy (``bts_studio.eval.occupancy_exact``, the code ``bts-studio eval-occupancy`` runs) of the model:
+  O_rec (the car guard of the one-car check), IE_rec, IE_acc;
+- gradient norms per parameter group (encoder ResNet, decoder, density MLP) in the logged steps;
+- BatchNorm: the depth maps of one train-mode forward of all inputs (batch statistics) beside eval mode's;
+- the density 0.5 m inside the car, and the car's depth error of the mean depth map over all inputs (a shared
+  prior) beside each input's own.
+
+``--loss direct`` is the control (a 1x1-conv disparity head on the same encoder, same pixels and loss, no density
+field); ``--loss oracle`` trains nothing and evaluates the photometric loss of exact density fields (the scene, the
+scene without the car, the far plane) on the preset's batches (``oracle_losses``). Results: docs/benchmarks.md,
+"Why the tiny model misses the car".
+
+    bts-studio synth-kitti360 /tmp/od/onecar --world one-car --frames 32 --scale 0.25
+    python benchmarks/occluder_supervised_check.py --data /tmp/od/onecar --loss supervised --steps 300
+    python benchmarks/occluder_supervised_check.py --data /tmp/od/onecar --loss photometric --steps 300
+
+CPU only; run with ``OMP_NUM_THREADS=1`` on a shared box.
+"""
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+DEFAULT_INPUTS = (12, 14, 16, 18, 20)
+"""Frame ids of the overfit set of run G (the car 6-14 m ahead), each with its l and r images."""
+
+
+def split_file(frames, work: Path) -> Path:
+    path = work / "fit_split.txt"
+    seq = "2013_05_28_drive_0000_sync"
+    path.write_text("".join(f"{seq} {k:010d} l\n{seq} {k:010d} r\n" for k in frames))
+    return path
+
+
+def build_pipeline(args, work: Path):
+    """The bts-density-tiny pipeline on the one-car data, every split = the chosen inputs (train = test)."""
+    from nerfstudio.scripts.train import _set_random_seed
+
+    from bts_studio.methods.bts.method_config import bts_density_tiny_config
+
+    config = bts_density_tiny_config()
+    config.pipeline.datamanager.data = args.data
+    dataparser = config.pipeline.datamanager.dataparser
+    dataparser.target_height, dataparser.target_width = args.height, args.width
+    dataparser.split_file = split_file(args.frames, work)
+    dataparser.cache_dir = work / "cache"
+    config.pipeline.datamanager.groups_per_batch = args.groups
+    config.pipeline.datamanager.rays_per_group = args.rays
+    config.pipeline.datamanager.num_workers = 0
+    config.pipeline.datamanager.colour_jitter = not args.no_augment
+    config.pipeline.model.flip_augmentation = not args.no_augment
+    config.pipeline.model.search_torch_hub_cache = False
+    config.pipeline.model.near = args.near
+    dataparser.use_fisheye = not args.no_fisheye
+    config.machine.seed = args.seed
+    _set_random_seed(args.seed)
+    pipeline = config.pipeline.setup(device="cpu", test_mode="test", world_size=1, local_rank=0)
+    return pipeline
+
+
+def param_groups(model) -> Dict[str, List[torch.nn.Parameter]]:
+    net = model.net
+    return {
+        "resnet": list(net.encoder.encoder.parameters()),
+        "decoder": list(net.encoder.decoder.parameters()),
+        "density_mlp": list(net.mlp_coarse.parameters()),
+    }
+
+
+class GroundTruth:
+    """Exact z-depth of the chosen train images at the training resolution (nearest pixel centre) and car masks."""
+
+    def __init__(self, pipeline, height: int, width: int, calibration) -> None:
+        from bts_studio.data.synthetic.ground_truth import load_ground_truth_depth, load_ground_truth_scene
+        from bts_studio.eval.kitti360_run import data_root, eval_images
+
+        self.images = eval_images(pipeline, "train")
+        root = data_root(pipeline, "train")
+        self.scene = load_ground_truth_scene(root, self.images[0].sequence)
+        depths = []
+        for image in self.images:
+            full = torch.from_numpy(load_ground_truth_depth(root, image.sequence, image.camera_id, image.frame_id))
+            rows = ((torch.arange(height) + 0.5) * full.shape[0] / height).long().clamp_max(full.shape[0] - 1)
+            cols = ((torch.arange(width) + 0.5) * full.shape[1] / width).long().clamp_max(full.shape[1] - 1)
+            depths.append(full[rows][:, cols].float())
+        self.depth = torch.stack(depths)  # [N, H, W], inf = sky
+        self.car = torch.stack([self._car_mask(pipeline, image, calibration) for image in self.images])
+
+    def _car_mask(self, pipeline, image, calibration) -> torch.Tensor:
+        """Pixels whose exact first hit (a raycast through the pixel centre) is a primitive labelled car."""
+        from bts_studio.methods.common.cameras import cameras_to_opencv
+
+        camera = pipeline.datamanager.train_dataset.cameras[image.index : image.index + 1]
+        K, _ = cameras_to_opencv(camera)
+        height, width = self.depth.shape[-2:]
+        rows, cols = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
+        pixels = torch.stack([cols, rows, torch.ones_like(rows)], dim=-1).reshape(-1, 3).double()
+        c2w = torch.from_numpy(calibration.rectified_camera_to_world(image.pose_index, image.camera_id))
+        directions = pixels @ torch.linalg.inv(K[0].double()).T @ c2w[:3, :3].T
+        hits = self.scene.raycast(c2w[:3, 3], directions)
+        labels = np.array(self.scene.labels + ["none"])
+        hit_labels = labels[hits.primitive_id.numpy()]
+        return torch.from_numpy(hit_labels == "car").reshape(height, width)
+
+
+def rays_of(pipeline, index: int):
+    from bts_studio.methods.common.cameras import camera_rays
+
+    camera = pipeline.datamanager.train_dataset.cameras[index : index + 1]
+    return camera_rays(camera)
+
+
+def supervised_step(
+    pipeline, gt: GroundTruth, generator: torch.Generator, groups: int, rays: int, near, far, direct_head=None
+):
+    """Render ``rays`` random pixels of ``groups`` random inputs conditioned on themselves; L1 on inverse z-depth."""
+    from bts_studio.methods.bts.conditioning import BTSConditioning
+    from bts_studio.methods.common.cameras import cameras_to_opencv
+
+    model = pipeline.model
+    dataset = pipeline.datamanager.train_dataset
+    picks = torch.randperm(len(gt.images), generator=generator)[:groups].tolist()
+    images, Ks, w2cs, origins, directions, norms, targets, pixel_ids = [], [], [], [], [], [], [], []
+    for pick in picks:
+        index = gt.images[pick].index
+        image = dataset.get_image_float32(index)[..., :3].permute(2, 0, 1)
+        K, c2w = cameras_to_opencv(dataset.cameras[index : index + 1])
+        w2c = torch.linalg.inv(c2w[0])[:3]
+        r = rays_of(pipeline, index)
+        height, width = r.origins.shape[:2]
+        pixels = torch.randint(0, height * width, (rays,), generator=generator)
+        origins.append(r.origins.reshape(-1, 3)[pixels])
+        directions.append(r.directions.reshape(-1, 3)[pixels])
+        norms.append(r.directions_norm.reshape(-1, 1)[pixels])
+        targets.append(gt.depth[pick].reshape(-1)[pixels])
+        pixel_ids.append(pixels)
+        images.append(image)
+        Ks.append(K[0])
+        w2cs.append(w2c)
+    images_t = torch.stack(images)
+    K_t, w2c_t = torch.stack(Ks), torch.stack(w2cs)
+    conditioning = BTSConditioning(
+        features=model.net.encode(images_t),
+        source_K=K_t,
+        source_w2c=w2c_t,
+        colour_images=images_t[:, None],
+        colour_K=K_t[:, None],
+        colour_w2c=w2c_t[:, None],
+    )
+    if direct_head is None:
+        outputs = model.render_ray_tensors(
+            torch.stack(origins), torch.stack(directions), conditioning, torch.stack(norms)
+        )
+        z_pred = outputs["z_depth"][..., 0]
+    else:
+        # The control: the same encoder features read at the same pixels, a 1x1 conv to a disparity in
+        # (near/far, 1) (Monodepth2's sigmoid head), no density field, no volume rendering.
+        height, width = images_t.shape[-2:]
+        disparity = torch.sigmoid(direct_head(conditioning.features)).flatten(1)  # [G, H * W]
+        z_pred = near / (near / far + (1 - near / far) * disparity.gather(1, torch.stack(pixel_ids)))
+    z_true = torch.stack(targets).clamp(near, far)  # sky (inf) -> far: the forced last sample
+    return (near / z_pred - near / z_true).abs().mean()
+
+
+@torch.no_grad()
+def evaluate(pipeline, gt: GroundTruth, calibration, direct_head=None) -> Dict[str, float]:
+    from bts_studio.eval.density_field import depth_plus_band_field
+    from bts_studio.eval.kitti360_run import model_field
+    from bts_studio.eval.occupancy_exact import evaluate_exact_frames
+
+    model = pipeline.model
+    model.eval()
+    model.forget_sources()
+    depths, features, per_image, baseline, car_sigmas = [], [], [], [], []
+    for image in gt.images:
+        field_, _ = model_field(pipeline, "train", image)
+        depths.append(field_.depth)
+        features.append(model.source_view("train", image.index).features)
+        car_sigmas.append(density_inside_car(model, model.source_view("train", image.index), gt, len(car_sigmas)))
+        c2w = torch.from_numpy(calibration.rectified_camera_to_world(image.pose_index, image.camera_id))
+        frames = evaluate_exact_frames({"m": field_, "d4": depth_plus_band_field(field_)}, gt.scene, c2w)
+        per_image.append(frames["m"].metrics)
+        baseline.append(frames["d4"].metrics)
+    depth_bn_batch = depths_with_batch_statistics(pipeline, gt)
+    if direct_head is not None:  # the control's depth maps replace the (untrained) field's
+        near, far = model.config.near, model.config.far
+        disparity = torch.sigmoid(direct_head(torch.stack(features)))[:, 0]
+        depths = list(near / (near / far + (1 - near / far) * disparity))
+    model.train()
+    model.forget_sources()
+    depth = torch.stack(depths)
+    feats = torch.stack(features)  # [N, C, H, W]
+    true = gt.depth.clamp(max=80.0)
+    valid = torch.isfinite(gt.depth)
+    car = gt.car
+    absrel = ((depth - true).abs() / true)[valid].mean()
+    car_absrel = ((depth - true).abs() / true)[car].mean() if car.any() else torch.tensor(float("nan"))
+
+    def mean_of(key, rows=per_image):
+        values = [m[key] for m in rows if m.get(key) is not None and np.isfinite(m[key])]
+        return float(np.mean(values)) if values else float("nan")
+
+    return {
+        "car_depth_true": float(true[car].mean()) if car.any() else float("nan"),
+        "car_depth_pred": float(depth[car].mean()) if car.any() else float("nan"),
+        "car_absrel_bn_batch": float(((depth_bn_batch - true).abs() / true)[car].mean()),
+        "depth_spread_bn_batch": float(depth_bn_batch.std(dim=0).mean()),
+        "car_sigma_median": float(torch.cat(car_sigmas).median()),
+        "car_sigma_above_half": float((torch.cat(car_sigmas) > 0.5).float().mean()),
+        "depth_spread": float(depth.std(dim=0).mean()),
+        "gt_depth_spread": float(true.std(dim=0).mean()),
+        "feature_image_over_pixel_std": float(feats.std(dim=0).mean() / feats.std(dim=(2, 3)).mean()),
+        "absrel": float(absrel),
+        "car_absrel": float(car_absrel),
+        # The same error for the mean of the ten depth maps (one input-independent picture): close to car_absrel
+        # means the car's depth comes from a prior shared by all inputs, not from each input image.
+        "car_absrel_mean_map": float(((depth.mean(dim=0, keepdim=True) - true).abs() / true)[car].mean()),
+        "mean_depth": float(depth.mean()),
+        "O_rec": mean_of("o_rec"),
+        "IE_rec": mean_of("ie_rec"),
+        "IE_acc": mean_of("ie_acc"),
+        "depth4m_O_rec": mean_of("o_rec", baseline),
+        "depth4m_IE_rec": mean_of("ie_rec", baseline),
+    }
+
+
+@torch.no_grad()
+def density_inside_car(model, source, gt: GroundTruth, i: int, inside: float = 0.5) -> torch.Tensor:
+    """Density at points ``inside`` metres behind the car's visible surface along its pixels' rays (car pixels of
+    image ``i``): what the occupancy threshold (density > 0.5) reads there."""
+    from bts_studio.methods.bts.inference import density_in_camera
+
+    rows, cols = torch.nonzero(gt.car[i], as_tuple=True)
+    if rows.numel() == 0:
+        return torch.zeros(0)
+    z = gt.depth[i][rows, cols]
+    pixels = torch.stack([cols + 0.5, rows + 0.5, torch.ones_like(z)], dim=-1)
+    rays = pixels @ torch.linalg.inv(source.K.cpu().float()).T  # z = 1
+    points = rays * (z + inside / rays.norm(dim=-1))[:, None]  # ``inside`` metres further along the ray
+    return density_in_camera(model, source, points).cpu()
+
+
+@torch.no_grad()
+def depths_with_batch_statistics(pipeline, gt: GroundTruth) -> torch.Tensor:
+    """Depth maps of all inputs encoded as one batch with BatchNorm in train mode (batch statistics, as in a training
+    step), BatchNorm's running statistics left untouched: does eval mode's use of running statistics hide an
+    input dependence the training forward has?"""
+    from bts_studio.methods.bts.inference import depth_map
+    from bts_studio.methods.bts.sources import SourceView
+
+    model = pipeline.model
+    bank = model._source_bank
+    inputs = [bank.view_inputs("train", image.index) for image in gt.images]
+    buffers = {k: v.clone() for k, v in model.net.encoder.state_dict().items() if "running" in k or "num_batches" in k}
+    model.net.train()
+    features = model.net.encode(torch.stack([image for image, _, _ in inputs]))
+    model.net.encoder.load_state_dict(buffers, strict=False)
+    model.net.eval()
+    depths = []
+    for (image, K, c2w), feature in zip(inputs, features, strict=True):
+        source = SourceView(feature, image, K, c2w, int(image.shape[-2]), int(image.shape[-1]))
+        depths.append(depth_map(model, source))
+    return torch.stack(depths)
+
+
+def world_transform(pipeline, gt: GroundTruth, calibration) -> torch.Tensor:
+    """``[4, 4]`` float64 map from the nerfstudio world of the pipeline to KITTI-360's world (where the scene lives)."""
+    from bts_studio.methods.common.cameras import cameras_to_opencv
+
+    transforms = []
+    for image in gt.images:
+        _, c2w_ns = cameras_to_opencv(pipeline.datamanager.train_dataset.cameras[image.index : image.index + 1])
+        c2w_kitti = torch.from_numpy(calibration.rectified_camera_to_world(image.pose_index, image.camera_id))
+        transforms.append(c2w_kitti @ torch.linalg.inv(c2w_ns[0].double()))
+    spread = max(float((t - transforms[0]).abs().max()) for t in transforms)
+    assert spread < 1e-3, f"the nerfstudio -> KITTI-360 world map differs between images by {spread}"
+    return transforms[0]
+
+
+@torch.no_grad()
+def oracle_losses(pipeline, gt: GroundTruth, calibration, steps: int) -> Dict[str, float]:
+    """Is the car's depth in the photometric signal? The preset's own loss (``get_train_loss_dict``: same batches,
+    same render frames, same min-over-views SSIM + L1) with the density field replaced by exact ones: ``exact``
+    (1e3 inside any solid of the scene, 0 outside), ``no_car`` (the same scene without the car: the best a field
+    that ignores the car can do), ``far`` (density 0: every ray ends at the forced last sample). Per-patch losses
+    (the loss function on one patch at a time), averaged over patches whose loss-frame rays hit the car (>= half of
+    the patch's pixels) and over all patches. A signal exists where ``exact`` is clearly below ``no_car``."""
+    from bts_studio.data.synthetic.primitives import Scene
+    from bts_studio.methods.bts.losses import discarded_pixels, min_view_photometric_loss
+
+    model = pipeline.model
+    net = model.net
+    original = net.density
+    to_kitti = world_transform(pipeline, gt, calibration)
+    scenes = {
+        "exact": gt.scene,
+        "no_car": Scene([p for p in gt.scene.primitives if p.label != "car"], origin=gt.scene.origin),
+    }
+    labels = np.array(gt.scene.labels + ["none"])
+
+    def kitti(points: torch.Tensor) -> torch.Tensor:
+        flat = points.reshape(-1, 3).double()
+        return flat @ to_kitti[:3, :3].T + to_kitti[:3, 3]
+
+    results: Dict[str, List[float]] = {}
+    for step in range(steps):
+        seed_state = torch.get_rng_state()
+        for name in ("exact", "no_car", "far"):
+            torch.set_rng_state(seed_state)  # the same batch and flip draw for every field
+
+            def density(points, features, K, w2c, name=name):
+                sigma, outside = original(points, features, K, w2c)
+                if name == "far":
+                    return torch.zeros_like(sigma), outside
+                occupied = scenes[name].occupied(kitti(points)).reshape(sigma.shape)
+                return occupied.to(sigma.dtype) * 1e3, outside
+
+            net.density = density
+            _, batch = pipeline.datamanager.next_train(step)
+            outputs = model(batch)
+            rendered, target, masses, _, view_missing = model._patches(outputs, batch)
+            discard = discarded_pixels(masses, model.config.invalid_threshold)
+            per_patch = torch.stack(
+                [
+                    min_view_photometric_loss(
+                        rendered[i : i + 1],
+                        target[i : i + 1],
+                        discard[i : i + 1],
+                        None if view_missing is None else view_missing[i : i + 1],
+                    )
+                    for i in range(rendered.shape[0])
+                ]
+            )
+            hits = gt.scene.raycast(
+                kitti(batch.rays.origins), batch.rays.directions.reshape(-1, 3).double() @ to_kitti[:3, :3].T
+            )
+            car = torch.from_numpy(labels[hits.primitive_id.numpy()] == "car").reshape(per_patch.shape[0], -1)
+            car_patch = car.float().mean(dim=1) >= 0.5
+            # Hit distance along the unit ray: a car closer than the near plane (the fisheyes beside parked cars)
+            # cannot be represented by any field sampled from `near` on.
+            distance = hits.t.float().reshape(per_patch.shape[0], -1).median(dim=1).values
+            before_near = distance < model.config.near
+            results.setdefault(f"{name}_all", []).extend(per_patch.tolist())
+            results.setdefault(f"{name}_car", []).extend(per_patch[car_patch].tolist())
+            results.setdefault(f"{name}_car_beyond_near", []).extend(per_patch[car_patch & ~before_near].tolist())
+            results.setdefault(f"{name}_car_before_near", []).extend(per_patch[car_patch & before_near].tolist())
+    net.density = original
+    summary = {key: float(np.mean(values)) if values else float("nan") for key, values in results.items()}
+    summary["car_patches"] = float(len(results.get("exact_car", [])))
+    summary["car_patches_before_near"] = float(len(results.get("exact_car_before_near", [])))
+    summary["patches"] = float(len(results["exact_all"]))
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="a one-car synth-kitti360 folder")
+    parser.add_argument(
+        "--loss",
+        choices=("supervised", "photometric", "direct", "oracle"),
+        default="supervised",
+        help="supervised: the density field's rendered z-depth vs exact depth; photometric: the preset's training "
+        "loss; direct: the control, a 1x1-conv disparity head on the same encoder features, same pixels and loss; "
+        "oracle: no training, the photometric loss of exact density fields (oracle_losses) over --steps batches",
+    )
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--frames", type=int, nargs="+", default=list(DEFAULT_INPUTS))
+    parser.add_argument("--height", type=int, default=64)
+    parser.add_argument("--width", type=int, default=224)
+    parser.add_argument("--groups", type=int, default=2)
+    parser.add_argument("--rays", type=int, default=512)
+    parser.add_argument("--lr", type=float, default=1e-4, help="Adam lr of every group (the preset: 1e-4)")
+    parser.add_argument("--mlp-lr", type=float, default=None, help="lr of the density MLP (default: --lr)")
+    parser.add_argument("--decoder-lr", type=float, default=None, help="lr of the decoder (default: --lr)")
+    parser.add_argument("--no-augment", action="store_true", help="no colour jitter, no flip")
+    parser.add_argument("--no-fisheye", action="store_true", help="frame groups without the fisheye frames")
+    parser.add_argument("--near", type=float, default=3.0, help="sampling start and code near plane (BTS: 3 m)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--output-json", type=Path, default=None)
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="occl_sup_"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    from bts_studio.eval.occupancy_protocol import Kitti360Calibration
+
+    pipeline = build_pipeline(args, work)
+    model = pipeline.model
+    model.train()
+    calibration = Kitti360Calibration(Path(args.data), "2013_05_28_drive_0000_sync")
+    gt = GroundTruth(pipeline, args.height, args.width, calibration)
+    groups = param_groups(model)
+    direct_head = None
+    if args.loss == "direct":
+        direct_head = torch.nn.Conv2d(model.config.feature_dim, 1, 1)
+        groups["density_mlp"] = list(direct_head.parameters())  # reported as the head's group
+    lrs = {"resnet": args.lr, "decoder": args.decoder_lr or args.lr, "density_mlp": args.mlp_lr or args.lr}
+    if args.loss == "oracle":
+        summary = oracle_losses(pipeline, gt, calibration, args.steps)
+        print(json.dumps({k: round(v, 5) for k, v in summary.items()}), flush=True)
+        if args.output_json is not None:
+            args.output_json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **summary}))
+        return
+    optimizer = torch.optim.Adam([{"params": p, "lr": lrs[n]} for n, p in groups.items()], eps=1e-8)
+    generator = torch.Generator().manual_seed(args.seed)
+    near, far = model.config.near, model.config.far
+    history = []
+    print(f"inputs: {len(gt.images)} images, car pixels {int(gt.car.sum())}; loss {args.loss}; lrs {lrs}", flush=True)
+    start = time.time()
+    losses: List[float] = []
+    grad_norms: Dict[str, List[float]] = {name: [] for name in groups}
+    for step in range(args.steps + 1):
+        if step % args.eval_every == 0:
+            row = {
+                "step": step,
+                "loss": float(np.mean(losses)) if losses else float("nan"),
+                **evaluate(pipeline, gt, calibration, direct_head),
+            }
+            row.update({f"grad_{k}": float(np.mean(v)) if v else float("nan") for k, v in grad_norms.items()})
+            row["wall_s"] = time.time() - start
+            history.append(row)
+            print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+            losses = []
+            grad_norms = {name: [] for name in groups}
+        if step == args.steps:
+            break
+        optimizer.zero_grad(set_to_none=True)
+        if args.loss in ("supervised", "direct"):
+            loss = supervised_step(pipeline, gt, generator, args.groups, args.rays, near, far, direct_head)
+        else:
+            _, loss_dict, _ = pipeline.get_train_loss_dict(step)
+            loss = sum(loss_dict.values())
+        loss.backward()
+        for name, params in groups.items():
+            grads = [p.grad.norm() for p in params if p.grad is not None]
+            grad_norms[name].append(float(torch.stack(grads).norm()) if grads else 0.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    if args.output_json is not None:
+        args.output_json.write_text(
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "history": history}, indent=1)
+        )
+
+
+if __name__ == "__main__":
+    main()
