@@ -14,6 +14,8 @@ and the tests that prove them):
   header, complete PNG/JPEG stream) and handed to nerfstudio as 8-bit RGB by one rule (:data:`RGB_RULE`).
 - :func:`load_npz`: an ``.npz``/``.npy`` that cannot be read fails with its path.
 - :func:`ensure_writable_dir`: a cache or output folder that cannot be made names the option that moves it.
+- :func:`check_held_out_splits`: the train split's parse checks the val/test entries too, so a broken held-out
+  object stops training at start-up instead of ``ns-eval`` hours later.
 - :func:`nested_root_hint`: "did you mean --data X?" when the dataset root the user meant sits one or two levels
   below the folder given (e.g. the generator's output folder instead of its ``dvr/`` or ``srn_cars/``).
 """
@@ -21,7 +23,7 @@ and the tests that prove them):
 import hashlib
 import os
 from pathlib import Path
-from typing import Callable, Optional, Tuple, Type, Union
+from typing import Callable, Iterable, Optional, Tuple, Type, TypeVar, Union
 
 import numpy as np
 
@@ -339,3 +341,38 @@ def nested_root_hint(folder: PathLike, looks_like_root: Callable[[Path], bool], 
     if not found:
         return ""
     return f"; did you mean {option} {' or '.join(str(path) for path in found[:3])}?"
+
+
+Entry = TypeVar("Entry")
+
+
+def check_held_out_splits(
+    split: str,
+    entries_of: Callable[[str], Iterable[Entry]],
+    check: Callable[[Entry], object],
+    error: Type[UserError],
+    what: str,
+) -> None:
+    """When ``split`` is ``train``, run ``check`` on every entry of the val and test splits (a reader's cheap check:
+    folder layout, small text files), so that a broken held-out object stops training at start-up rather than
+    ``ns-eval`` hours later. A split whose ``entries_of`` raises ``error`` (no list or folder for it) is skipped:
+    nothing will parse it.
+
+    Args:
+        what: how the message names the entry's place before the split's name, e.g. ``"an object of the"``.
+
+    Raises:
+        error: ``check``'s, its message followed by ``({what} '<split>' split, checked before training)``.
+    """
+    if split != "train":
+        return
+    for other in ("val", "test"):
+        try:
+            entries = list(entries_of(other))
+        except error:
+            continue  # no (or an empty) list or folder for that split: it is never parsed
+        for entry in entries:
+            try:
+                check(entry)
+            except error as failure:
+                raise error(f"{failure} ({what} {other!r} split, checked before training)") from None

@@ -10,7 +10,7 @@ barycentre, scale) and the near plane go into the metadata for the model. nerfst
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Type
+from typing import List, Optional, Type
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from nerfstudio.cameras.cameras import Cameras, CameraType
 from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserConfig, DataparserOutputs
 from nerfstudio.data.scene_box import SceneBox
 
-from bts_studio.data.checks import rgb_image_path
+from bts_studio.data.checks import check_held_out_splits, rgb_image_path
 from bts_studio.data.deepvoxels.reader import DeepVoxelsFormatError, read_intrinsics, read_split, scene_folders
 
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -28,23 +28,9 @@ SPLIT_FOLDERS = {"train": ("train",), "val": ("validation", "test"), "test": ("t
 """nerfstudio split -> folders tried in order."""
 
 
-def check_other_splits(root: Path, scene: str) -> None:
-    """Read the poses of the scene's val/test folders that exist (small text files), so that a broken held-out
-    view stops training at start-up rather than ``ns-eval`` hours later.
-
-    Raises:
-        DeepVoxelsFormatError: as :func:`read_split`, naming the folder.
-    """
-    for other in ("val", "test"):
-        found = next(
-            (root / folder / scene for folder in SPLIT_FOLDERS[other] if (root / folder / scene).is_dir()), None
-        )
-        if found is None:
-            continue  # no folder for that split: it is never parsed
-        try:
-            read_split(found)
-        except DeepVoxelsFormatError as error:
-            raise DeepVoxelsFormatError(f"{error} (the {other!r} split, checked before training)") from None
+def split_folders(root: Path, scene: str, split: str) -> List[Path]:
+    """The scene's folders of ``split`` that exist, in :data:`SPLIT_FOLDERS`' order (the first one is read)."""
+    return [root / folder / scene for folder in SPLIT_FOLDERS[split] if (root / folder / scene).is_dir()]
 
 
 @dataclass
@@ -80,17 +66,19 @@ class DeepVoxels(DataParser):
                 "at their stored size); use ns-render camera-path/interpolate/spiral --downscale-factor"
             )
         root, scene = scene_folders(self.config.data, self.config.scene)
-        candidates = [root / folder / scene for folder in SPLIT_FOLDERS[split]]
-        split_dir = next((path for path in candidates if path.is_dir()), None)
-        if split_dir is None:
+        found = split_folders(root, scene, split)
+        if not found:
+            candidates = [root / folder / scene for folder in SPLIT_FOLDERS[split]]
             raise DeepVoxelsFormatError(
                 f"no folder for the {split!r} split: looked for {', '.join(map(str, candidates))}"
             )
+        split_dir = found[0]
         own = split_dir / "intrinsics.txt"
         intrinsics_path = own if own.is_file() else root / "train" / scene / "intrinsics.txt"
         views = read_split(split_dir)
-        if split == "train":
-            check_other_splits(root, scene)
+        check_held_out_splits(
+            split, lambda other: split_folders(root, scene, other)[:1], read_split, DeepVoxelsFormatError, "the"
+        )
         intrinsics = read_intrinsics(intrinsics_path).rescaled(views.height, views.width)
 
         count = len(views.image_paths)

@@ -18,7 +18,13 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 from rich.progress import track
 
-from bts_studio.data.checks import check_pixel_intrinsics, nested_root_hint, rgb_image_path, verify_image_file
+from bts_studio.data.checks import (
+    check_held_out_splits,
+    check_pixel_intrinsics,
+    nested_root_hint,
+    rgb_image_path,
+    verify_image_file,
+)
 from bts_studio.data.shapenet.dvr_reader import (
     DVRFormatError,
     DVRObject,
@@ -130,30 +136,6 @@ def split_objects(config: ShapeNetDVRDataParserConfig, split: str) -> List[Tuple
     return objects
 
 
-def check_other_splits(config: ShapeNetDVRDataParserConfig, split: str) -> None:
-    """Check the folder layout (no file read) of every object in the dataset root's other splits, so that a
-    broken val/test object stops training at start-up rather than ``ns-eval`` hours later; splits without a list
-    file are skipped (nothing will read them).
-
-    Raises:
-        DVRFormatError: as :func:`object_files`, naming the object's path.
-    """
-    if is_single_object(config.data):
-        return
-    for other in ("train", "val", "test"):
-        if other == split:
-            continue
-        try:
-            entries = split_objects(config, other)
-        except DVRFormatError:
-            continue  # no (or an empty) list: that split is never parsed
-        for synset_dir, model in entries:
-            try:
-                object_files(synset_dir, model)
-            except DVRFormatError as error:
-                raise DVRFormatError(f"{error} (an object of the {other!r} split, checked before training)") from None
-
-
 @dataclass
 class ShapeNetDVR(DataParser):
     """Parses DVR's ShapeNet layout into per-view cameras with object and view indices."""
@@ -169,8 +151,13 @@ class ShapeNetDVR(DataParser):
                 "served at their stored size); use ns-render camera-path/interpolate/spiral --downscale-factor"
             )
         entries = split_objects(self.config, split)
-        if split == "train":
-            check_other_splits(self.config, split)
+        check_held_out_splits(
+            split,
+            lambda other: split_objects(self.config, other),
+            lambda entry: object_files(*entry),
+            DVRFormatError,
+            "an object of the",
+        )
         iterator = entries if len(entries) < 200 else track(entries, description="Reading DVR cameras")
         objects = [read_object(synset_dir, model) for synset_dir, model in iterator]
         scale, offset = self._world_scale(objects)

@@ -214,7 +214,7 @@ def read_object(synset_dir: Path, model_id: str) -> DVRObject:
     path, image_paths, mask_paths, depth_paths = object_files(synset_dir, model_id)
     cameras = path / "cameras.npz"
     pixel_intrinsics = None
-    if cameras.is_file() and cameras_are_projections(cameras):
+    if cameras_are_projections(cameras):  # object_files checked that it exists
         c2w, pixel_intrinsics, scale, offset = read_dtu_cameras(cameras, len(image_paths))
         camera_mats = np.tile(np.eye(4), (len(image_paths), 1, 1))
     else:

@@ -19,7 +19,7 @@ from nerfstudio.data.dataparsers.base_dataparser import DataParser, DataParserCo
 from nerfstudio.data.scene_box import SceneBox
 from rich.progress import track
 
-from bts_studio.data.checks import rgb_image_path
+from bts_studio.data.checks import check_held_out_splits, rgb_image_path
 from bts_studio.data.shapenet.image_cache import RESIZE_CACHE_OPTION, resized_image_path
 from bts_studio.data.shapenet.srn_reader import (
     SPLIT_FOLDER,
@@ -145,30 +145,10 @@ def resolve_layout(config: ShapeNetSRNDataParserConfig, split: str) -> SRNSplitL
     )
 
 
-def check_other_splits(config: ShapeNetSRNDataParserConfig, split: str) -> None:
-    """Check the folder layout (no file read) of every instance of the other splits, so that a broken val/test
-    instance stops training at start-up rather than ``ns-eval`` hours later; splits without a folder are skipped
-    (nothing will read them).
-
-    Raises:
-        SRNFormatError: as :func:`instance_files`, naming the instance's path.
-    """
-    for other in ("train", "val", "test"):
-        if other == split:
-            continue
-        try:
-            layout = resolve_layout(config, other)
-            names = layout.only_instances or config.instances
-            instance_dirs = select_instances(
-                list_instance_dirs(layout.split_dir), names, config.max_instances, layout.split_dir
-            )
-        except SRNFormatError:
-            continue  # no (or an empty) folder for that split: it is never parsed
-        for instance_dir in instance_dirs:
-            try:
-                instance_files(instance_dir)
-            except SRNFormatError as error:
-                raise SRNFormatError(f"{error} (an instance of the {other!r} split, checked before training)") from None
+def split_instances(config: ShapeNetSRNDataParserConfig, layout: SRNSplitLayout) -> List[Path]:
+    """The instance folders of one split's ``layout``, filtered by ``instances`` / ``max_instances``."""
+    names = layout.only_instances or config.instances
+    return select_instances(list_instance_dirs(layout.split_dir), names, config.max_instances, layout.split_dir)
 
 
 @dataclass
@@ -181,11 +161,14 @@ class ShapeNetSRN(DataParser):
         if split not in ("train", "val", "test"):
             raise ValueError(f"unknown split {split!r}; shapenet-srn-data answers train, val and test")
         layout = resolve_layout(self.config, split)
-        instance_dirs = list_instance_dirs(layout.split_dir)
-        names = layout.only_instances or self.config.instances
-        instance_dirs = select_instances(instance_dirs, names, self.config.max_instances, layout.split_dir)
-        if split == "train":
-            check_other_splits(self.config, split)
+        instance_dirs = split_instances(self.config, layout)
+        check_held_out_splits(
+            split,
+            lambda other: split_instances(self.config, resolve_layout(self.config, other)),
+            instance_files,
+            SRNFormatError,
+            "an instance of the",
+        )
         iterator = instance_dirs if len(instance_dirs) < 200 else track(instance_dirs, description="Reading SRN poses")
         instances = [read_instance(path) for path in iterator]
 
