@@ -46,7 +46,7 @@ class CameraPathConfig:
     """Training image the path starts from and is conditioned on (stored in the JSON)."""
     forward_m: Optional[float] = None
     """Distance moved forward along the source camera's heading, in the run's world units; default: 10 m for a
-    street run (bts-*), else 0.2 x the source camera's distance to the object at the world origin."""
+    street run (bts-density), else 0.2 x the source camera's distance to the object at the world origin."""
     sideways_m: Optional[float] = None
     """Amplitude of the sideways sway (right is positive), in world units; default: 1.5 m for a street run, else
     0.03 x the source camera's distance to the object."""
@@ -64,14 +64,18 @@ class CameraPathConfig:
     """Replace an existing output file."""
 
 
-def source_camera(load_config: Path, index: int):
-    """The training camera ``index`` of a run (its dataparser re-reads the data; images are not loaded)."""
+def load_run_config(load_config: Path):
+    """A run's ``config.yml`` as nerfstudio's config objects (the classes they name are imported)."""
     import yaml
 
     import bts_studio  # noqa: F401  (registers checkpoint globals; nerfstudio's registry imports our configs)
 
-    config = yaml.load(Path(load_config).read_text(), Loader=yaml.Loader)
-    datamanager = config.pipeline.datamanager
+    return yaml.load(Path(load_config).read_text(), Loader=yaml.Loader)
+
+
+def source_camera(run_config, index: int):
+    """The training camera ``index`` of a run (its dataparser re-reads the data; images are not loaded)."""
+    datamanager = run_config.pipeline.datamanager
     dataparser_config = datamanager.dataparser
     if getattr(datamanager, "data", None) is not None:
         dataparser_config.data = Path(datamanager.data)
@@ -90,12 +94,10 @@ OBJECT_PATH_FRACTIONS = (0.2, 0.03)
 object (object-centred methods put it at the world origin): 10 m would fly through a unit-sized object."""
 
 
-def path_lengths(config: CameraPathConfig, c2w_opengl: torch.Tensor) -> tuple[float, float]:
-    """``(forward, sideways)`` of the path in world units: the given ones, else the run type's defaults."""
-    import yaml
-
-    method = getattr(yaml.load(Path(config.load_config).read_text(), Loader=yaml.Loader), "method_name", "") or ""
-    if method.startswith("bts"):
+def path_lengths(config: CameraPathConfig, run_config, c2w_opengl: torch.Tensor) -> tuple[float, float]:
+    """``(forward, sideways)`` of the path in world units: the given ones, else the defaults of the run's scene
+    kind (its pipeline's ``scene_kind``, as for the ns-render paths)."""
+    if getattr(run_config.pipeline._target, "scene_kind", "object") == "street":
         forward, sideways = STREET_PATH_M
     else:
         distance = float(c2w_opengl[:3, 3].norm())
@@ -138,8 +140,9 @@ def main(argv: List[str], prog: str = "bts-studio camera-path") -> None:
         raise SystemExit(f"camera-path: {config.output} exists; pass --overwrite to replace it")
     if config.frames < 1 or config.seconds <= 0:
         raise SystemExit("camera-path: --frames must be >= 1 and --seconds > 0")
-    camera = source_camera(config.load_config, config.source_index)
-    forward_m, sideways_m = path_lengths(config, camera.camera_to_worlds)
+    run_config = load_run_config(config.load_config)
+    camera = source_camera(run_config, config.source_index)
+    forward_m, sideways_m = path_lengths(config, run_config, camera.camera_to_worlds)
     source_height, source_width = int(camera.height), int(camera.width)
     height = config.render_height or source_height
     width = config.render_width or source_width

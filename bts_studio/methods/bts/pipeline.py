@@ -58,6 +58,7 @@ class BTSPipeline(BudgetedPipeline):
 
     config: BTSPipelineConfig
     datamanager: BTSDataManager
+    scene_kind = "street"
 
     def __init__(
         self,
@@ -74,7 +75,7 @@ class BTSPipeline(BudgetedPipeline):
             SourceBank({"train": self.datamanager.train_dataset, "test": self.datamanager.eval_dataset})
         )
         self.source_image = self.model.source_selector.controls  # the viewer's "source_image" folder
-        ns_render_paths.install("street")  # only inside ns-render: paths that fit street scenes
+        ns_render_paths.install(self.scene_kind)  # only inside ns-render: paths that fit street scenes
 
     # ---------------------------------------------------------------------------------------------- training
     def get_train_loss_dict(self, step: int):

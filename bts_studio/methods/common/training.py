@@ -9,7 +9,7 @@ its own field and callback.
 
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import List, Optional, Type, Union
+from typing import ClassVar, List, Optional, Type, Union
 
 import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
@@ -89,6 +89,9 @@ class BudgetedPipeline(VanillaPipeline):
     """VanillaPipeline that stops training when ``config.max_train_seconds`` have passed."""
 
     config: BudgetedPipelineConfig
+    scene_kind: ClassVar[str] = "object"
+    """``street`` or ``object`` (``ns_render_paths.PATH_SCALES``): what size the ns-render paths and
+    ``bts-studio camera-path``'s default path are made for; object-centred methods keep the object at the origin."""
 
     def __init__(
         self,

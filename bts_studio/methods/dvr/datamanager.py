@@ -170,7 +170,6 @@ class DVRDataManager(VanillaDataManager):
             self.train_order = ShardedOrder(
                 self.num_train_objects, self.config.images_per_batch, seed, rank, world_size, per_step=True
             )
-        self.eval_input_cache: Dict[Tuple[int, int], Tensor] = {}  # (split code, object) -> input views
         CONSOLE.print(
             f"dvr: {self.num_train_objects} training objects, {len(self.train_dataset)} images, depth "
             f"{'cached' if self.train_cache['depth'] is not None else 'absent'}"
@@ -272,12 +271,13 @@ class DVRDataManager(VanillaDataManager):
         else:
             # Eval objects, and training objects when setup_train did not run (ns-render camera-path loads the
             # pipeline with test_mode "inference", which skips setup_train/setup_eval): read on first use.
-            if getattr(self, "eval_input_cache", None) is None:
-                self.eval_input_cache = {}
-            if (split, obj) not in self.eval_input_cache:
+            cache: Optional[Dict[Tuple[int, int], Tensor]] = getattr(self, "input_view_cache", None)
+            if cache is None:  # (split code, object) -> input views; made on first use, the only use
+                cache = self.input_view_cache = {}
+            if (split, obj) not in cache:
                 dataset = self.train_dataset if split == SPLIT_CODES["train"] else self.eval_dataset
-                self.eval_input_cache[(split, obj)] = self._input_views(dataset, [obj])[0]
-            cached = self.eval_input_cache[(split, obj)]
+                cache[(split, obj)] = self._input_views(dataset, [obj])[0]
+            cached = cache[(split, obj)]
             image = cached[min(view, cached.shape[0] - 1)]
         return image[None].to(self.device).float() / 255.0
 

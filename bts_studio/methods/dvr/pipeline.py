@@ -106,7 +106,7 @@ class DVRPipeline(BudgetedPipeline):
     ):
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         # Only inside ns-render: paths that fit objects; the spiral's frames keep its start camera's object.
-        ns_render_paths.install("object", carried_keys=("instance_idx", "dvr_split"))
+        ns_render_paths.install(self.scene_kind, carried_keys=("instance_idx", "dvr_split"))
         datamanager = self.datamanager
         if self.model.encoder is not None:
             self.model.input_source = lambda camera: datamanager.input_view(*datamanager.object_of_camera(camera))

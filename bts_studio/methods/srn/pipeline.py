@@ -45,7 +45,7 @@ class SRNPipeline(BudgetedPipeline):
         if test_mode in ("val", "test"):  # ns-train / ns-eval; renders ("inference") evaluate nothing
             assert isinstance(self.datamanager, SRNDataManager)
             check_few_shot_settings(self.datamanager, config.few_shot, test_mode)
-        ns_render_paths.install("object")  # only inside ns-render: paths that fit objects
+        ns_render_paths.install(self.scene_kind)  # only inside ns-render: paths that fit objects
         model = self.model
         if isinstance(model, SRNModel) and not model.config.single_scene and model.image_instance_idx.numel():
             # An srn source is an object instance (its latent code), reached through one of its training images.
