@@ -17,6 +17,7 @@ atomics make the gradients' summation order, and so their last bits, nondetermin
 import functools
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Literal, Tuple
 
 import torch
@@ -67,10 +68,23 @@ def _kernels():
     return triton_kernels.forward_kernel, triton_kernels.backward_kernel
 
 
-TRITON_BLOCK = 64
-"""Samples per Triton block (64 x 64-channel tiles keep the four corner loads in registers)."""
-BACKWARD_SPLIT = 32
-"""Blocks per backward program: weight gradients are summed over 2048 samples in registers before one write."""
+@dataclass
+class TritonLaunch:
+    """Launch settings of the two kernels (``benchmarks/speed_probe.py`` sweeps them on a GPU)."""
+
+    block: int = 64
+    """Samples per block (64 x 64-channel tiles keep the four corner loads in registers)."""
+    backward_split: int = 32
+    """Blocks per backward program: weight gradients are summed over ``block * backward_split`` samples in
+    registers before one write."""
+    num_warps: int = 4
+    """Warps per program (Triton's default)."""
+    dot_precision: str = "ieee"
+    """``tl.dot`` input precision of the positional-encoding GEMM: ieee (fp32), tf32 or tf32x3."""
+
+
+TRITON_LAUNCH = TritonLaunch()
+"""The settings every launch reads (module state so that a sweep can change them without new signatures)."""
 
 
 def _prepare(features, xy, code, w_in, b_in, w_out, b_out, num_freqs):
@@ -87,12 +101,14 @@ def _prepare(features, xy, code, w_in, b_in, w_out, b_out, num_freqs):
         w_out.float().reshape(-1).contiguous(),
         b_out.float().reshape(-1).contiguous(),
     )
-    consts = {"HID": hid, "E": e, "EP": max(16, 1 << (e - 1).bit_length()), "BLOCK": TRITON_BLOCK}
+    launch = TRITON_LAUNCH
+    consts = {"HID": hid, "E": e, "EP": max(16, 1 << (e - 1).bit_length()), "BLOCK": launch.block}
+    consts.update(DOT=launch.dot_precision, num_warps=launch.num_warps)
     return proj, xy.float().contiguous(), code.float().contiguous(), vectors, consts
 
 
 def _grid(b: int, n: int) -> tuple:
-    return ((n + TRITON_BLOCK - 1) // TRITON_BLOCK, b)
+    return ((n + TRITON_LAUNCH.block - 1) // TRITON_LAUNCH.block, b)
 
 
 class _TritonDensity(torch.autograd.Function):
@@ -146,13 +162,14 @@ def _fused_backward(saved, needs, pe, grad_sigma):
         proj, xy_c, code_c, vectors, consts = _prepare(features, xy, code, w_in, b_in, w_out, b_out, num_freqs)
         n = xy.shape[1]
         hid, ep = consts["HID"], consts["EP"]
-        programs = (n + TRITON_BLOCK * BACKWARD_SPLIT - 1) // (TRITON_BLOCK * BACKWARD_SPLIT)
+        split = TRITON_LAUNCH.backward_split
+        programs = (n + consts["BLOCK"] * split - 1) // (consts["BLOCK"] * split)
         dproj = torch.zeros(b, h, w, hid, device=features.device, dtype=torch.float32)
         parts = torch.zeros(max(1, b * programs), ep * hid + 2 * hid + 1, device=features.device, dtype=torch.float32)
         if n > 0:
             _kernels()[1][(programs, b)](
                 proj, xy_c, code_c, *vectors, grad_sigma.float().contiguous(), dproj, parts,
-                n, h, w, float(freq_factor), SPLIT=BACKWARD_SPLIT, **consts,
+                n, h, w, float(freq_factor), SPLIT=split, **consts,
             )  # fmt: skip
         summed = parts.sum(dim=0)  # [dW_pe (EP x HID) | db_in | dw_out | db_out]
         dwpe = summed[: ep * hid].reshape(ep, hid)

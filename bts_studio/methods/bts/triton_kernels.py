@@ -25,6 +25,7 @@ def hidden_layer(
     HID: tl.constexpr,
     E: tl.constexpr,
     EP: tl.constexpr,
+    DOT: tl.constexpr,
 ):
     """Pre-activation of the hidden layer for a block of samples, plus what the backward scatters with."""
     row = batch * N + offs
@@ -70,7 +71,7 @@ def hidden_layer(
     waves = tl.where((block % 2 == 1)[None, :], tl.cos(scaled), tl.sin(scaled))
     encoded = tl.where((j < 3)[None, :], value, tl.where((j < E)[None, :], waves, 0.0))
     wpe = tl.load(wpe_ptr + j[:, None] * HID + ch[None, :], mask=(j < E)[:, None], other=0.0)
-    pre = gathered + tl.dot(encoded, wpe, input_precision="ieee") + tl.load(bin_ptr + ch)[None, :]
+    pre = gathered + tl.dot(encoded, wpe, input_precision=DOT) + tl.load(bin_ptr + ch)[None, :]
     return pre, encoded, p00, p01, p10, p11, w00, w01, w10, w11
 
 
@@ -91,13 +92,14 @@ def forward_kernel(
     HID: tl.constexpr,
     E: tl.constexpr,
     EP: tl.constexpr,
+    DOT: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     batch = tl.program_id(1).to(tl.int64)
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < N
     pre, _, _, _, _, _, _, _, _, _ = hidden_layer(
-        proj_ptr, xy_ptr, code_ptr, wpe_ptr, bin_ptr, batch, offs, mask, N, H, W, freq_factor, HID, E, EP
+        proj_ptr, xy_ptr, code_ptr, wpe_ptr, bin_ptr, batch, offs, mask, N, H, W, freq_factor, HID, E, EP, DOT
     )
     ch = tl.arange(0, HID)
     logit = tl.sum(tl.maximum(pre, 0.0) * tl.load(wout_ptr + ch)[None, :], axis=1) + tl.load(bout_ptr)
@@ -125,6 +127,7 @@ def backward_kernel(
     HID: tl.constexpr,
     E: tl.constexpr,
     EP: tl.constexpr,
+    DOT: tl.constexpr,
     BLOCK: tl.constexpr,
     SPLIT: tl.constexpr,
 ):
@@ -146,7 +149,7 @@ def backward_kernel(
         offs = (tl.program_id(0) * SPLIT + step) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < N
         pre, encoded, p00, p01, p10, p11, w00, w01, w10, w11 = hidden_layer(
-            proj_ptr, xy_ptr, code_ptr, wpe_ptr, bin_ptr, batch, offs, mask, N, H, W, freq_factor, HID, E, EP
+            proj_ptr, xy_ptr, code_ptr, wpe_ptr, bin_ptr, batch, offs, mask, N, H, W, freq_factor, HID, E, EP, DOT
         )
         hidden = tl.maximum(pre, 0.0)
         logit = tl.sum(hidden * wout[None, :], axis=1) + bout
@@ -157,7 +160,7 @@ def backward_kernel(
         acc_bout += g
         dpre = tl.where(pre > 0.0, g[:, None] * wout[None, :], 0.0)
         acc_bin += tl.sum(dpre, axis=0)
-        acc_wpe += tl.dot(tl.trans(encoded), dpre, input_precision="ieee")  # [EP, HID]
+        acc_wpe += tl.dot(tl.trans(encoded), dpre, input_precision=DOT)  # [EP, HID]
         m2 = mask[:, None]
         tl.atomic_add(dproj_ptr + p00[:, None] * HID + ch[None, :], w00[:, None] * dpre, mask=m2)
         tl.atomic_add(dproj_ptr + p01[:, None] * HID + ch[None, :], w01[:, None] * dpre, mask=m2)

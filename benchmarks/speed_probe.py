@@ -1,0 +1,354 @@
+"""Where bts-density's GPU time goes, part by part, and which candidate fast paths win (issue 17).
+
+One JSON line per measurement (flushed, so a run cut short by its deadline keeps what it measured):
+
+* ``profile``: the top CUDA kernels (self time) of one full-frame render and of one training step of the twin.
+* ``density``: each density path (twin, twin with TF32 GEMMs, projected, the Triton kernels, ``torch.compile`` of the
+  twin and of the projected path) forward and forward+backward at the training shape (``groups`` maps,
+  ``rays x samples`` points each) and forward at a render pass (one map, 32,768 rays x 64 samples), with the
+  largest relative difference of ``sigma`` to the fp32 twin.
+* ``triton``: the Triton kernels over launch settings (``TritonLaunch``: block, warps, backward split, ``tl.dot``
+  precision), forward at a render pass and forward+backward at the training shape.
+* ``encoder``: ResNet + decoder at batch 1 (inference) and the training batch (forward + backward): fp32 NCHW,
+  fp32 channels-last, bf16 channels-last, each with ``cudnn.benchmark`` off and on, and a CUDA graph of the batch-1
+  forward.
+* ``render``: a full 192x640 frame with the model's chunking, in one pass, and with ``torch.compile`` of the pass.
+
+Every time is the median of CUDA-event-timed repeats after warm-up. Random weights at BTS's shapes.
+
+    python benchmarks/speed_probe.py --parts profile density triton encoder render --deadline 420 > probe.jsonl
+    python benchmarks/speed_probe.py --device cpu --height 32 --width 96 --groups 2 --rays 64 --resnet-layers 18 \\
+        --parts density encoder render --repeats 1     # CPU smoke test (compile works on the CPU too)
+"""
+
+import argparse
+import itertools
+import json
+import statistics
+import time
+import traceback
+from typing import Callable, Dict
+
+import torch
+
+from bts_studio.bench import BenchConfig, build_model, camera_rig, training_batch
+
+START = time.perf_counter()
+
+
+def emit(record: Dict) -> None:
+    record["t_s"] = round(time.perf_counter() - START, 1)
+    print(json.dumps(record), flush=True)
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> float:
+    """Median milliseconds of ``fn`` (CUDA events on a GPU)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            begin = time.perf_counter()
+            fn()
+            times.append(1000 * (time.perf_counter() - begin))
+    return statistics.median(times)
+
+
+def peak_gib(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def top_kernels(prof, n: int = 15) -> list:
+    rows = []
+    for event in prof.key_averages():
+        cuda = getattr(event, "self_device_time_total", 0) or getattr(event, "self_cuda_time_total", 0)
+        if cuda > 0:
+            rows.append((cuda, event.key[:90], event.count))
+    rows.sort(reverse=True)
+    total = sum(r[0] for r in rows)
+    return [{"ms": round(r[0] / 1000, 3), "calls": r[2], "kernel": r[1]} for r in rows[:n]] + [
+        {"total_ms": round(total / 1000, 3)}
+    ]
+
+
+def part_profile(args, device, model, config) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    K, c2w, cameras = camera_rig(config, device)
+    image = torch.rand(3, config.height, config.width, device=device)
+    model.eval()
+    with torch.no_grad():
+        source = model.encode_view(image, K, c2w[0])
+        model.render_camera(cameras[0:1], source)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            source = model.encode_view(image, K, c2w[0])
+            model.render_camera(cameras[0:1], source)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+    emit({"part": "profile", "what": "encode + full-frame render (twin)", "top": top_kernels(prof)})
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step():
+        batch = training_batch(config, K, c2w, cameras, device)
+        optimizer.zero_grad(set_to_none=True)
+        outputs = model(batch)
+        sum(model.get_loss_dict(outputs, batch).values()).backward()
+        optimizer.step()
+
+    step()
+    step()
+    with profile(activities=activities) as prof:
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    emit({"part": "profile", "what": "training step (twin)", "top": top_kernels(prof, 25)})
+
+
+def density_inputs(device, b: int, n: int, h: int, w: int, seed: int = 0):
+    from bts_studio.methods.bts.triton_density import random_density_inputs
+
+    inputs = random_density_inputs(device, torch.float32, b=b, c=64, h=h, w=w, n=n, hidden=64, seed=seed)
+    inputs[1] = inputs[1] / 1.6  # mostly inside the image, as samples are
+    return inputs
+
+
+def density_paths(args) -> Dict[str, Callable]:
+    from bts_studio.core.fused_density import density_projected, density_unfused
+    from bts_studio.methods.bts.triton_density import density_triton
+
+    paths: Dict[str, Callable] = {"twin": density_unfused, "projected": density_projected}
+    if args.device_type == "cuda":
+        paths["triton"] = density_triton
+    if args.compile:
+        paths["compiled-twin"] = torch.compile(density_unfused, dynamic=False)
+        paths["compiled-projected"] = torch.compile(density_projected, dynamic=False)
+    return paths
+
+
+def measure_density(name, fn, device, args, train_inputs, render_inputs, reference) -> Dict:
+    record: Dict = {"part": "density", "path": name}
+    try:
+        leaves = [t.clone().requires_grad_(i in (0, 3, 4, 5, 6)) for i, t in enumerate(train_inputs)]
+        reset_peak(device)
+        record["train_fwd_bwd_ms"] = timed(lambda: fn(*leaves, 6, 1.5).sum().backward(), device, args.repeats)
+        record["train_fwd_bwd_gib"] = peak_gib(device)
+        with torch.no_grad():
+            record["train_fwd_ms"] = timed(lambda: fn(*train_inputs, 6, 1.5), device, args.repeats)
+            reset_peak(device)
+            record["render_pass_fwd_ms"] = timed(lambda: fn(*render_inputs, 6, 1.5), device, args.repeats)
+            record["render_pass_gib"] = peak_gib(device)
+            sigma = fn(*render_inputs, 6, 1.5)
+        record["sigma_max_rel"] = float((sigma - reference).abs().max() / reference.abs().max())
+        record["sigma_mean_rel"] = float(((sigma - reference).abs() / reference.abs().clamp_min(1e-6)).mean())
+    except Exception as error:  # noqa: BLE001 - reported, the probe goes on
+        traceback.print_exc()
+        record["error"] = repr(error)[:400]
+    emit(record)
+    return record
+
+
+def part_density(args, device, config) -> None:
+    from bts_studio.core.fused_density import density_unfused
+
+    n_train = config.rays_per_group * config.num_samples
+    train_inputs = density_inputs(device, config.groups, n_train, config.height, config.width)
+    render_inputs = density_inputs(device, 1, args.render_rays * config.num_samples, config.height, config.width, 1)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    with torch.no_grad():
+        reference = density_unfused(*render_inputs, 6, 1.5)
+    for name, fn in density_paths(args).items():
+        if time.perf_counter() - START > args.deadline:
+            break
+        measure_density(name, fn, device, args, train_inputs, render_inputs, reference)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    measure_density("twin-tf32-matmul", density_unfused, device, args, train_inputs, render_inputs, reference)
+    measure_density("projected-tf32-matmul", density_paths(args)["projected"], device, args, train_inputs,
+                    render_inputs, reference)  # fmt: skip
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def part_triton(args, device, config) -> None:
+    from bts_studio.core.fused_density import density_unfused
+    from bts_studio.methods.bts import triton_density
+    from bts_studio.methods.bts.triton_density import TritonLaunch, density_triton
+
+    if device.type != "cuda":
+        return
+    n_train = config.rays_per_group * config.num_samples
+    train_inputs = density_inputs(device, config.groups, n_train, config.height, config.width)
+    render_inputs = density_inputs(device, 1, args.render_rays * config.num_samples, config.height, config.width, 1)
+    with torch.no_grad():
+        reference = density_unfused(*render_inputs, 6, 1.5)
+    default = triton_density.TRITON_LAUNCH
+    settings = [
+        TritonLaunch(block, split, warps, dot)
+        for dot, block, warps, split in itertools.product(("ieee", "tf32"), (32, 64, 128), (2, 4, 8), (32,))
+    ] + [TritonLaunch(64, split, 4, "tf32") for split in (4, 8, 128)]
+    for launch in settings:
+        if time.perf_counter() - START > args.deadline:
+            break
+        triton_density.TRITON_LAUNCH = launch
+        record = measure_density("triton", density_triton, device, args, train_inputs, render_inputs, reference)
+        record["part"] = "triton-sweep"
+        record["launch"] = vars(launch)
+        emit(record)
+    triton_density.TRITON_LAUNCH = default
+
+
+def part_encoder(args, device, model, config) -> None:
+    encoder = model.net.encoder
+    for layout, precision, benchmark in itertools.product(("nchw", "nhwc"), ("fp32", "bf16"), (False, True)):
+        if time.perf_counter() - START > args.deadline:
+            break
+        if layout == "nchw" and precision == "bf16":
+            continue
+        record: Dict = {"part": "encoder", "layout": layout, "precision": precision, "cudnn_benchmark": benchmark}
+        try:
+            torch.backends.cudnn.benchmark = benchmark
+            fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+            encoder.to(memory_format=fmt)
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+            one = torch.rand(1, 3, config.height, config.width, device=device).contiguous(memory_format=fmt)
+            many = torch.rand(config.groups, 3, config.height, config.width, device=device).contiguous(
+                memory_format=fmt
+            )
+
+            def run(images, dtype=dtype, bf16=precision == "bf16"):
+                with torch.autocast(device.type, dtype=dtype, enabled=bf16):
+                    return encoder(images).float()
+
+            encoder.eval()
+            with torch.no_grad():
+                record["batch1_fwd_ms"] = timed(lambda one=one: run(one), device, args.repeats, warmup=3)
+                reference = run(one)
+            encoder.train()
+            record["train_fwd_bwd_ms"] = timed(
+                lambda many=many: run(many).sum().backward(), device, args.repeats, warmup=2
+            )
+            encoder.eval()
+            if device.type == "cuda":
+                static_in = one.clone()
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream), torch.no_grad():
+                    for _ in range(3):
+                        run(static_in)
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph), torch.no_grad():
+                    static_out = run(static_in)
+                record["batch1_fwd_cuda_graph_ms"] = timed(graph.replay, device, args.repeats, warmup=3)
+                record["graph_max_abs_diff"] = float((static_out - reference).abs().max())
+        except Exception as error:  # noqa: BLE001
+            traceback.print_exc()
+            record["error"] = repr(error)[:400]
+        emit(record)
+    encoder.to(memory_format=torch.contiguous_format)
+    torch.backends.cudnn.benchmark = False
+
+
+def part_render(args, device, model, config) -> None:
+    K, c2w, cameras = camera_rig(config, device)
+    image = torch.rand(3, config.height, config.width, device=device)
+    model.eval()
+    num_rays = config.height * config.width
+    results = {}
+    with torch.no_grad():
+        source = model.encode_view(image, K, c2w[0])
+        for name, chunk in (("chunked", config.chunk), ("one-pass", num_rays)):
+            model.config.eval_num_rays_per_chunk = chunk
+            reset_peak(device)
+            ms = timed(lambda: model.render_camera(cameras[0:1], source), device, args.repeats)
+            results[name] = model.render_camera(cameras[0:1], source)["depth"]
+            emit({"part": "render", "mode": name, "chunk": chunk, "ms": ms, "gib": peak_gib(device)})
+        if not args.compile:
+            return
+        eager = model.render_ray_tensors
+        model.config.eval_num_rays_per_chunk = config.chunk
+        try:
+            model.render_ray_tensors = torch.compile(eager, dynamic=False)
+            begin = time.perf_counter()
+            model.render_camera(cameras[0:1], source)
+            compile_s = time.perf_counter() - begin
+            reset_peak(device)
+            ms = timed(lambda: model.render_camera(cameras[0:1], source), device, args.repeats)
+            depth = model.render_camera(cameras[0:1], source)["depth"]
+            rel = ((depth - results["chunked"]).abs() / results["chunked"].abs().clamp_min(1e-6)).flatten()
+            record = {"part": "render", "mode": "compiled-chunked", "ms": ms, "gib": peak_gib(device)}
+            record.update(compile_s=compile_s, depth_rel_mean=float(rel.mean()), depth_rel_max=float(rel.max()))
+            emit(record)
+        except Exception as error:  # noqa: BLE001
+            traceback.print_exc()
+            emit({"part": "render", "mode": "compiled-chunked", "error": repr(error)[:400]})
+        finally:
+            model.render_ray_tensors = eager
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--parts", nargs="+", default=["profile", "density", "triton", "encoder", "render"])
+    parser.add_argument("--resnet-layers", type=int, default=50)
+    parser.add_argument("--height", type=int, default=192)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--groups", type=int, default=16)
+    parser.add_argument("--rays", type=int, default=4096, help="rays per group in training")
+    parser.add_argument("--render-rays", type=int, default=32768, help="rays of one render pass")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile cases")
+    parser.add_argument("--deadline", type=float, default=420, help="seconds; later parts are skipped")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    args.device_type = device.type
+    torch.manual_seed(0)
+    config = BenchConfig(
+        device=args.device,
+        resnet_layers=args.resnet_layers,
+        height=args.height,
+        width=args.width,
+        groups=args.groups,
+        rays_per_group=args.rays,
+        chunk=args.render_rays,
+    )
+    model = build_model(config, device)
+    emit({"part": "setup", "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+          "torch": torch.__version__, "args": {k: v for k, v in vars(args).items() if k != "parts"}})  # fmt: skip
+    for part in args.parts:
+        if time.perf_counter() - START > args.deadline:
+            emit({"part": part, "skipped": "deadline"})
+            continue
+        try:
+            if part == "profile":
+                part_profile(args, device, model, config)
+            elif part == "density":
+                part_density(args, device, config)
+            elif part == "triton":
+                part_triton(args, device, config)
+            elif part == "encoder":
+                part_encoder(args, device, model, config)
+            elif part == "render":
+                part_render(args, device, model, config)
+        except Exception as error:  # noqa: BLE001
+            traceback.print_exc()
+            emit({"part": part, "error": repr(error)[:400]})
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
