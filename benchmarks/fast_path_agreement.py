@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument("--load-config", type=Path, required=True, help="config.yml of a bts-density run")
     parser.add_argument("--output", type=Path, required=True, help="JSON file to write")
     parser.add_argument("--images", type=int, default=8, help="test images to compare (default 8)")
-    parser.add_argument("--variants", nargs="+", default=["twin", "projected", "triton", "fast", "fast-tf32"])
+    parser.add_argument("--variants", nargs="+", default=["twin", "triton", "default", "fast"])
     args = parser.parse_args()
 
     from nerfstudio.utils.eval_utils import eval_setup

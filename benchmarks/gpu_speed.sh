@@ -7,12 +7,12 @@
 #   wait
 #
 # bench       bts-studio bench at BTS's shapes (ResNet-50, 192x640, 16 x 4096 rays x 64 samples): one table of
-#             variants (twin fp32 reference, twin under torch defaults, projected, triton, fast with fp32 encoder,
-#             fast), density-path agreement on random inputs (values and gradients; the GPU twin of the CPU test
+#             variants (twin fp32 reference, twin under torch defaults, projected, triton, default = bts-density's
+#             defaults), density-path agreement on random inputs (values and gradients; the GPU twin of the CPU test
 #             tests/core/test_fused_density.py) -> speed_bench.md, speed_bench.json. A variant that fails (e.g. the
 #             Triton kernel does not compile) is reported in the table's notes; the others still run.
 # train_fast  benchmarks/gpu_bts.sh: synthetic KITTI-360 set, ns-train bts-density for MAX_STEPS steps with the
-#             fast paths (FAST_PATH, default triton; FAST_ENCODER, default bf16), ns-eval (test abs_rel), then benchmarks/fast_path_agreement.py
+#             fast paths (FAST_PATH, default auto = Triton on CUDA; FAST_ENCODER, default auto = fp32), ns-eval (test abs_rel), then benchmarks/fast_path_agreement.py
 #             on the trained checkpoint -> fast_curve.csv, fast_eval.json, fast_summary.md, fast_agreement.json.
 # train_twin  the same with --pipeline.model.fast-path twin --pipeline.model.encoder-precision fp32 -> twin_*.
 # ops         benchmarks/render_ops.py on the GPU at BTS's shapes: aten ops, CUDA kernel launches and synchronising
@@ -21,7 +21,7 @@
 #
 # Knobs (environment): PYTHON, MODES ("bench train_fast train_twin"), DEADLINE (470 s for the whole script),
 # MAX_STEPS (1200), SEED (42, machine.seed), BENCH_ARGS (extra `bts-studio bench` arguments), BENCH_VARIANTS
-# ("twin-fp32 twin projected triton fast"), plus gpu_bts.sh's data/model knobs (FRAMES, SCALE,
+# ("twin-fp32 twin projected triton default"), plus gpu_bts.sh's data/model knobs (FRAMES, SCALE,
 # RESNET, BATCH_GROUPS, RAYS, SAMPLES, TARGET_H, TARGET_W, TF32, ...), passed through. At most 8 files in $OUT.
 # CPU smoke test (tiny; ~10 min on 2 busy cores):
 #   OUT=/tmp/speed_smoke MODES="bench train_fast" DEADLINE=1200 MAX_STEPS=6 SCALE=0.06 FRAMES=8 RESNET=18 \
@@ -39,7 +39,7 @@ MAX_STEPS=${MAX_STEPS:-1200}
 SEED=${SEED:-42}
 BENCH_ARGS=${BENCH_ARGS:-}
 OPS_ARGS=${OPS_ARGS:---device cuda --resnet-layers 50 --height 192 --width 640 --chunks 32768 0 --repeats 10}
-BENCH_VARIANTS=${BENCH_VARIANTS:-twin-fp32 twin projected triton fast}
+BENCH_VARIANTS=${BENCH_VARIANTS:-twin-fp32 twin projected triton default}
 AGREE_IMAGES=${AGREE_IMAGES:-8}
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
@@ -73,9 +73,9 @@ run_ops() {
 
 run_train() {  # $1 = fast | twin
   local name=$1 extra="" left
-  # Both spelled out: `auto` is the twin today (docs/benchmarks.md), so "fast" names its paths explicitly.
-  if [ "$name" = "twin" ]; then extra="--pipeline.model.fast-path twin --pipeline.model.encoder-precision fp32"; fi
-  if [ "$name" = "fast" ]; then extra="--pipeline.model.fast-path ${FAST_PATH:-triton} --pipeline.model.encoder-precision ${FAST_ENCODER:-bf16}"; fi
+  # Both spelled out, so that the two runs differ only in these flags whatever the defaults become.
+  if [ "$name" = "twin" ]; then extra="--pipeline.model.fast-path twin --pipeline.model.encoder-precision fp32 --pipeline.model.cuda-graph-encoder False"; fi
+  if [ "$name" = "fast" ]; then extra="--pipeline.model.fast-path ${FAST_PATH:-auto} --pipeline.model.encoder-precision ${FAST_ENCODER:-auto}"; fi
   left=$((DEADLINE - SECONDS))
   if [ "$left" -lt 120 ]; then
     log "train_$name skipped: only ${left} s left before DEADLINE=$DEADLINE"

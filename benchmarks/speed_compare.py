@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--output", type=Path, default=None, help="PNG of both loss curves")
     args = parser.parse_args()
+    # "fast": the run with bts-density's defaults (gpu_speed.sh's train_fast); its agreement row is "default".
     runs = {name: load(args.folders, name) for name in ("fast", "twin")}
     print(
         "| run | steps | ns-train ms/step (2nd half) | loss first 10% | loss last 10% | abs_rel | a1 | PSNR "
@@ -47,7 +48,7 @@ def main() -> None:
             a, b = rows[len(rows) // 2], rows[-1]
             pace = f"{1000 * (float(b['seconds']) - float(a['seconds'])) / max(1, int(b['step']) - int(a['step'])):.1f}"
         metrics = (run.get("eval") or {}).get("results", {})
-        agree = ((run.get("agreement") or {}).get("variants") or {}).get("fast", {})
+        agree = ((run.get("agreement") or {}).get("variants") or {}).get("default" if name == "fast" else name, {})
         agreement = (
             f"{agree['depth_rel_mean']:.1e} / {agree['depth_rel_p99']:.1e}" if "depth_rel_mean" in agree else "-"
         )

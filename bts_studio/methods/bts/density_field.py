@@ -9,7 +9,8 @@ and keep their density (BTS does not zero it); they are flagged as invalid for t
 Speed (docs/benchmarks.md, issue 17): ``fast_path`` picks how the MLP meets the gathered features
 (``methods/bts/triton_density.py``: the unfused twin, the exact projected-map fusion, or the fused Triton kernel)
 and ``encoder_precision`` whether the ResNet encoder runs under bf16 autocast in channels-last layout (CUDA only;
-its output features are fp32 either way).
+its output features are fp32 either way). ``cuda_graph_encoder`` replays the fp32 encoder's inference forward
+(CUDA, no grad, eval mode) as a CUDA graph: the same kernels without the per-layer launch cost.
 """
 
 import warnings
@@ -24,6 +25,7 @@ from bts_studio.core.fused_density import density_projected
 from bts_studio.core.positional_encoding import encoding_width
 from bts_studio.methods.bts.encoder import BTSEncoder
 from bts_studio.methods.bts.triton_density import FAST_PATHS, density_triton, resolve_fast_path
+from bts_studio.utils.cuda_graphs import GraphedInference
 
 EncoderPrecision = Literal["auto", "fp32", "bf16"]
 
@@ -58,6 +60,7 @@ class BTSDensityField(nn.Module):
         code_far: float = 80.0,
         fast_path: str = "auto",
         encoder_precision: EncoderPrecision = "auto",
+        cuda_graph_encoder: bool = True,
     ) -> None:
         super().__init__()
         if fast_path not in FAST_PATHS:
@@ -69,6 +72,9 @@ class BTSDensityField(nn.Module):
         self.triton_error: Exception | None = None
         """Set when the Triton kernel failed once (e.g. did not compile); later calls use the projected path."""
         self.encoder = BTSEncoder(num_layers, feature_dim, decoder_channels)
+        self.cuda_graph_encoder = cuda_graph_encoder
+        self.graphed_encoder = GraphedInference(self.encoder)
+        """The fp32 encoder's inference forward replayed as a CUDA graph (``utils/cuda_graphs.py``)."""
         self.num_freqs = num_freqs
         self.freq_factor = freq_factor
         self.code_near = code_near
@@ -93,7 +99,8 @@ class BTSDensityField(nn.Module):
 
     def _run_encoder(self, images: Tensor) -> Tensor:
         if not self.uses_bf16_encoder(images.device):
-            return self.encoder(images)
+            # Inference on CUDA (no grad, eval mode) replays a CUDA graph; anything else runs the module itself.
+            return self.graphed_encoder(images) if self.cuda_graph_encoder else self.encoder(images)
         # Channels-last end to end: cuDNN's bf16 kernels are NHWC, so NCHW would cost a conversion per layer.
         # The weights are converted in place once (same Parameter objects, so optimisers keep tracking them).
         if not getattr(self, "_channels_last", False):

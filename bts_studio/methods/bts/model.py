@@ -125,11 +125,15 @@ class BTSModelConfig(ModelConfig):
     (gather 64 channels per sample, concatenate the positional encoding, 103->64->1 MLP). projected: exactly equal
     algebra, the first layer's feature part applied to the feature map once (1x1) and that map gathered. triton:
     fused GPU kernels for forward (gather + encoding + MLP + softplus) and backward (a kernel that fails warns once and
-    falls back). auto: twin everywhere (on an H200 triton measured 2x slower, projected within noise)."""
+    falls back). auto: triton on CUDA (2.3x faster than the twin per training step's density on an H200, 5x per render
+    pass), the twin on the CPU."""
     encoder_precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Encoder arithmetic on CUDA: bf16 runs the ResNet and decoder under bf16 autocast in channels-last layout
     (features come out fp32); fp32 follows torch's TF32 flags. auto: bf16 unless fast_path is twin or auto (bf16
     encoding measured slower on an H200). The CPU always runs fp32."""
+    cuda_graph_encoder: bool = True
+    """Replay the fp32 encoder's inference forward (one image, no gradients) as a CUDA graph on CUDA: the same
+    kernels, 8.5 -> 1.9 ms per 192x640 image on an H200 (issue 17). Training and the CPU run the module itself."""
     cudnn_benchmark: bool = False
     """Set torch.backends.cudnn.benchmark (importing nerfstudio's train script turns it on). Off: autotuning costs
     ~30 s on the first step and every new chunk shape, and raised inference memory to ~10 GiB (issue 17)."""
@@ -154,6 +158,7 @@ class BTSModel(Model):
             code_far=cfg.far,
             fast_path=cfg.fast_path,
             encoder_precision=cfg.encoder_precision,
+            cuda_graph_encoder=cfg.cuda_graph_encoder,
         )
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark  # deliberately, whatever was imported before
         # "training from scratch" is only true for ns-train; viewing and rendering load a checkpoint afterwards.
