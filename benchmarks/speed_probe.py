@@ -12,6 +12,7 @@ One JSON line per measurement (flushed, so a run cut short by its deadline keeps
 * ``encoder``: ResNet + decoder at batch 1 (inference) and the training batch (forward + backward): fp32 NCHW,
   fp32 channels-last, bf16 channels-last, each with ``cudnn.benchmark`` off and on, and a CUDA graph of the batch-1
   forward.
+* ``encoder_compile``: the training batch's encoder forward + backward: its top kernels, then ``torch.compile``.
 * ``render``: a full 192x640 frame with the model's chunking, in one pass, and with ``torch.compile`` of the pass.
 
 Every time is the median of CUDA-event-timed repeats after warm-up. Random weights at BTS's shapes.
@@ -99,7 +100,7 @@ def part_profile(args, device, model, config) -> None:
             model.render_camera(cameras[0:1], source)
             if device.type == "cuda":
                 torch.cuda.synchronize()
-    emit({"part": "profile", "what": "encode + full-frame render (twin)", "top": top_kernels(prof)})
+    emit({"part": "profile", "what": "encode + full-frame render (model defaults)", "top": top_kernels(prof)})
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
@@ -116,7 +117,7 @@ def part_profile(args, device, model, config) -> None:
         step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-    emit({"part": "profile", "what": "training step (twin)", "top": top_kernels(prof, 25)})
+    emit({"part": "profile", "what": "training step (model defaults)", "top": top_kernels(prof, 25)})
 
 
 def density_inputs(device, b: int, n: int, h: int, w: int, seed: int = 0):
@@ -262,6 +263,36 @@ def part_encoder(args, device, model, config) -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def part_encoder_compile(args, device, model, config) -> None:
+    """The training batch's encoder forward + backward: kernel profile, then under ``torch.compile``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    encoder = model.net.encoder.train()
+    many = torch.rand(config.groups, 3, config.height, config.width, device=device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    encoder(many).sum().backward()
+    with profile(activities=activities) as prof:
+        encoder(many).sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    emit({"part": "encoder-profile", "what": "encoder train fwd+bwd, batch groups", "top": top_kernels(prof, 25)})
+    for mode in ("default", "max-autotune-no-cudagraphs"):
+        if time.perf_counter() - START > args.deadline - 120:
+            break
+        record: Dict = {"part": "encoder-compile", "mode": mode}
+        try:
+            compiled = torch.compile(encoder, mode=mode)
+            begin = time.perf_counter()
+            compiled(many).sum().backward()
+            record["compile_s"] = time.perf_counter() - begin
+            record["train_fwd_bwd_ms"] = timed(lambda c=compiled: c(many).sum().backward(), device, args.repeats)
+            record["eager_train_fwd_bwd_ms"] = timed(lambda: encoder(many).sum().backward(), device, args.repeats)
+        except Exception as error:  # noqa: BLE001
+            traceback.print_exc()
+            record["error"] = repr(error)[:400]
+        emit(record)
+
+
 def part_render(args, device, model, config) -> None:
     K, c2w, cameras = camera_rig(config, device)
     image = torch.rand(3, config.height, config.width, device=device)
@@ -343,6 +374,8 @@ def main() -> None:
                 part_encoder(args, device, model, config)
             elif part == "render":
                 part_render(args, device, model, config)
+            elif part == "encoder_compile":
+                part_encoder_compile(args, device, model, config)
         except Exception as error:  # noqa: BLE001
             traceback.print_exc()
             emit({"part": part, "error": repr(error)[:400]})
