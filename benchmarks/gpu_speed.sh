@@ -74,7 +74,7 @@ run_ops() {
 run_train() {  # $1 = fast | twin
   local name=$1 extra="" left
   # Both spelled out, so that the two runs differ only in these flags whatever the defaults become.
-  if [ "$name" = "twin" ]; then extra="--pipeline.model.fast-path twin --pipeline.model.encoder-precision fp32 --pipeline.model.cuda-graph-encoder False"; fi
+  if [ "$name" = "twin" ]; then extra="--pipeline.model.fast-path twin --pipeline.model.encoder-precision fp32 --pipeline.model.cuda-graphs False"; fi
   if [ "$name" = "fast" ]; then extra="--pipeline.model.fast-path ${FAST_PATH:-auto} --pipeline.model.encoder-precision ${FAST_ENCODER:-auto}"; fi
   left=$((DEADLINE - SECONDS))
   if [ "$left" -lt 120 ]; then

@@ -98,7 +98,7 @@ class Variant:
     matmul_tf32: bool = False
     cudnn_tf32: bool = True
     cudnn_benchmark: bool = False
-    cuda_graph_encoder: bool = False
+    cuda_graphs: bool = False
 
 
 VARIANTS: Dict[str, Variant] = {
@@ -107,7 +107,7 @@ VARIANTS: Dict[str, Variant] = {
     "projected": Variant("projected", "fp32"),
     "triton": Variant("triton", "fp32"),
     # bts-density's defaults (fast_path auto = triton on CUDA, fp32 encoder, CUDA-graph encoder at inference).
-    "default": Variant("auto", "auto", cuda_graph_encoder=True),
+    "default": Variant("auto", "auto", cuda_graphs=True),
     # Opt-in: the bf16 channels-last encoder (slower on an H200 and outside the depth-agreement bar).
     "fast": Variant("triton", "bf16"),
     "fast-tf32": Variant("triton", "bf16", matmul_tf32=True),
@@ -126,7 +126,9 @@ def apply_variant(model, variant: Variant) -> None:
     """Set the model's paths and torch's global flags for ``variant``."""
     model.net.fast_path = variant.fast_path
     model.net.encoder_precision = variant.encoder_precision
-    model.net.cuda_graph_encoder = variant.cuda_graph_encoder
+    model.net.cuda_graphs = variant.cuda_graphs
+    model.config.cuda_graphs = variant.cuda_graphs
+    model.graphed_render_pass.clear()
     model.net.graphed_encoder.clear()
     model.net.triton_error = None
     torch.backends.cuda.matmul.allow_tf32 = variant.matmul_tf32

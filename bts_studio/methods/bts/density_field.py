@@ -9,7 +9,7 @@ and keep their density (BTS does not zero it); they are flagged as invalid for t
 Speed (docs/benchmarks.md, issue 17): ``fast_path`` picks how the MLP meets the gathered features
 (``methods/bts/triton_density.py``: the unfused twin, the exact projected-map fusion, or the fused Triton kernel)
 and ``encoder_precision`` whether the ResNet encoder runs under bf16 autocast in channels-last layout (CUDA only;
-its output features are fp32 either way). ``cuda_graph_encoder`` replays the fp32 encoder's inference forward
+its output features are fp32 either way). ``cuda_graphs`` replays the fp32 encoder's inference forward
 (CUDA, no grad, eval mode) as a CUDA graph: the same kernels without the per-layer launch cost.
 """
 
@@ -60,7 +60,7 @@ class BTSDensityField(nn.Module):
         code_far: float = 80.0,
         fast_path: str = "auto",
         encoder_precision: EncoderPrecision = "auto",
-        cuda_graph_encoder: bool = True,
+        cuda_graphs: bool = True,
     ) -> None:
         super().__init__()
         if fast_path not in FAST_PATHS:
@@ -72,8 +72,8 @@ class BTSDensityField(nn.Module):
         self.triton_error: Exception | None = None
         """Set when the Triton kernel failed once (e.g. did not compile); later calls use the projected path."""
         self.encoder = BTSEncoder(num_layers, feature_dim, decoder_channels)
-        self.cuda_graph_encoder = cuda_graph_encoder
-        self.graphed_encoder = GraphedInference(self.encoder)
+        self.cuda_graphs = cuda_graphs
+        self.graphed_encoder = GraphedInference(self.encoder, self.encoder)
         """The fp32 encoder's inference forward replayed as a CUDA graph (``utils/cuda_graphs.py``)."""
         self.num_freqs = num_freqs
         self.freq_factor = freq_factor
@@ -100,7 +100,7 @@ class BTSDensityField(nn.Module):
     def _run_encoder(self, images: Tensor) -> Tensor:
         if not self.uses_bf16_encoder(images.device):
             # Inference on CUDA (no grad, eval mode) replays a CUDA graph; anything else runs the module itself.
-            return self.graphed_encoder(images) if self.cuda_graph_encoder else self.encoder(images)
+            return self.graphed_encoder(images) if self.cuda_graphs else self.encoder(images)
         # Channels-last end to end: cuDNN's bf16 kernels are NHWC, so NCHW would cost a conversion per layer.
         # The weights are converted in place once (same Parameter objects, so optimisers keep tracking them).
         if not getattr(self, "_channels_last", False):

@@ -55,6 +55,7 @@ from bts_studio.methods.common.cameras import camera_rays
 from bts_studio.methods.common.conditioning_rules import choose_source
 from bts_studio.methods.common.rendering import frame_chunk_size, render_in_chunks
 from bts_studio.methods.common.source_selector import SCENE_KINDS, SourceSelector
+from bts_studio.utils.cuda_graphs import GraphedInference
 
 BEHIND_SURFACE_BAND = 4.0
 """Metres behind the first surface that ``occupancy_behind_surface`` looks at (BTS's "depth + 4 m" baseline band)."""
@@ -131,9 +132,10 @@ class BTSModelConfig(ModelConfig):
     """Encoder arithmetic on CUDA: bf16 runs the ResNet and decoder under bf16 autocast in channels-last layout
     (features come out fp32); fp32 follows torch's TF32 flags. auto: bf16 unless fast_path is twin or auto (bf16
     encoding measured slower on an H200). The CPU always runs fp32."""
-    cuda_graph_encoder: bool = True
-    """Replay the fp32 encoder's inference forward (one image, no gradients) as a CUDA graph on CUDA: the same
-    kernels, 8.5 -> 1.9 ms per 192x640 image on an H200 (issue 17). Training and the CPU run the module itself."""
+    cuda_graphs: bool = True
+    """On CUDA, replay inference (no gradients, eval mode) as CUDA graphs: the fp32 encoder's forward and each
+    render pass of a full frame (equal passes, the last one padded). The same kernels without Python's launch cost
+    (issue 17: the encoder 8.5 -> 1.9 ms per 192x640 image on an H200). Training and the CPU run eagerly."""
     cudnn_benchmark: bool = False
     """Set torch.backends.cudnn.benchmark (importing nerfstudio's train script turns it on). Off: autotuning costs
     ~30 s on the first step and every new chunk shape, and raised inference memory to ~10 GiB (issue 17)."""
@@ -158,7 +160,7 @@ class BTSModel(Model):
             code_far=cfg.far,
             fast_path=cfg.fast_path,
             encoder_precision=cfg.encoder_precision,
-            cuda_graph_encoder=cfg.cuda_graph_encoder,
+            cuda_graphs=cfg.cuda_graphs,
         )
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark  # deliberately, whatever was imported before
         # "training from scratch" is only true for ns-train; viewing and rendering load a checkpoint afterwards.
@@ -166,6 +168,8 @@ class BTSModel(Model):
         with deferred_warnings.collect(self._training_warnings):
             self.net.encoder.load_imagenet_weights(cfg.imagenet_weights, cfg.search_torch_hub_cache)
         self.source_selector: Optional[SourceSelector] = None
+        self.graphed_render_pass = GraphedInference(self._render_pass, self)
+        """A full frame's render passes replayed as a CUDA graph (``cuda_graphs``; eager on the CPU)."""
         self.sampler = DisparityLinearPointSampler(
             cfg.num_samples, cfg.near, cfg.far, eval_stratified=cfg.eval_stratified
         )
@@ -335,6 +339,22 @@ class BTSModel(Model):
             outputs["invalid_mass"] = invalid_mass(weights, invalid.reshape(num_rays, num_samples, num_views))
         return {name: value.reshape(batch, rays_per_element, *value.shape[1:]) for name, value in outputs.items()}
 
+    def _render_pass(
+        self,
+        origins: Tensor,
+        directions: Tensor,
+        directions_norm: Tensor,
+        features: Tensor,
+        source_K: Tensor,
+        source_w2c: Tensor,
+        colour_images: Tensor,
+        colour_K: Tensor,
+        colour_w2c: Tensor,
+    ) -> Dict[str, Tensor]:
+        """``render_ray_tensors`` with the conditioning as plain tensors (what a CUDA graph captures)."""
+        conditioning = BTSConditioning(features, source_K, source_w2c, colour_images, colour_K, colour_w2c)
+        return self.render_ray_tensors(origins, directions, conditioning, directions_norm)
+
     def render_rays_from_source(self, ray_bundle: RayBundle, source: SourceView) -> Dict[str, Tensor]:
         """Render rays of any shape conditioned on one source view; outputs have the bundle's shape."""
         shape = tuple(ray_bundle.shape)
@@ -355,8 +375,10 @@ class BTSModel(Model):
         The frame's rays are generated once (``camera_rays``: on the camera's device, one host sync for the image
         size) and moved to the model's device as plain tensors, the conditioning is built once, and
         ``render_ray_tensors`` runs per chunk of ``frame_chunk_size`` rays (the whole frame in one pass when the GPU
-        has the memory): issue 17's launch-bound inference path (docs/benchmarks.md). ``obb_box`` does not crop: BTS
-        samples between fixed near and far distances.
+        has the memory; passes of equal size): issue 17's launch-bound inference path (docs/benchmarks.md). On CUDA
+        with ``cuda_graphs`` each pass replays a CUDA graph of ``_render_pass`` (the same kernels; the last pass
+        is padded with copies of its last ray). ``obb_box`` does not crop: BTS samples between fixed near and far
+        distances.
         """
         rays = camera_rays(camera, obb_box)
         height, width = rays.origins.shape[:2]
@@ -372,12 +394,22 @@ class BTSModel(Model):
             self.device,
             self.config.eval_chunk_memory_fraction,
         )
+        chunk = -(-num_rays // -(-num_rays // chunk))  # equal passes: one CUDA graph serves all (the last padded)
+        tensors = (conditioning.features, conditioning.source_K, conditioning.source_w2c)
+        tensors += (conditioning.colour_images, conditioning.colour_K, conditioning.colour_w2c)
+        graphs = self.config.cuda_graphs and conditioning.colour_missing is None
+        graphs = graphs and self.graphed_render_pass.applies(origins, *tensors)
 
         def render(start: int, end: int) -> Dict[str, Tensor]:
-            outputs = self.render_ray_tensors(
-                origins[:, start:end], directions[:, start:end], conditioning, norms[:, start:end]
-            )
-            return {name: value[0] for name, value in outputs.items()}
+            rays_in_pass = (origins[:, start:end], directions[:, start:end], norms[:, start:end])
+            if not graphs:
+                outputs = self.render_ray_tensors(*rays_in_pass[:2], conditioning, rays_in_pass[2])
+                return {name: value[0] for name, value in outputs.items()}
+            pad = chunk - (end - start)  # repeat the last ray: every pass has the captured shape
+            if pad:
+                rays_in_pass = tuple(torch.cat([t, t[:, -1:].expand(-1, pad, -1)], dim=1) for t in rays_in_pass)
+            outputs = self.graphed_render_pass(*rays_in_pass, *tensors)
+            return {name: value[0, : end - start] for name, value in outputs.items()}
 
         outputs = render_in_chunks(render, num_rays, chunk, rays.origins.device)
         return {name: value.view(height, width, -1) for name, value in outputs.items()}

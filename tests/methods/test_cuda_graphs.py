@@ -1,0 +1,114 @@
+"""Tier 1: CUDA-graph replay of bts-density's encoder and render passes (``utils/cuda_graphs.py``), eager twins."""
+
+import warnings
+
+import pytest
+import torch
+
+from bts_studio.methods.bts.density_field import BTSDensityField
+from bts_studio.utils.cuda_graphs import GraphedInference
+
+H, W = 64, 96
+
+
+def _field(**kwargs) -> BTSDensityField:
+    torch.manual_seed(0)
+    return BTSDensityField(num_layers=18, feature_dim=16, hidden_dim=16, **kwargs).eval()
+
+
+def test_the_cpu_and_training_run_the_module_itself_bit_for_bit():
+    field = _field()
+    image = torch.rand(1, 3, H, W)
+    assert not field.graphed_encoder.applies(image)  # CPU
+    with torch.no_grad():
+        expected = field.encoder(image)
+        assert torch.equal(field.encode(image), expected)
+        assert torch.equal(_field(cuda_graphs=False).encode(image), expected)
+    field.train()
+    assert not field.graphed_encoder.applies(image)
+    assert field.encode(image).requires_grad  # training keeps autograd: never a graph
+
+
+def test_a_failing_capture_warns_once_and_runs_eagerly_from_then_on(monkeypatch):
+    module = torch.nn.Conv2d(3, 4, 3).eval()
+    graphed = GraphedInference(module, module)
+    monkeypatch.setattr(GraphedInference, "applies", lambda self, *tensors: self.error is None)
+    monkeypatch.setattr(GraphedInference, "_capture", lambda self, x: (_ for _ in ()).throw(RuntimeError("capture")))
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad(), pytest.warns(UserWarning, match="CUDA graph capture failed"):
+        out = graphed(x)
+    assert isinstance(graphed.error, RuntimeError)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        again = graphed(x)
+    assert torch.equal(out, module(x)) and torch.equal(again, out)
+
+
+def test_render_passes_padded_for_the_graph_give_the_eager_frame_bit_for_bit(bts_model, monkeypatch):
+    """The graph branch of ``render_camera`` (equal passes, the last one padded with copies of its last ray, outputs
+    sliced back) on the CPU: ``GraphedInference`` is told it applies and calls the eager pass, so only the padding
+    and slicing are under test here (the replay itself: the CUDA test below)."""
+    model, source, camera = bts_model
+    model.config.eval_num_rays_per_chunk = 1000  # 64 x 96 = 6144 rays: 7 passes of 878, the last one 876 + 2 pads
+    model.config.cuda_graphs = False
+    eager = model.render_camera(camera, source)
+    model.config.cuda_graphs = True
+    shapes = []
+    monkeypatch.setattr(GraphedInference, "applies", lambda self, *tensors: True)
+    monkeypatch.setattr(GraphedInference, "__call__", lambda self, *t: shapes.append(t[0].shape) or self.fn(*t))
+    graphed = model.render_camera(camera, source)
+    assert set(shapes) == {torch.Size([1, 878, 3])} and len(shapes) == 7
+    assert set(graphed) == set(eager)
+    for name, value in eager.items():
+        assert torch.equal(graphed[name], value), name
+
+
+@pytest.fixture
+def bts_model():
+    from nerfstudio.data.scene_box import SceneBox
+
+    from bts_studio.methods.bts.inference import encode_source
+    from bts_studio.methods.bts.model import BTSModelConfig
+    from bts_studio.methods.common.cameras import opencv_to_cameras
+
+    torch.manual_seed(0)
+    config = BTSModelConfig(resnet_layers=18, num_samples=8, search_torch_hub_cache=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights on purpose
+        model = config.setup(scene_box=SceneBox(torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=0).eval()
+    K = torch.tensor([[60.0, 0.0, 48.0], [0.0, 50.0, 32.0], [0.0, 0.0, 1.0]])
+    c2w = torch.eye(4)
+    source = encode_source(model, torch.rand(3, H, W), K, c2w)
+    return model, source, opencv_to_cameras(K[None], c2w[None, :3], width=W, height=H)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_a_graphed_full_frame_render_equals_the_eager_one(bts_model):
+    model, source, camera = bts_model
+    from bts_studio.methods.bts.inference import encode_source
+
+    model.cuda()
+    source = encode_source(model, source.image.cuda(), source.K, source.c2w)
+    model.config.eval_num_rays_per_chunk = 1000
+    model.config.cuda_graphs = False
+    eager = model.render_camera(camera.to("cuda"), source)
+    model.config.cuda_graphs = True
+    for _ in range(2):  # capture, then replay
+        graphed = model.render_camera(camera.to("cuda"), source)
+        for name, value in eager.items():
+            torch.testing.assert_close(graphed[name], value, rtol=1e-5, atol=1e-5, msg=name)
+    assert model.graphed_render_pass.error is None and len(model.graphed_render_pass._graphs) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_the_replayed_graph_equals_the_module_follows_in_place_weight_changes_and_keeps_two_shapes():
+    field = _field().cuda()
+    image = torch.rand(1, 3, H, W, device="cuda")
+    with torch.no_grad():
+        torch.testing.assert_close(field.encode(image), field.encoder(image), rtol=1e-5, atol=1e-5)
+        for p in field.encoder.parameters():
+            p.mul_(0.9)  # an optimiser step: same addresses
+        torch.testing.assert_close(field.encode(image), field.encoder(image), rtol=1e-5, atol=1e-5)
+        for size in ((1, 3, H, W + 32), (2, 3, H, W), (1, 3, H, W)):
+            torch.testing.assert_close(field.encode(torch.rand(size, device="cuda")).shape[0], size[0])
+    assert len(field.graphed_encoder._graphs) == 2 and field.graphed_encoder.error is None
