@@ -64,7 +64,9 @@ class GraphedInference:
     def __call__(self, *tensors: Tensor) -> Any:
         if not self.applies(*tensors):
             return self.fn(*tensors)
-        key = (tuple((t.shape, t.dtype, t.stride(), t.device) for t in tensors), self._addresses())
+        # Not the strides: inputs are copied into the graph's own buffers, so a slice and a padded copy of the same
+        # shape share one graph.
+        key = (tuple((t.shape, t.dtype, t.device) for t in tensors), self._addresses())
         captured = self._graphs.get(key)
         if captured is None:
             try:
@@ -92,7 +94,7 @@ class GraphedInference:
 
     def _capture(self, tensors: Sequence[Tensor]) -> _Captured:
         device = tensors[0].device
-        static_inputs = [t.clone() for t in tensors]
+        static_inputs = [t.contiguous().clone() for t in tensors]
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):

@@ -44,7 +44,7 @@ def test_a_failing_capture_warns_once_and_runs_eagerly_from_then_on(monkeypatch)
     assert torch.equal(out, module(x)) and torch.equal(again, out)
 
 
-def test_render_passes_padded_for_the_graph_give_the_eager_frame_bit_for_bit(bts_model, monkeypatch):
+def test_render_passes_padded_for_the_graph_give_the_eager_frame(bts_model, monkeypatch):
     """The graph branch of ``render_camera`` (equal passes, the last one padded with copies of its last ray, outputs
     sliced back) on the CPU: ``GraphedInference`` is told it applies and calls the eager pass, so only the padding
     and slicing are under test here (the replay itself: the CUDA test below)."""
@@ -59,8 +59,8 @@ def test_render_passes_padded_for_the_graph_give_the_eager_frame_bit_for_bit(bts
     graphed = model.render_camera(camera, source)
     assert set(shapes) == {torch.Size([1, 878, 3])} and len(shapes) == 7
     assert set(graphed) == set(eager)
-    for name, value in eager.items():
-        assert torch.equal(graphed[name], value), name
+    for name, value in eager.items():  # equal up to the BLAS's blocking of a 878- vs 876-row last pass
+        torch.testing.assert_close(graphed[name], value, rtol=1e-6, atol=1e-7, msg=name)
 
 
 @pytest.fixture
