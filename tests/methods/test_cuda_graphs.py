@@ -45,11 +45,11 @@ def test_a_failing_capture_warns_once_and_runs_eagerly_from_then_on(monkeypatch)
 
 
 def test_render_passes_padded_for_the_graph_give_the_eager_frame(bts_model, monkeypatch):
-    """The graph branch of ``render_camera`` (equal passes, the last one padded with copies of its last ray, outputs
-    sliced back) on the CPU: ``GraphedInference`` is told it applies and calls the eager pass, so only the padding
-    and slicing are under test here (the replay itself: the CUDA test below)."""
+    """The graph branch of ``render_camera`` (passes of the configured size, the last one padded with copies of its
+    last ray, outputs sliced back) on the CPU: ``GraphedInference`` is told it applies and calls the eager pass, so
+    only the padding and slicing are under test here (the replay itself: the CUDA test below)."""
     model, source, camera = bts_model
-    model.config.eval_num_rays_per_chunk = 1000  # 64 x 96 = 6144 rays: 7 passes of 878, the last one 876 + 2 pads
+    model.config.eval_num_rays_per_chunk = 1000  # 64 x 96 = 6144 rays: 7 passes of 1000, the last one 144 + 856 pads
     model.config.cuda_graphs = False
     eager = model.render_camera(camera, source)
     model.config.cuda_graphs = True
@@ -57,9 +57,9 @@ def test_render_passes_padded_for_the_graph_give_the_eager_frame(bts_model, monk
     monkeypatch.setattr(GraphedInference, "applies", lambda self, *tensors: True)
     monkeypatch.setattr(GraphedInference, "__call__", lambda self, *t: shapes.append(t[0].shape) or self.fn(*t))
     graphed = model.render_camera(camera, source)
-    assert set(shapes) == {torch.Size([1, 878, 3])} and len(shapes) == 7
+    assert set(shapes) == {torch.Size([1, 1000, 3])} and len(shapes) == 7
     assert set(graphed) == set(eager)
-    for name, value in eager.items():  # equal up to the BLAS's blocking of a 878- vs 876-row last pass
+    for name, value in eager.items():  # equal up to the BLAS's blocking of a 1000- vs 144-row last pass
         torch.testing.assert_close(graphed[name], value, rtol=1e-6, atol=1e-7, msg=name)
 
 
@@ -97,7 +97,9 @@ def test_a_graphed_full_frame_render_equals_the_eager_one(bts_model):
         graphed = model.render_camera(camera.to("cuda"), source)
         for name, value in eager.items():
             torch.testing.assert_close(graphed[name], value, rtol=1e-5, atol=1e-5, msg=name)
-    assert model.graphed_render_pass.error is None and len(model.graphed_render_pass._graphs) == 1
+    model.config.eval_num_rays_per_chunk = 2500  # another pass size: a second graph
+    model.render_camera(camera.to("cuda"), source)
+    assert model.graphed_render_pass.error is None and len(model.graphed_render_pass._graphs) == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

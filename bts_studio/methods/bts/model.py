@@ -134,8 +134,9 @@ class BTSModelConfig(ModelConfig):
     encoding measured slower on an H200). The CPU always runs fp32."""
     cuda_graphs: bool = True
     """On CUDA, replay inference (no gradients, eval mode) as CUDA graphs: the fp32 encoder's forward and each
-    render pass of a full frame (equal passes, the last one padded). The same kernels without Python's launch cost
-    (issue 17: the encoder 8.5 -> 1.9 ms per 192x640 image on an H200). Training and the CPU run eagerly."""
+    render pass of a full frame (the last pass padded to the pass size, so one graph serves every frame size). The
+    same kernels without Python's launch cost (issue 17: the encoder 8.5 -> 1.9 ms per 192x640 image on an H200).
+    Training and the CPU run eagerly."""
     cudnn_benchmark: bool = False
     """Set torch.backends.cudnn.benchmark (importing nerfstudio's train script turns it on). Off: autotuning costs
     ~30 s on the first step and every new chunk shape, and raised inference memory to ~10 GiB (issue 17)."""
@@ -375,10 +376,10 @@ class BTSModel(Model):
         The frame's rays are generated once (``camera_rays``: on the camera's device, one host sync for the image
         size) and moved to the model's device as plain tensors, the conditioning is built once, and
         ``render_ray_tensors`` runs per chunk of ``frame_chunk_size`` rays (the whole frame in one pass when the GPU
-        has the memory; passes of equal size): issue 17's launch-bound inference path (docs/benchmarks.md). On CUDA
-        with ``cuda_graphs`` each pass replays a CUDA graph of ``_render_pass`` (the same kernels; the last pass
-        is padded with copies of its last ray). ``obb_box`` does not crop: BTS samples between fixed near and far
-        distances.
+        has the memory): issue 17's launch-bound inference path (docs/benchmarks.md). On CUDA with ``cuda_graphs``
+        each pass replays one CUDA graph of ``_render_pass`` (the same kernels; the last pass is padded with copies
+        of its last ray, so frames of every size share the graph). ``obb_box`` does not crop: BTS samples between
+        fixed near and far distances.
         """
         rays = camera_rays(camera, obb_box)
         height, width = rays.origins.shape[:2]
@@ -394,7 +395,6 @@ class BTSModel(Model):
             self.device,
             self.config.eval_chunk_memory_fraction,
         )
-        chunk = -(-num_rays // -(-num_rays // chunk))  # equal passes: one CUDA graph serves all (the last padded)
         tensors = (conditioning.features, conditioning.source_K, conditioning.source_w2c)
         tensors += (conditioning.colour_images, conditioning.colour_K, conditioning.colour_w2c)
         graphs = self.config.cuda_graphs and conditioning.colour_missing is None
@@ -405,7 +405,9 @@ class BTSModel(Model):
             if not graphs:
                 outputs = self.render_ray_tensors(*rays_in_pass[:2], conditioning, rays_in_pass[2])
                 return {name: value[0] for name, value in outputs.items()}
-            pad = chunk - (end - start)  # repeat the last ray: every pass has the captured shape
+            # Repeat the last ray so that every pass, of any frame size (the viewer changes it as the camera moves),
+            # has the one captured shape.
+            pad = chunk - (end - start)
             if pad:
                 rays_in_pass = tuple(torch.cat([t, t[:, -1:].expand(-1, pad, -1)], dim=1) for t in rays_in_pass)
             outputs = self.graphed_render_pass(*rays_in_pass, *tensors)
