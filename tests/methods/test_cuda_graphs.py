@@ -61,6 +61,11 @@ def test_render_passes_padded_for_the_graph_give_the_eager_frame(bts_model, monk
     assert set(graphed) == set(eager)
     for name, value in eager.items():  # equal up to the BLAS's blocking of a 1000- vs 144-row last pass
         torch.testing.assert_close(graphed[name], value, rtol=1e-6, atol=1e-7, msg=name)
+    model.config.eval_num_rays_per_chunk = 32768  # a frame smaller than a pass pads to a power of two only
+    shapes.clear()
+    small = model.render_camera(camera, source)
+    assert shapes == [torch.Size([1, 8192, 3])]
+    torch.testing.assert_close(small["depth"], eager["depth"], rtol=1e-6, atol=1e-7)
 
 
 @pytest.fixture

@@ -169,7 +169,7 @@ class BTSModel(Model):
         with deferred_warnings.collect(self._training_warnings):
             self.net.encoder.load_imagenet_weights(cfg.imagenet_weights, cfg.search_torch_hub_cache)
         self.source_selector: Optional[SourceSelector] = None
-        self.graphed_render_pass = GraphedInference(self._render_pass, self)
+        self.graphed_render_pass = GraphedInference(self._render_pass, self, max_graphs=4)
         """A full frame's render passes replayed as a CUDA graph (``cuda_graphs``; eager on the CPU)."""
         self.sampler = DisparityLinearPointSampler(
             cfg.num_samples, cfg.near, cfg.far, eval_stratified=cfg.eval_stratified
@@ -378,7 +378,8 @@ class BTSModel(Model):
         ``render_ray_tensors`` runs per chunk of ``frame_chunk_size`` rays (the whole frame in one pass when the GPU
         has the memory): issue 17's launch-bound inference path (docs/benchmarks.md). On CUDA with ``cuda_graphs``
         each pass replays one CUDA graph of ``_render_pass`` (the same kernels; the last pass is padded with copies
-        of its last ray, so frames of every size share the graph). ``obb_box`` does not crop: BTS samples between
+        of its last ray, so frames of every size share the graph; frames smaller than one pass pad to a power of
+        two). ``obb_box`` does not crop: BTS samples between
         fixed near and far distances.
         """
         rays = camera_rays(camera, obb_box)
@@ -405,9 +406,9 @@ class BTSModel(Model):
             if not graphs:
                 outputs = self.render_ray_tensors(*rays_in_pass[:2], conditioning, rays_in_pass[2])
                 return {name: value[0] for name, value in outputs.items()}
-            # Repeat the last ray so that every pass, of any frame size (the viewer changes it as the camera moves),
-            # has the one captured shape.
-            pad = chunk - (end - start)
+            # Repeat the last ray so that passes of any frame size (the viewer changes it as the camera moves) share
+            # one captured shape; a frame smaller than a pass pads only to a power of two >= 4096 rays.
+            pad = min(chunk, max(4096, 1 << (num_rays - 1).bit_length())) - (end - start)
             if pad:
                 rays_in_pass = tuple(torch.cat([t, t[:, -1:].expand(-1, pad, -1)], dim=1) for t in rays_in_pass)
             outputs = self.graphed_render_pass(*rays_in_pass, *tensors)
