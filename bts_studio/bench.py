@@ -122,6 +122,27 @@ FLOOR = (
 )
 
 
+FLOOR_IMAGE_MS = 2.5
+"""The middle of the floor's ~2-3 ms per 192x640 image on an H200 (docs/benchmarks.md, "The floor")."""
+
+
+def ratio_lines(rows: List[Dict[str, object]]) -> List[str]:
+    """Each variant's training-step and image times as ratios to the ``twin`` of the same run, and its image time
+    as a multiple of :data:`FLOOR_IMAGE_MS` (meaningful at BTS's shapes on a GPU)."""
+    twin = next((row for row in rows if row.get("variant") == "twin"), None)
+    lines = []
+    for row in rows:
+        parts = []
+        for key, label in (("train_step_ms", "train"), ("image_ms", "image")):
+            if twin is not None and row is not twin and row.get(key) and twin.get(key):
+                parts.append(f"{label} {row[key] / twin[key]:.2f}x the twin's")  # type: ignore[operator]
+        if row.get("image_ms"):
+            parts.append(f"image {row['image_ms'] / FLOOR_IMAGE_MS:.1f}x the floor")  # type: ignore[operator]
+        if parts:
+            lines.append(f"{row['variant']}: " + ", ".join(parts))
+    return lines
+
+
 def apply_variant(model, variant: Variant) -> None:
     """Set the model's paths and torch's global flags for ``variant``."""
     model.net.fast_path = variant.fast_path
@@ -484,6 +505,7 @@ def format_table(results: Dict[str, object]) -> str:
             if key in row:
                 notes.append(f"{row['variant']}: {row[key]}")
     lines += ["", str(results["floor"])]
+    lines += ratio_lines(results["variants"])  # type: ignore[arg-type]
     for name, agreement in (results.get("density_path_agreement") or {}).items():  # type: ignore[union-attr]
         shown = ", ".join(
             (f"{k} {v:.2f}" if k.endswith("_ms") else f"{k} {v:.1e}") if isinstance(v, float) else f"{k} {v}"

@@ -57,7 +57,7 @@ def cameras_to_opencv_w2c(cameras: Cameras) -> Tuple[Float[Tensor, "N 3 3"], Flo
 
 def opencv_to_cameras(
     K: Float[Tensor, "N 3 3"],
-    c2w_opencv: Float[Tensor, "N 3 4"],
+    c2w_opencv: Float[Tensor, "N _ 4"],  # 3 or 4 rows (asserted below)
     width: int,
     height: int,
 ) -> Cameras:
@@ -66,7 +66,10 @@ def opencv_to_cameras(
     The inverse of :func:`cameras_to_opencv` for pinhole cameras of one image size.
     """
     assert K.ndim == 3 and K.shape[-2:] == (3, 3), f"K must be [N, 3, 3], got {tuple(K.shape)}"
-    assert c2w_opencv.ndim == 3 and c2w_opencv.shape[-1] == 4, f"c2w must be [N, 3|4, 4], got {c2w_opencv.shape}"
+    assert c2w_opencv.ndim == 3 and c2w_opencv.shape[-2:] in (
+        (3, 4),
+        (4, 4),
+    ), f"c2w must be [N, 3|4, 4], got {c2w_opencv.shape}"
     assert len(K) == len(c2w_opencv), f"{len(K)} intrinsics but {len(c2w_opencv)} poses"
     return Cameras(
         camera_to_worlds=opencv_to_opengl(c2w_opencv[:, :3]),
