@@ -270,13 +270,25 @@ def part_encoder_compile(args, device, model, config) -> None:
     encoder = model.net.encoder.train()
     many = torch.rand(config.groups, 3, config.height, config.width, device=device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    encoder(many).sum().backward()
-    with profile(activities=activities) as prof:
-        encoder(many).sum().backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    emit({"part": "encoder-profile", "what": "encoder train fwd+bwd, batch groups", "top": top_kernels(prof, 25)})
-    for mode in ("default", "max-autotune-no-cudagraphs"):
+    for precision in ("fp32", "bf16"):  # bf16: autocast + channels-last, the opt-in encoder_precision
+        fmt = torch.channels_last if precision == "bf16" else torch.contiguous_format
+        encoder.to(memory_format=fmt)
+        images = many.contiguous(memory_format=fmt)
+
+        def step(images=images, bf16=precision == "bf16"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                features = encoder(images)
+            features.float().sum().backward()
+
+        step()
+        with profile(activities=activities) as prof:
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        what = f"encoder train fwd+bwd, batch groups, {precision}"
+        emit({"part": "encoder-profile", "what": what, "top": top_kernels(prof, 25)})
+    encoder.to(memory_format=torch.contiguous_format)
+    for mode in ("default", "max-autotune-no-cudagraphs") if args.compile else ():
         if time.perf_counter() - START > args.deadline - 120:
             break
         record: Dict = {"part": "encoder-compile", "mode": mode}
