@@ -24,7 +24,9 @@
 # (5), SEED (0: --machine.seed), FISHEYE (1), METHOD (bts-density), STEPS (2000), RESNET (50), BATCH_GROUPS (16),
 # RAYS (4096), SAMPLES (64), LR (1e-4), NEAR (3.0: ray sampling start and inverse-depth code near plane, metres;
 # BTS 3; benchmarks/occluder_signal.py shows why 1.0 is worth a run), TARGET_H (192), TARGET_W (640), TF32 (1), IMAGENET (path to torchvision's
-# resnet weights; none = from scratch), BEV_IMAGES (8), EXTRA_TRAIN_ARGS (before the dataparser),
+# resnet weights; none = from scratch), BEV_IMAGES (8), AUTOMASK (0; 1: --pipeline.model.automask True), HEAD_LR
+# (unset; set: the decoder in its own optimizer group, decoder and density MLP at HEAD_LR, the ResNet at LR),
+# EXTRA_TRAIN_ARGS (before the dataparser),
 # EXTRA_DATA_ARGS (kitti360-data options), DEADLINE (510 s), RESERVE (170 s kept for steps 3-4), WORK, THREADS
 # (torch intra-op threads: 1 on the CPU, torch's default on a GPU), IE_REC_FLOOR and O_REC_FLOOR (the one-car check).
 # CPU smoke test (passes; 10-16 min on the shared 2-core box at load 10-15, mostly eval-occupancy and render-bev):
@@ -106,6 +108,8 @@ TARGET_W=${TARGET_W:-640}
 TF32=${TF32:-1}
 IMAGENET=${IMAGENET:-}
 BEV_IMAGES=${BEV_IMAGES:-8}
+AUTOMASK=${AUTOMASK:-0}
+HEAD_LR=${HEAD_LR:-}
 EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-}
 EXTRA_DATA_ARGS=${EXTRA_DATA_ARGS:-}
 IE_REC_FLOOR=${IE_REC_FLOOR:-}
@@ -179,6 +183,9 @@ if has_stage train; then
   train_knobs="method=$METHOD seed=$SEED fisheye=$FISHEYE groups=$BATCH_GROUPS rays=$RAYS samples=$SAMPLES"
   train_knobs+=" resnet=$RESNET lr=$LR near=$NEAR target=${TARGET_H}x$TARGET_W test_every=$TEST_EVERY tf32=$TF32"
   train_knobs+=" imagenet=$IMAGENET extra_train=$EXTRA_TRAIN_ARGS extra_data=$EXTRA_DATA_ARGS"
+  # Absent when off, so that the markers of earlier runs stay valid.
+  if [ "$AUTOMASK" = 1 ]; then train_knobs+=" automask=1"; fi
+  if [ -n "$HEAD_LR" ]; then train_knobs+=" head_lr=$HEAD_LR"; fi
   resume=()
   if [ "$first_step" -gt 0 ]; then
     if [ ! -f "$TRAIN_MARKER" ] || knobs_differ "$TRAIN_MARKER" "$train_knobs"; then
@@ -200,6 +207,12 @@ if has_stage train; then
     rm -f "$RESULTS"/*  # the previous checkpoint's results are stale once it trains on
     weights=()
     if [ -n "$IMAGENET" ]; then weights=(--pipeline.model.imagenet-weights "$IMAGENET"); fi
+    # Issue 18's opt-in options: Monodepth2's auto-mask, and the decoder in its own optimizer group with the
+    # density MLP's at HEAD_LR (the ResNet stays at LR).
+    if [ "$AUTOMASK" = 1 ]; then weights+=(--pipeline.model.automask True); fi
+    if [ -n "$HEAD_LR" ]; then
+      weights+=(--pipeline.model.decoder-param-group True --optimizers.decoder.optimizer.lr "$HEAD_LR")
+    fi
     curve="$CURVES/train_curve_$(printf '%02d' $(($(wc -l <"$STAGES_TSV") + 1))).csv"
     start=$SECONDS
     # --max-num-iterations counts from the resumed step in nerfstudio 1.1.5: the steps left to STEPS.
@@ -217,7 +230,7 @@ entrypoint()
       --pipeline.train-log-csv "$curve" --pipeline.train-log-every 10 \
       --pipeline.datamanager.groups-per-batch "$BATCH_GROUPS" --pipeline.datamanager.rays-per-group "$RAYS" \
       --pipeline.model.resnet-layers "$RESNET" --pipeline.model.num-samples "$SAMPLES" --pipeline.model.near "$NEAR" \
-      --optimizers.encoder.optimizer.lr "$LR" --optimizers.density-mlp.optimizer.lr "$LR" "${weights[@]}" \
+      --optimizers.encoder.optimizer.lr "$LR" --optimizers.density-mlp.optimizer.lr "${HEAD_LR:-$LR}" "${weights[@]}" \
       "${resume[@]}" $EXTRA_TRAIN_ARGS kitti360-data --target-height "$TARGET_H" --target-width "$TARGET_W" \
       --test-every "$TEST_EVERY" --use-fisheye "$fisheye_flag" $EXTRA_DATA_ARGS 2>&1 | quiet | tail -n 40 >>"$LOG"
     train_stage_done "$RUN" "$first_step" "$budget" "$start" "training:"

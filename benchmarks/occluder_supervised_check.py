@@ -18,6 +18,12 @@ steps on the training inputs (train = test, the overfit setting of runs G/J):
 - the density 0.5 m inside the car, and the car's depth error of the mean depth map over all inputs (a shared
   prior) beside each input's own.
 
+Issue 18's opt-in options: ``--decoder-lr`` trains the decoder in the model's own ``decoder`` optimizer group
+(``--pipeline.model.decoder-param-group``; ``--mlp-lr`` sets the density MLP's), ``--automask`` turns on
+Monodepth2's auto-mask (``--pipeline.model.automask``); with it the log adds the share of pixels masked
+(``train_automasked_ratio``) beside the training batches' mean depth (docs/benchmarks.md, "Decoder learning rate
+and auto-masking").
+
 ``--loss direct`` is the control (a 1x1-conv disparity head on the same encoder, same pixels and loss, no density
 field); ``--loss oracle`` trains nothing and evaluates the photometric loss of exact density fields (the scene, the
 scene without the car, the far plane) on the preset's batches (``oracle_losses``). Results: docs/benchmarks.md,
@@ -26,6 +32,8 @@ scene without the car, the far plane) on the preset's batches (``oracle_losses``
     bts-studio synth-kitti360 /tmp/od/onecar --world one-car --frames 32 --scale 0.25
     python benchmarks/occluder_supervised_check.py --data /tmp/od/onecar --loss supervised --steps 300
     python benchmarks/occluder_supervised_check.py --data /tmp/od/onecar --loss photometric --steps 300
+    python benchmarks/occluder_supervised_check.py --data /tmp/od/onecar --loss photometric --steps 400 --automask \
+        [--decoder-lr 1e-3 --mlp-lr 1e-3] [--no-fisheye] [--seed 1]
 
 CPU only; run with ``OMP_NUM_THREADS=1`` on a shared box.
 """
