@@ -50,7 +50,10 @@
 # occluder_supervised_check.py explains why: docs/benchmarks.md, "Why the tiny model misses the car"): train = test
 # seed 0 O_rec 0.374 (an input-independent strip, not the car), seed 1 and the held-out split collapse: FAIL. On one GPU in ~4 min (official preset): WORLD=one-car SEQUENCES=1 FRAMES=40
 # STEPS=1500 TEST_EVERY=2 (exact IE_rec 0.643 +- 0.072 vs Depth + 4 m 0.620 +- 0.057; exact O_rec 0.308 vs 0.341,
-# below the 0.5 car guard: the H200 run does not pass this check either).
+# below the 0.5 car guard: the H200 run does not pass this check either). 2026-11-30, issue 18's options (docs/
+# benchmarks.md, "Decoder learning rate and auto-masking"): the held-out command at 64x224, 800 steps, AUTOMASK=1:
+# exact O_rec 0.125 (baseline 0.002), IE_rec 0.862 vs Depth + 4 m 0.728, no car blob: FAIL; HEAD_LR >= 3e-4 with
+# the mask collapses (far plane with the fisheyes, near plane without) in 5 of 6 short runs. No floor.
 # Stages and longer training than one call allows (as benchmarks/gpu_dvr.sh; shared bash in gpu_stages.sh). STAGES
 # (default: all, in this order, as one call) names the stages to run: data (step 1), train (2), eval (3), summary (4).
 # With a persistent WORK (a warm device machine keeps its /tmp between calls that follow within ~30 s):
