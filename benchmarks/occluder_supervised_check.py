@@ -18,6 +18,12 @@ steps on the training inputs (train = test, the overfit setting of runs G/J):
 - the density 0.5 m inside the car, and the car's depth error of the mean depth map over all inputs (a shared
   prior) beside each input's own.
 
+Issue 18's opt-in options: ``--decoder-lr`` trains the decoder in the model's own ``decoder`` optimizer group
+(``--pipeline.model.decoder-param-group``; ``--mlp-lr`` sets the density MLP's), ``--automask`` turns on
+Monodepth2's auto-mask (``--pipeline.model.automask``); with it the log adds the share of pixels masked
+(``train_automasked_ratio``) beside the training batches' mean depth (docs/benchmarks.md, "Decoder learning rate
+and auto-masking").
+
 ``--loss direct`` is the control (a 1x1-conv disparity head on the same encoder, same pixels and loss, no density
 field); ``--loss oracle`` trains nothing and evaluates the photometric loss of exact density fields (the scene, the
 scene without the car, the far plane) on the preset's batches (``oracle_losses``). Results: docs/benchmarks.md,
@@ -26,6 +32,8 @@ scene without the car, the far plane) on the preset's batches (``oracle_losses``
     bts-studio synth-kitti360 /tmp/od/onecar --world one-car --frames 32 --scale 0.25
     python benchmarks/occluder_supervised_check.py --data /tmp/od/onecar --loss supervised --steps 300
     python benchmarks/occluder_supervised_check.py --data /tmp/od/onecar --loss photometric --steps 300
+    python benchmarks/occluder_supervised_check.py --data /tmp/od/onecar --loss photometric --steps 400 --automask \
+        [--decoder-lr 1e-3 --mlp-lr 1e-3] [--no-fisheye] [--seed 1]
 
 CPU only; run with ``OMP_NUM_THREADS=1`` on a shared box.
 """
@@ -74,6 +82,9 @@ def build_pipeline(args, work: Path):
     config.pipeline.model.search_torch_hub_cache = False
     config.pipeline.model.near = args.near
     dataparser.use_fisheye = not args.no_fisheye
+    config.pipeline.model.automask = args.automask
+    # --decoder-lr trains the decoder in the model's own "decoder" group (the option ns-train exposes).
+    config.pipeline.model.decoder_param_group = args.decoder_lr is not None
     config.machine.seed = args.seed
     _set_random_seed(args.seed)
     pipeline = config.pipeline.setup(device="cpu", test_mode="test", world_size=1, local_rank=0)
@@ -81,6 +92,11 @@ def build_pipeline(args, work: Path):
 
 
 def param_groups(model) -> Dict[str, List[torch.nn.Parameter]]:
+    """ResNet, decoder and density MLP: the model's groups with ``decoder_param_group`` (``encoder`` = the ResNet);
+    without it the decoder is split out of ``encoder`` here, for its gradient norm and ``--lr`` alone."""
+    if model.config.decoder_param_group:
+        groups = model.get_param_groups()
+        return {"resnet": groups["encoder"], "decoder": groups["decoder"], "density_mlp": groups["density_mlp"]}
     net = model.net
     return {
         "resnet": list(net.encoder.encoder.parameters()),
@@ -394,7 +410,17 @@ def main() -> None:
     parser.add_argument("--rays", type=int, default=512)
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam lr of every group (the preset: 1e-4)")
     parser.add_argument("--mlp-lr", type=float, default=None, help="lr of the density MLP (default: --lr)")
-    parser.add_argument("--decoder-lr", type=float, default=None, help="lr of the decoder (default: --lr)")
+    parser.add_argument(
+        "--decoder-lr",
+        type=float,
+        default=None,
+        help="lr of the decoder in its own group (--pipeline.model.decoder-param-group True; default: --lr)",
+    )
+    parser.add_argument(
+        "--automask",
+        action="store_true",
+        help="Monodepth2's auto-mask on the photometric loss (--pipeline.model.automask)",
+    )
     parser.add_argument("--no-augment", action="store_true", help="no colour jitter, no flip")
     parser.add_argument("--no-fisheye", action="store_true", help="frame groups without the fisheye frames")
     parser.add_argument("--near", type=float, default=3.0, help="sampling start and code near plane (BTS: 3 m)")
@@ -431,6 +457,7 @@ def main() -> None:
     print(f"inputs: {len(gt.images)} images, car pixels {int(gt.car.sum())}; loss {args.loss}; lrs {lrs}", flush=True)
     start = time.time()
     losses: List[float] = []
+    step_metrics: Dict[str, List[float]] = {}
     grad_norms: Dict[str, List[float]] = {name: [] for name in groups}
     for step in range(args.steps + 1):
         if step % args.eval_every == 0:
@@ -440,10 +467,12 @@ def main() -> None:
                 **evaluate(pipeline, gt, calibration, direct_head),
             }
             row.update({f"grad_{k}": float(np.mean(v)) if v else float("nan") for k, v in grad_norms.items()})
+            row.update({f"train_{k}": float(np.mean(v)) for k, v in step_metrics.items()})
             row["wall_s"] = time.time() - start
             history.append(row)
             print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
             losses = []
+            step_metrics = {}
             grad_norms = {name: [] for name in groups}
         if step == args.steps:
             break
@@ -451,8 +480,11 @@ def main() -> None:
         if args.loss in ("supervised", "direct"):
             loss = supervised_step(pipeline, gt, generator, args.groups, args.rays, near, far, direct_head)
         else:
-            _, loss_dict, _ = pipeline.get_train_loss_dict(step)
+            _, loss_dict, metrics_dict = pipeline.get_train_loss_dict(step)
             loss = sum(loss_dict.values())
+            for key in ("mean_depth", "automasked_ratio"):  # the training batches' mean depth, the share masked
+                if key in metrics_dict:
+                    step_metrics.setdefault(key, []).append(float(metrics_dict[key]))
         loss.backward()
         for name, params in groups.items():
             grads = [p.grad.norm() for p in params if p.grad is not None]

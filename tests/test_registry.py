@@ -81,6 +81,9 @@ def test_ns_train_help_lists_our_methods():
 def test_ns_train_method_help(entry_point):
     result = _run_help(entry_point.name)
     assert result.returncode == 0, result.stderr[-3000:]
+    if entry_point.name.startswith("bts-density"):  # issue 18's opt-in options and the decoder group's optimizer
+        for option in ("--pipeline.model.decoder-param-group", "--pipeline.model.automask", "--optimizers.decoder"):
+            assert option in result.stdout, option
 
 
 @pytest.mark.parametrize("entry_point", DATAPARSER_ENTRY_POINTS, ids=lambda ep: ep.name)

@@ -78,15 +78,28 @@ def checkpoint_step(path: Path) -> int:
     return int(match.group(1))
 
 
-def try_load(path: Path) -> Tuple[Optional[str], Optional[Dict[str, Any]]]:
+def try_load(
+    path: Path, optimizer_groups: Optional[Iterable[str]] = None
+) -> Tuple[Optional[str], Optional[Dict[str, Any]]]:
     """``(None, rng)`` if ``path`` loads as a nerfstudio checkpoint, with its random-generator entry (None in older
-    checkpoints), else ``(why not, None)`` (one line): the check's load is the only one besides nerfstudio's."""
+    checkpoints), else ``(why not, None)`` (one line): the check's load is the only one besides nerfstudio's.
+
+    With ``optimizer_groups`` (this run's parameter-group names) a checkpoint whose optimizer groups differ is not
+    loadable either: nerfstudio would fail on an unknown group, load a group's state into a group of other
+    parameters (e.g. bts-density's ``decoder_param_group`` moves the decoder out of ``encoder``), or leave a new
+    group fresh without saying so.
+    """
     try:
         state = torch.load(path, map_location="cpu")
     except Exception as error:  # noqa: BLE001 - any failure means "not loadable"; the reason is reported
         return f"{type(error).__name__}: {error}".splitlines()[0][:200] or type(error).__name__, None
     if not isinstance(state, dict) or not {"step", "pipeline", "optimizers"} <= set(state):
         return "not a nerfstudio checkpoint (no step/pipeline/optimizers)", None
+    if optimizer_groups is not None and set(state["optimizers"]) != set(optimizer_groups):
+        return (
+            f"its optimizer parameter groups are {sorted(state['optimizers'])}, this run's are "
+            f"{sorted(optimizer_groups)} (a training option that changes the groups differs)"
+        ), None
     return None, state.get("rng")
 
 
@@ -137,6 +150,7 @@ class BTSStudioTrainer(Trainer):
     def _load_checkpoint(self) -> None:
         config = self.config
         rng = None
+        groups = list(self.optimizers.optimizers)
         if config.load_dir is not None and config.load_step is None:
             load_dir = Path(config.load_dir)
             if not load_dir.is_dir():
@@ -146,7 +160,7 @@ class BTSStudioTrainer(Trainer):
                 raise CheckpointError(f"--load-dir {load_dir}: no step-N.ckpt checkpoint in it")
             skipped = []
             for path in candidates:
-                problem, rng = try_load(path)
+                problem, rng = try_load(path, groups)
                 if problem is None:
                     if skipped:
                         CONSOLE.print(
@@ -162,11 +176,11 @@ class BTSStudioTrainer(Trainer):
                 raise CheckpointError(f"--load-dir {load_dir}: no checkpoint can be loaded ({details})")
         elif config.load_dir is not None:
             chosen = Path(config.load_dir) / f"step-{config.load_step:09d}.ckpt"
-            problem, rng = try_load(chosen) if chosen.is_file() else ("file not found", None)
+            problem, rng = try_load(chosen, groups) if chosen.is_file() else ("file not found", None)
             if problem is not None:
                 raise CheckpointError(f"--load-step {config.load_step}: {chosen} cannot be loaded ({problem})")
         elif config.load_checkpoint is not None:
-            problem, rng = try_load(Path(config.load_checkpoint))
+            problem, rng = try_load(Path(config.load_checkpoint), groups)
             if problem is not None:
                 raise CheckpointError(f"--load-checkpoint {config.load_checkpoint}: cannot be loaded ({problem})")
         super()._load_checkpoint()

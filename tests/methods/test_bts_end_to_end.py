@@ -115,6 +115,9 @@ def test_batches_hold_patches_of_loss_frames_whose_rays_hit_their_pixels(pipelin
     for n in range(0, len(index), 37):
         image = datamanager.train_dataset.get_image_float32(int(index[n]))
         assert torch.allclose(targets[n], image[uv[n, 1], uv[n, 0]], atol=1e-6)
+    # patch_pixels (the auto-mask reads the render frames there) are those pixels, as (row, column).
+    assert batch.patch_pixels is not None and batch.patch_pixels.shape == (2, 2, 8, 8, 2)
+    assert torch.equal(batch.patch_pixels.reshape(-1, 2), uv.flip(-1))
 
 
 def test_ns_eval_reports_depth_and_novel_view_metrics_as_strict_json(pipeline, tmp_path):

@@ -1,12 +1,16 @@
-"""Tier 1: BTS photometric loss (patch SSIM + L1, min over views, invalid rule) and edge-aware smoothness."""
+"""Tier 1: BTS photometric loss (patch SSIM + L1, min over views, invalid rule, optional Monodepth2 auto-mask) and
+edge-aware smoothness."""
 
 import torch
 import torch.nn.functional as F
 
 from bts_studio.methods.bts.losses import (
+    automasked_pixels,
     discarded_pixels,
     edge_aware_smoothness,
+    identity_patches,
     masked_smoothness_loss,
+    min_view_errors,
     min_view_photometric_loss,
     photometric_error,
     ssim_dissimilarity,
@@ -98,3 +102,67 @@ def test_patches_without_any_render_view_contribute_zero():
     loss = min_view_photometric_loss(rendered, target, keep, missing)
     assert torch.isfinite(loss)
     assert torch.allclose(loss, photometric_error(rendered[1:, 0], target[1:]).sum() / (2 * 64))
+
+
+def test_min_view_errors_is_the_per_pixel_minimum_and_skips_missing_views():
+    target, a, b = torch.rand(3, 2, 3, 8, 8).unbind(0)
+    errors = min_view_errors(torch.stack([a, b], 1), target)
+    assert torch.equal(errors, torch.minimum(photometric_error(a, target), photometric_error(b, target)))
+    only_a = min_view_errors(torch.stack([a, b], 1), target, torch.tensor([[False, True], [False, True]]))
+    assert torch.equal(only_a, photometric_error(a, target))
+
+
+def test_identity_patches_read_every_render_frame_at_the_loss_pixels():
+    g, v, height, width = 2, 3, 5, 7
+    # Pixel value = a code of (group, view, channel, row, column): the gather must return exactly those.
+    codes = torch.arange(g * v * 3 * height * width, dtype=torch.float32).reshape(g, v, 3, height, width)
+    pixels = torch.tensor(
+        [[[[[0, 0], [4, 6]], [[2, 3], [1, 5]]]], [[[[3, 1], [0, 6]], [[4, 0], [2, 2]]]]]
+    )  # [G,1,2,2,2]
+    patches = identity_patches(codes, pixels)
+    assert patches.shape == (g, 1, v, 3, 2, 2)
+    for gi in range(g):
+        for y in range(2):
+            for x in range(2):
+                row, col = pixels[gi, 0, y, x].tolist()
+                assert torch.equal(patches[gi, 0, :, :, y, x], codes[gi, :, :, row, col])
+
+
+def test_automask_drops_exactly_the_patches_an_unwarped_frame_explains():
+    """Four 6x6 patches, two render views each (hand-made: either a view reproduces the target exactly, error 0,
+    or it is unrelated noise, error ~0.2):
+
+    0: a rendered reprojection is exact, no un-warped frame is: kept;
+    1: an un-warped frame is exact, every rendering is noise: masked (any depth is as good as the far plane);
+    2: as 1, but the exact un-warped frame is a missing view (it repeats a loss frame) and a rendering is close
+       (target + 0.02): kept;
+    3: every view missing: kept (nothing to compare; the loss is 0 there anyway);
+    4: rendering and un-warped frame both exact (a tie, what the far plane gives on a flat surface): masked.
+    """
+    torch.manual_seed(0)
+    target = torch.rand(5, 3, 6, 6)
+    noise = torch.rand(5, 2, 3, 6, 6)
+    exact = target[:, None].expand(5, 2, 3, 6, 6)
+    rendered, identity = noise.clone(), torch.rand(5, 2, 3, 6, 6)
+    rendered[0, 1] = exact[0, 1]
+    identity[1, 0] = exact[1, 0]
+    identity[2, 1] = exact[2, 1]
+    rendered[2, 0] = (target[2] + 0.02).clamp(0, 1)
+    rendered[4, 0], identity[4, 1] = exact[4, 0], exact[4, 1]
+    missing = torch.zeros(5, 2, dtype=torch.bool)
+    missing[2, 1] = True
+    missing[3] = True
+    for tie_noise in (0.0, 1e-5):
+        masked = automasked_pixels(rendered, identity, target, missing, tie_noise=tie_noise)
+        assert masked.shape == (5, 6, 6)
+        per_patch = masked.float().mean(dim=(1, 2))
+        expected = [0.0, 1.0, 0.0, 0.0, 1.0] if tie_noise == 0 else [0.0, 1.0, 0.0, 0.0, None]
+        for got, want in zip(per_patch.tolist(), expected, strict=True):
+            assert want is None or got == want, (per_patch, tie_noise)
+    # The loss drops the masked patches (they still count in the mean, as BTS's discarded pixels).
+    masked = automasked_pixels(rendered, identity, target, missing, tie_noise=0.0)
+    no_discard = torch.zeros(5, 6, 6, dtype=torch.bool)
+    best = min_view_errors(rendered, target, missing).masked_fill(missing.all(1)[:, None, None], 0.0)
+    loss = min_view_photometric_loss(rendered, target, no_discard | masked, missing)
+    assert torch.allclose(loss, (best * ~masked).sum() / best.numel())
+    assert float(best[1].mean()) > 0.05  # what patch 1 would have pushed towards without the mask

@@ -3,6 +3,7 @@
 No dataset needed: a random image with a known pinhole camera is the source.
 """
 
+import dataclasses
 import math
 import warnings
 
@@ -193,10 +194,8 @@ def test_sources_resolve_from_camera_metadata_then_cam_idx_then_default(model):
         model.get_outputs_for_camera(_camera(torch.eye(4)))
 
 
-def test_training_loss_reaches_encoder_and_mlp(model):
-    model.train()
-    model.zero_grad()
-    groups, views, patch = 2, 2, 8
+def _loss_batch(groups: int = 2, views: int = 2, patch: int = 8) -> BTSBatch:
+    """A training batch of one ``patch x patch`` patch per group at rows 10.., columns 20.. of random images."""
     c2w = torch.stack([_pose(0.0, (0.0, 0.0, 0.0)), _pose(0.1, (0.5, 0.0, 1.0))])
     w2c = torch.linalg.inv(c2w)[:, :3]
     images = torch.rand(groups, 3, H, W)
@@ -210,10 +209,10 @@ def test_training_loss_reaches_encoder_and_mlp(model):
         height=H,
         camera_type=CameraType.PERSPECTIVE,
     )
-    ys, xs = torch.meshgrid(torch.arange(patch) + 10.5, torch.arange(patch) + 20.5, indexing="ij")
-    coords = torch.stack([ys, xs], -1).reshape(-1, 2).repeat(groups, 1)
+    ys, xs = torch.meshgrid(torch.arange(patch) + 10, torch.arange(patch) + 20, indexing="ij")
+    coords = torch.stack([ys, xs], -1).reshape(-1, 2).repeat(groups, 1) + 0.5
     indices = torch.arange(groups).repeat_interleave(patch * patch)[:, None]
-    batch = BTSBatch(
+    return BTSBatch(
         rays=camera.generate_rays(camera_indices=indices, coords=coords).reshape((groups, 1, patch, patch)),
         image=torch.rand(groups, 1, patch, patch, 3),
         input_image=images,
@@ -223,7 +222,15 @@ def test_training_loss_reaches_encoder_and_mlp(model):
         render_K=K.expand(groups, views, 3, 3),
         render_w2c=w2c[:, None].expand(groups, views, 3, 4).clone(),
         render_missing=torch.tensor([[False, True], [False, False]]),
+        patch_pixels=torch.stack([ys, xs], -1).expand(groups, 1, patch, patch, 2),
     )
+
+
+def test_training_loss_reaches_encoder_and_mlp(model):
+    model.train()
+    model.zero_grad()
+    groups, views, patch = 2, 2, 8
+    batch = _loss_batch(groups, views, patch)
     conditioning = model.condition_on_groups(batch)
     assert isinstance(conditioning, BTSConditioning) and conditioning.with_loss_outputs
     outputs = model(batch)
@@ -236,6 +243,89 @@ def test_training_loss_reaches_encoder_and_mlp(model):
     assert model.net.mlp_coarse.lin_in.weight.grad.abs().sum() > 0
     assert model.net.encoder.encoder.encoder.conv1.weight.grad.abs().sum() > 0
     model.eval()
+
+
+def test_automask_drops_patches_an_unwarped_render_frame_reproduces(model):
+    """Group 0's first render frame shows the loss patch's colours at the patch's own pixels (an un-warped frame
+    explains it; its other frame is missing): with ``automask`` its photometric loss is dropped, group 1's (whose
+    frames show the negative there) is not."""
+    batch = _loss_batch()
+    ys, xs = batch.patch_pixels[0, 0, ..., 0], batch.patch_pixels[0, 0, ..., 1]
+    batch.render_images[0, 0, :, ys, xs] = batch.image[0, 0].permute(2, 0, 1)
+    # Group 1: black/white target pixels, its frames show the negative there (an un-warped frame explains nothing).
+    batch.image[1] = batch.image[1].round()
+    batch.render_images[1, :, :, ys, xs] = 1 - batch.image[1, 0].permute(2, 0, 1)[None]
+    model.train()
+    try:
+        with torch.no_grad():
+            outputs = model(batch)
+            plain = model.get_loss_dict(outputs, batch)
+            model.config.automask = True
+            metrics = model.get_metrics_dict(outputs, batch)
+            masked = model.get_loss_dict(outputs, batch)
+            assert metrics["automasked_ratio"] == pytest.approx(0.5, abs=0.01)  # group 0's patch, not group 1's
+            assert 0 < float(masked["photometric_loss"]) < 0.6 * float(plain["photometric_loss"])
+            assert torch.equal(masked["smoothness_loss"], plain["smoothness_loss"])  # monodepth2: photometric only
+            batch.render_images[1, :, :, ys, xs] = batch.image[1, 0].permute(2, 0, 1)[None]
+            assert float(model.get_loss_dict(outputs, batch)["photometric_loss"]) < 1e-6  # all dropped (ties: noise)
+            with pytest.raises(ValueError, match="patch_pixels"):
+                model.get_loss_dict(outputs, dataclasses.replace(batch, patch_pixels=None))
+    finally:
+        model.config.automask = False
+        model.eval()
+
+
+def test_decoder_param_group_moves_the_decoder_and_old_optimizer_states_still_load(model, tmp_path):
+    from nerfstudio.engine.optimizers import Optimizers
+
+    from bts_studio.methods.bts.method_config import bts_density_tiny_config
+    from bts_studio.utils.trainer import try_load
+
+    config = bts_density_tiny_config().optimizers
+    net = model.net
+    # The groups every run before the option had: the whole encoder (ResNet + decoder) and the MLP.
+    old_groups = {"encoder": list(net.encoder.parameters()), "density_mlp": list(net.mlp_coarse.parameters())}
+    assert {k: [id(p) for p in v] for k, v in model.get_param_groups().items()} == {
+        k: [id(p) for p in v] for k, v in old_groups.items()
+    }
+    old = Optimizers({name: config[name] for name in old_groups}, old_groups)
+    for params in old_groups.values():
+        for p in params:
+            p.grad = torch.randn_like(p)
+    old.optimizer_step_all()
+    saved = {name: optimizer.state_dict() for name, optimizer in old.optimizers.items()}
+    for params in old_groups.values():
+        for p in params:
+            p.grad = None
+
+    # Option off: the preset's optimizers (with the unused "decoder" entry) take the old state exactly.
+    current = Optimizers(dict(config), model.get_param_groups())
+    assert list(current.optimizers) == ["encoder", "density_mlp"]
+    current.load_optimizers(saved)
+    for name, optimizer in current.optimizers.items():
+        state = optimizer.state_dict()
+        assert state["param_groups"] == saved[name]["param_groups"]
+        for key, value in saved[name]["state"].items():
+            assert all(torch.equal(state["state"][key][k], v) for k, v in value.items())
+    checkpoint = tmp_path / "step-000000001.ckpt"
+    torch.save({"step": 1, "pipeline": {}, "optimizers": saved}, checkpoint)
+    assert try_load(checkpoint, list(current.optimizers)) == (None, None)
+
+    # Option on: the decoder has its own group at its own learning rate; the old checkpoint is refused by name.
+    model.config.decoder_param_group = True
+    try:
+        groups = model.get_param_groups()
+    finally:
+        model.config.decoder_param_group = False
+    assert list(groups) == ["encoder", "decoder", "density_mlp"]
+    assert [id(p) for p in groups["encoder"] + groups["decoder"]] == [id(p) for p in old_groups["encoder"]]
+    assert [id(p) for p in groups["decoder"]] == [id(p) for p in net.encoder.decoder.parameters()]
+    config["decoder"]["optimizer"].lr = 1e-3
+    split = Optimizers(dict(config), groups)
+    assert split.optimizers["decoder"].param_groups[0]["lr"] == 1e-3
+    assert split.optimizers["encoder"].param_groups[0]["lr"] == 1e-4
+    problem, _ = try_load(checkpoint, list(split.optimizers))
+    assert problem is not None and "['density_mlp', 'encoder']" in problem and "'decoder'" in problem
 
 
 def test_colour_jitter_identity_and_shared_draw():

@@ -35,6 +35,8 @@ class BTSBatch:
     """Render frames a group lacks or that repeat a loss frame; their samples count as invalid."""
     group_ids: Optional[Int[Tensor, " G"]] = None
     """Rows of the image store's frame groups (for tests and debugging)."""
+    patch_pixels: Optional[Int[Tensor, "G P p p 2"]] = None
+    """Integer (row, column) in its loss frame of every ray's pixel (the auto-mask reads the render frames there)."""
 
     def __post_init__(self) -> None:
         g, num_patches, p = self.image.shape[:3]
@@ -46,6 +48,11 @@ class BTSBatch:
         assert self.render_images.shape[:3] == (g, v, 3), f"render_images {tuple(self.render_images.shape)}"
         assert self.render_K.shape == (g, v, 3, 3) and self.render_w2c.shape == (g, v, 3, 4)
         assert self.render_missing is None or self.render_missing.shape == (g, v)
+        pixels_shape = None if self.patch_pixels is None else tuple(self.patch_pixels.shape)
+        assert pixels_shape in (
+            None,
+            (g, num_patches, p, p, 2),
+        ), f"patch_pixels must be [G, P, p, p, 2]: {pixels_shape}"
 
     @property
     def num_groups(self) -> int:

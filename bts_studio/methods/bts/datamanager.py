@@ -303,5 +303,6 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
             render_missing=(render_frames < 0)
             | (render_frames[:, :, None] == frames.gather(1, loss_cols)[:, None]).any(-1),
             group_ids=group_ids,
+            patch_pixels=torch.stack([ys, xs], dim=-1),
         )
         return batch.rays, batch

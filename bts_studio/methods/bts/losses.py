@@ -7,7 +7,9 @@ Follows ``models/bts/model/loss.py`` and ``models/common/model/layers.py`` of th
     * minimum of that error over the render views;
     * ``weight_guided`` invalid rule: a pixel is discarded when more than 90 % of its compositing weight is
       invalid in **every** render view; discarded pixels contribute 0 but still count in the mean;
-    * edge-aware smoothness of the disparity ``1 / clamp(distance, 1e-3, 80)`` normalised by its patch mean.
+    * edge-aware smoothness of the disparity ``1 / clamp(distance, 1e-3, 80)`` normalised by its patch mean;
+    * optional (off in BTS's configs and by default here): Monodepth2's auto-masking (Godard et al., ICCV 2019,
+      Sec. 3.3; ``trainer.py`` ``compute_losses`` of the official monodepth2 code), see :func:`automasked_pixels`.
 
 Shapes: ``P`` patches, ``V`` render views, ``C`` channels, ``h x w`` patch size.
 """
@@ -16,7 +18,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 SSIM_WEIGHT = 0.85
@@ -26,6 +28,8 @@ SSIM_C2 = 0.03**2
 INVALID_MASS_THRESHOLD = 0.9
 DISPARITY_MIN_DISTANCE = 1e-3
 DISPARITY_MAX_DISTANCE = 80.0
+AUTOMASK_TIE_NOISE = 1e-5
+"""Standard deviation of the noise added to the identity errors to break ties (monodepth2's ``randn * 0.00001``)."""
 
 
 def gaussian_window_3x3(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Float[Tensor, "3 3"]:
@@ -68,6 +72,68 @@ def discarded_pixels(
     return (invalid_mass > threshold).all(dim=1)
 
 
+def min_view_errors(
+    views: Float[Tensor, "P V C h w"],
+    target: Float[Tensor, "P C h w"],
+    view_missing: Optional[Bool[Tensor, "P V"]] = None,
+) -> Float[Tensor, "P h w"]:
+    """Per-pixel minimum over views of :func:`photometric_error` against ``target``; a missing view never wins
+    (a pixel without any view gets the dtype's largest value)."""
+    p, v, c, h, w = views.shape
+    assert target.shape == (p, c, h, w), f"target {tuple(target.shape)} vs views {tuple(views.shape)}"
+    errors = photometric_error(
+        views.reshape(p * v, c, h, w), target[:, None].expand(p, v, c, h, w).reshape(-1, c, h, w)
+    )
+    errors = errors.reshape(p, v, h, w)
+    if view_missing is not None:
+        assert view_missing.shape == (p, v), f"view_missing {tuple(view_missing.shape)}, expected {(p, v)}"
+        errors = errors.masked_fill(view_missing[:, :, None, None], torch.finfo(errors.dtype).max)
+    return errors.amin(dim=1)
+
+
+def identity_patches(
+    images: Float[Tensor, "G V C H W"], patch_pixels: Int[Tensor, "G P p p 2"]
+) -> Float[Tensor, "G P V C p p"]:
+    """The frames ``images`` of each group read, un-warped, at the pixels ``(row, column)`` of the group's loss
+    patches: Monodepth2's "identity reprojection" of the source frames (the render frames here)."""
+    g, v, c, height, width = images.shape
+    assert (
+        patch_pixels.dim() == 5 and patch_pixels.shape[0] == g and patch_pixels.shape[-1] == 2
+    ), f"patch_pixels must be [G={g}, P, p, p, 2], got {tuple(patch_pixels.shape)}"
+    rows, cols = patch_pixels[..., 0], patch_pixels[..., 1]
+    assert bool(((rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)).all()), "patch pixels outside images"
+    groups = torch.arange(g, device=images.device)[:, None, None, None]
+    # Advanced indices around the two slices move to the front: [G, P, p, p, V, C].
+    return images[groups, :, :, rows, cols].permute(0, 1, 4, 5, 2, 3)
+
+
+def automasked_pixels(
+    rendered: Float[Tensor, "P V C h w"],
+    identity: Float[Tensor, "P V C h w"],
+    target: Float[Tensor, "P C h w"],
+    view_missing: Optional[Bool[Tensor, "P V"]] = None,
+    tie_noise: float = AUTOMASK_TIE_NOISE,
+) -> Bool[Tensor, "P h w"]:
+    """Monodepth2's auto-mask (Sec. 3.3) on BTS's min over render frames: True where the best un-warped render
+    frame (``identity``, :func:`identity_patches`) explains the target pixel at least as well as the best
+    rendered reprojection, i.e. the pixel would gain nothing from any depth (a surface moving with the camera, or
+    a texture-less region whose colour every frame shows at the same pixel, where the far plane is as good as the
+    truth; docs/benchmarks.md, "Why the tiny model misses the car").
+
+    monodepth2 takes the minimum over the identity and the reprojection errors (ties go to the identity) and
+    adds ``randn * tie_noise`` to the identity errors; here the noise is added to the best identity error. Views
+    missing from a group count for neither term. Where no view exists nothing is masked (the loss is 0 there).
+    """
+    best_rendered = min_view_errors(rendered, target, view_missing)
+    best_identity = min_view_errors(identity, target, view_missing)
+    if tie_noise > 0:
+        best_identity = best_identity + torch.randn_like(best_identity) * tie_noise
+    masked = best_identity <= best_rendered
+    if view_missing is not None:
+        masked = masked & ~view_missing.all(dim=1)[:, None, None]
+    return masked
+
+
 def min_view_photometric_loss(
     rendered: Float[Tensor, "P V C h w"],
     target: Float[Tensor, "P C h w"],
@@ -79,21 +145,14 @@ def min_view_photometric_loss(
     Args:
         rendered: the patch reconstructed with colours of each render view.
         target: the loss frame's patch.
-        discard: pixels to zero (from :func:`discarded_pixels`); they still count in the mean, as in BTS.
+        discard: pixels to zero (from :func:`discarded_pixels`, or with :func:`automasked_pixels` added); they
+            still count in the mean, as in BTS.
         view_missing: render views absent from a group (their error never wins the minimum; a patch without any
             view contributes 0).
     """
     p, v, c, h, w = rendered.shape
-    assert target.shape == (p, c, h, w), f"target {tuple(target.shape)} vs rendered {tuple(rendered.shape)}"
     assert discard.shape == (p, h, w), f"discard {tuple(discard.shape)}, expected {(p, h, w)}"
-    errors = photometric_error(
-        rendered.reshape(p * v, c, h, w), target[:, None].expand(p, v, c, h, w).reshape(-1, c, h, w)
-    )
-    errors = errors.reshape(p, v, h, w)
-    if view_missing is not None:
-        assert view_missing.shape == (p, v), f"view_missing {tuple(view_missing.shape)}, expected {(p, v)}"
-        errors = errors.masked_fill(view_missing[:, :, None, None], torch.finfo(errors.dtype).max)
-    best = errors.amin(dim=1)
+    best = min_view_errors(rendered, target, view_missing)
     if view_missing is not None:
         best = best.masked_fill(view_missing.all(dim=1)[:, None, None], 0.0)  # nothing to compare with
     return (best * (~discard).to(best.dtype)).mean()

@@ -50,6 +50,9 @@ def bts_density_config() -> TrainerConfig:
         optimizers={
             "encoder": _adam(1e-4, BTS_ITERATIONS, BTS_LR_DROP_STEP),
             "density_mlp": _adam(1e-4, BTS_ITERATIONS, BTS_LR_DROP_STEP),
+            # Used only with --pipeline.model.decoder-param-group True (the decoder's own group, issue 18);
+            # otherwise the decoder trains in "encoder".
+            "decoder": _adam(1e-4, BTS_ITERATIONS, BTS_LR_DROP_STEP),
         },
         vis=PLUGIN_VIS,
         machine=plugin_machine_config(),
@@ -76,7 +79,7 @@ def bts_density_tiny_config() -> TrainerConfig:
     config.pipeline.model.feature_dim = 32
     config.pipeline.model.num_samples = 32
     config.pipeline.model.eval_num_rays_per_chunk = 8192
-    for name in ("encoder", "density_mlp"):
+    for name in ("encoder", "density_mlp", "decoder"):
         config.optimizers[name] = _adam(1e-4, config.max_num_iterations, BTS_LR_DROP_STEP)
     return config
 

@@ -47,7 +47,14 @@ from bts_studio.eval.occupancy import OCCUPIED_DENSITY_THRESHOLD as OCCUPIED_DEN
 from bts_studio.methods.bts.batch import BTSBatch
 from bts_studio.methods.bts.conditioning import BTSConditioning
 from bts_studio.methods.bts.density_field import BTSDensityField
-from bts_studio.methods.bts.losses import discarded_pixels, masked_smoothness_loss, min_view_photometric_loss
+from bts_studio.methods.bts.losses import (
+    AUTOMASK_TIE_NOISE,
+    automasked_pixels,
+    discarded_pixels,
+    identity_patches,
+    masked_smoothness_loss,
+    min_view_photometric_loss,
+)
 from bts_studio.methods.bts.sampler import DisparityLinearPointSampler
 from bts_studio.methods.bts.sources import SourceBank, SourceView
 from bts_studio.methods.common import deferred_warnings
@@ -109,6 +116,17 @@ class BTSModelConfig(ModelConfig):
     """Weight of the edge-aware disparity smoothness (BTS: 1e-3, i.e. 5e-4 relative to one photometric term)."""
     invalid_threshold: float = 0.9
     """A pixel is dropped from the loss when more than this share of its weight is invalid in every render frame."""
+    automask: bool = False
+    """Monodepth2's auto-masking (Godard et al. 2019, Sec. 3.3) on BTS's min over render frames: a pixel whose best
+    un-warped render frame explains it at least as well as every rendered reprojection is dropped from the
+    photometric loss (losses.automasked_pixels; the smoothness term keeps it, as in monodepth2). Off: as BTS's
+    released configs (use_automasking false); on is a deviation (docs/bts.md, issue 18)."""
+    decoder_param_group: bool = False
+    """Train the Monodepth2 decoder in its own optimizer group "decoder" (learning rate and schedule from
+    --optimizers.decoder) instead of in the "encoder" group with the ResNet; the density MLP has its own group
+    "density_mlp" either way. Off (default): the groups of every earlier run, so their checkpoints resume
+    unchanged; a checkpoint resumes only into a run with the same groups (issue 18: the decoder's and the MLP's
+    learning rate is what a short run lacks, docs/benchmarks.md)."""
     imagenet_weights: Optional[Path] = None
     """torchvision ImageNet ResNet weights (.pth). Without it the torch hub cache is searched; else from scratch."""
     search_torch_hub_cache: bool = True
@@ -182,8 +200,17 @@ class BTSModel(Model):
 
     # ----------------------------------------------------------------------------------------------- parameters
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        """``encoder`` (ResNet and decoder, BTS's single group) and ``density_mlp``; with ``decoder_param_group`` the
+        decoder moves from ``encoder`` to its own ``decoder`` group."""
         deferred_warnings.emit(self._training_warnings)  # only the trainer asks for parameter groups
-        return {"encoder": list(self.net.encoder.parameters()), "density_mlp": list(self.net.mlp_coarse.parameters())}
+        encoder = self.net.encoder
+        if not self.config.decoder_param_group:
+            return {"encoder": list(encoder.parameters()), "density_mlp": list(self.net.mlp_coarse.parameters())}
+        return {
+            "encoder": list(encoder.encoder.parameters()),
+            "decoder": list(encoder.decoder.parameters()),
+            "density_mlp": list(self.net.mlp_coarse.parameters()),
+        }
 
     # ------------------------------------------------------------------------------------------------- sources
     def attach_source_bank(self, bank: SourceBank) -> None:
@@ -432,19 +459,37 @@ class BTSModel(Model):
             view_missing = batch.render_missing[:, None].expand(g, num_patches, num_views).reshape(-1, num_views)
         return rendered, target, masses, distance, view_missing
 
+    def _automasked(self, batch: BTSBatch, rendered, target, view_missing, tie_noise: float) -> Tensor:
+        """``automasked_pixels`` of the batch's patches ``[G * P, p, p]`` (``automask`` on)."""
+        if batch.patch_pixels is None:
+            raise ValueError("automask needs the batch's patch_pixels (BTSDataManager fills them); this batch has none")
+        identity = identity_patches(batch.render_images, batch.patch_pixels)
+        identity = identity.reshape(rendered.shape)
+        return automasked_pixels(rendered, identity, target, view_missing, tie_noise)
+
     def get_metrics_dict(self, outputs, batch: BTSBatch) -> Dict[str, Tensor]:
         if "invalid_mass" not in outputs:
             return {}
-        _, _, masses, distance, _ = self._patches(outputs, batch)
-        return {
+        rendered, target, masses, distance, view_missing = self._patches(outputs, batch)
+        metrics = {
             "discarded_ratio": discarded_pixels(masses, self.config.invalid_threshold).float().mean(),
             "mean_depth": distance.mean(),
         }
+        if self.config.automask:  # without the tie noise: the metric draws no random numbers
+            with torch.no_grad():
+                metrics["automasked_ratio"] = (
+                    self._automasked(batch, rendered, target, view_missing, 0.0).float().mean()
+                )
+        return metrics
 
     def get_loss_dict(self, outputs, batch: BTSBatch, metrics_dict=None) -> Dict[str, Tensor]:
         rendered, target, masses, distance, view_missing = self._patches(outputs, batch)
         discard = discarded_pixels(masses, self.config.invalid_threshold)
-        photometric = min_view_photometric_loss(rendered, target, discard, view_missing)
+        photometric_discard = discard
+        if self.config.automask:  # monodepth2 masks the photometric term only, not the smoothness
+            automasked = self._automasked(batch, rendered, target, view_missing, AUTOMASK_TIE_NOISE)
+            photometric_discard = discard | automasked
+        photometric = min_view_photometric_loss(rendered, target, photometric_discard, view_missing)
         smoothness = masked_smoothness_loss(target, distance, discard)
         return {
             "photometric_loss": self.config.photometric_weight * photometric,
