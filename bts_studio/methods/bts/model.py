@@ -120,7 +120,7 @@ class BTSModelConfig(ModelConfig):
     """Monodepth2's auto-masking (Godard et al. 2019, Sec. 3.3) on BTS's min over render frames: a pixel whose best
     un-warped render frame explains it at least as well as every rendered reprojection is dropped from the
     photometric loss (losses.automasked_pixels; the smoothness term keeps it, as in monodepth2). Off: as BTS's
-    released configs (use_automasking false); on is a deviation (docs/bts.md, issue 18)."""
+    released configs (use_automasking false); on is a deviation (docs/bts-density.md, issue 18)."""
     decoder_param_group: bool = False
     """Train the Monodepth2 decoder in its own optimizer group "decoder" (learning rate and schedule from
     --optimizers.decoder) instead of in the "encoder" group with the ResNet; the density MLP has its own group
@@ -406,8 +406,7 @@ class BTSModel(Model):
         has the memory): issue 17's launch-bound inference path (docs/benchmarks.md). On CUDA with ``cuda_graphs``
         each pass replays one CUDA graph of ``_render_pass`` (the same kernels; the last pass is padded with copies
         of its last ray, so frames of every size share the graph; frames smaller than one pass pad to a power of
-        two). ``obb_box`` does not crop: BTS samples between
-        fixed near and far distances.
+        two). ``obb_box`` does not crop: BTS samples between fixed near and far distances.
         """
         rays = camera_rays(camera, obb_box)
         height, width = rays.origins.shape[:2]
