@@ -148,7 +148,6 @@ def apply_variant(model, variant: Variant) -> None:
     model.net.fast_path = variant.fast_path
     model.net.encoder_precision = variant.encoder_precision
     model.net.cuda_graphs = variant.cuda_graphs
-    model.config.cuda_graphs = variant.cuda_graphs
     model.graphed_render_pass.clear()
     model.net.graphed_encoder.clear()
     model.net.triton_error = None

@@ -50,9 +50,9 @@ def test_render_passes_padded_for_the_graph_give_the_eager_frame(bts_model, monk
     only the padding and slicing are under test here (the replay itself: the CUDA test below)."""
     model, source, camera = bts_model
     model.config.eval_num_rays_per_chunk = 1000  # 64 x 96 = 6144 rays: 7 passes of 1000, the last one 144 + 856 pads
-    model.config.cuda_graphs = False
+    model.net.cuda_graphs = False
     eager = model.render_camera(camera, source)
-    model.config.cuda_graphs = True
+    model.net.cuda_graphs = True
     shapes = []
     monkeypatch.setattr(GraphedInference, "applies", lambda self, *tensors: True)
     monkeypatch.setattr(GraphedInference, "__call__", lambda self, *t: shapes.append(t[0].shape) or self.fn(*t))
@@ -95,9 +95,9 @@ def test_a_graphed_full_frame_render_equals_the_eager_one(bts_model):
     model.cuda()
     source = encode_source(model, source.image.cuda(), source.K, source.c2w)
     model.config.eval_num_rays_per_chunk = 1000
-    model.config.cuda_graphs = False
+    model.net.cuda_graphs = False
     eager = model.render_camera(camera.to("cuda"), source)
-    model.config.cuda_graphs = True
+    model.net.cuda_graphs = True
     for _ in range(2):  # capture, then replay
         graphed = model.render_camera(camera.to("cuda"), source)
         for name, value in eager.items():

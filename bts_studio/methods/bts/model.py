@@ -424,7 +424,7 @@ class BTSModel(Model):
         )
         tensors = (conditioning.features, conditioning.source_K, conditioning.source_w2c)
         tensors += (conditioning.colour_images, conditioning.colour_K, conditioning.colour_w2c)
-        graphs = self.config.cuda_graphs and conditioning.colour_missing is None
+        graphs = self.net.cuda_graphs and conditioning.colour_missing is None  # the one flag, set from the config
         graphs = graphs and self.graphed_render_pass.applies(origins, *tensors)
 
         def render(start: int, end: int) -> Dict[str, Tensor]:
