@@ -141,8 +141,9 @@ def density_paths(args) -> Dict[str, Callable]:
     return paths
 
 
-def measure_density(name, fn, device, args, train_inputs, render_inputs, reference) -> Dict:
-    record: Dict = {"part": "density", "path": name}
+def measure_density(name, fn, device, args, train_inputs, render_inputs, reference, **labels) -> Dict:
+    """Times and agreement of one density path; emitted as one record (``labels`` added to it)."""
+    record: Dict = {"part": "density", "path": name, **labels}
     try:
         leaves = [t.clone().requires_grad_(i in (0, 3, 4, 5, 6)) for i, t in enumerate(train_inputs)]
         reset_peak(device)
@@ -204,10 +205,8 @@ def part_triton(args, device, config) -> None:
         if time.perf_counter() - START > args.deadline:
             break
         triton_density.TRITON_LAUNCH = launch
-        record = measure_density("triton", density_triton, device, args, train_inputs, render_inputs, reference)
-        record["part"] = "triton-sweep"
-        record["launch"] = vars(launch)
-        emit(record)
+        labels = {"part": "triton-sweep", "launch": vars(launch)}
+        measure_density("triton", density_triton, device, args, train_inputs, render_inputs, reference, **labels)
     triton_density.TRITON_LAUNCH = default
 
 
