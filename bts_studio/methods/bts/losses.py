@@ -126,6 +126,17 @@ def automasked_pixels(
     """
     best_rendered = min_view_errors(rendered, target, view_missing)
     best_identity = min_view_errors(identity, target, view_missing)
+    return automask_from_errors(best_rendered, best_identity, view_missing, tie_noise)
+
+
+def automask_from_errors(
+    best_rendered: Float[Tensor, "P h w"],
+    best_identity: Float[Tensor, "P h w"],
+    view_missing: Optional[Bool[Tensor, "P V"]] = None,
+    tie_noise: float = AUTOMASK_TIE_NOISE,
+) -> Bool[Tensor, "P h w"]:
+    """:func:`automasked_pixels` from the two :func:`min_view_errors` (the loss reuses ``best_rendered``)."""
+    assert best_identity.shape == best_rendered.shape, f"{tuple(best_identity.shape)} vs {tuple(best_rendered.shape)}"
     if tie_noise > 0:
         best_identity = best_identity + torch.randn_like(best_identity) * tie_noise
     masked = best_identity <= best_rendered
@@ -150,9 +161,17 @@ def min_view_photometric_loss(
         view_missing: render views absent from a group (their error never wins the minimum; a patch without any
             view contributes 0).
     """
-    p, v, c, h, w = rendered.shape
-    assert discard.shape == (p, h, w), f"discard {tuple(discard.shape)}, expected {(p, h, w)}"
-    best = min_view_errors(rendered, target, view_missing)
+    return photometric_loss_from_errors(min_view_errors(rendered, target, view_missing), discard, view_missing)
+
+
+def photometric_loss_from_errors(
+    best: Float[Tensor, "P h w"],
+    discard: Bool[Tensor, "P h w"],
+    view_missing: Optional[Bool[Tensor, "P V"]] = None,
+) -> Float[Tensor, ""]:
+    """:func:`min_view_photometric_loss` from the per-pixel :func:`min_view_errors` ``best`` (computed once when
+    the auto-mask also compares with them)."""
+    assert discard.shape == best.shape, f"discard {tuple(discard.shape)}, expected {tuple(best.shape)}"
     if view_missing is not None:
         best = best.masked_fill(view_missing.all(dim=1)[:, None, None], 0.0)  # nothing to compare with
     return (best * (~discard).to(best.dtype)).mean()

@@ -49,11 +49,14 @@ from bts_studio.methods.bts.conditioning import BTSConditioning
 from bts_studio.methods.bts.density_field import BTSDensityField
 from bts_studio.methods.bts.losses import (
     AUTOMASK_TIE_NOISE,
+    automask_from_errors,
     automasked_pixels,
     discarded_pixels,
     identity_patches,
     masked_smoothness_loss,
+    min_view_errors,
     min_view_photometric_loss,
+    photometric_loss_from_errors,
 )
 from bts_studio.methods.bts.sampler import DisparityLinearPointSampler
 from bts_studio.methods.bts.sources import SourceBank, SourceView
@@ -458,13 +461,11 @@ class BTSModel(Model):
             view_missing = batch.render_missing[:, None].expand(g, num_patches, num_views).reshape(-1, num_views)
         return rendered, target, masses, distance, view_missing
 
-    def _automasked(self, batch: BTSBatch, rendered, target, view_missing, tie_noise: float) -> Tensor:
-        """``automasked_pixels`` of the batch's patches ``[G * P, p, p]`` (``automask`` on)."""
+    def _identity_patches(self, batch: BTSBatch, rendered: Tensor) -> Tensor:
+        """The render frames read un-warped at the loss pixels, in ``rendered``'s layout (``automask`` on)."""
         if batch.patch_pixels is None:
             raise ValueError("automask needs the batch's patch_pixels (BTSDataManager fills them); this batch has none")
-        identity = identity_patches(batch.render_images, batch.patch_pixels)
-        identity = identity.reshape(rendered.shape)
-        return automasked_pixels(rendered, identity, target, view_missing, tie_noise)
+        return identity_patches(batch.render_images, batch.patch_pixels).reshape(rendered.shape)
 
     def get_metrics_dict(self, outputs, batch: BTSBatch) -> Dict[str, Tensor]:
         if "invalid_mass" not in outputs:
@@ -476,19 +477,21 @@ class BTSModel(Model):
         }
         if self.config.automask:  # without the tie noise: the metric draws no random numbers
             with torch.no_grad():
-                metrics["automasked_ratio"] = (
-                    self._automasked(batch, rendered, target, view_missing, 0.0).float().mean()
-                )
+                identity = self._identity_patches(batch, rendered)
+                automasked = automasked_pixels(rendered, identity, target, view_missing, tie_noise=0.0)
+                metrics["automasked_ratio"] = automasked.float().mean()
         return metrics
 
     def get_loss_dict(self, outputs, batch: BTSBatch, metrics_dict=None) -> Dict[str, Tensor]:
         rendered, target, masses, distance, view_missing = self._patches(outputs, batch)
         discard = discarded_pixels(masses, self.config.invalid_threshold)
-        photometric_discard = discard
         if self.config.automask:  # monodepth2 masks the photometric term only, not the smoothness
-            automasked = self._automasked(batch, rendered, target, view_missing, AUTOMASK_TIE_NOISE)
-            photometric_discard = discard | automasked
-        photometric = min_view_photometric_loss(rendered, target, photometric_discard, view_missing)
+            best = min_view_errors(rendered, target, view_missing)  # once: the mask and the loss both read it
+            best_identity = min_view_errors(self._identity_patches(batch, rendered), target, view_missing)
+            automasked = automask_from_errors(best, best_identity, view_missing, AUTOMASK_TIE_NOISE)
+            photometric = photometric_loss_from_errors(best, discard | automasked, view_missing)
+        else:
+            photometric = min_view_photometric_loss(rendered, target, discard, view_missing)
         smoothness = masked_smoothness_loss(target, distance, discard)
         return {
             "photometric_loss": self.config.photometric_weight * photometric,
