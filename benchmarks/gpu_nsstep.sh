@@ -5,8 +5,8 @@
 #   OUT=/some/folder bash benchmarks/gpu_nsstep.sh
 #
 # 1. bts-studio synth-kitti360 (the default synthetic KITTI-360 set, as gpu_ddp.sh).
-# 2. `bts-studio bench --variants twin`: the model-only training step at BTS's shapes (twin
-#    under torch's defaults; forward, loss, backward, Adam between two syncs, the batch made outside the timing)
+# 2. `bts-studio bench --variants default`: the model-only training step at BTS's shapes (bts-density's
+#    defaults under torch's defaults, as ns-train runs them; forward, loss, backward, Adam between two syncs, the batch made outside the timing)
 #    -> bench.json, bench.md.
 # 3. ns-train bts-density on 1 GPU, BATCH_GROUPS groups x RAYS rays x SAMPLES samples, STEPS steps, loss and
 #    wall clock of every step to a CSV, once per RUNS entry: `ahead` (--pipeline.draw-ahead True, the default: step N+1's batch
@@ -70,7 +70,7 @@ log "generated $SEQUENCES x $FRAMES frames in $((SECONDS - start)) s"
 # 2. model-only step (training only: no renders, no density agreement)
 start=$SECONDS
 # shellcheck disable=SC2086
-"$PY" -m bts_studio.cli bench --device "$device" --variants twin --resnet-layers "$RESNET" --height "$TARGET_H" \
+"$PY" -m bts_studio.cli bench --device "$device" --variants default --resnet-layers "$RESNET" --height "$TARGET_H" \
   --width "$TARGET_W" --groups "$BATCH_GROUPS" --rays-per-group "$RAYS" --num-samples "$SAMPLES" \
   --steps "$BENCH_STEPS" --warmup 3 --renders 1 --batch-sizes 1 --throughput-repeats 1 --no-density-agreement \
   --output-json "$OUT/bench.json" $BENCH_ARGS >"$OUT/bench.md" 2>"$WORK/bench_stderr.txt" \
@@ -137,7 +137,7 @@ model_ms = None
 bench_path = out / "bench.json"
 if bench_path.exists():
     bench = json.loads(bench_path.read_text())
-    model_ms = bench.get("train_step_ms")  # the twin variant's (bts_studio/bench.py run())
+    model_ms = bench.get("train_step_ms")  # the default variant's (bts_studio/bench.py run())
 runs = {}
 for name in ("ahead", "plain"):
     data = rows(name)

@@ -1,5 +1,7 @@
 """Tier 3: `bts-studio bench` runs end to end on the CPU at a tiny size and prints its one table with ratios."""
 
+import pytest
+
 from bts_studio.bench import BenchConfig, format_table, run
 
 
@@ -30,3 +32,12 @@ def test_the_bench_measures_each_variant_against_the_reference_and_prints_one_ta
     table = format_table(results)
     assert table.count("\n| ") == 4  # header + three variants
     assert "default: train" in table and "the twin's" in table and "x the floor" in table
+    assert results["train_step_ms"] == rows["default"]["train_step_ms"]  # top-level figures: the defaults'
+
+
+def test_an_unknown_variant_is_refused_before_anything_is_built(monkeypatch):
+    import bts_studio.bench as bench
+
+    monkeypatch.setattr(bench, "build_model", lambda *args: pytest.fail("the model was built"))
+    with pytest.raises(ValueError, match=r"unknown variant\(s\) \['warp'\]; choose from \["):
+        run(BenchConfig(device="cpu", variants=("twin", "warp")))
