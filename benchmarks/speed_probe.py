@@ -13,6 +13,7 @@ One JSON line per measurement (flushed, so a run cut short by its deadline keeps
   fp32 channels-last, bf16 channels-last, each with ``cudnn.benchmark`` off and on, and a CUDA graph of the batch-1
   forward.
 * ``encoder_compile``: the training batch's encoder forward + backward: its top kernels, then ``torch.compile``.
+* ``render_profile``: the top kernels of one eager full-frame render (CUDA graphs off).
 * ``render``: a full 192x640 frame with the model's chunking, in one pass, and with ``torch.compile`` of the pass.
 
 Every time is the median of CUDA-event-timed repeats after warm-up. Random weights at BTS's shapes.
@@ -304,6 +305,28 @@ def part_encoder_compile(args, device, model, config) -> None:
         emit(record)
 
 
+def part_render_profile(args, device, model, config) -> None:
+    """The top kernels of one eager full-frame render (CUDA graphs off, so that every kernel is listed)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    K, c2w, cameras = camera_rig(config, device)
+    image = torch.rand(3, config.height, config.width, device=device)
+    model.eval()
+    graphs, model.net.cuda_graphs = model.net.cuda_graphs, False
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    try:
+        with torch.no_grad():
+            source = model.encode_view(image, K, c2w[0])
+            model.render_camera(cameras[0:1], source)
+            with profile(activities=activities) as prof:
+                model.render_camera(cameras[0:1], source)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+        emit({"part": "render-profile", "what": "eager full-frame render", "top": top_kernels(prof, 30)})
+    finally:
+        model.net.cuda_graphs = graphs
+
+
 def part_render(args, device, model, config) -> None:
     K, c2w, cameras = camera_rig(config, device)
     image = torch.rand(3, config.height, config.width, device=device)
@@ -383,6 +406,8 @@ def main() -> None:
                 part_triton(args, device, config)
             elif part == "encoder":
                 part_encoder(args, device, model, config)
+            elif part == "render_profile":
+                part_render_profile(args, device, model, config)
             elif part == "render":
                 part_render(args, device, model, config)
             elif part == "encoder_compile":
