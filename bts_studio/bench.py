@@ -413,7 +413,11 @@ def measure_variant(
         traceback.print_exc()
     if model.net.triton_error is not None:
         result["triton_fallback"] = f"Triton kernel failed, projected path used: {model.net.triton_error!r}"[:1000]
+    from bts_studio.methods.bts.rendering import RENDER_KERNEL_ERRORS
     from bts_studio.methods.bts.triton_density import triton_backward_errors
+
+    if RENDER_KERNEL_ERRORS:
+        result["render_kernel_fallback"] = f"fused render kernel failed, twin used: {RENDER_KERNEL_ERRORS[0]!r}"[:1000]
 
     if triton_backward_errors():
         result["triton_backward_fallback"] = f"Triton backward failed, recomputed: {triton_backward_errors()[0]!r}"[

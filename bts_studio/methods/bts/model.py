@@ -32,18 +32,9 @@ from nerfstudio.utils import colormaps
 from torch import Tensor
 from torch.nn import Parameter
 
-from bts_studio.core.compositing import (
-    composite_values,
-    composite_weights,
-    expected_distance,
-    invalid_mass,
-    occupancy_behind_surface,
-)
 from bts_studio.core.depth_metrics import depth_metrics
-from bts_studio.core.feature_sampling import sample_view_colours
 from bts_studio.core.geometry import ray_distance_to_z_depth
 from bts_studio.core.image_quality import psnr, ssim
-from bts_studio.eval.occupancy import OCCUPIED_DENSITY_THRESHOLD as OCCUPIED_DENSITY
 from bts_studio.methods.bts.batch import BTSBatch
 from bts_studio.methods.bts.conditioning import BTSConditioning
 from bts_studio.methods.bts.density_field import BTSDensityField
@@ -58,6 +49,7 @@ from bts_studio.methods.bts.losses import (
     min_view_photometric_loss,
     photometric_loss_from_errors,
 )
+from bts_studio.methods.bts.rendering import resolve_render_path
 from bts_studio.methods.bts.sampler import DisparityLinearPointSampler
 from bts_studio.methods.bts.sources import SourceBank, SourceView
 from bts_studio.methods.common import deferred_warnings
@@ -67,8 +59,6 @@ from bts_studio.methods.common.rendering import frame_chunk_size, render_in_chun
 from bts_studio.methods.common.source_selector import SCENE_KINDS, SourceSelector
 from bts_studio.utils.cuda_graphs import GraphedInference
 
-BEHIND_SURFACE_BAND = 4.0
-"""Metres behind the first surface that ``occupancy_behind_surface`` looks at (BTS's "depth + 4 m" baseline band)."""
 SOURCE_CACHE_SIZE = 4
 """Encoded source views kept for rendering (the viewer and ns-render re-use one source for many frames)."""
 
@@ -337,37 +327,10 @@ class BTSModel(Model):
         num_rays = batch * rays_per_element
         origins, directions = origins.reshape(num_rays, 3), directions.reshape(num_rays, 3)
         _, distances = self.sampler.sample_distances(num_rays, origins.device, origins.dtype)  # [B * R, S]
-        points = (origins[:, None] + directions[:, None] * distances[..., None]).reshape(batch, -1, 3)
-        sigma, outside = self.net.density(points, conditioning.features, conditioning.source_K, conditioning.source_w2c)
-        colours, colour_invalid = sample_view_colours(
-            conditioning.colour_images, points, conditioning.colour_K, conditioning.colour_w2c
-        )
-        if conditioning.colour_missing is not None:
-            colour_invalid = colour_invalid | conditioning.colour_missing[:, None, :]
-        num_samples, num_views = distances.shape[-1], conditioning.num_views
-        weights = composite_weights(
-            sigma.reshape(num_rays, num_samples), distances, terminate_last=self.config.terminate_last_sample
-        )
-        rgb_views = composite_values(weights, colours.reshape(num_rays, num_samples, num_views * 3))
-        rgb_views = rgb_views.reshape(num_rays, num_views, 3)
-        depth = expected_distance(weights, distances)
-        outputs = {
-            "rgb": rgb_views[:, 0],
-            "depth": depth,
-            "outside_source": invalid_mass(weights, outside.reshape(num_rays, num_samples, 1)),
-            "occupancy_behind_surface": occupancy_behind_surface(
-                weights, sigma.reshape(num_rays, num_samples), distances, BEHIND_SURFACE_BAND, OCCUPIED_DENSITY
-            ),
-            # Last in the viewer's list: 1 everywhere (the last sample terminates rays); nerfstudio's depth colormaps
-            # read it, so it stays.
-            "accumulation": weights.sum(dim=-1, keepdim=True),
-        }
+        render = resolve_render_path(self.net, origins.device)  # the fused kernel on CUDA at inference
+        outputs = render(self.net, origins, directions, distances, conditioning, self.config.terminate_last_sample)
         if directions_norm is not None:
-            outputs["z_depth"] = ray_distance_to_z_depth(depth, directions_norm.reshape(num_rays, 1))
-        if conditioning.with_loss_outputs:
-            invalid = colour_invalid | outside[..., None]
-            outputs["rgb_views"] = rgb_views
-            outputs["invalid_mass"] = invalid_mass(weights, invalid.reshape(num_rays, num_samples, num_views))
+            outputs["z_depth"] = ray_distance_to_z_depth(outputs["depth"], directions_norm.reshape(num_rays, 1))
         return {name: value.reshape(batch, rays_per_element, *value.shape[1:]) for name, value in outputs.items()}
 
     def _render_pass(

@@ -37,6 +37,7 @@ __all__ = [
     "FAST_PATHS",
     "FastPath",
     "density_triton",
+    "mlp_kernel_arguments",
     "path_agreement",
     "random_density_inputs",
     "resolve_fast_path",
@@ -62,10 +63,10 @@ def triton_available() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _kernels():
-    """``(forward_kernel, backward_kernel)``, imported on first use."""
+    """``(forward_kernel, backward_kernel, render_kernel)``, imported on first use."""
     from bts_studio.methods.bts import triton_kernels
 
-    return triton_kernels.forward_kernel, triton_kernels.backward_kernel
+    return triton_kernels.forward_kernel, triton_kernels.backward_kernel, triton_kernels.render_kernel
 
 
 @dataclass
@@ -92,6 +93,18 @@ TRITON_LAUNCH = TritonLaunch()
 
 def _prepare(features, xy, code, w_in, b_in, w_out, b_out, num_freqs):
     """Kernel arguments: the channels-last projected map, ``W_pe`` transposed, flat contiguous fp32 vectors."""
+    proj, vectors, consts = mlp_kernel_arguments(features, w_in, b_in, w_out, b_out, num_freqs)
+    return proj, xy.float().contiguous(), code.float().contiguous(), vectors, consts
+
+
+def mlp_kernel_arguments(features, w_in, b_in, w_out, b_out, num_freqs):
+    """What every kernel that evaluates the density MLP takes: the channels-last projected map ``W_f F``
+    ``[B, H, W, hidden]``, the vectors ``(W_pe^T, b_in, w_out, b_out)`` as contiguous fp32, and the constexprs
+    (``HID``, ``E``, ``EP``, ``BLOCK``, ``DOT``, ``num_warps``) of :data:`TRITON_LAUNCH`.
+
+    Raises:
+        ValueError: ``hidden`` is not a power of two >= 16 (a ``tl.dot`` tile constraint).
+    """
     c = features.shape[1]
     hid = w_in.shape[0]
     if hid & (hid - 1) or hid < 16:
@@ -107,7 +120,7 @@ def _prepare(features, xy, code, w_in, b_in, w_out, b_out, num_freqs):
     launch = TRITON_LAUNCH
     consts = {"HID": hid, "E": e, "EP": max(16, 1 << (e - 1).bit_length()), "BLOCK": launch.block}
     consts.update(DOT=launch.dot_precision, num_warps=launch.num_warps)
-    return proj, xy.float().contiguous(), code.float().contiguous(), vectors, consts
+    return proj, vectors, consts
 
 
 def _grid(b: int, n: int) -> tuple:

@@ -31,6 +31,33 @@ def hidden_layer(
     row = batch * N + offs
     x = tl.load(xy_ptr + row * 2, mask=mask, other=0.0)
     y = tl.load(xy_ptr + row * 2 + 1, mask=mask, other=0.0)
+    c0 = tl.load(code_ptr + row * 3, mask=mask, other=0.0)
+    c1 = tl.load(code_ptr + row * 3 + 1, mask=mask, other=0.0)
+    c2 = tl.load(code_ptr + row * 3 + 2, mask=mask, other=0.0)
+    return hidden_at(proj_ptr, wpe_ptr, bin_ptr, batch, x, y, c0, c1, c2, mask, H, W, freq_factor, HID, E, EP, DOT)
+
+
+@triton.jit
+def hidden_at(
+    proj_ptr,
+    wpe_ptr,
+    bin_ptr,
+    batch,
+    x,
+    y,
+    c0,
+    c1,
+    c2,
+    mask,
+    H,
+    W,
+    freq_factor,
+    HID: tl.constexpr,
+    E: tl.constexpr,
+    EP: tl.constexpr,
+    DOT: tl.constexpr,
+):
+    """``hidden_layer`` at grid coordinates ``x, y`` and code ``c0, c1, c2`` given as values ``[BLOCK]``."""
     # grid_sample, align_corners=False: pixel = ((x + 1) W - 1) / 2; border padding clips it into the image.
     ix = tl.minimum(tl.maximum(((x + 1.0) * W - 1.0) * 0.5, 0.0), W - 1.0)
     iy = tl.minimum(tl.maximum(((y + 1.0) * H - 1.0) * 0.5, 0.0), H - 1.0)
@@ -58,9 +85,6 @@ def hidden_layer(
     gathered += w10[:, None] * tl.load(proj_ptr + p10[:, None] * HID + ch[None, :], mask=m2, other=0.0)
     gathered += w11[:, None] * tl.load(proj_ptr + p11[:, None] * HID + ch[None, :], mask=m2, other=0.0)
     # Positional encoding, column j: [c0 c1 c2 | sin(f0 c) | cos(f0 c) | sin(f1 c) | ...], f_k = factor 2^k.
-    c0 = tl.load(code_ptr + row * 3, mask=mask, other=0.0)
-    c1 = tl.load(code_ptr + row * 3 + 1, mask=mask, other=0.0)
-    c2 = tl.load(code_ptr + row * 3 + 2, mask=mask, other=0.0)
     j = tl.arange(0, EP)
     jj = tl.maximum(j - 3, 0)
     dim = tl.where(j < 3, j, jj % 3)
@@ -101,11 +125,16 @@ def forward_kernel(
     pre, _, _, _, _, _, _, _, _, _ = hidden_layer(
         proj_ptr, xy_ptr, code_ptr, wpe_ptr, bin_ptr, batch, offs, mask, N, H, W, freq_factor, HID, E, EP, DOT
     )
+    tl.store(out_ptr + batch * N + offs, density_from_hidden(pre, wout_ptr, bout_ptr, HID), mask=mask)
+
+
+@triton.jit
+def density_from_hidden(pre, wout_ptr, bout_ptr, HID: tl.constexpr):
+    """``softplus(w_out . relu(pre) + b_out)`` per row of ``pre`` ``[BLOCK, HID]``."""
     ch = tl.arange(0, HID)
     logit = tl.sum(tl.maximum(pre, 0.0) * tl.load(wout_ptr + ch)[None, :], axis=1) + tl.load(bout_ptr)
     # softplus (torch's beta 1): max(o, 0) + log(1 + exp(-|o|)), stable for both signs.
-    sigma = tl.maximum(logit, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(logit)))
-    tl.store(out_ptr + batch * N + offs, sigma, mask=mask)
+    return tl.maximum(logit, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(logit)))
 
 
 @triton.jit
@@ -171,3 +200,149 @@ def backward_kernel(
     tl.store(row + EP * HID + ch, acc_bin)
     tl.store(row + EP * HID + HID + ch, acc_wout)
     tl.store(row + EP * HID + 2 * HID, tl.sum(acc_bout, axis=0))
+
+
+@triton.jit
+def project(px, py, pz, cam_ptr, H, W, MIN_Z: tl.constexpr):
+    """World points -> ``grid_sample`` coordinates ``x, y`` and camera z of one view. ``cam_ptr``: 21 floats, the
+    row-major ``K`` (9) then ``w2c`` (12), as ``core.geometry.project_points`` + ``pixels_to_normalized``."""
+    cx = tl.load(cam_ptr + 9) * px + tl.load(cam_ptr + 10) * py + tl.load(cam_ptr + 11) * pz + tl.load(cam_ptr + 12)
+    cy = tl.load(cam_ptr + 13) * px + tl.load(cam_ptr + 14) * py + tl.load(cam_ptr + 15) * pz + tl.load(cam_ptr + 16)
+    cz = tl.load(cam_ptr + 17) * px + tl.load(cam_ptr + 18) * py + tl.load(cam_ptr + 19) * pz + tl.load(cam_ptr + 20)
+    divisor = tl.maximum(cz, MIN_Z)
+    u = (tl.load(cam_ptr) * cx + tl.load(cam_ptr + 1) * cy + tl.load(cam_ptr + 2) * cz) / divisor
+    v = (tl.load(cam_ptr + 3) * cx + tl.load(cam_ptr + 4) * cy + tl.load(cam_ptr + 5) * cz) / divisor
+    return 2.0 * u / W - 1.0, 2.0 * v / H - 1.0, cz
+
+
+@triton.jit
+def bilinear_rgb(image_ptr, x, y, mask, H, W):
+    """``grid_sample`` (bilinear, border, ``align_corners=False``) of a channels-last ``[H, W, 3]`` image at
+    ``x, y`` ``[BLOCK]``; returns ``[BLOCK, 4]`` (the fourth column 0)."""
+    ix = tl.minimum(tl.maximum(((x + 1.0) * W - 1.0) * 0.5, 0.0), W - 1.0)
+    iy = tl.minimum(tl.maximum(((y + 1.0) * H - 1.0) * 0.5, 0.0), H - 1.0)
+    x0f = tl.floor(ix)
+    y0f = tl.floor(iy)
+    tx = (ix - x0f)[:, None]
+    ty = (iy - y0f)[:, None]
+    x0 = x0f.to(tl.int64)
+    y0 = y0f.to(tl.int64)
+    x1 = tl.minimum(x0 + 1, W - 1)
+    y1 = tl.minimum(y0 + 1, H - 1)
+    ch = tl.arange(0, 4)
+    m2 = mask[:, None] & (ch < 3)[None, :]
+    rgb = (1.0 - ty) * (1.0 - tx) * tl.load(image_ptr + (y0 * W + x0)[:, None] * 3 + ch[None, :], mask=m2, other=0.0)
+    rgb += (1.0 - ty) * tx * tl.load(image_ptr + (y0 * W + x1)[:, None] * 3 + ch[None, :], mask=m2, other=0.0)
+    rgb += ty * (1.0 - tx) * tl.load(image_ptr + (y1 * W + x0)[:, None] * 3 + ch[None, :], mask=m2, other=0.0)
+    rgb += ty * tx * tl.load(image_ptr + (y1 * W + x1)[:, None] * 3 + ch[None, :], mask=m2, other=0.0)
+    return rgb
+
+
+@triton.jit
+def render_kernel(
+    proj_ptr,
+    wpe_ptr,
+    bin_ptr,
+    wout_ptr,
+    bout_ptr,
+    origins_ptr,
+    directions_ptr,
+    distances_ptr,
+    cams_ptr,
+    image_ptr,
+    sigma_ptr,
+    out_ptr,
+    R,
+    S,
+    H,
+    W,
+    HC,
+    WC,
+    freq_factor,
+    code_near,
+    code_far,
+    band,
+    threshold,
+    HID: tl.constexpr,
+    E: tl.constexpr,
+    EP: tl.constexpr,
+    DOT: tl.constexpr,
+    BLOCK: tl.constexpr,
+    TERMINATE_LAST: tl.constexpr,
+    MIN_Z: tl.constexpr,
+    LAST_DELTA: tl.constexpr,
+    EPS: tl.constexpr,
+):
+    """One program renders one ray: its ``S`` samples in blocks of ``BLOCK`` (density as ``forward_kernel``, colour
+    from the colour view, compositing with the transmittance carried between blocks in log space), then a second
+    sweep over the stored densities for the occupancy behind the median-depth surface. ``out`` row:
+    ``[r, g, b, depth, accumulation, outside_source, occupancy_behind_surface, 0]``."""
+    ray = tl.program_id(0).to(tl.int64)
+    batch = ray // R
+    ox = tl.load(origins_ptr + ray * 3)
+    oy = tl.load(origins_ptr + ray * 3 + 1)
+    oz = tl.load(origins_ptr + ray * 3 + 2)
+    dx = tl.load(directions_ptr + ray * 3)
+    dy = tl.load(directions_ptr + ray * 3 + 1)
+    dz = tl.load(directions_ptr + ray * 3 + 2)
+    inverse_near = 1.0 / code_near
+    inverse_far = 1.0 / code_far
+    log_transmittance = 0.0
+    weight_sum = 0.0
+    depth = 0.0
+    outside_mass = 0.0
+    below_half = 0
+    rgb = tl.zeros([4], dtype=tl.float32)
+    for start in range(0, S, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < S
+        t = tl.load(distances_ptr + ray * S + offs, mask=mask, other=0.0)
+        t_next = tl.load(distances_ptr + ray * S + offs + 1, mask=offs + 1 < S, other=0.0)
+        px = ox + dx * t
+        py = oy + dy * t
+        pz = oz + dz * t
+        x, y, z = project(px, py, pz, cams_ptr + batch * 42, H, W, MIN_Z)
+        code = 2.0 * (1.0 / tl.maximum(z, MIN_Z) - inverse_far) / (inverse_near - inverse_far) - 1.0
+        pre, _, _, _, _, _, _, _, _, _ = hidden_at(
+            proj_ptr, wpe_ptr, bin_ptr, batch, x, y, x, y, code, mask, H, W, freq_factor, HID, E, EP, DOT
+        )
+        sigma = density_from_hidden(pre, wout_ptr, bout_ptr, HID)
+        tl.store(sigma_ptr + ray * S + offs, sigma, mask=mask)
+        outside = (z <= MIN_Z) | (tl.abs(x) > 1.0) | (tl.abs(y) > 1.0)
+        # core.compositing: delta to the next sample (LAST_DELTA after the last), alpha, exclusive transmittance.
+        delta = tl.where(offs + 1 < S, t_next - t, LAST_DELTA)
+        alpha = 1.0 - tl.exp(-tl.abs(delta) * tl.maximum(sigma, 0.0))
+        if TERMINATE_LAST:
+            alpha = tl.where(offs == S - 1, 1.0, alpha)
+        alpha = tl.where(mask, alpha, 0.0)
+        log_survive = tl.log(1.0 - alpha + EPS)
+        log_inclusive = log_transmittance + tl.cumsum(log_survive, axis=0)
+        weights = tl.where(mask, alpha * tl.exp(log_inclusive - log_survive), 0.0)
+        log_transmittance += tl.sum(log_survive, axis=0)
+        cumulative = weight_sum + tl.cumsum(weights, axis=0)
+        below_half += tl.sum(((cumulative < 0.5) & mask).to(tl.int32), axis=0)
+        weight_sum += tl.sum(weights, axis=0)
+        depth += tl.sum(weights * t, axis=0)
+        outside_mass += tl.sum(tl.where(outside, weights, 0.0), axis=0)
+        cx, cy, _ = project(px, py, pz, cams_ptr + batch * 42 + 21, HC, WC, MIN_Z)
+        colour = bilinear_rgb(image_ptr + batch * HC * WC * 3, cx, cy, mask, HC, WC)
+        rgb += tl.sum(weights[:, None] * colour, axis=0)
+    tl.debug_barrier()  # the densities stored above are read back by other threads of this program
+    surface = tl.load(distances_ptr + ray * S + tl.minimum(below_half, S - 1))
+    occupied = 0.0
+    in_band_count = 0.0
+    for start in range(0, S, BLOCK):
+        offs = start + tl.arange(0, BLOCK)
+        mask = offs < S
+        t = tl.load(distances_ptr + ray * S + offs, mask=mask, other=0.0)
+        sigma = tl.load(sigma_ptr + ray * S + offs, mask=mask, other=0.0)
+        in_band = mask & (t > surface) & (t <= surface + band)
+        in_band_count += tl.sum(in_band.to(tl.float32), axis=0)
+        occupied += tl.sum((in_band & (sigma > threshold)).to(tl.float32), axis=0)
+    row = out_ptr + ray * 8
+    ch = tl.arange(0, 4)
+    tl.store(row + ch, rgb, mask=ch < 3)
+    tl.store(row + 3, depth)
+    tl.store(row + 4, weight_sum)
+    tl.store(row + 5, outside_mass)
+    tl.store(row + 6, occupied / tl.maximum(in_band_count, 1.0))

@@ -1,0 +1,117 @@
+"""The fused inference render kernel (``methods/bts/rendering.py``) against its twin, and which one runs where."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bts_studio.core.sampling import disparity_linear_samples
+from bts_studio.methods.bts.conditioning import BTSConditioning
+from bts_studio.methods.bts.density_field import BTSDensityField
+from bts_studio.methods.bts.rendering import (
+    RENDER_KERNEL_ERRORS,
+    render_samples_triton,
+    render_samples_unfused,
+    resolve_render_path,
+)
+from bts_studio.methods.bts.triton_density import triton_available
+
+
+def check_render_kernel(device: str, rtol: float) -> None:
+    """The fused kernel against the twin on random inputs: two conditioning elements, rays inside and outside the
+    source frustum, a colour view 0.5 m beside the source, 40 samples (a full block of 32 and a masked one)."""
+    torch.manual_seed(0)
+    net = BTSDensityField(num_layers=18, feature_dim=8, hidden_dim=16, code_near=1.0, code_far=20.0, fast_path="triton")
+    with torch.no_grad():
+        for p in net.mlp_coarse.parameters():
+            p.mul_(3.0)  # densities from ~0 to ~10: weights spread over the ray
+        net.mlp_coarse.lin_out.bias.fill_(0.5)
+    net = net.to(device)
+    b, rays, samples = 2, 45, 40
+    h, w, hc, wc = 6, 9, 7, 11
+    K = torch.tensor([[9.0, 0.0, 4.5], [0.0, 9.0, 3.0], [0.0, 0.0, 1.0]]).expand(b, 3, 3).clone()
+    Kc = torch.tensor([[11.0, 0.0, 5.5], [0.0, 11.0, 3.5], [0.0, 0.0, 1.0]]).expand(b, 1, 3, 3).clone()
+    w2c = torch.eye(4)[:3].expand(b, 3, 4).clone()
+    w2c[1, :, 3] = torch.tensor([0.2, -0.1, 0.3])
+    w2c_colour = w2c[:, None].clone()
+    w2c_colour[:, 0, 0, 3] += 0.5
+    conditioning = BTSConditioning(torch.randn(b, 8, h, w), K, w2c, torch.rand(b, 1, 3, hc, wc), Kc, w2c_colour)
+    conditioning = conditioning.to(device)
+    origins = (0.1 * torch.randn(b * rays, 3)).to(device)
+    directions = torch.randn(b * rays, 3) * 0.6 + torch.tensor([0.0, 0.0, 1.0])
+    directions = torch.nn.functional.normalize(directions, dim=-1).to(device)
+    _, distances = disparity_linear_samples(b * rays, samples, 1.0, 20.0, True, device=device)
+    for terminate_last in (True, False):
+        with torch.no_grad():
+            fused = render_samples_triton(net, origins, directions, distances, conditioning, terminate_last)
+            twin = render_samples_unfused(net, origins, directions, distances, conditioning, terminate_last)
+        assert not RENDER_KERNEL_ERRORS, RENDER_KERNEL_ERRORS
+        assert set(fused) == set(twin), (set(fused), set(twin))
+        for name in ("rgb", "depth", "accumulation", "outside_source"):
+            assert fused[name].shape == twin[name].shape, name
+            torch.testing.assert_close(fused[name], twin[name], rtol=rtol, atol=10 * rtol, msg=name)
+        assert 0.05 < float(twin["outside_source"].mean()) < 0.95  # both inside and outside points were rendered
+        assert float(twin["depth"].std()) > 0.5  # weights are spread along the rays, not all at one sample
+        agree = (fused["occupancy_behind_surface"] - twin["occupancy_behind_surface"]).abs() < 1e-6
+        assert float(agree.float().mean()) >= 0.97, float(agree.float().mean())
+        assert float(twin["occupancy_behind_surface"].max()) > 0
+
+
+@pytest.mark.skipif(not triton_available(), reason="Triton is not installed (it ships with Linux builds of torch)")
+def test_fused_render_kernel_matches_the_twin_under_the_interpreter():
+    """``render_kernel`` on the CPU through Triton's interpreter (read when the kernels are defined, hence a fresh
+    process)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": root}
+    code = (
+        f"import runpy; runpy.run_path({os.path.abspath(__file__)!r})['check_render_kernel']('cpu', 1e-4); print('ok')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600, cwd=root
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not triton_available(), reason="needs CUDA and Triton")
+def test_fused_render_kernel_matches_the_twin_on_cuda():
+    """Compiled: the density's ``W_pe`` product is a TF32 ``tl.dot`` (sigma within ~4e-4 of fp32)."""
+    check_render_kernel("cuda", 2e-3)
+
+
+def test_the_twin_renders_on_the_cpu():
+    for path in ("auto", "twin", "projected"):
+        net = BTSDensityField(num_layers=18, feature_dim=8, hidden_dim=16, fast_path=path)
+        assert resolve_render_path(net, torch.device("cpu")) is render_samples_unfused
+
+
+def test_training_and_several_colour_views_run_the_twin(monkeypatch):
+    """Calls the kernel does not cover run the twin: autograd through the MLP, several colour views."""
+    from bts_studio.methods.bts import rendering
+
+    def no_kernel(*args, **kwargs):
+        raise AssertionError("the fused kernel must not run here")
+
+    monkeypatch.setattr(rendering, "mlp_kernel_arguments", no_kernel)
+    torch.manual_seed(0)
+    net = BTSDensityField(num_layers=18, feature_dim=8, hidden_dim=16, fast_path="triton")
+    K = torch.tensor([[[9.0, 0.0, 4.5], [0.0, 9.0, 3.0], [0.0, 0.0, 1.0]]])
+    w2c = torch.eye(4)[:3][None]
+    conditioning = BTSConditioning(
+        torch.randn(1, 8, 6, 9),
+        K,
+        w2c,
+        torch.rand(1, 2, 3, 6, 9),
+        K[:, None].expand(1, 2, 3, 3),
+        w2c[:, None].expand(1, 2, 3, 4),
+    )
+    origins, directions = torch.zeros(5, 3), torch.tensor([[0.0, 0.0, 1.0]]).expand(5, 3)
+    _, distances = disparity_linear_samples(5, 8, 1.0, 20.0, False)
+    outputs = render_samples_triton(net, origins, directions, distances, conditioning)  # grad on: the twin
+    assert outputs["depth"].requires_grad
+    torch.testing.assert_close(
+        outputs["depth"], render_samples_unfused(net, origins, directions, distances, conditioning)["depth"]
+    )
+    with torch.no_grad():  # no autograd, but two colour views
+        render_samples_triton(net, origins, directions, distances, conditioning)
