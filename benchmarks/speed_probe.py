@@ -14,6 +14,7 @@ One JSON line per measurement (flushed, so a run cut short by its deadline keeps
   forward.
 * ``encoder_compile``: the training batch's encoder forward + backward: its top kernels, then ``torch.compile``.
 * ``render_profile``: the top kernels of one eager full-frame render (CUDA graphs off).
+* ``render_sweep``: full-frame renders over the render kernel's settings (``TritonLaunch``), depth vs the fp32 twin.
 * ``render``: a full 192x640 frame with the model's chunking, in one pass, and with ``torch.compile`` of the pass.
 
 Every time is the median of CUDA-event-timed repeats after warm-up. Random weights at BTS's shapes.
@@ -327,6 +328,53 @@ def part_render_profile(args, device, model, config) -> None:
         model.net.cuda_graphs = graphs
 
 
+def part_render_sweep(args, device, model, config) -> None:
+    """Full-frame renders (model defaults: the fused render kernel, CUDA graphs) over render-kernel settings:
+    the read-once case on and off, fp32 / fp16 map, block and warps; depth against the fp32 twin."""
+    from bts_studio.methods.bts import triton_density
+    from bts_studio.methods.bts.triton_density import TritonLaunch
+
+    K, c2w, cameras = camera_rig(config, device)
+    image = torch.rand(3, config.height, config.width, device=device)
+    model.eval()
+    saved = (model.net.fast_path, model.net.cuda_graphs, torch.backends.cuda.matmul.allow_tf32)
+    default = triton_density.TRITON_LAUNCH
+    with torch.no_grad():
+        model.net.fast_path, model.net.cuda_graphs = "twin", False
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, False
+        source = model.encode_view(image, K, c2w[0])
+        reference = model.render_camera(cameras[0:1], source)["depth"]
+        torch.backends.cudnn.allow_tf32 = True
+        model.net.fast_path, model.net.cuda_graphs = saved[0], saved[1]
+        torch.backends.cuda.matmul.allow_tf32 = saved[2]
+        settings = [
+            dict(same_pixel=same, render_map_dtype=dtype, block=block, num_warps=warps)
+            for block, warps in ((32, 4), (32, 2), (16, 2), (64, 4), (64, 8))
+            for same, dtype in ((1e-3, "fp32"), (-1.0, "fp32"), (1e-3, "fp16"), (-1.0, "fp16"))
+        ]
+        for graphs, setting in [(False, settings[0])] + [(True, s) for s in settings]:
+            if time.perf_counter() - START > args.deadline:
+                break
+            record = {"part": "render-sweep", "cuda_graphs": graphs, **setting}
+            try:
+                triton_density.TRITON_LAUNCH = TritonLaunch(**{**vars(default), **setting})
+                model.net.cuda_graphs = graphs
+                model.graphed_render_pass.clear()
+                reset_peak(device)
+                record["ms"] = timed(lambda: model.render_camera(cameras[0:1], source), device, args.repeats)
+                record["gib"] = peak_gib(device)
+                depth = model.render_camera(cameras[0:1], source)["depth"]
+                rel = ((depth - reference).abs() / reference.abs().clamp_min(1e-6)).flatten()
+                record.update(depth_rel_mean=float(rel.mean()), depth_rel_p99=float(torch.quantile(rel, 0.99)))
+            except Exception as error:  # noqa: BLE001
+                traceback.print_exc()
+                record["error"] = repr(error)[:400]
+            emit(record)
+    triton_density.TRITON_LAUNCH = default
+    model.net.cuda_graphs = saved[1]
+    model.graphed_render_pass.clear()
+
+
 def part_render(args, device, model, config) -> None:
     K, c2w, cameras = camera_rig(config, device)
     image = torch.rand(3, config.height, config.width, device=device)
@@ -408,6 +456,8 @@ def main() -> None:
                 part_encoder(args, device, model, config)
             elif part == "render_profile":
                 part_render_profile(args, device, model, config)
+            elif part == "render_sweep":
+                part_render_sweep(args, device, model, config)
             elif part == "render":
                 part_render(args, device, model, config)
             elif part == "encoder_compile":

@@ -3,11 +3,14 @@
 import os
 import subprocess
 import sys
+from dataclasses import replace
+from unittest import mock
 
 import pytest
 import torch
 
 from bts_studio.core.sampling import disparity_linear_samples
+from bts_studio.methods.bts import triton_density
 from bts_studio.methods.bts.conditioning import BTSConditioning
 from bts_studio.methods.bts.density_field import BTSDensityField
 from bts_studio.methods.bts.rendering import (
@@ -21,7 +24,8 @@ from bts_studio.methods.bts.triton_density import triton_available
 
 def check_render_kernel(device: str, rtol: float) -> None:
     """The fused kernel against the twin on random inputs: two conditioning elements, rays inside and outside the
-    source frustum, a colour view 0.5 m beside the source, 40 samples (a full block of 32 and a masked one)."""
+    source frustum and rays from the source camera's centre, a colour view 0.5 m beside the source, 40 samples (a
+    full block of 32 and a masked one); with and without the read-once case, fp32 and fp16 maps."""
     torch.manual_seed(0)
     net = BTSDensityField(num_layers=18, feature_dim=8, hidden_dim=16, code_near=1.0, code_far=20.0, fast_path="triton")
     with torch.no_grad():
@@ -39,19 +43,27 @@ def check_render_kernel(device: str, rtol: float) -> None:
     w2c_colour[:, 0, 0, 3] += 0.5
     conditioning = BTSConditioning(torch.randn(b, 8, h, w), K, w2c, torch.rand(b, 1, 3, hc, wc), Kc, w2c_colour)
     conditioning = conditioning.to(device)
-    origins = (0.1 * torch.randn(b * rays, 3)).to(device)
+    origins = 0.1 * torch.randn(b, rays, 3)
+    # The second half of each element's rays start at its input camera's centre: every sample projects to one pixel,
+    # the kernel's read-once case.
+    origins[0, rays // 2 :] = 0.0
+    origins[1, rays // 2 :] = -w2c[1, :, 3]
+    origins = origins.reshape(b * rays, 3).to(device)
     directions = torch.randn(b * rays, 3) * 0.6 + torch.tensor([0.0, 0.0, 1.0])
     directions = torch.nn.functional.normalize(directions, dim=-1).to(device)
     _, distances = disparity_linear_samples(b * rays, samples, 1.0, 20.0, True, device=device)
-    for terminate_last in (True, False):
-        with torch.no_grad():
+    settings = [(True, 1e-3, "fp32"), (False, 1e-3, "fp32"), (True, -1.0, "fp32"), (True, 1e-3, "fp16")]
+    for terminate_last, same_pixel, map_dtype in settings:
+        launch = replace(triton_density.TRITON_LAUNCH, same_pixel=same_pixel, render_map_dtype=map_dtype)
+        tolerance = rtol if map_dtype == "fp32" else max(rtol, 2e-3)
+        with torch.no_grad(), mock.patch.object(triton_density, "TRITON_LAUNCH", launch):
             fused = render_samples_triton(net, origins, directions, distances, conditioning, terminate_last)
             twin = render_samples_unfused(net, origins, directions, distances, conditioning, terminate_last)
         assert not RENDER_KERNEL_ERRORS, RENDER_KERNEL_ERRORS
         assert set(fused) == set(twin), (set(fused), set(twin))
         for name in ("rgb", "depth", "accumulation", "outside_source"):
             assert fused[name].shape == twin[name].shape, name
-            torch.testing.assert_close(fused[name], twin[name], rtol=rtol, atol=10 * rtol, msg=name)
+            torch.testing.assert_close(fused[name], twin[name], rtol=tolerance, atol=10 * tolerance, msg=name)
         assert 0.05 < float(twin["outside_source"].mean()) < 0.95  # both inside and outside points were rendered
         assert float(twin["depth"].std()) > 0.5  # weights are spread along the rays, not all at one sample
         agree = (fused["occupancy_behind_surface"] - twin["occupancy_behind_surface"]).abs() < 1e-6

@@ -34,6 +34,7 @@ from bts_studio.core.compositing import (
 )
 from bts_studio.core.feature_sampling import MIN_Z, sample_view_colours
 from bts_studio.eval.occupancy import OCCUPIED_DENSITY_THRESHOLD as OCCUPIED_DENSITY
+from bts_studio.methods.bts import triton_density
 from bts_studio.methods.bts.conditioning import BTSConditioning
 from bts_studio.methods.bts.density_field import BTSDensityField
 from bts_studio.methods.bts.triton_density import _kernels, density_triton, mlp_kernel_arguments, resolve_fast_path
@@ -141,6 +142,11 @@ def render_samples_triton(
         proj, vectors, consts = mlp_kernel_arguments(
             features, mlp.lin_in.weight, mlp.lin_in.bias, mlp.lin_out.weight, mlp.lin_out.bias, net.num_freqs
         )
+        launch = triton_density.TRITON_LAUNCH  # read per call: benchmarks/speed_probe.py sweeps it
+        if launch.render_map_dtype not in ("fp32", "fp16"):
+            raise ValueError(f"render_map_dtype must be fp32 or fp16, got {launch.render_map_dtype!r}")
+        if launch.render_map_dtype == "fp16":
+            proj = proj.half()
         cameras = torch.cat(
             [
                 conditioning.source_K.reshape(batch, 9),
@@ -161,7 +167,8 @@ def render_samples_triton(
                     num_rays // batch, num_samples, height, width, colour_height, colour_width,
                     float(net.freq_factor), float(net.code_near), float(net.code_far),
                     BEHIND_SURFACE_BAND, float(OCCUPIED_DENSITY),
-                    TERMINATE_LAST=terminate_last, MIN_Z=MIN_Z, LAST_DELTA=LAST_DELTA, EPS=TRANSMITTANCE_EPS, **consts,
+                    TERMINATE_LAST=terminate_last, MIN_Z=MIN_Z, LAST_DELTA=LAST_DELTA, EPS=TRANSMITTANCE_EPS,
+                    SAME_PIXEL=float(launch.same_pixel), **consts,
                 )  # fmt: skip
         except Exception as error:  # a kernel that does not compile on this GPU/driver must not end a render
             RENDER_KERNEL_ERRORS.append(error)

@@ -85,6 +85,13 @@ class TritonLaunch:
     dot_precision: str = "tf32"
     """``tl.dot`` input precision of the positional-encoding GEMM (39 -> 64 per sample): tf32 (10-bit mantissa
     inputs, fp32 accumulation; sigma within 4e-4 relative of fp32), ieee (fp32, 1.6x slower) or tf32x3."""
+    same_pixel: float = 1e-3
+    """Render kernel: a block of a ray's samples whose pixel coordinates in the input view spread by at most this
+    many pixels reads the feature map once, at its first sample (rays of the input camera itself: every sample
+    projects to one pixel, up to ~1e-4 px of rounding). Negative: never."""
+    render_map_dtype: str = "fp32"
+    """Render kernel: the projected map's storage, fp32 or fp16 (half the bytes per read; fp16's 11-bit
+    significand, as the TF32 dot's inputs)."""
 
 
 TRITON_LAUNCH = TritonLaunch()

@@ -58,17 +58,32 @@ def hidden_at(
     DOT: tl.constexpr,
 ):
     """``hidden_layer`` at grid coordinates ``x, y`` and code ``c0, c1, c2`` given as values ``[BLOCK]``."""
-    # grid_sample, align_corners=False: pixel = ((x + 1) W - 1) / 2; border padding clips it into the image.
+    gathered, p00, p01, p10, p11, w00, w01, w10, w11 = bilinear_gather(proj_ptr, batch, x, y, mask, H, W, HID)
+    pe_part, encoded = encoding_product(c0, c1, c2, wpe_ptr, bin_ptr, freq_factor, HID, E, EP, DOT)
+    return gathered + pe_part, encoded, p00, p01, p10, p11, w00, w01, w10, w11
+
+
+@triton.jit
+def corner_weights(x, y, H, W):
+    """``grid_sample`` (bilinear, border, ``align_corners=False``) at grid coordinates ``x, y``: the four corner
+    pixels ``(y0, x0, y1, x1)`` and the weights ``tx, ty`` of the second corner in each axis."""
+    # pixel = ((x + 1) W - 1) / 2; border padding clips it into the image.
     ix = tl.minimum(tl.maximum(((x + 1.0) * W - 1.0) * 0.5, 0.0), W - 1.0)
     iy = tl.minimum(tl.maximum(((y + 1.0) * H - 1.0) * 0.5, 0.0), H - 1.0)
     x0f = tl.floor(ix)
     y0f = tl.floor(iy)
-    tx = ix - x0f
-    ty = iy - y0f
     x0 = x0f.to(tl.int64)
     y0 = y0f.to(tl.int64)
     x1 = tl.minimum(x0 + 1, W - 1)  # its weight tx is 0 when x0 is the last column
     y1 = tl.minimum(y0 + 1, H - 1)
+    return y0, x0, y1, x1, ix - x0f, iy - y0f
+
+
+@triton.jit
+def bilinear_gather(proj_ptr, batch, x, y, mask, H, W, HID: tl.constexpr):
+    """The channels-last map ``[B, H, W, HID]`` read bilinearly at ``x, y`` ``[BLOCK]``: ``[BLOCK, HID]`` fp32, plus
+    the corner pixel indices and weights (what the backward scatters with)."""
+    y0, x0, y1, x1, tx, ty = corner_weights(x, y, H, W)
     ch = tl.arange(0, HID)
     base = batch * H * W
     p00 = base + y0 * W + x0  # pixel indices; [BLOCK, HID] offsets are formed where used (fewer live registers)
@@ -84,7 +99,16 @@ def hidden_at(
     gathered += w01[:, None] * tl.load(proj_ptr + p01[:, None] * HID + ch[None, :], mask=m2, other=0.0)
     gathered += w10[:, None] * tl.load(proj_ptr + p10[:, None] * HID + ch[None, :], mask=m2, other=0.0)
     gathered += w11[:, None] * tl.load(proj_ptr + p11[:, None] * HID + ch[None, :], mask=m2, other=0.0)
+    return gathered, p00, p01, p10, p11, w00, w01, w10, w11
+
+
+@triton.jit
+def encoding_product(
+    c0, c1, c2, wpe_ptr, bin_ptr, freq_factor, HID: tl.constexpr, E: tl.constexpr, EP: tl.constexpr, DOT: tl.constexpr
+):
+    """``PE(c) W_pe^T + b_in`` ``[BLOCK, HID]`` and ``PE(c)`` ``[BLOCK, EP]`` (zero-padded past ``E``)."""
     # Positional encoding, column j: [c0 c1 c2 | sin(f0 c) | cos(f0 c) | sin(f1 c) | ...], f_k = factor 2^k.
+    ch = tl.arange(0, HID)
     j = tl.arange(0, EP)
     jj = tl.maximum(j - 3, 0)
     dim = tl.where(j < 3, j, jj % 3)
@@ -95,8 +119,7 @@ def hidden_at(
     waves = tl.where((block % 2 == 1)[None, :], tl.cos(scaled), tl.sin(scaled))
     encoded = tl.where((j < 3)[None, :], value, tl.where((j < E)[None, :], waves, 0.0))
     wpe = tl.load(wpe_ptr + j[:, None] * HID + ch[None, :], mask=(j < E)[:, None], other=0.0)
-    pre = gathered + tl.dot(encoded, wpe, input_precision=DOT) + tl.load(bin_ptr + ch)[None, :]
-    return pre, encoded, p00, p01, p10, p11, w00, w01, w10, w11
+    return tl.dot(encoded, wpe, input_precision=DOT) + tl.load(bin_ptr + ch)[None, :], encoded
 
 
 @triton.jit
@@ -219,16 +242,9 @@ def project(px, py, pz, cam_ptr, H, W, MIN_Z: tl.constexpr):
 def bilinear_rgb(image_ptr, x, y, mask, H, W):
     """``grid_sample`` (bilinear, border, ``align_corners=False``) of a channels-last ``[H, W, 3]`` image at
     ``x, y`` ``[BLOCK]``; returns ``[BLOCK, 4]`` (the fourth column 0)."""
-    ix = tl.minimum(tl.maximum(((x + 1.0) * W - 1.0) * 0.5, 0.0), W - 1.0)
-    iy = tl.minimum(tl.maximum(((y + 1.0) * H - 1.0) * 0.5, 0.0), H - 1.0)
-    x0f = tl.floor(ix)
-    y0f = tl.floor(iy)
-    tx = (ix - x0f)[:, None]
-    ty = (iy - y0f)[:, None]
-    x0 = x0f.to(tl.int64)
-    y0 = y0f.to(tl.int64)
-    x1 = tl.minimum(x0 + 1, W - 1)
-    y1 = tl.minimum(y0 + 1, H - 1)
+    y0, x0, y1, x1, tx, ty = corner_weights(x, y, H, W)
+    tx = tx[:, None]
+    ty = ty[:, None]
     ch = tl.arange(0, 4)
     m2 = mask[:, None] & (ch < 3)[None, :]
     rgb = (1.0 - ty) * (1.0 - tx) * tl.load(image_ptr + (y0 * W + x0)[:, None] * 3 + ch[None, :], mask=m2, other=0.0)
@@ -272,6 +288,7 @@ def render_kernel(
     MIN_Z: tl.constexpr,
     LAST_DELTA: tl.constexpr,
     EPS: tl.constexpr,
+    SAME_PIXEL: tl.constexpr,
 ):
     """One program renders one ray: its ``S`` samples in blocks of ``BLOCK`` (density as ``forward_kernel``, colour
     from the colour view, compositing with the transmittance carried between blocks in log space), then a second
@@ -303,9 +320,25 @@ def render_kernel(
         pz = oz + dz * t
         x, y, z = project(px, py, pz, cams_ptr + batch * 42, H, W, MIN_Z)
         code = 2.0 * (1.0 / tl.maximum(z, MIN_Z) - inverse_far) / (inverse_near - inverse_far) - 1.0
-        pre, _, _, _, _, _, _, _, _, _ = hidden_at(
-            proj_ptr, wpe_ptr, bin_ptr, batch, x, y, x, y, code, mask, H, W, freq_factor, HID, E, EP, DOT
-        )
+        pre, _ = encoding_product(x, y, code, wpe_ptr, bin_ptr, freq_factor, HID, E, EP, DOT)
+        # A ray seen from the input camera projects every sample to one pixel (up to rounding): read the map once
+        # for the block (at its first sample) when the block's pixel coordinates spread by at most SAME_PIXEL.
+        ix = tl.where(mask, (x + 1.0) * W * 0.5, 0.0)
+        iy = tl.where(mask, (y + 1.0) * H * 0.5, 0.0)
+        ix0 = tl.sum(tl.where(offs == start, ix, 0.0), axis=0)
+        iy0 = tl.sum(tl.where(offs == start, iy, 0.0), axis=0)
+        spread = tl.max(tl.where(mask, tl.maximum(tl.abs(ix - ix0), tl.abs(iy - iy0)), 0.0), axis=0)
+        if spread <= SAME_PIXEL:
+            x_first = tl.sum(tl.where(offs == start, x, 0.0), axis=0)
+            y_first = tl.sum(tl.where(offs == start, y, 0.0), axis=0)
+            one = tl.arange(0, 1) == 0
+            row, _, _, _, _, _, _, _, _ = bilinear_gather(
+                proj_ptr, batch, tl.where(one, x_first, 0.0), tl.where(one, y_first, 0.0), one, H, W, HID
+            )
+            pre += row
+        else:
+            gathered, _, _, _, _, _, _, _, _ = bilinear_gather(proj_ptr, batch, x, y, mask, H, W, HID)
+            pre += gathered
         sigma = density_from_hidden(pre, wout_ptr, bout_ptr, HID)
         tl.store(sigma_ptr + ray * S + offs, sigma, mask=mask)
         outside = (z <= MIN_Z) | (tl.abs(x) > 1.0) | (tl.abs(y) > 1.0)
