@@ -332,6 +332,7 @@ def part_render_sweep(args, device, model, config) -> None:
     """Full-frame renders (model defaults: the fused render kernel, CUDA graphs) over render-kernel settings:
     the read-once case on and off, fp32 / fp16 map, block and warps; depth against the fp32 twin."""
     from bts_studio.methods.bts import triton_density
+    from bts_studio.methods.bts.rendering import RENDER_KERNEL_ERRORS
     from bts_studio.methods.bts.triton_density import TritonLaunch
 
     K, c2w, cameras = camera_rig(config, device)
@@ -366,6 +367,9 @@ def part_render_sweep(args, device, model, config) -> None:
                 depth = model.render_camera(cameras[0:1], source)["depth"]
                 rel = ((depth - reference).abs() / reference.abs().clamp_min(1e-6)).flatten()
                 record.update(depth_rel_mean=float(rel.mean()), depth_rel_p99=float(torch.quantile(rel, 0.99)))
+                if RENDER_KERNEL_ERRORS:
+                    record["render_kernel_error"] = repr(RENDER_KERNEL_ERRORS[0])[-300:]
+                    RENDER_KERNEL_ERRORS.clear()
             except Exception as error:  # noqa: BLE001
                 traceback.print_exc()
                 record["error"] = repr(error)[:400]

@@ -127,3 +127,38 @@ def test_training_and_several_colour_views_run_the_twin(monkeypatch):
     )
     with torch.no_grad():  # no autograd, but two colour views
         render_samples_triton(net, origins, directions, distances, conditioning)
+
+
+KERNEL_INTS = {"N", "H", "W", "R", "S", "HC", "WC"}
+
+
+@pytest.mark.skipif(not triton_available(), reason="Triton is not installed (it ships with Linux builds of torch)")
+@pytest.mark.parametrize("name", ["forward_kernel", "backward_kernel", "render_kernel"])
+def test_kernels_compile_for_an_sm90_gpu_without_one(name):
+    """Compiles each kernel to a cubin for an H100/H200 (sm_90) on the CPU, under this suite's jaxtyping import
+    hook: the interpreter tests never compile, and a kernel that does not compile only warns and falls back at run
+    time (found 2026-11-30: the hook's wrapper hid ``tl`` from Triton, so GPU test runs had tested the fallback)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    from bts_studio.methods.bts import triton_kernels
+
+    fn = getattr(triton_kernels, name)
+    consts = dict(HID=64, E=39, EP=64, DOT="tf32", BLOCK=32)
+    if name == "backward_kernel":
+        consts["SPLIT"] = 32
+    if name == "render_kernel":
+        consts.update(TERMINATE_LAST=True, MIN_Z=1e-3, LAST_DELTA=1e10, EPS=1e-10, SAME_PIXEL=1e-3)
+    signature = {
+        arg: "constexpr"
+        if arg in consts
+        else "*fp32"
+        if arg.endswith("_ptr")
+        else "i32"
+        if arg in KERNEL_INTS
+        else "fp32"
+        for arg in fn.arg_names
+    }
+    constexprs = {(fn.arg_names.index(arg),): value for arg, value in consts.items()}
+    compiled = triton.compile(triton.compiler.ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", 90, 32))
+    assert "cubin" in compiled.asm or "ptx" in compiled.asm

@@ -4,11 +4,14 @@ A separate module because Triton resolves the helper ``hidden_layer`` through th
 ``TRITON_INTERPRET=1`` must be set before this module is first imported (the CPU test does so in a subprocess).
 """
 
+from typing import no_type_check
+
 import triton
 import triton.language as tl
 
 
 @triton.jit
+@no_type_check  # keeps the test suite's jaxtyping import hook off: its wrapper would hide `tl` from Triton
 def hidden_layer(
     proj_ptr,
     xy_ptr,
@@ -38,6 +41,7 @@ def hidden_layer(
 
 
 @triton.jit
+@no_type_check  # keeps the test suite's jaxtyping import hook off: its wrapper would hide `tl` from Triton
 def hidden_at(
     proj_ptr,
     wpe_ptr,
@@ -64,6 +68,7 @@ def hidden_at(
 
 
 @triton.jit
+@no_type_check  # keeps the test suite's jaxtyping import hook off: its wrapper would hide `tl` from Triton
 def corner_weights(x, y, H, W):
     """``grid_sample`` (bilinear, border, ``align_corners=False``) at grid coordinates ``x, y``: the four corner
     pixels ``(y0, x0, y1, x1)`` and the weights ``tx, ty`` of the second corner in each axis."""
@@ -80,6 +85,7 @@ def corner_weights(x, y, H, W):
 
 
 @triton.jit
+@no_type_check  # keeps the test suite's jaxtyping import hook off: its wrapper would hide `tl` from Triton
 def bilinear_gather(proj_ptr, batch, x, y, mask, H, W, HID: tl.constexpr):
     """The channels-last map ``[B, H, W, HID]`` read bilinearly at ``x, y`` ``[BLOCK]``: ``[BLOCK, HID]`` fp32, plus
     the corner pixel indices and weights (what the backward scatters with)."""
@@ -103,6 +109,15 @@ def bilinear_gather(proj_ptr, batch, x, y, mask, H, W, HID: tl.constexpr):
 
 
 @triton.jit
+@no_type_check  # keeps the test suite's jaxtyping import hook off: its wrapper would hide `tl` from Triton
+def gathered_only(proj_ptr, batch, x, y, mask, H, W, HID: tl.constexpr):
+    """:func:`bilinear_gather`'s ``[BLOCK, HID]`` values alone."""
+    gathered, p00, p01, p10, p11, w00, w01, w10, w11 = bilinear_gather(proj_ptr, batch, x, y, mask, H, W, HID)
+    return gathered
+
+
+@triton.jit
+@no_type_check  # keeps the test suite's jaxtyping import hook off: its wrapper would hide `tl` from Triton
 def encoding_product(
     c0, c1, c2, wpe_ptr, bin_ptr, freq_factor, HID: tl.constexpr, E: tl.constexpr, EP: tl.constexpr, DOT: tl.constexpr
 ):
@@ -123,6 +138,7 @@ def encoding_product(
 
 
 @triton.jit
+@no_type_check  # keeps the test suite's jaxtyping import hook off: its wrapper would hide `tl` from Triton
 def forward_kernel(
     proj_ptr,
     xy_ptr,
@@ -152,6 +168,7 @@ def forward_kernel(
 
 
 @triton.jit
+@no_type_check  # keeps the test suite's jaxtyping import hook off: its wrapper would hide `tl` from Triton
 def density_from_hidden(pre, wout_ptr, bout_ptr, HID: tl.constexpr):
     """``softplus(w_out . relu(pre) + b_out)`` per row of ``pre`` ``[BLOCK, HID]``."""
     ch = tl.arange(0, HID)
@@ -161,6 +178,7 @@ def density_from_hidden(pre, wout_ptr, bout_ptr, HID: tl.constexpr):
 
 
 @triton.jit
+@no_type_check  # keeps the test suite's jaxtyping import hook off: its wrapper would hide `tl` from Triton
 def backward_kernel(
     proj_ptr,
     xy_ptr,
@@ -226,6 +244,7 @@ def backward_kernel(
 
 
 @triton.jit
+@no_type_check  # keeps the test suite's jaxtyping import hook off: its wrapper would hide `tl` from Triton
 def project(px, py, pz, cam_ptr, H, W, MIN_Z: tl.constexpr):
     """World points -> ``grid_sample`` coordinates ``x, y`` and camera z of one view. ``cam_ptr``: 21 floats, the
     row-major ``K`` (9) then ``w2c`` (12), as ``core.geometry.project_points`` + ``pixels_to_normalized``."""
@@ -239,6 +258,7 @@ def project(px, py, pz, cam_ptr, H, W, MIN_Z: tl.constexpr):
 
 
 @triton.jit
+@no_type_check  # keeps the test suite's jaxtyping import hook off: its wrapper would hide `tl` from Triton
 def bilinear_rgb(image_ptr, x, y, mask, H, W):
     """``grid_sample`` (bilinear, border, ``align_corners=False``) of a channels-last ``[H, W, 3]`` image at
     ``x, y`` ``[BLOCK]``; returns ``[BLOCK, 4]`` (the fourth column 0)."""
@@ -255,6 +275,7 @@ def bilinear_rgb(image_ptr, x, y, mask, H, W):
 
 
 @triton.jit
+@no_type_check  # keeps the test suite's jaxtyping import hook off: its wrapper would hide `tl` from Triton
 def render_kernel(
     proj_ptr,
     wpe_ptr,
@@ -320,7 +341,7 @@ def render_kernel(
         pz = oz + dz * t
         x, y, z = project(px, py, pz, cams_ptr + batch * 42, H, W, MIN_Z)
         code = 2.0 * (1.0 / tl.maximum(z, MIN_Z) - inverse_far) / (inverse_near - inverse_far) - 1.0
-        pre, _ = encoding_product(x, y, code, wpe_ptr, bin_ptr, freq_factor, HID, E, EP, DOT)
+        pre, encoded = encoding_product(x, y, code, wpe_ptr, bin_ptr, freq_factor, HID, E, EP, DOT)
         # A ray seen from the input camera projects every sample to one pixel (up to rounding): read the map once
         # for the block (at its first sample) when the block's pixel coordinates spread by at most SAME_PIXEL.
         ix = tl.where(mask, (x + 1.0) * W * 0.5, 0.0)
@@ -332,13 +353,11 @@ def render_kernel(
             x_first = tl.sum(tl.where(offs == start, x, 0.0), axis=0)
             y_first = tl.sum(tl.where(offs == start, y, 0.0), axis=0)
             one = tl.arange(0, 1) == 0
-            row, _, _, _, _, _, _, _, _ = bilinear_gather(
+            pre += gathered_only(
                 proj_ptr, batch, tl.where(one, x_first, 0.0), tl.where(one, y_first, 0.0), one, H, W, HID
             )
-            pre += row
         else:
-            gathered, _, _, _, _, _, _, _, _ = bilinear_gather(proj_ptr, batch, x, y, mask, H, W, HID)
-            pre += gathered
+            pre += gathered_only(proj_ptr, batch, x, y, mask, H, W, HID)
         sigma = density_from_hidden(pre, wout_ptr, bout_ptr, HID)
         tl.store(sigma_ptr + ray * S + offs, sigma, mask=mask)
         outside = (z <= MIN_Z) | (tl.abs(x) > 1.0) | (tl.abs(y) > 1.0)
