@@ -329,8 +329,8 @@ def part_render_profile(args, device, model, config) -> None:
 
 
 def part_render_sweep(args, device, model, config) -> None:
-    """Full-frame renders (model defaults: the fused render kernel, CUDA graphs) over render-kernel settings:
-    the read-once case on and off, fp32 / fp16 map, block and warps; depth against the fp32 twin."""
+    """Full-frame renders (model defaults: the fused render kernels, CUDA graphs) over their settings: density
+    block and warps, rays per compositing program, fp32 / fp16 map; depth against the fp32 twin."""
     from bts_studio.methods.bts import triton_density
     from bts_studio.methods.bts.rendering import RENDER_KERNEL_ERRORS
     from bts_studio.methods.bts.triton_density import TritonLaunch
@@ -349,17 +349,21 @@ def part_render_sweep(args, device, model, config) -> None:
         model.net.fast_path, model.net.cuda_graphs = saved[0], saved[1]
         torch.backends.cuda.matmul.allow_tf32 = saved[2]
         settings = [
-            dict(same_pixel=same, render_map_dtype=dtype, block=block, num_warps=warps)
-            for block, warps in ((32, 4), (32, 2), (16, 2), (64, 4), (64, 8))
-            for same, dtype in ((1e-3, "fp32"), (-1.0, "fp32"), (1e-3, "fp16"), (-1.0, "fp16"))
+            dict(composite_rays=rays, render_map_dtype=dtype, block=block, num_warps=warps)
+            for block, warps in ((32, 4), (16, 2), (32, 8), (16, 4))
+            for rays, dtype in ((16, "fp32"), (8, "fp32"), (32, "fp32"), (16, "fp16"))
         ]
-        for graphs, setting in [(False, settings[0])] + [(True, s) for s in settings]:
+        chunk = model.config.eval_num_rays_per_chunk
+        one_pass = config.height * config.width
+        runs = [(False, settings[0], chunk), (True, settings[0], one_pass)] + [(True, s, chunk) for s in settings]
+        for graphs, setting, rays_per_pass in runs:
             if time.perf_counter() - START > args.deadline:
                 break
-            record = {"part": "render-sweep", "cuda_graphs": graphs, **setting}
+            record = {"part": "render-sweep", "cuda_graphs": graphs, "rays_per_pass": rays_per_pass, **setting}
             try:
                 triton_density.TRITON_LAUNCH = TritonLaunch(**{**vars(default), **setting})
                 model.net.cuda_graphs = graphs
+                model.config.eval_num_rays_per_chunk = rays_per_pass
                 model.graphed_render_pass.clear()
                 reset_peak(device)
                 record["ms"] = timed(lambda: model.render_camera(cameras[0:1], source), device, args.repeats)
@@ -376,6 +380,7 @@ def part_render_sweep(args, device, model, config) -> None:
             emit(record)
     triton_density.TRITON_LAUNCH = default
     model.net.cuda_graphs = saved[1]
+    model.config.eval_num_rays_per_chunk = chunk
     model.graphed_render_pass.clear()
 
 

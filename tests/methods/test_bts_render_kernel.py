@@ -25,7 +25,8 @@ from bts_studio.methods.bts.triton_density import triton_available
 def check_render_kernel(device: str, rtol: float) -> None:
     """The fused kernel against the twin on random inputs: two conditioning elements, rays inside and outside the
     source frustum and rays from the source camera's centre, a colour view 0.5 m beside the source, 40 samples (a
-    full block of 32 and a masked one); with and without the read-once case, fp32 and fp16 maps."""
+    full density block of 32 and a masked one; a 64-wide compositing row), 90 rays (a masked compositing tile);
+    fp32 and fp16 maps."""
     torch.manual_seed(0)
     net = BTSDensityField(num_layers=18, feature_dim=8, hidden_dim=16, code_near=1.0, code_far=20.0, fast_path="triton")
     with torch.no_grad():
@@ -44,17 +45,16 @@ def check_render_kernel(device: str, rtol: float) -> None:
     conditioning = BTSConditioning(torch.randn(b, 8, h, w), K, w2c, torch.rand(b, 1, 3, hc, wc), Kc, w2c_colour)
     conditioning = conditioning.to(device)
     origins = 0.1 * torch.randn(b, rays, 3)
-    # The second half of each element's rays start at its input camera's centre: every sample projects to one pixel,
-    # the kernel's read-once case.
+    # The second half of each element's rays start at its input camera's centre (every sample on one pixel).
     origins[0, rays // 2 :] = 0.0
     origins[1, rays // 2 :] = -w2c[1, :, 3]
     origins = origins.reshape(b * rays, 3).to(device)
     directions = torch.randn(b * rays, 3) * 0.6 + torch.tensor([0.0, 0.0, 1.0])
     directions = torch.nn.functional.normalize(directions, dim=-1).to(device)
     _, distances = disparity_linear_samples(b * rays, samples, 1.0, 20.0, True, device=device)
-    settings = [(True, 1e-3, "fp32"), (False, 1e-3, "fp32"), (True, -1.0, "fp32"), (True, 1e-3, "fp16")]
-    for terminate_last, same_pixel, map_dtype in settings:
-        launch = replace(triton_density.TRITON_LAUNCH, same_pixel=same_pixel, render_map_dtype=map_dtype)
+    settings = [(True, 16, "fp32"), (False, 16, "fp32"), (True, 4, "fp32"), (True, 16, "fp16")]
+    for terminate_last, composite_rays, map_dtype in settings:
+        launch = replace(triton_density.TRITON_LAUNCH, composite_rays=composite_rays, render_map_dtype=map_dtype)
         tolerance = rtol if map_dtype == "fp32" else max(rtol, 2e-3)
         with torch.no_grad(), mock.patch.object(triton_density, "TRITON_LAUNCH", launch):
             fused = render_samples_triton(net, origins, directions, distances, conditioning, terminate_last)
@@ -129,11 +129,11 @@ def test_training_and_several_colour_views_run_the_twin(monkeypatch):
         render_samples_triton(net, origins, directions, distances, conditioning)
 
 
-KERNEL_INTS = {"N", "H", "W", "R", "S", "HC", "WC"}
+KERNEL_INTS = {"N", "H", "W", "R", "S", "HC", "WC", "NUM", "NR"}
 
 
 @pytest.mark.skipif(not triton_available(), reason="Triton is not installed (it ships with Linux builds of torch)")
-@pytest.mark.parametrize("name", ["forward_kernel", "backward_kernel", "render_kernel"])
+@pytest.mark.parametrize("name", ["forward_kernel", "backward_kernel", "density_rays_kernel", "composite_kernel"])
 def test_kernels_compile_for_an_sm90_gpu_without_one(name):
     """Compiles each kernel to a cubin for an H100/H200 (sm_90) on the CPU, under this suite's jaxtyping import
     hook: the interpreter tests never compile, and a kernel that does not compile only warns and falls back at run
@@ -147,8 +147,10 @@ def test_kernels_compile_for_an_sm90_gpu_without_one(name):
     consts = dict(HID=64, E=39, EP=64, DOT="tf32", BLOCK=32)
     if name == "backward_kernel":
         consts["SPLIT"] = 32
-    if name == "render_kernel":
-        consts.update(TERMINATE_LAST=True, MIN_Z=1e-3, LAST_DELTA=1e10, EPS=1e-10, SAME_PIXEL=1e-3)
+    if name == "density_rays_kernel":
+        consts["MIN_Z"] = 1e-3
+    if name == "composite_kernel":
+        consts = dict(RB=16, SP=64, TERMINATE_LAST=True, MIN_Z=1e-3, LAST_DELTA=1e10, EPS=1e-10)
     signature = {
         arg: "constexpr"
         if arg in consts

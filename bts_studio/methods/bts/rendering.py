@@ -1,12 +1,15 @@
-"""BTS's render of point samples along rays: density, colours, compositing; the unfused twin and the fused kernel.
+"""BTS's render of point samples along rays: density, colours, compositing; the unfused twin and the fused kernels.
 
 :func:`render_samples_unfused` is the composition of core calls that every render runs on the CPU and in training
 (sample points, ``BTSDensityField.density``, ``sample_view_colours``, ``core.compositing``).
-:func:`render_samples_triton` has its signature and runs the whole inference render of a ray in one Triton program
-(``triton_kernels.render_kernel``): the density as the density kernel computes it, the colour from the one colour
-view, the compositing with the transmittance carried in log space, and the occupancy behind the surface from a
-second sweep over the ray's stored densities. Nothing of ``[rays, samples, ...]`` but the densities is written
-(issue 17: the torch ops around the density kernel were over half of a frame's render, docs/benchmarks.md).
+:func:`render_samples_triton` has its signature and runs an inference render in two Triton kernels
+(``triton_kernels``): ``density_rays_kernel`` evaluates the density at every sample as the density kernel does,
+projecting ``origin + t direction`` into the input view itself (no per-sample point, ``xy`` or code tensor), and
+``composite_kernel`` composites a tile of rays x samples per program (weights with the transmittance as ``exp`` of
+a cumulative sum of logs, depth, accumulation, outside mass, the colour view's colour, the occupancy behind the
+median-depth surface). Only the densities ``[rays * samples]`` are written between them (issue 17: the torch ops
+around the density kernel were over half of a frame's render, docs/benchmarks.md). A first version that did both in
+one program per ray was slower than the two kernels together (cross-warp scans of a 32-sample block).
 
 It applies to inference: no autograd, one colour view, no loss outputs, no missing colour views; anything else (and
 every call off CUDA, unless ``TRITON_INTERPRET=1`` with the ``triton`` fast path) runs the twin. Differences from
@@ -121,7 +124,7 @@ def render_samples_triton(
     conditioning: BTSConditioning,
     terminate_last: bool = True,
 ) -> Dict[str, Tensor]:
-    """Same as :func:`render_samples_unfused`, one Triton program per ray (module docstring); calls it cannot
+    """Same as :func:`render_samples_unfused`, in two Triton kernels (module docstring); calls they cannot
     take (autograd, several colour views, loss outputs, missing views) run the twin. CUDA tensors, or any tensors
     under ``TRITON_INTERPRET=1``.
 
@@ -157,18 +160,24 @@ def render_samples_triton(
             dim=1,
         ).float()
         image = conditioning.colour_images[:, 0].permute(0, 2, 3, 1).float().contiguous()  # [B, H, W, 3]
-        sigma = torch.empty(num_rays, num_samples, device=features.device, dtype=torch.float32)
+        sigma = torch.empty(num_rays * num_samples, device=features.device, dtype=torch.float32)
         out = torch.empty(num_rays, 8, device=features.device, dtype=torch.float32)
+        rays = (origins.float().contiguous(), directions.float().contiguous(), distances.float().contiguous())
+        cameras = cameras.contiguous()
         try:
             if num_rays > 0:
-                _kernels()[2][(num_rays,)](
-                    proj, *vectors, origins.float().contiguous(), directions.float().contiguous(),
-                    distances.float().contiguous(), cameras.contiguous(), image, sigma, out,
-                    num_rays // batch, num_samples, height, width, colour_height, colour_width,
-                    float(net.freq_factor), float(net.code_near), float(net.code_far),
-                    BEHIND_SURFACE_BAND, float(OCCUPIED_DENSITY),
+                _, _, density_rays, composite = _kernels()
+                density_rays[(-(-num_rays * num_samples // consts["BLOCK"]),)](
+                    proj, *vectors, *rays, cameras, sigma, num_rays * num_samples, num_rays // batch, num_samples,
+                    height, width, float(net.freq_factor), float(net.code_near), float(net.code_far),
+                    MIN_Z=MIN_Z, **consts,
+                )  # fmt: skip
+                composite[(-(-num_rays // launch.composite_rays),)](
+                    rays[2], sigma, rays[0], rays[1], cameras, image, out, num_rays, num_rays // batch,
+                    num_samples, height, width, colour_height, colour_width, BEHIND_SURFACE_BAND,
+                    float(OCCUPIED_DENSITY), RB=launch.composite_rays, SP=max(16, 1 << (num_samples - 1).bit_length()),
                     TERMINATE_LAST=terminate_last, MIN_Z=MIN_Z, LAST_DELTA=LAST_DELTA, EPS=TRANSMITTANCE_EPS,
-                    SAME_PIXEL=float(launch.same_pixel), **consts,
+                    num_warps=4,
                 )  # fmt: skip
         except Exception as error:  # a kernel that does not compile on this GPU/driver must not end a render
             RENDER_KERNEL_ERRORS.append(error)

@@ -63,10 +63,10 @@ def triton_available() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _kernels():
-    """``(forward_kernel, backward_kernel, render_kernel)``, imported on first use."""
-    from bts_studio.methods.bts import triton_kernels
+    """``(forward_kernel, backward_kernel, density_rays_kernel, composite_kernel)``, imported on first use."""
+    from bts_studio.methods.bts import triton_kernels as k
 
-    return triton_kernels.forward_kernel, triton_kernels.backward_kernel, triton_kernels.render_kernel
+    return k.forward_kernel, k.backward_kernel, k.density_rays_kernel, k.composite_kernel
 
 
 @dataclass
@@ -85,10 +85,8 @@ class TritonLaunch:
     dot_precision: str = "tf32"
     """``tl.dot`` input precision of the positional-encoding GEMM (39 -> 64 per sample): tf32 (10-bit mantissa
     inputs, fp32 accumulation; sigma within 4e-4 relative of fp32), ieee (fp32, 1.6x slower) or tf32x3."""
-    same_pixel: float = 1e-3
-    """Render kernel: a block of a ray's samples whose pixel coordinates in the input view spread by at most this
-    many pixels reads the feature map once, at its first sample (rays of the input camera itself: every sample
-    projects to one pixel, up to ~1e-4 px of rounding). Negative: never."""
+    composite_rays: int = 16
+    """Rays per program of the render's compositing kernel (a ``[rays, samples]`` tile)."""
     render_map_dtype: str = "fp32"
     """Render kernel: the projected map's storage, fp32 or fp16 (half the bytes per read; fp16's 11-bit
     significand, as the TF32 dot's inputs)."""

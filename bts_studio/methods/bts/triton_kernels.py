@@ -259,24 +259,7 @@ def project(px, py, pz, cam_ptr, H, W, MIN_Z: tl.constexpr):
 
 @triton.jit
 @no_type_check  # keeps the test suite's jaxtyping import hook off: its wrapper would hide `tl` from Triton
-def bilinear_rgb(image_ptr, x, y, mask, H, W):
-    """``grid_sample`` (bilinear, border, ``align_corners=False``) of a channels-last ``[H, W, 3]`` image at
-    ``x, y`` ``[BLOCK]``; returns ``[BLOCK, 4]`` (the fourth column 0)."""
-    y0, x0, y1, x1, tx, ty = corner_weights(x, y, H, W)
-    tx = tx[:, None]
-    ty = ty[:, None]
-    ch = tl.arange(0, 4)
-    m2 = mask[:, None] & (ch < 3)[None, :]
-    rgb = (1.0 - ty) * (1.0 - tx) * tl.load(image_ptr + (y0 * W + x0)[:, None] * 3 + ch[None, :], mask=m2, other=0.0)
-    rgb += (1.0 - ty) * tx * tl.load(image_ptr + (y0 * W + x1)[:, None] * 3 + ch[None, :], mask=m2, other=0.0)
-    rgb += ty * (1.0 - tx) * tl.load(image_ptr + (y1 * W + x0)[:, None] * 3 + ch[None, :], mask=m2, other=0.0)
-    rgb += ty * tx * tl.load(image_ptr + (y1 * W + x1)[:, None] * 3 + ch[None, :], mask=m2, other=0.0)
-    return rgb
-
-
-@triton.jit
-@no_type_check  # keeps the test suite's jaxtyping import hook off: its wrapper would hide `tl` from Triton
-def render_kernel(
+def density_rays_kernel(
     proj_ptr,
     wpe_ptr,
     bin_ptr,
@@ -286,115 +269,114 @@ def render_kernel(
     directions_ptr,
     distances_ptr,
     cams_ptr,
-    image_ptr,
     sigma_ptr,
+    NUM,
+    R,
+    S,
+    H,
+    W,
+    freq_factor,
+    code_near,
+    code_far,
+    HID: tl.constexpr,
+    E: tl.constexpr,
+    EP: tl.constexpr,
+    DOT: tl.constexpr,
+    BLOCK: tl.constexpr,
+    MIN_Z: tl.constexpr,
+):
+    """``forward_kernel`` at the samples of rays: sample ``n`` of ``NUM = rays * S`` lies on ray ``n // S`` at
+    distance ``distances[n]``; its point is projected into its element's input view here (``cams`` row), so no
+    per-sample point, ``xy`` or code tensor exists."""
+    n = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = n < NUM
+    ray = tl.minimum(n, NUM - 1) // S  # clamped: the camera rows are read unmasked
+    batch = ray // R
+    t = tl.load(distances_ptr + n, mask=mask, other=0.0)
+    px = tl.load(origins_ptr + ray * 3, mask=mask, other=0.0) + tl.load(directions_ptr + ray * 3, mask=mask) * t
+    py = tl.load(origins_ptr + ray * 3 + 1, mask=mask, other=0.0) + tl.load(directions_ptr + ray * 3 + 1, mask=mask) * t
+    pz = tl.load(origins_ptr + ray * 3 + 2, mask=mask, other=0.0) + tl.load(directions_ptr + ray * 3 + 2, mask=mask) * t
+    x, y, z = project(px, py, pz, cams_ptr + batch * 42, H, W, MIN_Z)
+    inverse_far = 1.0 / code_far
+    code = 2.0 * (1.0 / tl.maximum(z, MIN_Z) - inverse_far) / (1.0 / code_near - inverse_far) - 1.0
+    pre, encoded = encoding_product(x, y, code, wpe_ptr, bin_ptr, freq_factor, HID, E, EP, DOT)
+    pre += gathered_only(proj_ptr, batch, x, y, mask, H, W, HID)
+    tl.store(sigma_ptr + n, density_from_hidden(pre, wout_ptr, bout_ptr, HID), mask=mask)
+
+
+@triton.jit
+@no_type_check  # keeps the test suite's jaxtyping import hook off: its wrapper would hide `tl` from Triton
+def composite_kernel(
+    distances_ptr,
+    sigma_ptr,
+    origins_ptr,
+    directions_ptr,
+    cams_ptr,
+    image_ptr,
     out_ptr,
+    NR,
     R,
     S,
     H,
     W,
     HC,
     WC,
-    freq_factor,
-    code_near,
-    code_far,
     band,
     threshold,
-    HID: tl.constexpr,
-    E: tl.constexpr,
-    EP: tl.constexpr,
-    DOT: tl.constexpr,
-    BLOCK: tl.constexpr,
+    RB: tl.constexpr,
+    SP: tl.constexpr,
     TERMINATE_LAST: tl.constexpr,
     MIN_Z: tl.constexpr,
     LAST_DELTA: tl.constexpr,
     EPS: tl.constexpr,
-    SAME_PIXEL: tl.constexpr,
 ):
-    """One program renders one ray: its ``S`` samples in blocks of ``BLOCK`` (density as ``forward_kernel``, colour
-    from the colour view, compositing with the transmittance carried between blocks in log space), then a second
-    sweep over the stored densities for the occupancy behind the median-depth surface. ``out`` row:
-    ``[r, g, b, depth, accumulation, outside_source, occupancy_behind_surface, 0]``."""
-    ray = tl.program_id(0).to(tl.int64)
-    batch = ray // R
-    ox = tl.load(origins_ptr + ray * 3)
-    oy = tl.load(origins_ptr + ray * 3 + 1)
-    oz = tl.load(origins_ptr + ray * 3 + 2)
-    dx = tl.load(directions_ptr + ray * 3)
-    dy = tl.load(directions_ptr + ray * 3 + 1)
-    dz = tl.load(directions_ptr + ray * 3 + 2)
-    inverse_near = 1.0 / code_near
-    inverse_far = 1.0 / code_far
-    log_transmittance = 0.0
-    weight_sum = 0.0
-    depth = 0.0
-    outside_mass = 0.0
-    below_half = 0
-    rgb = tl.zeros([4], dtype=tl.float32)
-    for start in range(0, S, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        mask = offs < S
-        t = tl.load(distances_ptr + ray * S + offs, mask=mask, other=0.0)
-        t_next = tl.load(distances_ptr + ray * S + offs + 1, mask=offs + 1 < S, other=0.0)
-        px = ox + dx * t
-        py = oy + dy * t
-        pz = oz + dz * t
-        x, y, z = project(px, py, pz, cams_ptr + batch * 42, H, W, MIN_Z)
-        code = 2.0 * (1.0 / tl.maximum(z, MIN_Z) - inverse_far) / (inverse_near - inverse_far) - 1.0
-        pre, encoded = encoding_product(x, y, code, wpe_ptr, bin_ptr, freq_factor, HID, E, EP, DOT)
-        # A ray seen from the input camera projects every sample to one pixel (up to rounding): read the map once
-        # for the block (at its first sample) when the block's pixel coordinates spread by at most SAME_PIXEL.
-        ix = tl.where(mask, (x + 1.0) * W * 0.5, 0.0)
-        iy = tl.where(mask, (y + 1.0) * H * 0.5, 0.0)
-        ix0 = tl.sum(tl.where(offs == start, ix, 0.0), axis=0)
-        iy0 = tl.sum(tl.where(offs == start, iy, 0.0), axis=0)
-        spread = tl.max(tl.where(mask, tl.maximum(tl.abs(ix - ix0), tl.abs(iy - iy0)), 0.0), axis=0)
-        if spread <= SAME_PIXEL:
-            x_first = tl.sum(tl.where(offs == start, x, 0.0), axis=0)
-            y_first = tl.sum(tl.where(offs == start, y, 0.0), axis=0)
-            one = tl.arange(0, 1) == 0
-            pre += gathered_only(
-                proj_ptr, batch, tl.where(one, x_first, 0.0), tl.where(one, y_first, 0.0), one, H, W, HID
-            )
-        else:
-            pre += gathered_only(proj_ptr, batch, x, y, mask, H, W, HID)
-        sigma = density_from_hidden(pre, wout_ptr, bout_ptr, HID)
-        tl.store(sigma_ptr + ray * S + offs, sigma, mask=mask)
-        outside = (z <= MIN_Z) | (tl.abs(x) > 1.0) | (tl.abs(y) > 1.0)
-        # core.compositing: delta to the next sample (LAST_DELTA after the last), alpha, exclusive transmittance.
-        delta = tl.where(offs + 1 < S, t_next - t, LAST_DELTA)
-        alpha = 1.0 - tl.exp(-tl.abs(delta) * tl.maximum(sigma, 0.0))
-        if TERMINATE_LAST:
-            alpha = tl.where(offs == S - 1, 1.0, alpha)
-        alpha = tl.where(mask, alpha, 0.0)
-        log_survive = tl.log(1.0 - alpha + EPS)
-        log_inclusive = log_transmittance + tl.cumsum(log_survive, axis=0)
-        weights = tl.where(mask, alpha * tl.exp(log_inclusive - log_survive), 0.0)
-        log_transmittance += tl.sum(log_survive, axis=0)
-        cumulative = weight_sum + tl.cumsum(weights, axis=0)
-        below_half += tl.sum(((cumulative < 0.5) & mask).to(tl.int32), axis=0)
-        weight_sum += tl.sum(weights, axis=0)
-        depth += tl.sum(weights * t, axis=0)
-        outside_mass += tl.sum(tl.where(outside, weights, 0.0), axis=0)
-        cx, cy, _ = project(px, py, pz, cams_ptr + batch * 42 + 21, HC, WC, MIN_Z)
-        colour = bilinear_rgb(image_ptr + batch * HC * WC * 3, cx, cy, mask, HC, WC)
-        rgb += tl.sum(weights[:, None] * colour, axis=0)
-    tl.debug_barrier()  # the densities stored above are read back by other threads of this program
-    surface = tl.load(distances_ptr + ray * S + tl.minimum(below_half, S - 1))
-    occupied = 0.0
-    in_band_count = 0.0
-    for start in range(0, S, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        mask = offs < S
-        t = tl.load(distances_ptr + ray * S + offs, mask=mask, other=0.0)
-        sigma = tl.load(sigma_ptr + ray * S + offs, mask=mask, other=0.0)
-        in_band = mask & (t > surface) & (t <= surface + band)
-        in_band_count += tl.sum(in_band.to(tl.float32), axis=0)
-        occupied += tl.sum((in_band & (sigma > threshold)).to(tl.float32), axis=0)
+    """Composites ``RB`` rays per program, each ray's ``S <= SP`` samples in one row of the tile (reductions and
+    scans along the row): ``core.compositing``'s weights with the transmittance as ``exp`` of a cumulative sum of
+    logs, depth, accumulation, the input view's outside mass, the colour view's bilinear colour, and the occupancy
+    behind the median-depth surface. ``out`` row: ``[r, g, b, depth, accumulation, outside_source,
+    occupancy_behind_surface, 0]``."""
+    ray = tl.program_id(0).to(tl.int64) * RB + tl.arange(0, RB)
+    k = tl.arange(0, SP)
+    rmask = ray < NR
+    m = rmask[:, None] & (k < S)[None, :]
+    idx = ray[:, None] * S + k[None, :]
+    t = tl.load(distances_ptr + idx, mask=m, other=0.0)
+    t_next = tl.load(distances_ptr + idx + 1, mask=rmask[:, None] & (k + 1 < S)[None, :], other=0.0)
+    sigma = tl.load(sigma_ptr + idx, mask=m, other=0.0)
+    delta = tl.where((k + 1 < S)[None, :], t_next - t, LAST_DELTA)
+    alpha = 1.0 - tl.exp(-tl.abs(delta) * tl.maximum(sigma, 0.0))
+    if TERMINATE_LAST:
+        alpha = tl.where((k == S - 1)[None, :], 1.0, alpha)
+    alpha = tl.where(m, alpha, 0.0)
+    log_survive = tl.log(1.0 - alpha + EPS)
+    weights = tl.where(m, alpha * tl.exp(tl.cumsum(log_survive, axis=1) - log_survive), 0.0)
+    batch = (tl.minimum(ray, NR - 1) // R)[:, None]  # clamped: the camera rows are read unmasked
+    px = tl.load(origins_ptr + ray * 3, mask=rmask, other=0.0)[:, None]
+    py = tl.load(origins_ptr + ray * 3 + 1, mask=rmask, other=0.0)[:, None]
+    pz = tl.load(origins_ptr + ray * 3 + 2, mask=rmask, other=0.0)[:, None]
+    px += tl.load(directions_ptr + ray * 3, mask=rmask, other=0.0)[:, None] * t
+    py += tl.load(directions_ptr + ray * 3 + 1, mask=rmask, other=0.0)[:, None] * t
+    pz += tl.load(directions_ptr + ray * 3 + 2, mask=rmask, other=0.0)[:, None] * t
+    x, y, z = project(px, py, pz, cams_ptr + batch * 42, H, W, MIN_Z)
+    outside = (z <= MIN_Z) | (tl.abs(x) > 1.0) | (tl.abs(y) > 1.0)
     row = out_ptr + ray * 8
-    ch = tl.arange(0, 4)
-    tl.store(row + ch, rgb, mask=ch < 3)
-    tl.store(row + 3, depth)
-    tl.store(row + 4, weight_sum)
-    tl.store(row + 5, outside_mass)
-    tl.store(row + 6, occupied / tl.maximum(in_band_count, 1.0))
+    # Colour: grid_sample (bilinear, border) of the channels-last colour image, one channel at a time.
+    cx, cy, _ = project(px, py, pz, cams_ptr + batch * 42 + 21, HC, WC, MIN_Z)
+    y0, x0, y1, x1, tx, ty = corner_weights(cx, cy, HC, WC)
+    pixels = image_ptr + batch * HC * WC * 3
+    for c in tl.static_range(3):
+        value = (1.0 - ty) * (1.0 - tx) * tl.load(pixels + (y0 * WC + x0) * 3 + c, mask=m, other=0.0)
+        value += (1.0 - ty) * tx * tl.load(pixels + (y0 * WC + x1) * 3 + c, mask=m, other=0.0)
+        value += ty * (1.0 - tx) * tl.load(pixels + (y1 * WC + x0) * 3 + c, mask=m, other=0.0)
+        value += ty * tx * tl.load(pixels + (y1 * WC + x1) * 3 + c, mask=m, other=0.0)
+        tl.store(row + c, tl.sum(weights * value, axis=1), mask=rmask)
+    tl.store(row + 3, tl.sum(weights * t, axis=1), mask=rmask)
+    tl.store(row + 4, tl.sum(weights, axis=1), mask=rmask)
+    tl.store(row + 5, tl.sum(tl.where(outside, weights, 0.0), axis=1), mask=rmask)
+    # The surface is the first sample whose accumulated weight reaches 0.5 (core.compositing.occupancy_behind_surface).
+    below_half = tl.sum(((tl.cumsum(weights, axis=1) < 0.5) & m).to(tl.int32), axis=1)
+    surface_index = tl.minimum(below_half, S - 1)
+    surface = tl.sum(tl.where(k[None, :] == surface_index[:, None], t, 0.0), axis=1)[:, None]
+    in_band = m & (t > surface) & (t <= surface + band)
+    occupied = tl.sum((in_band & (sigma > threshold)).to(tl.float32), axis=1)
+    tl.store(row + 6, occupied / tl.maximum(tl.sum(in_band.to(tl.float32), axis=1), 1.0), mask=rmask)
