@@ -167,8 +167,8 @@ def render_samples_triton(
         try:
             if num_rays > 0:
                 _, _, density_rays, composite = _kernels()
-                density_rays[(-(-num_rays * num_samples // consts["BLOCK"]),)](
-                    proj, *vectors, *rays, cameras, sigma, num_rays * num_samples, num_rays // batch, num_samples,
+                density_rays[(num_rays * -(-num_samples // consts["BLOCK"]),)](
+                    proj, *vectors, *rays, cameras, sigma, num_rays // batch, num_samples,
                     height, width, float(net.freq_factor), float(net.code_near), float(net.code_far),
                     MIN_Z=MIN_Z, **consts,
                 )  # fmt: skip
