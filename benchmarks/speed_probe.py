@@ -330,7 +330,7 @@ def part_render_profile(args, device, model, config) -> None:
 
 def part_render_sweep(args, device, model, config) -> None:
     """Full-frame renders (model defaults: the fused render kernels, CUDA graphs) over their settings: density
-    block and warps, rays per compositing program, fp32 / fp16 map; depth against the fp32 twin."""
+    block and warps, the read-once case on and off, fp32 / fp16 map; depth against the fp32 twin."""
     from bts_studio.methods.bts import triton_density
     from bts_studio.methods.bts.rendering import RENDER_KERNEL_ERRORS
     from bts_studio.methods.bts.triton_density import TritonLaunch
@@ -349,9 +349,9 @@ def part_render_sweep(args, device, model, config) -> None:
         model.net.fast_path, model.net.cuda_graphs = saved[0], saved[1]
         torch.backends.cuda.matmul.allow_tf32 = saved[2]
         settings = [
-            dict(composite_rays=rays, render_map_dtype=dtype, block=block, num_warps=warps)
-            for block, warps in ((32, 4), (16, 2), (32, 8), (16, 4))
-            for rays, dtype in ((16, "fp32"), (8, "fp32"), (32, "fp32"), (16, "fp16"))
+            dict(same_pixel=same, render_map_dtype=dtype, block=block, num_warps=warps)
+            for block, warps in ((32, 4), (16, 4), (32, 8))
+            for same, dtype in ((1e-3, "fp32"), (-1.0, "fp32"), (1e-3, "fp16"), (-1.0, "fp16"))
         ]
         chunk = model.config.eval_num_rays_per_chunk
         one_pass = config.height * config.width

@@ -45,16 +45,22 @@ def check_render_kernel(device: str, rtol: float) -> None:
     conditioning = BTSConditioning(torch.randn(b, 8, h, w), K, w2c, torch.rand(b, 1, 3, hc, wc), Kc, w2c_colour)
     conditioning = conditioning.to(device)
     origins = 0.1 * torch.randn(b, rays, 3)
-    # The second half of each element's rays start at its input camera's centre (every sample on one pixel).
+    # The second half of each element's rays start at its input camera's centre (every sample on one pixel: the
+    # density kernel reads the map once per block there).
     origins[0, rays // 2 :] = 0.0
     origins[1, rays // 2 :] = -w2c[1, :, 3]
     origins = origins.reshape(b * rays, 3).to(device)
     directions = torch.randn(b * rays, 3) * 0.6 + torch.tensor([0.0, 0.0, 1.0])
     directions = torch.nn.functional.normalize(directions, dim=-1).to(device)
     _, distances = disparity_linear_samples(b * rays, samples, 1.0, 20.0, True, device=device)
-    settings = [(True, 16, "fp32"), (False, 16, "fp32"), (True, 4, "fp32"), (True, 16, "fp16")]
-    for terminate_last, composite_rays, map_dtype in settings:
-        launch = replace(triton_density.TRITON_LAUNCH, composite_rays=composite_rays, render_map_dtype=map_dtype)
+    settings = [(True, 16, "fp32", 1e-3), (False, 16, "fp32", 1e-3), (True, 4, "fp32", -1.0), (True, 16, "fp16", 1e-3)]
+    for terminate_last, composite_rays, map_dtype, same_pixel in settings:
+        launch = replace(
+            triton_density.TRITON_LAUNCH,
+            composite_rays=composite_rays,
+            render_map_dtype=map_dtype,
+            same_pixel=same_pixel,
+        )
         tolerance = rtol if map_dtype == "fp32" else max(rtol, 2e-3)
         with torch.no_grad(), mock.patch.object(triton_density, "TRITON_LAUNCH", launch):
             fused = render_samples_triton(net, origins, directions, distances, conditioning, terminate_last)
@@ -148,7 +154,7 @@ def test_kernels_compile_for_an_sm90_gpu_without_one(name):
     if name == "backward_kernel":
         consts["SPLIT"] = 32
     if name == "density_rays_kernel":
-        consts["MIN_Z"] = 1e-3
+        consts.update(MIN_Z=1e-3, SAME_PIXEL=1e-3)
     if name == "composite_kernel":
         consts = dict(RB=16, SP=64, TERMINATE_LAST=True, MIN_Z=1e-3, LAST_DELTA=1e10, EPS=1e-10)
     signature = {

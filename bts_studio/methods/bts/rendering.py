@@ -170,7 +170,7 @@ def render_samples_triton(
                 density_rays[(num_rays * -(-num_samples // consts["BLOCK"]),)](
                     proj, *vectors, *rays, cameras, sigma, num_rays // batch, num_samples,
                     height, width, float(net.freq_factor), float(net.code_near), float(net.code_far),
-                    MIN_Z=MIN_Z, **consts,
+                    MIN_Z=MIN_Z, SAME_PIXEL=float(launch.same_pixel), **consts,
                 )  # fmt: skip
                 composite[(-(-num_rays // launch.composite_rays),)](
                     rays[2], sigma, rays[0], rays[1], cameras, image, out, num_rays, num_rays // batch,

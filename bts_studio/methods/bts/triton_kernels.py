@@ -283,6 +283,7 @@ def density_rays_kernel(
     DOT: tl.constexpr,
     BLOCK: tl.constexpr,
     MIN_Z: tl.constexpr,
+    SAME_PIXEL: tl.constexpr,
 ):
     """``forward_kernel`` at the samples of rays: program ``p`` evaluates samples ``[j BLOCK, (j + 1) BLOCK)`` of
     ray ``p // blocks`` (``j = p % blocks``, ``blocks = ceil(S / BLOCK)``), at distances ``distances[ray, k]``; its
@@ -303,7 +304,27 @@ def density_rays_kernel(
     inverse_far = 1.0 / code_far
     code = 2.0 * (1.0 / tl.maximum(z, MIN_Z) - inverse_far) / (1.0 / code_near - inverse_far) - 1.0
     pre, encoded = encoding_product(x, y, code, wpe_ptr, bin_ptr, freq_factor, HID, E, EP, DOT)
-    pre += gathered_only(proj_ptr, batch, x, y, mask, H, W, HID)
+    # Rays of the input camera itself project every sample to one pixel. The block's points lie on a segment; where
+    # both ends are in front of the camera its image is the segment between the ends' pixels, so when those are
+    # within SAME_PIXEL pixels of each other the block reads the map once, at its first sample.
+    first = (tl.program_id(0) % blocks) * BLOCK
+    last = tl.minimum(first + BLOCK, S) - 1
+    t_first = tl.load(distances_ptr + ray * S + first)
+    t_last = tl.load(distances_ptr + ray * S + last)
+    ox = tl.load(origins_ptr + ray * 3)
+    oy = tl.load(origins_ptr + ray * 3 + 1)
+    oz = tl.load(origins_ptr + ray * 3 + 2)
+    dx = tl.load(directions_ptr + ray * 3)
+    dy = tl.load(directions_ptr + ray * 3 + 1)
+    dz = tl.load(directions_ptr + ray * 3 + 2)
+    x0, y0, z0 = project(ox + dx * t_first, oy + dy * t_first, oz + dz * t_first, cams_ptr + batch * 42, H, W, MIN_Z)
+    x1, y1, z1 = project(ox + dx * t_last, oy + dy * t_last, oz + dz * t_last, cams_ptr + batch * 42, H, W, MIN_Z)
+    spread = tl.maximum(tl.abs(x1 - x0) * W, tl.abs(y1 - y0) * H) * 0.5
+    if (SAME_PIXEL >= 0.0) & (spread <= SAME_PIXEL) & (z0 > MIN_Z) & (z1 > MIN_Z):
+        one = tl.arange(0, 1) == 0
+        pre += gathered_only(proj_ptr, batch, tl.where(one, x0, 0.0), tl.where(one, y0, 0.0), one, H, W, HID)
+    else:
+        pre += gathered_only(proj_ptr, batch, x, y, mask, H, W, HID)
     tl.store(sigma_ptr + ray * S + k, density_from_hidden(pre, wout_ptr, bout_ptr, HID), mask=mask)
 
 
