@@ -108,10 +108,9 @@ def render_samples_unfused(
 
 
 def _fused_render_applies(net: BTSDensityField, conditioning: BTSConditioning, *tensors: Tensor) -> bool:
-    """The fused kernel covers this call (module docstring); else the twin runs."""
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (*tensors, conditioning.features)):
-        return False
-    if any(p.requires_grad for p in net.mlp_coarse.parameters()) and torch.is_grad_enabled():
+    """The fused kernels cover this call (module docstring: they have no backward); else the twin runs."""
+    inputs = (*tensors, conditioning.features, *net.mlp_coarse.parameters())
+    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
         return False
     return conditioning.num_views == 1 and not conditioning.with_loss_outputs and conditioning.colour_missing is None
 
