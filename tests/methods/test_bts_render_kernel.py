@@ -23,12 +23,13 @@ from bts_studio.methods.bts.triton_density import triton_available
 
 
 def check_render_kernel(device: str, rtol: float) -> None:
-    """The fused kernel against the twin on random inputs: two conditioning elements, rays inside and outside the
-    source frustum and rays from the source camera's centre, a colour view 0.5 m beside the source, 40 samples (a
-    full density block of 32 and a masked one; a 64-wide compositing row), 90 rays (a masked compositing tile);
-    fp32 and fp16 maps."""
+    """The fused kernel against the pure-PyTorch twin (``fast_path="twin"``: with "triton" the reference's density
+    would be the Triton density kernel, sharing its helpers) on random inputs: two conditioning elements, rays inside
+    and outside the source frustum and rays from the source camera's centre, a colour view 0.5 m beside the source,
+    40 samples (a full density block of 32 and a masked one; a 64-wide compositing row), 90 rays (a masked
+    compositing tile); fp32 and fp16 maps."""
     torch.manual_seed(0)
-    net = BTSDensityField(num_layers=18, feature_dim=8, hidden_dim=16, code_near=1.0, code_far=20.0, fast_path="triton")
+    net = BTSDensityField(num_layers=18, feature_dim=8, hidden_dim=16, code_near=1.0, code_far=20.0, fast_path="twin")
     with torch.no_grad():
         for p in net.mlp_coarse.parameters():
             p.mul_(3.0)  # densities from ~0 to ~10: weights spread over the ray
@@ -77,6 +78,76 @@ def check_render_kernel(device: str, rtol: float) -> None:
         assert float(twin["occupancy_behind_surface"].max()) > 0
 
 
+def check_render_kernel_edge_cases(device: str, rtol: float) -> None:
+    """The fused kernel against the pure-PyTorch twin (``fast_path="twin"``: no Triton density on the reference side)
+    where tiles are ragged or the numbers extreme: 1, 33 and 100 samples (a 16-wide row of one sample, density blocks
+    of 32 with a masked tail, a 128-wide row), 1 and 5 rays per element (masked compositing tiles), 1 and 3
+    conditioning elements; rays from each input camera's centre through its image's corners and border (the read-once
+    case), rays pointing behind the camera and rays outside the frustum; densities of ~1e4 (alpha 1 from the first
+    sample: the transmittance underflows) and of ~2e-9 with ``terminate_last`` off, where only the last sample's
+    ``LAST_DELTA`` interval stops the ray (found 2026-11-30: the kernels' softplus ``log(1 + exp(o))`` was 0 below
+    o ~ -17, where torch's is ``exp(o)``, so those rays rendered depth 0 instead of the far plane)."""
+    h, w = 6, 9
+    corners = torch.tensor([[0.0, 0.0], [w, h], [0.0, h / 2], [w / 3, h], [w / 2, h / 2]])
+    cases = [  # (elements, rays per element, samples, densities, terminate_last)
+        (3, 5, 1, "spread", True),
+        (3, 5, 1, "spread", False),
+        (1, 1, 33, "spread", True),
+        (3, 5, 33, "huge", True),
+        (1, 5, 100, "spread", False),
+        (3, 5, 100, "tiny", False),
+    ]
+    for b, rays, samples, densities, terminate_last in cases:
+        torch.manual_seed(samples + b)
+        net = BTSDensityField(num_layers=18, feature_dim=8, hidden_dim=16, code_near=1.0, code_far=20.0)
+        net.fast_path = "twin"
+        with torch.no_grad():
+            for p in net.mlp_coarse.parameters():
+                p.mul_(0.0 if densities == "tiny" else 3.0)
+            net.mlp_coarse.lin_out.bias.fill_({"spread": 0.5, "huge": 1e4, "tiny": -20.0}[densities])
+        K = torch.tensor([[9.0, 0.0, 4.5], [0.0, 9.0, 3.0], [0.0, 0.0, 1.0]]).expand(b, 3, 3).clone()
+        w2c = torch.eye(4)[:3].expand(b, 3, 4).clone()
+        for i in range(1, b):  # turned about y and moved: world and camera frames differ
+            c, s = torch.cos(torch.tensor(0.3 * i)), torch.sin(torch.tensor(0.3 * i))
+            w2c[i, :, :3] = torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+            w2c[i, :, 3] = torch.tensor([0.2 * i, -0.1, 0.3])
+        w2c_colour = w2c[:, None].clone()
+        w2c_colour[:, 0, 0, 3] += 0.5
+        conditioning = BTSConditioning(
+            torch.randn(b, 8, h, w), K, w2c, torch.rand(b, 1, 3, h, w), K[:, None].clone(), w2c_colour
+        )
+        # Per element: rays 0-1 from the camera's centre through image corners, 2 from the centre backwards, 3 from
+        # near the centre towards the image's side (outside the frustum), 4 from near the centre forwards.
+        pixels = corners[torch.arange(rays) % len(corners)]
+        directions = torch.cat([pixels, torch.ones(rays, 1)], dim=-1) @ torch.linalg.inv(K[0]).T
+        directions[2:3] = torch.tensor([0.1, -0.2, -1.0])
+        directions[3:4] = torch.tensor([3.0, 0.2, 1.0])
+        directions = torch.nn.functional.normalize(directions, dim=-1)
+        rotation, translation = w2c[:, :, :3], w2c[:, :, 3]
+        centres = -(rotation.transpose(1, 2) @ translation[..., None])[..., 0]  # [b, 3]
+        origins = centres[:, None].repeat(1, rays, 1)
+        origins[:, 3:] += 0.1 * torch.randn(b, max(0, rays - 3), 3)
+        directions = (directions[None] @ rotation).reshape(b * rays, 3)  # camera -> world: R^T d
+        _, distances = disparity_linear_samples(b * rays, samples, 1.0, 20.0, True)
+        conditioning = conditioning.to(device)
+        origins, directions, distances = origins.reshape(b * rays, 3).to(device), directions.to(device), distances
+        distances, net = distances.to(device), net.to(device)
+        with torch.no_grad():
+            fused = render_samples_triton(net, origins, directions, distances, conditioning, terminate_last)
+            twin = render_samples_unfused(net, origins, directions, distances, conditioning, terminate_last)
+        assert not RENDER_KERNEL_ERRORS, RENDER_KERNEL_ERRORS
+        case = f"{b} x {rays} rays, {samples} samples, {densities} densities, terminate_last {terminate_last}"
+        for name in ("rgb", "depth", "accumulation", "outside_source"):
+            msg = f"{name}, {case}"
+            torch.testing.assert_close(fused[name], twin[name], rtol=rtol, atol=10 * rtol, msg=msg)
+        mismatches = (fused["occupancy_behind_surface"] - twin["occupancy_behind_surface"]).abs() > 1e-6
+        assert int(mismatches.sum()) <= 1, case
+        if terminate_last:
+            assert float(twin["accumulation"].min()) > 0.99, case  # every ray terminates
+        if densities == "tiny":  # nothing stops the ray before its last sample (alpha ~1 - exp(-20))
+            assert float((twin["depth"] - distances[:, -1:]).abs().max()) < 1e-3, case
+
+
 @pytest.mark.skipif(not triton_available(), reason="Triton is not installed (it ships with Linux builds of torch)")
 def test_fused_render_kernel_matches_the_twin_under_the_interpreter():
     """``render_kernel`` on the CPU through Triton's interpreter (read when the kernels are defined, hence a fresh
@@ -92,10 +163,26 @@ def test_fused_render_kernel_matches_the_twin_under_the_interpreter():
     assert result.returncode == 0 and "ok" in result.stdout, result.stdout + result.stderr
 
 
+@pytest.mark.skipif(not triton_available(), reason="Triton is not installed (it ships with Linux builds of torch)")
+def test_fused_render_kernel_edge_cases_under_the_interpreter():
+    """:func:`check_render_kernel_edge_cases` through Triton's interpreter (a fresh process, as above)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": root}
+    code = (
+        f"import runpy; runpy.run_path({os.path.abspath(__file__)!r})['check_render_kernel_edge_cases']('cpu', 1e-4);"
+        " print('ok')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600, cwd=root
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stdout + result.stderr
+
+
 @pytest.mark.skipif(not torch.cuda.is_available() or not triton_available(), reason="needs CUDA and Triton")
 def test_fused_render_kernel_matches_the_twin_on_cuda():
     """Compiled: the density's ``W_pe`` product is a TF32 ``tl.dot`` (sigma within ~4e-4 of fp32)."""
     check_render_kernel("cuda", 2e-3)
+    check_render_kernel_edge_cases("cuda", 2e-3)
 
 
 def test_the_twin_renders_on_the_cpu():

@@ -148,8 +148,14 @@ def density_from_hidden(pre, wout_ptr, bout_ptr, HID: tl.constexpr):
     """``softplus(w_out . relu(pre) + b_out)`` per row of ``pre`` ``[BLOCK, HID]``."""
     ch = tl.arange(0, HID)
     logit = tl.sum(tl.maximum(pre, 0.0) * tl.load(wout_ptr + ch)[None, :], axis=1) + tl.load(bout_ptr)
-    # softplus (torch's beta 1): max(o, 0) + log(1 + exp(-|o|)), stable for both signs.
-    return tl.maximum(logit, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(logit)))
+    # softplus (torch's beta 1): max(o, 0) + log1p(e), e = exp(-|o|), stable for both signs. Not log(1 + e): 1 + e
+    # drops e below 6e-8, so sigma was 0 for o < -17 where torch's is exp(o), and a ray that only the last sample's
+    # 1e10 interval stops (terminate_last off) rendered depth 0 instead of the far plane. The interpreter runs no
+    # libdevice log1p: below e = 0.1 its series to e^6 (truncation < 1.5e-7 relative), above it log(1 + e) (rounding
+    # of 1 + e < 7e-7 relative).
+    e = tl.exp(-tl.abs(logit))
+    series = e * (1.0 + e * (-0.5 + e * (0.3333333333333333 + e * (-0.25 + e * (0.2 - e * 0.16666666666666666)))))
+    return tl.maximum(logit, 0.0) + tl.where(e < 0.1, series, tl.log(1.0 + e))
 
 
 @triton.jit
