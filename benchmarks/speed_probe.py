@@ -339,13 +339,14 @@ def part_render_sweep(args, device, model, config) -> None:
     image = torch.rand(3, config.height, config.width, device=device)
     model.eval()
     saved = (model.net.fast_path, model.net.cuda_graphs, torch.backends.cuda.matmul.allow_tf32)
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
     default = triton_density.TRITON_LAUNCH
     with torch.no_grad():
         model.net.fast_path, model.net.cuda_graphs = "twin", False
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, False
         source = model.encode_view(image, K, c2w[0])
         reference = model.render_camera(cameras[0:1], source)["depth"]
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
         model.net.fast_path, model.net.cuda_graphs = saved[0], saved[1]
         torch.backends.cuda.matmul.allow_tf32 = saved[2]
         settings = [

@@ -257,3 +257,8 @@ def test_kernels_compile_for_an_sm90_gpu_without_one(name):
     constexprs = {(fn.arg_names.index(arg),): value for arg, value in consts.items()}
     compiled = triton.compile(triton.compiler.ASTSource(fn, signature, constexprs), target=GPUTarget("cuda", 90, 32))
     assert "cubin" in compiled.asm or "ptx" in compiled.asm
+
+
+def test_an_unknown_render_map_dtype_is_refused_when_the_settings_are_made():
+    with pytest.raises(ValueError, match="render_map_dtype must be fp32 or fp16"):
+        triton_density.TritonLaunch(render_map_dtype="bf16")

@@ -327,7 +327,7 @@ class BTSModel(Model):
         num_rays = batch * rays_per_element
         origins, directions = origins.reshape(num_rays, 3), directions.reshape(num_rays, 3)
         _, distances = self.sampler.sample_distances(num_rays, origins.device, origins.dtype)  # [B * R, S]
-        render = resolve_render_path(self.net, origins.device)  # the fused kernel on CUDA at inference
+        render = resolve_render_path(self.net, origins.device)  # the fused kernels on CUDA at inference
         outputs = render(self.net, origins, directions, distances, conditioning, self.config.terminate_last_sample)
         if directions_norm is not None:
             outputs["z_depth"] = ray_distance_to_z_depth(outputs["depth"], directions_norm.reshape(num_rays, 1))

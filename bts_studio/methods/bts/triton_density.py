@@ -1,17 +1,18 @@
 """The fused Triton density kernel (GPU) and the choice between it and its twins (``core/fused_density.py``).
 
 :func:`density_triton` has the signature of ``core.fused_density.density_unfused``: one Triton kernel per batch does
-the bilinear gather of the channels-last projected map ``W_f F``, BTS's positional encoding, ``W_pe`` (fp32
-``tl.dot`` at IEEE precision, no TF32), ReLU, ``w_out`` and softplus in registers and writes only ``sigma``; no
-``[samples, 103]`` or ``[samples, 64]`` tensor exists. Its backward is a second kernel that recomputes the hidden
-layer per sample and accumulates every gradient in place: the weights' summed in registers over 2048 samples per
-program (partial sums written once, then summed by torch), the gather's by scatter-adding (atomics) into the
-channels-last projected map (64 contiguous floats per corner, where ``grid_sample``'s
-backward scatters each channel separately in NCHW); the 1x1 projection's backward is two einsums. A backward
-kernel that fails (e.g. does not compile) warns once and recomputes :func:`density_projected` under autograd.
+the bilinear gather of the channels-last projected map ``W_f F``, BTS's positional encoding, ``W_pe`` (a ``tl.dot``
+at :data:`TRITON_LAUNCH`'s precision, TF32 by default), ReLU, ``w_out`` and softplus in registers and writes only
+``sigma``; no ``[samples, 103]`` or ``[samples, 64]`` tensor exists. Its backward is a second kernel that recomputes
+the hidden layer per sample and accumulates every gradient in place: the weights' summed in registers over 2048
+samples per program (partial sums written once, then summed by torch), the gather's by scatter-adding (atomics) into
+the channels-last projected map (64 contiguous floats per corner, where ``grid_sample``'s backward scatters each
+channel separately in NCHW); the 1x1 projection's backward is two einsums. A backward kernel that fails (e.g. does
+not compile) warns once and recomputes :func:`density_projected` under autograd.
 
-Precision: everything fp32; the gather weights follow ``grid_sample``'s formula (differences are fp32 rounding;
-atomics make the gradients' summation order, and so their last bits, nondeterministic, as ``grid_sample``'s are).
+Precision: fp32 except the ``W_pe`` product's TF32 inputs (``TritonLaunch.dot_precision``); the gather weights follow
+``grid_sample``'s formula (differences are fp32 rounding; atomics make the gradients' summation order, and so their
+last bits, nondeterministic, as ``grid_sample``'s are).
 """
 
 import functools
@@ -37,6 +38,7 @@ __all__ = [
     "FAST_PATHS",
     "FastPath",
     "density_triton",
+    "load_kernels",
     "mlp_kernel_arguments",
     "path_agreement",
     "random_density_inputs",
@@ -62,7 +64,7 @@ def triton_available() -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _kernels():
+def load_kernels():
     """``(forward_kernel, backward_kernel, density_rays_kernel, composite_kernel)``, imported on first use."""
     from bts_studio.methods.bts import triton_kernels as k
 
@@ -93,6 +95,10 @@ class TritonLaunch:
     render_map_dtype: str = "fp32"
     """Render kernel: the projected map's storage, fp32 or fp16 (half the bytes per read; fp16's 11-bit
     significand, as the TF32 dot's inputs)."""
+
+    def __post_init__(self) -> None:
+        if self.render_map_dtype not in ("fp32", "fp16"):
+            raise ValueError(f"render_map_dtype must be fp32 or fp16, got {self.render_map_dtype!r}")
 
 
 TRITON_LAUNCH = TritonLaunch()
@@ -149,7 +155,7 @@ class _TritonDensity(torch.autograd.Function):
             n = xy.shape[1]
             out = torch.empty(b, n, device=features.device, dtype=torch.float32)
             if n > 0:
-                _kernels()[0][_grid(b, n)](proj, xy_c, code_c, *vectors, out, n, h, w, float(freq_factor), **consts)
+                load_kernels()[0][_grid(b, n)](proj, xy_c, code_c, *vectors, out, n, h, w, float(freq_factor), **consts)
         ctx.save_for_backward(features, xy, code, w_in, b_in, w_out, b_out)
         ctx.pe = (num_freqs, freq_factor)
         return out.to(features.dtype)
@@ -191,7 +197,7 @@ def _fused_backward(saved, needs, pe, grad_sigma):
         dproj = torch.zeros(b, h, w, hid, device=features.device, dtype=torch.float32)
         parts = torch.zeros(max(1, b * programs), ep * hid + 2 * hid + 1, device=features.device, dtype=torch.float32)
         if n > 0:
-            _kernels()[1][(programs, b)](
+            load_kernels()[1][(programs, b)](
                 proj, xy_c, code_c, *vectors, grad_sigma.float().contiguous(), dproj, parts,
                 n, h, w, float(freq_factor), SPLIT=split, **consts,
             )  # fmt: skip

@@ -359,6 +359,8 @@ def composite_kernel(
     px += tl.load(directions_ptr + ray * 3, mask=rmask, other=0.0)[:, None] * t
     py += tl.load(directions_ptr + ray * 3 + 1, mask=rmask, other=0.0)[:, None] * t
     pz += tl.load(directions_ptr + ray * 3 + 2, mask=rmask, other=0.0)[:, None] * t
+    # The input-view projection again (density_rays_kernel had it): recomputing a few FMAs per sample is cheaper
+    # than writing and reading an outside mask of every sample between the kernels.
     x, y, z = project(px, py, pz, cams_ptr + batch * 42, H, W, MIN_Z)
     outside = (z <= MIN_Z) | (tl.abs(x) > 1.0) | (tl.abs(y) > 1.0)
     row = out_ptr + ray * 8
