@@ -15,6 +15,9 @@ One JSON line per measurement (flushed, so a run cut short by its deadline keeps
 * ``encoder_compile``: the training batch's encoder forward + backward: its top kernels, then ``torch.compile``.
 * ``render_profile``: the top kernels of one eager full-frame render (CUDA graphs off).
 * ``render_sweep``: full-frame renders over the render kernel's settings (``TritonLaunch``), depth vs the fp32 twin.
+* ``image_timeline``: where the wall time of one image (``encode_view`` + ``render_camera``, the bench's figure)
+  goes with the model defaults: host time of each step (synced), the GPU's busy time inside the image's span
+  (kernels of a profiled image, overlaps merged), its kernels, and the image's Chrome trace (``--trace-dir``).
 * ``render``: a full 192x640 frame with the model's chunking, in one pass, and with ``torch.compile`` of the pass.
 
 Every time is the median of CUDA-event-timed repeats after warm-up. Random weights at BTS's shapes.
@@ -328,9 +331,25 @@ def part_render_profile(args, device, model, config) -> None:
         model.net.cuda_graphs = graphs
 
 
+def kernel_ms(fn: Callable[[], object], device: torch.device, name: str = "density_rays_kernel") -> float:
+    """GPU time of the kernels called ``name`` in one call of ``fn`` (torch.profiler), ms; NaN off CUDA."""
+    if device.type != "cuda":
+        return float("nan")
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize(device)
+    return sum(
+        (getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)) / 1000
+        for e in prof.key_averages()
+        if e.key == name
+    )
+
+
 def part_render_sweep(args, device, model, config) -> None:
     """Full-frame renders (model defaults: the fused render kernels, CUDA graphs) over their settings: density
-    block and warps, the read-once case on and off, fp32 / fp16 map; depth against the fp32 twin."""
+    block and warps; frame time, the density kernel's own time, depth against the fp32 twin."""
     from bts_studio.methods.bts import triton_density
     from bts_studio.methods.bts.rendering import RENDER_KERNEL_ERRORS
     from bts_studio.methods.bts.triton_density import TritonLaunch
@@ -349,10 +368,10 @@ def part_render_sweep(args, device, model, config) -> None:
         torch.backends.cudnn.allow_tf32 = cudnn_tf32
         model.net.fast_path, model.net.cuda_graphs = saved[0], saved[1]
         torch.backends.cuda.matmul.allow_tf32 = saved[2]
+        # The eighth session swept the read-once case and fp16 maps (no gain that repeats); this one block and warps
+        # again after the kernel's positional encoding became one sine per column.
         settings = [
-            dict(same_pixel=same, render_map_dtype=dtype, block=block, num_warps=warps)
-            for block, warps in ((32, 4), (16, 4), (32, 8))
-            for same, dtype in ((1e-3, "fp32"), (-1.0, "fp32"), (1e-3, "fp16"), (-1.0, "fp16"))
+            dict(block=block, num_warps=warps) for block, warps in ((32, 4), (16, 4), (16, 2), (32, 8), (64, 8))
         ]
         chunk = model.config.eval_num_rays_per_chunk
         one_pass = config.height * config.width
@@ -369,6 +388,7 @@ def part_render_sweep(args, device, model, config) -> None:
                 reset_peak(device)
                 record["ms"] = timed(lambda: model.render_camera(cameras[0:1], source), device, args.repeats)
                 record["gib"] = peak_gib(device)
+                record["density_kernel_ms"] = kernel_ms(lambda: model.render_camera(cameras[0:1], source), device)
                 depth = model.render_camera(cameras[0:1], source)["depth"]
                 rel = ((depth - reference).abs() / reference.abs().clamp_min(1e-6)).flatten()
                 record.update(depth_rel_mean=float(rel.mean()), depth_rel_p99=float(torch.quantile(rel, 0.99)))
@@ -383,6 +403,101 @@ def part_render_sweep(args, device, model, config) -> None:
     model.net.cuda_graphs = saved[1]
     model.config.eval_num_rays_per_chunk = chunk
     model.graphed_render_pass.clear()
+
+
+def gpu_busy_ms(prof) -> Dict[str, float]:
+    """The profiled span's GPU kernel time with overlaps merged, and the span from first kernel start to last end."""
+    spans = sorted(
+        (e.time_range.start, e.time_range.end)
+        for e in prof.events()
+        if getattr(e, "device_type", None) is not None and str(e.device_type).endswith("CUDA") and e.time_range.end > 0
+    )
+    busy, cursor = 0.0, float("-inf")
+    for start, end in spans:
+        if end > cursor:
+            busy += end - max(start, cursor)
+            cursor = end
+    first = spans[0][0] if spans else 0.0
+    return {"gpu_busy_ms": busy / 1000, "gpu_span_ms": (cursor - first) / 1000 if spans else 0.0}
+
+
+def part_image_timeline(args, device, model, config) -> None:
+    """Host time of each step of one image (synced after each), then one profiled image with the GPU's busy time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from bts_studio.methods.common.cameras import camera_rays
+
+    K, c2w, cameras = camera_rig(config, device)
+    image = torch.rand(3, config.height, config.width, device=device)
+    model.eval()
+    camera = cameras[0:1]
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def wall(fn: Callable[[], object], repeats: int = args.repeats) -> float:
+        fn()
+        sync()
+        times = []
+        for _ in range(repeats):
+            begin = time.perf_counter()
+            fn()
+            sync()
+            times.append(1000 * (time.perf_counter() - begin))
+        return statistics.median(times)
+
+    with torch.no_grad():
+        source = model.encode_view(image, K, c2w[0])
+        model.render_camera(camera, source)
+        features = source.features[None]
+        record = {"part": "image-timeline"}
+        record["encode_view_wall_ms"] = wall(lambda: model.encode_view(image, K, c2w[0]))
+        record["encode_graph_replay_wall_ms"] = wall(lambda: model.net.graphed_encoder(image[None]))
+        record["encode_graph_events_ms"] = timed(lambda: model.net.graphed_encoder(image[None]), device, args.repeats)
+        record["graph_key_host_ms"] = wall(lambda: model.graphed_render_pass._addresses(), 20)
+        record["camera_rays_wall_ms"] = wall(lambda: camera_rays(camera))
+        record["render_camera_wall_ms"] = wall(lambda: model.render_camera(camera, source))
+        record["render_camera_events_ms"] = timed(lambda: model.render_camera(camera, source), device, args.repeats)
+        record["image_wall_ms"] = wall(lambda: model.render_camera(camera, model.encode_view(image, K, c2w[0])))
+        rays = camera_rays(camera)
+        n = min(config.chunk, config.height * config.width)
+        pass_inputs = (
+            rays.origins.reshape(1, -1, 3)[:, :n].contiguous(),
+            rays.directions.reshape(1, -1, 3)[:, :n].contiguous(),
+            rays.directions_norm.reshape(1, -1, 1)[:, :n].contiguous(),
+        )
+        conditioning = source.as_conditioning()
+        tensors = (conditioning.features, conditioning.source_K, conditioning.source_w2c)
+        tensors += (conditioning.colour_images, conditioning.colour_K, conditioning.colour_w2c)
+        record["pass_graph_wall_ms"] = wall(lambda: model.graphed_render_pass(*pass_inputs, *tensors))
+        record["pass_graph_events_ms"] = timed(lambda: model.graphed_render_pass(*pass_inputs, *tensors), device, 10)
+        record["pass_eager_events_ms"] = timed(lambda: model._render_pass(*pass_inputs, *tensors), device, 10)
+        del features
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        for label, graphs in (("graphs", True), ("eager", False)):
+            saved = model.net.cuda_graphs
+            model.net.cuda_graphs = graphs
+            try:
+                model.render_camera(camera, model.encode_view(image, K, c2w[0]))
+                sync()
+                with profile(activities=activities) as prof:
+                    begin = time.perf_counter()
+                    model.render_camera(camera, model.encode_view(image, K, c2w[0]))
+                    sync()
+                    record[f"profiled_{label}_wall_ms"] = 1000 * (time.perf_counter() - begin)
+                record.update({f"{label}_{k}": v for k, v in gpu_busy_ms(prof).items()})
+                record[f"{label}_top"] = top_kernels(prof, 25)
+                cpu = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:20]
+                record[f"{label}_top_cpu"] = [
+                    {"op": e.key[:80], "self_cpu_ms": round(e.self_cpu_time_total / 1000, 3), "calls": e.count}
+                    for e in cpu
+                ]
+                if args.trace_dir:
+                    prof.export_chrome_trace(f"{args.trace_dir}/image_{label}.json")
+            finally:
+                model.net.cuda_graphs = saved
+    emit(record)
 
 
 def part_render(args, device, model, config) -> None:
@@ -435,6 +550,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile cases")
     parser.add_argument("--deadline", type=float, default=420, help="seconds; later parts are skipped")
+    parser.add_argument("--trace-dir", default="", help="image_timeline: write Chrome traces here")
     args = parser.parse_args()
     device = torch.device(args.device)
     args.device_type = device.type
@@ -468,6 +584,8 @@ def main() -> None:
                 part_render_profile(args, device, model, config)
             elif part == "render_sweep":
                 part_render_sweep(args, device, model, config)
+            elif part == "image_timeline":
+                part_image_timeline(args, device, model, config)
             elif part == "render":
                 part_render(args, device, model, config)
             elif part == "encoder_compile":

@@ -14,6 +14,18 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as torch_module
+
+_MODULE_TREE_VERSION = [0]
+"""Bumped whenever any module in the process gains a submodule (torch's global registration hook), so that a
+wrapper's cached list of submodules is rebuilt only then."""
+
+
+def _module_added(module: nn.Module, name: str, submodule: Optional[nn.Module]) -> None:
+    _MODULE_TREE_VERSION[0] += 1
+
+
+torch_module.register_module_module_registration_hook(_module_added)
 
 
 @dataclass
@@ -51,6 +63,8 @@ class GraphedInference:
         self.error: Optional[Exception] = None
         """The capture error that turned graphs off for this wrapper (eager from then on)."""
         self._graphs: "OrderedDict[tuple, _Captured]" = OrderedDict()
+        self._submodules: list = []
+        self._tree_version = -1
 
     def applies(self, *tensors: Tensor) -> bool:
         """Whether a call with ``tensors`` replays a graph (else it calls ``fn`` itself)."""
@@ -90,7 +104,20 @@ class GraphedInference:
         self._graphs.clear()
 
     def _addresses(self) -> tuple:
-        return tuple(t.data_ptr() for t in (*self.module.parameters(), *self.module.buffers()))
+        """Where every parameter and buffer lives now. Read from each submodule's own dicts on every call (a tensor
+        replaced by ``module.to`` or assignment is seen); only the list of submodules is cached, because walking
+        ``module.parameters()`` took 0.58 ms per call on the H200's host, a third of a render pass's GPU time
+        (issue 17, ``speed_probe.py --parts image_timeline``)."""
+        if self._tree_version != _MODULE_TREE_VERSION[0]:
+            self._submodules = list(self.module.modules())
+            self._tree_version = _MODULE_TREE_VERSION[0]
+        return tuple(
+            tensor.data_ptr()
+            for submodule in self._submodules
+            for tensors in (submodule._parameters, submodule._buffers)
+            for tensor in tensors.values()
+            if tensor is not None
+        )
 
     def _capture(self, tensors: Sequence[Tensor]) -> _Captured:
         device = tensors[0].device

@@ -1,5 +1,6 @@
 """The fused inference render kernel (``methods/bts/rendering.py``) against its twin, and which one runs where."""
 
+import ast
 import os
 import subprocess
 import sys
@@ -88,7 +89,10 @@ def check_render_kernel_edge_cases(device: str, rtol: float) -> None:
     ``LAST_DELTA`` interval stops the ray (found 2026-11-30: the kernels' softplus ``log(1 + exp(o))`` was 0 below
     o ~ -17, where torch's is ``exp(o)``, so those rays rendered depth 0 instead of the far plane)."""
     h, w = 6, 9
-    corners = torch.tensor([[0.0, 0.0], [w, h], [0.0, h / 2], [w / 3, h], [w / 2, h / 2]])
+    # 0.01 px inside the image's edges: a point exactly on an edge is inside or outside by the last bit of its
+    # projection, which the kernel (FMAs, elementwise) and the twin (matmul) round differently (on the H200 and in
+    # Triton 3.6's interpreter the corner rays' outside_source differed by up to a whole ray's weight).
+    corners = torch.tensor([[0.01, 0.01], [w - 0.01, h - 0.01], [0.01, h / 2], [w / 3, h - 0.01], [w / 2, h / 2]])
     cases = [  # (elements, rays per element, samples, densities, terminate_last)
         (3, 5, 1, "spread", True),
         (3, 5, 1, "spread", False),
@@ -262,3 +266,24 @@ def test_kernels_compile_for_an_sm90_gpu_without_one(name):
 def test_an_unknown_render_map_dtype_is_refused_when_the_settings_are_made():
     with pytest.raises(ValueError, match="render_map_dtype must be fp32 or fp16"):
         triton_density.TritonLaunch(render_map_dtype="bf16")
+
+
+@pytest.mark.skipif(not triton_available(), reason="Triton is not installed (it ships with Linux builds of torch)")
+def test_the_kernels_quadrant_sine_and_its_large_argument_fallback_under_the_interpreter():
+    """``sine_by_quadrant`` (one sine per positional-encoding column, cos by quadrant) against fp64 up to its exact
+    range, and ``encoding_product``'s tile against the fp32 twin ``core.positional_encoding`` for sample coordinates
+    and for coordinates past that range (points behind the input camera: libdevice's sine must take over; with the
+    quadrant sine alone the error there is ~1.6e-2). ``sine_kernel_check.py`` in a fresh interpreter process."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": root}
+    check = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sine_kernel_check.py")
+    code = f"import runpy; g = runpy.run_path({check!r}); print({{**g['errors'](), **g['encoding_errors']()}})"
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600, cwd=root
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    errors = ast.literal_eval(result.stdout.strip().splitlines()[-1])  # the dict of floats the check prints
+    assert errors["near_sin"] < 2e-7 and errors["near_cos"] < 2e-7, errors  # |x| <= 100: PE arguments of samples
+    assert errors["far_sin"] < 2e-6 and errors["far_cos"] < 2e-6, errors  # the interpreter does not fuse FMAs
+    assert errors["samples"] < 2e-7 and errors["behind_camera"] < 2e-7, errors
+    assert errors["samples_padding"] == 0.0 and errors["behind_camera_padding"] == 0.0, errors

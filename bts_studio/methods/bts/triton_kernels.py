@@ -91,14 +91,39 @@ def gathered_only(proj_ptr, batch, x, y, mask, H, W, HID: tl.constexpr):
     return gathered
 
 
+SINE_EXACT_RANGE = tl.constexpr(65536.0)
+"""Largest |x| for which :func:`sine_by_quadrant`'s reduction is exact to fp32 rounding: its quadrant count times
+the 8-bit head of pi/2 stays exact below 2^16 quadrants (libdevice's own fast-path bound is 105615)."""
+
+
 @triton.jit
 @no_type_check  # keeps the test suite's jaxtyping import hook off: its wrapper would hide `tl` from Triton
-def encoding_product(
-    c0, c1, c2, wpe_ptr, bin_ptr, freq_factor, HID: tl.constexpr, E: tl.constexpr, EP: tl.constexpr, DOT: tl.constexpr
-):
-    """``PE(c) W_pe^T + b_in`` ``[BLOCK, HID]`` and ``PE(c)`` ``[BLOCK, EP]`` (zero-padded past ``E``)."""
-    # Positional encoding, column j: [c0 c1 c2 | sin(f0 c) | cos(f0 c) | sin(f1 c) | ...], f_k = factor 2^k.
-    ch = tl.arange(0, HID)
+def sine_by_quadrant(x, quarter):
+    """``sin(x + quarter pi/2)`` for ``|x| < SINE_EXACT_RANGE`` (``quarter`` 1: ``cos(x)``), abs error ~2e-7.
+
+    Cody-Waite reduction as CUDA's ``sinf`` fast path: ``x = q pi/2 + r``, ``|r| <= pi/4``, with ``pi/2`` split in
+    three (an 8-bit head, so ``q * head`` is exact), then Taylor polynomials on ``r`` (truncation < 3e-8 for cos,
+    2e-9 for sin) and the quadrant's sign and sine/cosine swap.
+    """
+    q = tl.floor(x * 0.6366197723675814 + 0.5)
+    r = x - q * 1.5703125
+    r = r - q * 4.838267923332751e-4
+    r = r - q * 2.5632829192545614e-12
+    r2 = r * r
+    sin_r = r + r * r2 * (
+        -0.16666666666666666 + r2 * (0.008333333333333333 + r2 * (-1.984126984126984e-4 + r2 * 2.755731922398589e-6))
+    )
+    cos_r = 1.0 + r2 * (-0.5 + r2 * (0.041666666666666664 + r2 * (-0.001388888888888889 + r2 * 2.48015873015873e-05)))
+    quadrant = (q.to(tl.int32) + quarter) & 3
+    value = tl.where((quadrant & 1) == 1, cos_r, sin_r)
+    return tl.where(quadrant >= 2, -value, value)
+
+
+@triton.jit
+@no_type_check  # keeps the test suite's jaxtyping import hook off: its wrapper would hide `tl` from Triton
+def positional_encoding_tile(c0, c1, c2, freq_factor, E: tl.constexpr, EP: tl.constexpr):
+    """``core.positional_encoding`` of ``(c0, c1, c2)`` ``[BLOCK]`` as a ``[BLOCK, EP]`` tile, zero past ``E``."""
+    # Column j: [c0 c1 c2 | sin(f0 c) | cos(f0 c) | sin(f1 c) | ...], f_k = factor 2^k.
     j = tl.arange(0, EP)
     jj = tl.maximum(j - 3, 0)
     dim = tl.where(j < 3, j, jj % 3)
@@ -106,8 +131,26 @@ def encoding_product(
     freq = freq_factor * (tl.full([EP], 1, tl.int32) << (block // 2)).to(tl.float32)
     value = tl.where(dim[None, :] == 0, c0[:, None], tl.where(dim[None, :] == 1, c1[:, None], c2[:, None]))
     scaled = value * freq[None, :]
-    waves = tl.where((block % 2 == 1)[None, :], tl.cos(scaled), tl.sin(scaled))
-    encoded = tl.where((j < 3)[None, :], value, tl.where((j < E)[None, :], waves, 0.0))
+    is_cos = (block % 2 == 1)[None, :]
+    # One sine per column, cos(x) = sin(x + pi/2) by quadrant: libdevice's sin and cos both ran on every column of
+    # the padded tile (two range reductions and polynomials each, the bulk of the kernel's instructions). A program
+    # with an argument past the reduction's exact range takes libdevice's (rare: points projected from behind the
+    # input camera, whose coordinates reach 1e4 and more).
+    waves = sine_by_quadrant(scaled, is_cos.to(tl.int32))
+    if tl.max(tl.max(tl.where((j < E)[None, :], tl.abs(scaled), 0.0), axis=1), axis=0) >= SINE_EXACT_RANGE:
+        waves = tl.where(is_cos, tl.cos(scaled), tl.sin(scaled))
+    return tl.where((j < 3)[None, :], value, tl.where((j < E)[None, :], waves, 0.0))
+
+
+@triton.jit
+@no_type_check  # keeps the test suite's jaxtyping import hook off: its wrapper would hide `tl` from Triton
+def encoding_product(
+    c0, c1, c2, wpe_ptr, bin_ptr, freq_factor, HID: tl.constexpr, E: tl.constexpr, EP: tl.constexpr, DOT: tl.constexpr
+):
+    """``PE(c) W_pe^T + b_in`` ``[BLOCK, HID]`` and ``PE(c)`` ``[BLOCK, EP]`` (zero-padded past ``E``)."""
+    encoded = positional_encoding_tile(c0, c1, c2, freq_factor, E, EP)
+    ch = tl.arange(0, HID)
+    j = tl.arange(0, EP)
     wpe = tl.load(wpe_ptr + j[:, None] * HID + ch[None, :], mask=(j < E)[:, None], other=0.0)
     return tl.dot(encoded, wpe, input_precision=DOT) + tl.load(bin_ptr + ch)[None, :], encoded
 
