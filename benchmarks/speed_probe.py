@@ -77,10 +77,15 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def device_time_us(event) -> float:
+    """An averaged profiler event's own GPU time in us (the attribute's name changed across torch versions)."""
+    return getattr(event, "self_device_time_total", 0) or getattr(event, "self_cuda_time_total", 0)
+
+
 def top_kernels(prof, n: int = 15) -> list:
     rows = []
     for event in prof.key_averages():
-        cuda = getattr(event, "self_device_time_total", 0) or getattr(event, "self_cuda_time_total", 0)
+        cuda = device_time_us(event)
         if cuda > 0:
             rows.append((cuda, event.key[:90], event.count))
     rows.sort(reverse=True)
@@ -340,11 +345,7 @@ def kernel_ms(fn: Callable[[], object], device: torch.device, name: str = "densi
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize(device)
-    return sum(
-        (getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)) / 1000
-        for e in prof.key_averages()
-        if e.key == name
-    )
+    return sum(device_time_us(e) / 1000 for e in prof.key_averages() if e.key == name)
 
 
 def part_render_sweep(args, device, model, config) -> None:
@@ -450,7 +451,6 @@ def part_image_timeline(args, device, model, config) -> None:
     with torch.no_grad():
         source = model.encode_view(image, K, c2w[0])
         model.render_camera(camera, source)
-        features = source.features[None]
         record = {"part": "image-timeline"}
         record["encode_view_wall_ms"] = wall(lambda: model.encode_view(image, K, c2w[0]))
         record["encode_graph_replay_wall_ms"] = wall(lambda: model.net.graphed_encoder(image[None]))
@@ -473,7 +473,6 @@ def part_image_timeline(args, device, model, config) -> None:
         record["pass_graph_wall_ms"] = wall(lambda: model.graphed_render_pass(*pass_inputs, *tensors))
         record["pass_graph_events_ms"] = timed(lambda: model.graphed_render_pass(*pass_inputs, *tensors), device, 10)
         record["pass_eager_events_ms"] = timed(lambda: model._render_pass(*pass_inputs, *tensors), device, 10)
-        del features
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         for label, graphs in (("graphs", True), ("eager", False)):
             saved = model.net.cuda_graphs

@@ -1,4 +1,5 @@
-"""Run under ``TRITON_INTERPRET=1`` by ``test_bts_sine.py``: ``triton_kernels.sine_by_quadrant`` against fp64."""
+"""Run under ``TRITON_INTERPRET=1`` by ``test_bts_render_kernel.py``: the kernels' quadrant sine against fp64 and
+``encoding_product``'s tile against the fp32 twin."""
 
 from typing import no_type_check
 
