@@ -314,6 +314,93 @@ def part_encoder_compile(args, device, model, config) -> None:
         emit(record)
 
 
+def reflect_pad_by_slices(x: torch.Tensor) -> torch.Tensor:
+    """``ReflectionPad2d(1)`` as two concatenations of edge slices (backward: slice adds, no reflection kernel)."""
+    x = torch.cat([x[..., 1:2, :], x, x[..., -2:-1, :]], dim=-2)
+    return torch.cat([x[..., 1:2], x, x[..., -2:-1]], dim=-1)
+
+
+def part_encoder_variants(args, device, model, config) -> None:
+    """The training batch's encoder forward + backward by layout, precision and reflection-pad implementation, the
+    ResNet and the decoder timed apart; the top kernels of the bf16 channels-last case."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from bts_studio.methods.bts import encoder as encoder_module
+
+    encoder = model.net.encoder.train()
+    many = torch.rand(config.groups, 3, config.height, config.width, device=device)
+    original_forward = encoder_module.Conv3x3.forward
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    for precision, pad in itertools.product(("fp32", "bf16"), ("reflection_pad2d", "slices")):
+        if time.perf_counter() - START > args.deadline:
+            break
+        record: Dict = {"part": "encoder-variants", "precision": precision, "pad": pad}
+        fmt = torch.channels_last if precision == "bf16" else torch.contiguous_format
+        encoder.to(memory_format=fmt)
+        images = many.contiguous(memory_format=fmt)
+        if pad == "slices":
+            encoder_module.Conv3x3.forward = lambda self, x: self.conv(reflect_pad_by_slices(x))
+        try:
+            bf16 = precision == "bf16"
+
+            def whole(images=images, bf16=bf16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    features = encoder(images)
+                features.float().sum().backward()
+
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                pyramid = [f.detach() for f in encoder.encoder(images)]
+            for f in pyramid:
+                f.requires_grad_(True)
+
+            def resnet(images=images, bf16=bf16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    outputs = encoder.encoder(images)
+                sum(o.float().sum() for o in outputs).backward()
+
+            def decoder(pyramid=pyramid, bf16=bf16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    features = encoder.decoder(pyramid)
+                features.float().sum().backward()
+
+            record["train_fwd_bwd_ms"] = timed(whole, device, args.repeats)
+            record["resnet_fwd_bwd_ms"] = timed(resnet, device, args.repeats)
+            record["decoder_fwd_bwd_ms"] = timed(decoder, device, args.repeats)
+            if bf16:
+                with profile(activities=activities) as prof:
+                    whole()
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                record["top"] = top_kernels(prof, 20)
+        except Exception as error:  # noqa: BLE001
+            traceback.print_exc()
+            record["error"] = repr(error)[:400]
+        finally:
+            encoder_module.Conv3x3.forward = original_forward
+        emit(record)
+    if args.compile and time.perf_counter() - START < args.deadline - 150:  # bf16 channels-last under torch.compile
+        record = {"part": "encoder-variants", "precision": "bf16", "pad": "reflection_pad2d", "compiled": True}
+        encoder.to(memory_format=torch.channels_last)
+        images = many.contiguous(memory_format=torch.channels_last)
+        try:
+            compiled = torch.compile(encoder)
+
+            def compiled_step(images=images):
+                with torch.autocast(device.type, dtype=torch.bfloat16):
+                    features = compiled(images)
+                features.float().sum().backward()
+
+            begin = time.perf_counter()
+            compiled_step()
+            record["compile_s"] = time.perf_counter() - begin
+            record["train_fwd_bwd_ms"] = timed(compiled_step, device, args.repeats)
+        except Exception as error:  # noqa: BLE001
+            traceback.print_exc()
+            record["error"] = repr(error)[:400]
+        emit(record)
+    encoder.to(memory_format=torch.contiguous_format)
+
+
 def part_render_profile(args, device, model, config) -> None:
     """The top kernels of one eager full-frame render (CUDA graphs off, so that every kernel is listed)."""
     from torch.profiler import ProfilerActivity, profile
@@ -589,6 +676,8 @@ def main() -> None:
                 part_render(args, device, model, config)
             elif part == "encoder_compile":
                 part_encoder_compile(args, device, model, config)
+            elif part == "encoder_variants":
+                part_encoder_variants(args, device, model, config)
         except Exception as error:  # noqa: BLE001
             traceback.print_exc()
             emit({"part": part, "error": repr(error)[:400]})

@@ -1,6 +1,7 @@
 """Tier 1: camera geometry core."""
 
 import math
+from unittest import mock
 
 import torch
 
@@ -12,7 +13,9 @@ from bts_studio.core.geometry import (
     pixels_to_normalized,
     project_points,
     ray_distance_to_z_depth,
+    rows_times_points,
     to_homogeneous_pose,
+    world_to_camera_points,
 )
 
 
@@ -84,3 +87,29 @@ def test_ray_distance_to_z_depth():
     directions_norm = torch.tensor([[1.0 / math.cos(angle)]])
     z_depth = ray_distance_to_z_depth(torch.tensor([[2.0]]), directions_norm)
     assert torch.allclose(z_depth, torch.tensor([[2 * math.cos(angle)]]))
+
+
+def test_projections_are_elementwise_and_equal_the_matmul_form_with_broadcast_batches():
+    """``rows_times_points`` (what ``project_points`` runs) against ``points @ M^T + t`` in float64, with the batch
+    shapes ``sample_view_colours`` uses (points ``[B, 1, N, 3]`` against poses ``[B, V, 3, 4]``), and without any
+    matmul: a matmul would follow the TF32 flag (~1e-3 relative on a GPU)."""
+    torch.manual_seed(0)
+    points = 30.0 * torch.randn(2, 1, 50, 3, dtype=torch.float64)
+    w2c = torch.randn(2, 3, 3, 4, dtype=torch.float64)
+    K = torch.tensor([[300.0, 0.5, 320.0], [0.0, 310.0, 96.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    K = K.expand(2, 3, 3, 3)
+    reference = points @ w2c[..., :3].transpose(-1, -2) + w2c[..., None, :, 3]
+    with (
+        mock.patch.object(torch, "matmul", side_effect=AssertionError("matmul")),
+        mock.patch.object(torch.Tensor, "__matmul__", side_effect=AssertionError("matmul")),
+    ):
+        camera = world_to_camera_points(points, w2c)
+        uv, z = project_points(points, K, w2c)
+        rows = rows_times_points(K[..., :2, :], camera)
+    assert camera.shape == uv.shape[:-1] + (3,) == (2, 3, 50, 3)
+    torch.testing.assert_close(camera, reference, rtol=1e-14, atol=1e-12)
+    torch.testing.assert_close(z, reference[..., 2], rtol=1e-14, atol=1e-12)
+    pixels = reference @ K.transpose(-1, -2)
+    torch.testing.assert_close(rows, pixels[..., :2], rtol=1e-14, atol=1e-9)
+    front = z > 1e-3
+    torch.testing.assert_close(uv[front], (pixels[..., :2] / pixels[..., 2:])[front], rtol=1e-12, atol=1e-9)

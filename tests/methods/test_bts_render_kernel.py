@@ -90,8 +90,9 @@ def check_render_kernel_edge_cases(device: str, rtol: float) -> None:
     o ~ -17, where torch's is ``exp(o)``, so those rays rendered depth 0 instead of the far plane)."""
     h, w = 6, 9
     # 0.01 px inside the image's edges: a point exactly on an edge is inside or outside by the last bit of its
-    # projection, which the kernel (FMAs, elementwise) and the twin (matmul) round differently (on the H200 and in
-    # Triton 3.6's interpreter the corner rays' outside_source differed by up to a whole ray's weight).
+    # projection, which the kernel (FMAs) and the twin (a matmul when this was found, now rounded products) round
+    # differently (on the H200 and in Triton 3.6's interpreter the corner rays' outside_source differed by up to a
+    # whole ray's weight).
     corners = torch.tensor([[0.01, 0.01], [w - 0.01, h - 0.01], [0.01, h / 2], [w / 3, h - 0.01], [w / 2, h / 2]])
     cases = [  # (elements, rays per element, samples, densities, terminate_last)
         (3, 5, 1, "spread", True),
@@ -245,7 +246,7 @@ def test_kernels_compile_for_an_sm90_gpu_without_one(name):
     if name == "backward_kernel":
         consts["SPLIT"] = 32
     if name == "density_rays_kernel":
-        consts.update(MIN_Z=1e-3, SAME_PIXEL=1e-3)
+        consts.update(MIN_Z=1e-3, SAME_PIXEL=1e-3, ZP=16, XYP=32)
     if name == "composite_kernel":
         consts = dict(RB=16, SP=64, TERMINATE_LAST=True, MIN_Z=1e-3, LAST_DELTA=1e10, EPS=1e-10)
     signature = {

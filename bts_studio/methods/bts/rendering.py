@@ -13,10 +13,10 @@ one program per ray was slower than the two kernels together (cross-warp scans o
 
 It applies to inference: no autograd, one colour view, no loss outputs, no missing colour views; anything else (and
 every call off CUDA, unless ``TRITON_INTERPRET=1`` with the ``triton`` fast path) runs the twin. Differences from
-the twin are fp32 rounding: points are projected as ``R (o + d t) + T`` elementwise instead of a matmul, the
-transmittance is ``exp`` of a sum of logs instead of a cumulative product, and the density's ``W_pe`` product is the
-density kernel's TF32 ``tl.dot``; a ray whose accumulated weight is within rounding of 0.5 at a sample may pick the
-neighbouring sample as its median-depth surface for ``occupancy_behind_surface``.
+the twin are fp32 rounding: points are projected as ``R (o + d t) + T`` with fused multiply-adds (the twin rounds
+each product), the transmittance is ``exp`` of a sum of logs instead of a cumulative product, and the density's
+``W_pe`` product is the density kernel's TF32 ``tl.dot``; a ray whose accumulated weight is within rounding of 0.5
+at a sample may pick the neighbouring sample as its median-depth surface for ``occupancy_behind_surface``.
 """
 
 import warnings
@@ -115,6 +115,16 @@ def _fused_render_applies(net: BTSDensityField, conditioning: BTSConditioning, *
     return conditioning.num_views == 1 and not conditioning.with_loss_outputs and conditioning.colour_missing is None
 
 
+def one_pixel_tiles(encoding_width: int) -> Dict[str, int]:
+    """``density_rays_kernel``'s tile widths for a block of one pixel's samples: ``ZP`` columns for the code's
+    ``E / 3`` encoding columns (>= 16 for ``tl.dot``), ``XYP`` for x's and y's together."""
+    per_coordinate = encoding_width // 3
+    return {
+        "ZP": max(16, 1 << (per_coordinate - 1).bit_length()),
+        "XYP": 1 << (2 * per_coordinate - 1).bit_length(),
+    }
+
+
 def render_samples_triton(
     net: BTSDensityField,
     origins: Float[Tensor, "N 3"],
@@ -166,7 +176,7 @@ def render_samples_triton(
                 density_rays[(num_rays * -(-num_samples // consts["BLOCK"]),)](
                     proj, *vectors, *rays, cameras, sigma, num_rays // batch, num_samples,
                     height, width, float(net.freq_factor), float(net.code_near), float(net.code_far),
-                    MIN_Z=MIN_Z, SAME_PIXEL=float(launch.same_pixel), **consts,
+                    MIN_Z=MIN_Z, SAME_PIXEL=float(launch.same_pixel), **one_pixel_tiles(consts["E"]), **consts,
                 )  # fmt: skip
                 composite[(-(-num_rays // launch.composite_rays),)](
                     rays[2], sigma, rays[0], rays[1], cameras, image, out, num_rays, num_rays // batch,
