@@ -16,6 +16,7 @@ from bts_studio.methods.bts.conditioning import BTSConditioning
 from bts_studio.methods.bts.density_field import BTSDensityField
 from bts_studio.methods.bts.rendering import (
     RENDER_KERNEL_ERRORS,
+    one_pixel_tiles,
     render_samples_triton,
     render_samples_unfused,
     resolve_render_path,
@@ -246,7 +247,7 @@ def test_kernels_compile_for_an_sm90_gpu_without_one(name):
     if name == "backward_kernel":
         consts["SPLIT"] = 32
     if name == "density_rays_kernel":
-        consts.update(MIN_Z=1e-3, SAME_PIXEL=1e-3, ZP=16, XYP=32)
+        consts.update(MIN_Z=1e-3, SAME_PIXEL=1e-3, **one_pixel_tiles(39))
     if name == "composite_kernel":
         consts = dict(RB=16, SP=64, TERMINATE_LAST=True, MIN_Z=1e-3, LAST_DELTA=1e10, EPS=1e-10)
     signature = {

@@ -89,7 +89,8 @@ class TritonLaunch:
     inputs, fp32 accumulation; sigma within 4e-4 relative of fp32), ieee (fp32, 1.6x slower) or tf32x3."""
     same_pixel: float = 1e-3
     """Render: a block of a ray's samples whose ends project within this many pixels of each other in the input
-    view (rays of the input camera itself: ~1e-5 px of fp32 rounding) reads the feature map once. Negative: never."""
+    view (rays of the input camera itself: ~1e-5 px of fp32 rounding) reads the feature map and encodes x and y once
+    (``triton_kernels.one_pixel_hidden``). Negative: never."""
     composite_rays: int = 16
     """Rays per program of the render's compositing kernel (a ``[rays, samples]`` tile)."""
     render_map_dtype: str = "fp32"
