@@ -105,3 +105,29 @@ def test_the_bf16_channels_last_encoder_returns_fp32_features_close_to_fp32_and_
     assert all(
         p.grad is not None and torch.isfinite(p.grad).all() for p in field.encoder.parameters() if p.requires_grad
     )
+
+
+def test_the_decoder_upsamples_in_its_input_dtype_under_autocast(monkeypatch):
+    """Every decoder upsampling runs with autocast off, in the activations' own dtype: CUDA autocast would run
+    ``upsample_nearest2d`` in fp32 (a full-resolution fp32 copy per stage under the bf16 encoder, seen in an H200
+    profile). Nearest upsampling copies values, so the result equals the fp32 one exactly."""
+    from bts_studio.methods.bts import encoder as encoder_module
+
+    calls = []
+    interpolate = encoder_module.F.interpolate
+
+    def spy(x, *args, **kwargs):
+        calls.append((x.dtype, torch.is_autocast_enabled("cpu")))
+        return interpolate(x, *args, **kwargs)
+
+    monkeypatch.setattr(encoder_module.F, "interpolate", spy)
+    torch.manual_seed(0)
+    encoder = encoder_module.BTSEncoder(num_layers=18, feature_dim=16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        encoder(torch.rand(1, 3, 64, 64))
+    assert len(calls) == 5 and all(not enabled for _, enabled in calls), calls
+    x = torch.randn(2, 4, 5, 6).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = encoder_module.upsample_nearest_2x(x)
+    assert y.dtype == torch.bfloat16 and y.shape == (2, 4, 10, 12)
+    assert torch.equal(y.float(), interpolate(x.float(), scale_factor=2.0, mode="nearest"))

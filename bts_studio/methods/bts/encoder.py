@@ -54,6 +54,18 @@ class ConvBlock(nn.Module):
         return self.nonlin(self.conv(x))
 
 
+def upsample_nearest_2x(x: Float[Tensor, "B C H W"]) -> Float[Tensor, "B C 2*H 2*W"]:
+    """Nearest-neighbour 2x upsampling in ``x``'s own dtype, also under autocast.
+
+    CUDA autocast runs ``upsample_nearest2d`` in fp32. Under the opt-in bf16 encoder, every decoder stage made a
+    full-resolution fp32 copy, and the next ``torch.cat`` promoted the skip features to fp32 as well. An H200 profile
+    showed 5 of the decoder's 11 reflection pads on fp32 tensors and 13.6 ms of dtype copies per training batch
+    (docs/benchmarks.md, tenth session). Nearest upsampling only copies values, so any dtype is exact.
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
 class Decoder(nn.Module):
     """Monodepth2-style U-Net decoder with a single (scale-0, full resolution) head of ``out_channels``."""
 
@@ -74,7 +86,7 @@ class Decoder(nn.Module):
         x = features[-1]
         for stage, i in enumerate(range(4, -1, -1)):
             x = self.decoder[2 * stage](x)
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            x = upsample_nearest_2x(x)
             if i > 0:
                 skip = features[i - 1]
                 x = torch.cat([x[..., : skip.shape[-2], : skip.shape[-1]], skip], dim=1)
