@@ -95,21 +95,26 @@ def top_kernels(prof, n: int = 15) -> list:
     ]
 
 
-def part_profile(args, device, model, config) -> None:
+def profile_once(fn: Callable[[], object], device: torch.device):
+    """torch.profiler around one call of ``fn`` (CPU and, on CUDA, GPU activity), synced before it closes."""
     from torch.profiler import ProfilerActivity, profile
 
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return prof
+
+
+def part_profile(args, device, model, config) -> None:
     K, c2w, cameras = camera_rig(config, device)
     image = torch.rand(3, config.height, config.width, device=device)
     model.eval()
     with torch.no_grad():
         source = model.encode_view(image, K, c2w[0])
         model.render_camera(cameras[0:1], source)
-        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        with profile(activities=activities) as prof:
-            source = model.encode_view(image, K, c2w[0])
-            model.render_camera(cameras[0:1], source)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+        prof = profile_once(lambda: model.render_camera(cameras[0:1], model.encode_view(image, K, c2w[0])), device)
     emit({"part": "profile", "what": "encode + full-frame render (model defaults)", "top": top_kernels(prof)})
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -123,10 +128,7 @@ def part_profile(args, device, model, config) -> None:
 
     step()
     step()
-    with profile(activities=activities) as prof:
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    prof = profile_once(step, device)
     emit({"part": "profile", "what": "training step (model defaults)", "top": top_kernels(prof, 25)})
 
 
@@ -274,11 +276,9 @@ def part_encoder(args, device, model, config) -> None:
 
 def part_encoder_compile(args, device, model, config) -> None:
     """The training batch's encoder forward + backward: kernel profile, then under ``torch.compile``."""
-    from torch.profiler import ProfilerActivity, profile
 
     encoder = model.net.encoder.train()
     many = torch.rand(config.groups, 3, config.height, config.width, device=device)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     for precision in ("fp32", "bf16"):  # bf16: autocast + channels-last, the opt-in encoder_precision
         fmt = torch.channels_last if precision == "bf16" else torch.contiguous_format
         encoder.to(memory_format=fmt)
@@ -290,10 +290,7 @@ def part_encoder_compile(args, device, model, config) -> None:
             features.float().sum().backward()
 
         step()
-        with profile(activities=activities) as prof:
-            step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+        prof = profile_once(step, device)
         what = f"encoder train fwd+bwd, batch groups, {precision}"
         emit({"part": "encoder-profile", "what": what, "top": top_kernels(prof, 25)})
     encoder.to(memory_format=torch.contiguous_format)
@@ -323,14 +320,12 @@ def reflect_pad_by_slices(x: torch.Tensor) -> torch.Tensor:
 def part_encoder_variants(args, device, model, config) -> None:
     """The training batch's encoder forward + backward by layout, precision and reflection-pad implementation, the
     ResNet and the decoder timed apart; the top kernels of the bf16 channels-last case."""
-    from torch.profiler import ProfilerActivity, profile
 
     from bts_studio.methods.bts import encoder as encoder_module
 
     encoder = model.net.encoder.train()
     many = torch.rand(config.groups, 3, config.height, config.width, device=device)
     original_forward = encoder_module.Conv3x3.forward
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     for precision, pad in itertools.product(("fp32", "bf16"), ("reflection_pad2d", "slices")):
         if time.perf_counter() - START > args.deadline:
             break
@@ -367,11 +362,7 @@ def part_encoder_variants(args, device, model, config) -> None:
             record["resnet_fwd_bwd_ms"] = timed(resnet, device, args.repeats)
             record["decoder_fwd_bwd_ms"] = timed(decoder, device, args.repeats)
             if bf16:
-                with profile(activities=activities) as prof:
-                    whole()
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                record["top"] = top_kernels(prof, 20)
+                record["top"] = top_kernels(profile_once(whole, device), 20)
         except Exception as error:  # noqa: BLE001
             traceback.print_exc()
             record["error"] = repr(error)[:400]
@@ -403,21 +394,16 @@ def part_encoder_variants(args, device, model, config) -> None:
 
 def part_render_profile(args, device, model, config) -> None:
     """The top kernels of one eager full-frame render (CUDA graphs off, so that every kernel is listed)."""
-    from torch.profiler import ProfilerActivity, profile
 
     K, c2w, cameras = camera_rig(config, device)
     image = torch.rand(3, config.height, config.width, device=device)
     model.eval()
     graphs, model.net.cuda_graphs = model.net.cuda_graphs, False
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     try:
         with torch.no_grad():
             source = model.encode_view(image, K, c2w[0])
             model.render_camera(cameras[0:1], source)
-            with profile(activities=activities) as prof:
-                model.render_camera(cameras[0:1], source)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+            prof = profile_once(lambda: model.render_camera(cameras[0:1], source), device)
         emit({"part": "render-profile", "what": "eager full-frame render", "top": top_kernels(prof, 30)})
     finally:
         model.net.cuda_graphs = graphs
@@ -623,10 +609,27 @@ def part_render(args, device, model, config) -> None:
             model.render_ray_tensors = eager
 
 
+PARTS: Dict[str, Callable] = {
+    "profile": part_profile,
+    "density": lambda args, device, model, config: part_density(args, device, config),
+    "triton": lambda args, device, model, config: part_triton(args, device, config),
+    "encoder": part_encoder,
+    "encoder_compile": part_encoder_compile,
+    "encoder_variants": part_encoder_variants,
+    "render_profile": part_render_profile,
+    "render_sweep": part_render_sweep,
+    "image_timeline": part_image_timeline,
+    "render": part_render,
+}
+"""``--parts`` names -> ``part_*(args, device, model, config)``."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--parts", nargs="+", default=["profile", "density", "triton", "encoder", "render"])
+    parser.add_argument(
+        "--parts", nargs="+", choices=sorted(PARTS), default=["profile", "density", "triton", "encoder", "render"]
+    )
     parser.add_argument("--resnet-layers", type=int, default=50)
     parser.add_argument("--height", type=int, default=192)
     parser.add_argument("--width", type=int, default=640)
@@ -658,26 +661,7 @@ def main() -> None:
             emit({"part": part, "skipped": "deadline"})
             continue
         try:
-            if part == "profile":
-                part_profile(args, device, model, config)
-            elif part == "density":
-                part_density(args, device, config)
-            elif part == "triton":
-                part_triton(args, device, config)
-            elif part == "encoder":
-                part_encoder(args, device, model, config)
-            elif part == "render_profile":
-                part_render_profile(args, device, model, config)
-            elif part == "render_sweep":
-                part_render_sweep(args, device, model, config)
-            elif part == "image_timeline":
-                part_image_timeline(args, device, model, config)
-            elif part == "render":
-                part_render(args, device, model, config)
-            elif part == "encoder_compile":
-                part_encoder_compile(args, device, model, config)
-            elif part == "encoder_variants":
-                part_encoder_variants(args, device, model, config)
+            PARTS[part](args, device, model, config)
         except Exception as error:  # noqa: BLE001
             traceback.print_exc()
             emit({"part": part, "error": repr(error)[:400]})
