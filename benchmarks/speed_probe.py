@@ -13,6 +13,9 @@ One JSON line per measurement (flushed, so a run cut short by its deadline keeps
   fp32 channels-last, bf16 channels-last, each with ``cudnn.benchmark`` off and on, and a CUDA graph of the batch-1
   forward.
 * ``encoder_compile``: the training batch's encoder forward + backward: its top kernels, then ``torch.compile``.
+* ``encoder_breakdown``: the bf16 channels-last training encoder taken apart (ResNet forward, forward + backward,
+  BatchNorm in eval mode, the whole) and its copy ops by input shape.
+* ``optimizer``: one Adam step over the model's parameters, torch's default (foreach) and fused.
 * ``render_profile``: the top kernels of one eager full-frame render (CUDA graphs off).
 * ``render_sweep``: full-frame renders over the render kernel's settings (``TritonLaunch``), depth vs the fp32 twin.
 * ``image_timeline``: where the wall time of one image (``encode_view`` + ``render_camera``, the bench's figure)
@@ -38,6 +41,7 @@ from typing import Callable, Dict
 import torch
 
 from bts_studio.bench import BenchConfig, build_model, camera_rig, training_batch
+from bts_studio.utils.optimizers import FusedAdamOptimizerConfig
 
 START = time.perf_counter()
 
@@ -95,12 +99,12 @@ def top_kernels(prof, n: int = 15) -> list:
     ]
 
 
-def profile_once(fn: Callable[[], object], device: torch.device):
+def profile_once(fn: Callable[[], object], device: torch.device, record_shapes: bool = False):
     """torch.profiler around one call of ``fn`` (CPU and, on CUDA, GPU activity), synced before it closes."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, record_shapes=record_shapes) as prof:
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -117,7 +121,7 @@ def part_profile(args, device, model, config) -> None:
         prof = profile_once(lambda: model.render_camera(cameras[0:1], model.encode_view(image, K, c2w[0])), device)
     emit({"part": "profile", "what": "encode + full-frame render (model defaults)", "top": top_kernels(prof)})
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = FusedAdamOptimizerConfig(lr=1e-4, eps=1e-8).setup(model.parameters())  # as ns-train's
 
     def step():
         batch = training_batch(config, K, c2w, cameras, device)
@@ -128,8 +132,20 @@ def part_profile(args, device, model, config) -> None:
 
     step()
     step()
-    prof = profile_once(step, device)
-    emit({"part": "profile", "what": "training step (model defaults)", "top": top_kernels(prof, 25)})
+    record: Dict = {"part": "profile", "what": "training step (model defaults)"}
+    record["step_ms"] = timed(step, device, args.repeats)
+    enqueue = []  # host time to issue one step from an idle GPU: about step_ms when the host is the bottleneck
+    for _ in range(args.repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        begin = time.perf_counter()
+        step()
+        enqueue.append(1000 * (time.perf_counter() - begin))
+    record["enqueue_ms"] = statistics.median(enqueue)
+    prof = profile_once(step, device, record_shapes=True)
+    record.update(gpu_busy_ms(prof))
+    record.update(top=top_kernels(prof, 25), copies=copies_by_shape(prof))
+    emit(record)
 
 
 def density_inputs(device, b: int, n: int, h: int, w: int, seed: int = 0):
@@ -392,6 +408,84 @@ def part_encoder_variants(args, device, model, config) -> None:
     encoder.to(memory_format=torch.contiguous_format)
 
 
+COPY_OPS = ("aten::copy_", "aten::_to_copy", "aten::to", "aten::contiguous", "aten::clone", "aten::cat")
+"""CPU-side ops whose GPU work is a copy: ``encoder_breakdown`` lists them by input shape."""
+
+
+def copies_by_shape(prof, n: int = 20) -> list:
+    """The copy-like ops of a profile (``record_shapes``) grouped by op and input shapes, by GPU time (ms)."""
+    rows = []
+    for event in prof.key_averages(group_by_input_shape=True):
+        if event.key in COPY_OPS:
+            total = getattr(event, "device_time_total", 0) or getattr(event, "cuda_time_total", 0)
+            rows.append((total, event.key, str(event.input_shapes)[:160], event.count))
+    rows.sort(reverse=True)
+    return [{"ms": round(r[0] / 1000, 3), "op": r[1], "shapes": r[2], "calls": r[3]} for r in rows[:n]]
+
+
+def part_encoder_breakdown(args, device, model, config) -> None:
+    """The bf16 channels-last encoder of the training batch taken apart: forward alone and forward + backward of
+    the ResNet with BatchNorm in training and in eval mode, the decoder, and the whole; then the copy ops of one
+    forward + backward by input shape (which tensors autocast or a layout change copies)."""
+    encoder = model.net.encoder.train()
+    images = torch.rand(config.groups, 3, config.height, config.width, device=device)
+    images = images.contiguous(memory_format=torch.channels_last)
+    bf16 = dict(device_type=device.type, dtype=torch.bfloat16)
+
+    def resnet_fwd():
+        with torch.no_grad(), torch.autocast(**bf16):
+            encoder.encoder(images)
+
+    def resnet_fwd_bwd():
+        with torch.autocast(**bf16):
+            outputs = encoder.encoder(images)
+        sum(o.float().sum() for o in outputs).backward()
+
+    def whole_fwd_bwd():
+        with torch.autocast(**bf16):
+            features = encoder(images)
+        features.float().sum().backward()
+
+    # The model keeps its fp32 weights NCHW (cuDNN converts autocast's bf16 copies); channels_last converts them.
+    for weights in ("channels_last", "nchw"):
+        record: Dict = {"part": "encoder-breakdown", "precision": "bf16", "input": "channels_last", "weights": weights}
+        encoder.to(memory_format=torch.channels_last if weights == "channels_last" else torch.contiguous_format)
+        try:
+            record["resnet_fwd_ms"] = timed(resnet_fwd, device, args.repeats)
+            record["resnet_fwd_bwd_ms"] = timed(resnet_fwd_bwd, device, args.repeats)
+            encoder.encoder.eval()  # BatchNorm with running statistics: what the batch statistics cost
+            record["resnet_bn_eval_fwd_bwd_ms"] = timed(resnet_fwd_bwd, device, args.repeats)
+            encoder.encoder.train()
+            record["whole_fwd_bwd_ms"] = timed(whole_fwd_bwd, device, args.repeats)
+            if weights == "nchw":
+                prof = profile_once(whole_fwd_bwd, device, record_shapes=True)
+                record["copies"] = copies_by_shape(prof)
+                record["top"] = top_kernels(prof, 25)
+        except Exception as error:  # noqa: BLE001
+            traceback.print_exc()
+            record["error"] = repr(error)[:400]
+        emit(record)
+    encoder.to(memory_format=torch.contiguous_format)
+
+
+def part_optimizer(args, device, model, config) -> None:
+    """One Adam step over the model's parameters (random gradients): torch's default (foreach on CUDA) and fused."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    for name, kwargs in (("foreach", {}), ("fused", {"fused": True})):
+        record: Dict = {"part": "optimizer", "adam": name, "parameters": sum(p.numel() for p in params)}
+        try:
+            optimizer = torch.optim.Adam(params, lr=1e-8, **kwargs)
+            record["step_ms"] = timed(optimizer.step, device, args.repeats)
+        except Exception as error:  # noqa: BLE001
+            traceback.print_exc()
+            record["error"] = repr(error)[:400]
+        emit(record)
+    for p in params:
+        p.grad = None
+
+
 def part_render_profile(args, device, model, config) -> None:
     """The top kernels of one eager full-frame render (CUDA graphs off, so that every kernel is listed)."""
 
@@ -616,6 +710,8 @@ PARTS: Dict[str, Callable] = {
     "encoder": part_encoder,
     "encoder_compile": part_encoder_compile,
     "encoder_variants": part_encoder_variants,
+    "encoder_breakdown": part_encoder_breakdown,
+    "optimizer": part_optimizer,
     "render_profile": part_render_profile,
     "render_sweep": part_render_sweep,
     "image_timeline": part_image_timeline,
@@ -640,6 +736,9 @@ def main() -> None:
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile cases")
     parser.add_argument("--deadline", type=float, default=420, help="seconds; later parts are skipped")
     parser.add_argument("--trace-dir", default="", help="image_timeline: write Chrome traces here")
+    parser.add_argument(
+        "--encoder-precision", choices=("auto", "fp32", "bf16"), default="auto", help="the model's encoder_precision"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     args.device_type = device.type
@@ -654,6 +753,7 @@ def main() -> None:
         chunk=args.render_rays,
     )
     model = build_model(config, device)
+    model.net.encoder_precision = args.encoder_precision
     emit({"part": "setup", "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
           "torch": torch.__version__, "args": {k: v for k, v in vars(args).items() if k != "parts"}})  # fmt: skip
     for part in args.parts:

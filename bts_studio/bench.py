@@ -26,6 +26,7 @@ import tyro
 from torch import Tensor
 
 from bts_studio.methods.bts.conditioning import BTSConditioning
+from bts_studio.utils.optimizers import FusedAdamOptimizerConfig
 
 
 @dataclass
@@ -65,9 +66,9 @@ class BenchConfig:
     variants: Tuple[str, ...] = ("twin-fp32", "twin", "projected", "triton", "default")
     """Settings to measure (see VARIANTS in bts_studio/bench.py): twin-fp32 is the reference (fp32 everywhere),
     twin the unfused model under torch's defaults (bts-density before issue 17), projected / triton those density
-    paths with the fp32 encoder, default bts-density's defaults (Triton density on CUDA, fp32 encoder replayed as a
-    CUDA graph at inference); also fast (Triton with the opt-in bf16 encoder), fast-tf32 and
-    fast-cudnn-benchmark."""
+    paths with the fp32 encoder, default bts-density's defaults (Triton density on CUDA, the encoder in bf16 for
+    training and in fp32 replayed as a CUDA graph at inference); also default-fp32 (the fp32 encoder in training
+    too), fast (the bf16 encoder at inference too), fast-tf32 and fast-cudnn-benchmark."""
     batch_sizes: Tuple[int, ...] = (1, 4, 8, 16)
     """Images per inference batch for the images/s column (the best one is reported)."""
     throughput_repeats: int = 3
@@ -106,9 +107,12 @@ VARIANTS: Dict[str, Variant] = {
     "twin": Variant("twin", "fp32"),
     "projected": Variant("projected", "fp32"),
     "triton": Variant("triton", "fp32"),
-    # bts-density's defaults (fast_path auto = triton on CUDA, fp32 encoder, CUDA-graph encoder at inference).
+    # bts-density's defaults (fast_path auto = triton on CUDA; encoder bf16 in training, fp32 replayed as a CUDA
+    # graph at inference).
     "default": Variant("auto", "auto", cuda_graphs=True),
-    # Opt-in: the bf16 channels-last encoder (slower on an H200 and outside the depth-agreement bar).
+    # The defaults with the fp32 encoder in training too (bts-density's default before the eleventh session).
+    "default-fp32": Variant("auto", "fp32", cuda_graphs=True),
+    # Opt-in: the bf16 channels-last encoder at inference too (outside the depth-agreement bar).
     "fast": Variant("triton", "bf16"),
     "fast-tf32": Variant("triton", "bf16", matmul_tf32=True),
     "fast-cudnn-benchmark": Variant("triton", "bf16", cudnn_benchmark=True),
@@ -218,7 +222,7 @@ def training_batch(config: BenchConfig, K, c2w, cameras, device: torch.device):
 def time_training(model, config: BenchConfig, device: torch.device) -> Dict[str, float]:
     """Mean and minimum training-step time (forward, loss, backward, Adam) and peak memory."""
     K, c2w, cameras = camera_rig(config, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = FusedAdamOptimizerConfig(lr=1e-4, eps=1e-8).setup(model.parameters())  # as ns-train's
     model.train()
     times: List[float] = []
     if device.type == "cuda":

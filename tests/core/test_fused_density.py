@@ -64,6 +64,10 @@ agreement = td.path_agreement(td.density_triton, density_unfused, inputs)  # fus
 print(agreement)
 assert agreement["sigma_max_rel"] < 1e-5 and max(agreement.values()) < 1e-4, agreement
 assert not td._BACKWARD_ERRORS, td._BACKWARD_ERRORS
+channels_last = [inputs[0].contiguous(memory_format=torch.channels_last), *inputs[1:]]  # the bf16 encoder's layout
+agreement = td.path_agreement(td.density_triton, density_unfused, channels_last)
+print(agreement)
+assert agreement["sigma_max_rel"] < 1e-5 and max(agreement.values()) < 1e-4, agreement
 xy = inputs[1].clone().requires_grad_(True)  # point gradients: the recompute path
 td.density_triton(inputs[0], xy, *inputs[2:], 6, 1.5).sum().backward()
 xy_ref = inputs[1].clone().requires_grad_(True)
@@ -99,5 +103,8 @@ def test_compiled_triton_kernels_match_the_twin_on_cuda():
     finally:
         torch.backends.cudnn.allow_tf32 = True
     assert not td.triton_backward_errors(), td.triton_backward_errors()
+    channels_last = [inputs[0].contiguous(memory_format=torch.channels_last), *inputs[1:]]  # the bf16 encoder's
+    agreement_cl = path_agreement(td.density_triton, density_unfused, channels_last)
+    assert max(agreement_cl.values()) < 1e-2, agreement_cl
     # The positional-encoding GEMM takes TF32 inputs (TritonLaunch.dot_precision): sigma within ~4e-4 of fp32.
     assert agreement["sigma_max_rel"] < 2e-3 and max(agreement.values()) < 1e-2, agreement

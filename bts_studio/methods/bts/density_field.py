@@ -9,8 +9,8 @@ and keep their density (BTS does not zero it); they are flagged as invalid for t
 Speed (docs/benchmarks.md, issue 17): ``fast_path`` picks how the MLP meets the gathered features
 (``methods/bts/triton_density.py``: the unfused twin, the exact projected-map fusion, or the fused Triton kernel)
 and ``encoder_precision`` whether the ResNet encoder runs under bf16 autocast in channels-last layout (CUDA only;
-its output features are fp32 either way). ``cuda_graphs`` replays the fp32 encoder's inference forward
-(CUDA, no grad, eval mode) as a CUDA graph: the same kernels without the per-layer launch cost.
+auto: training steps only; its output features are fp32 either way). ``cuda_graphs`` replays the fp32 encoder's
+inference forward (CUDA, no grad, eval mode) as a CUDA graph: the same kernels without the per-layer launch cost.
 """
 
 import warnings
@@ -89,26 +89,32 @@ class BTSDensityField(nn.Module):
         return self._run_encoder(images)
 
     def uses_bf16_encoder(self, device: torch.device) -> bool:
-        """bf16 autocast + channels-last for the encoder: ``encoder_precision`` bf16, or auto with a fast path, on
-        CUDA (the CPU always runs fp32, so CPU results do not depend on this setting)."""
-        if device.type != "cuda":
+        """Whether this encoder call runs under bf16 autocast in channels-last layout.
+
+        ``encoder_precision`` bf16: always on CUDA; fp32: never; auto: on CUDA for training steps (module in
+        training mode, gradients on) unless ``fast_path`` is the twin. Inference under auto stays fp32 (replayed as
+        a CUDA graph), inside the depth-agreement bar with the fp32 twin. The CPU always runs fp32, so CPU results
+        do not depend on this setting. Why auto trains in bf16: the training batch's encoder forward + backward
+        took 52.5 ms fp32 and 29.7 ms bf16 on an H200 once the padding kept the channels-last layout
+        (docs/benchmarks.md, eleventh session)."""
+        if device.type != "cuda" or self.encoder_precision == "fp32":
             return False
-        return self.encoder_precision == "bf16" or (
-            self.encoder_precision == "auto" and self.fast_path not in ("twin", "auto")
-        )
+        if self.encoder_precision == "bf16":
+            return True
+        return self.fast_path != "twin" and self.training and torch.is_grad_enabled()
 
     def _run_encoder(self, images: Tensor) -> Tensor:
         if not self.uses_bf16_encoder(images.device):
             # Inference on CUDA (no grad, eval mode) replays a CUDA graph; anything else runs the module itself.
             return self.graphed_encoder(images) if self.cuda_graphs else self.encoder(images)
-        # Channels-last end to end: cuDNN's bf16 kernels are NHWC, so NCHW would cost a conversion per layer.
-        # The weights are converted in place once (same Parameter objects, so optimisers keep tracking them).
-        if not getattr(self, "_channels_last", False):
-            self.encoder.to(memory_format=torch.channels_last)
-            self._channels_last = True
+        # A channels-last input makes every convolution channels-last (cuDNN's bf16 kernels are NHWC; NCHW would
+        # cost a conversion per layer); the fp32 weights keep their layout, so that the fp32 inference path and its
+        # CUDA graph stay as they are, and cuDNN converts the small bf16 weight copies that autocast makes anyway.
         with torch.autocast(images.device.type, dtype=torch.bfloat16):
             features = self.encoder(images.contiguous(memory_format=torch.channels_last))
-        return features.float().contiguous()
+        # fp32 and still channels-last: the Triton path's projected map and its backward read that layout in place
+        # (an NCHW copy here and back cost ~3 ms per training step on an H200).
+        return features.float()
 
     def density(
         self,

@@ -7,7 +7,6 @@
 import copy
 
 from nerfstudio.data.dataparsers.base_dataparser import DataParserConfig
-from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import MultiStepSchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
@@ -16,6 +15,7 @@ from bts_studio.data.kitti360.dataparser import Kitti360DataParserConfig
 from bts_studio.methods.bts.datamanager import BTSDataManagerConfig
 from bts_studio.methods.bts.model import BTSModelConfig
 from bts_studio.methods.bts.pipeline import BTSPipelineConfig
+from bts_studio.utils.optimizers import FusedAdamOptimizerConfig
 from bts_studio.utils.trainer_defaults import PLUGIN_TRAINER, PLUGIN_VIS, plugin_machine_config, plugin_viewer_config
 
 BTS_ITERATIONS = 153_000
@@ -25,7 +25,7 @@ BTS_LR_DROP_STEP = 120_000
 
 def _adam(lr: float, max_steps: int, milestone: int) -> dict:
     return {
-        "optimizer": AdamOptimizerConfig(lr=lr, eps=1e-8),
+        "optimizer": FusedAdamOptimizerConfig(lr=lr, eps=1e-8),
         "scheduler": MultiStepSchedulerConfig(max_steps=max_steps, gamma=0.1, milestones=(milestone,)),
     }
 

@@ -40,6 +40,7 @@ __all__ = [
     "density_triton",
     "load_kernels",
     "mlp_kernel_arguments",
+    "mlp_kernel_vectors",
     "path_agreement",
     "random_density_inputs",
     "resolve_fast_path",
@@ -120,12 +121,17 @@ def mlp_kernel_arguments(features, w_in, b_in, w_out, b_out, num_freqs):
     Raises:
         ValueError: ``hidden`` is not a power of two >= 16 (a ``tl.dot`` tile constraint).
     """
-    c = features.shape[1]
+    # A channels-last ``features`` (the bf16 training encoder's) gives a channels-last map: no copy here.
+    proj = projected_feature_map(features.float(), w_in.float()).permute(0, 2, 3, 1).contiguous()
+    return (proj, *mlp_kernel_vectors(features.shape[1], w_in, b_in, w_out, b_out, num_freqs))
+
+
+def mlp_kernel_vectors(c, w_in, b_in, w_out, b_out, num_freqs):
+    """:func:`mlp_kernel_arguments` without the projected map (``c`` feature channels): the vectors and constexprs."""
     hid = w_in.shape[0]
     if hid & (hid - 1) or hid < 16:
         raise ValueError(f"the Triton density kernel needs a power-of-two hidden width >= 16, got {hid}")
     e = encoding_width(3, num_freqs)
-    proj = projected_feature_map(features.float(), w_in.float()).permute(0, 2, 3, 1).contiguous()
     vectors = (
         w_in[:, c:].float().t().contiguous(),
         b_in.float().contiguous(),
@@ -135,7 +141,7 @@ def mlp_kernel_arguments(features, w_in, b_in, w_out, b_out, num_freqs):
     launch = TRITON_LAUNCH
     consts = {"HID": hid, "E": e, "EP": max(16, 1 << (e - 1).bit_length()), "BLOCK": launch.block}
     consts.update(DOT=launch.dot_precision, num_warps=launch.num_warps)
-    return proj, vectors, consts
+    return vectors, consts
 
 
 def _grid(b: int, n: int) -> tuple:
@@ -157,18 +163,19 @@ class _TritonDensity(torch.autograd.Function):
             out = torch.empty(b, n, device=features.device, dtype=torch.float32)
             if n > 0:
                 load_kernels()[0][_grid(b, n)](proj, xy_c, code_c, *vectors, out, n, h, w, float(freq_factor), **consts)
-        ctx.save_for_backward(features, xy, code, w_in, b_in, w_out, b_out)
+        # The projected map is kept for the backward kernel (0.5 GB at BTS's training shape) instead of recomputed.
+        ctx.save_for_backward(features, xy, code, w_in, b_in, w_out, b_out, proj)
         ctx.pe = (num_freqs, freq_factor)
         return out.to(features.dtype)
 
     @staticmethod
     def backward(ctx, grad_sigma):  # type: ignore[override]
-        saved = ctx.saved_tensors
+        *saved, proj = ctx.saved_tensors
         needs = ctx.needs_input_grad[:7]
         if needs[1] or needs[2] or _BACKWARD_ERRORS:
             return _recompute_backward(saved, needs, ctx.pe, grad_sigma)
         try:
-            return _fused_backward(saved, needs, ctx.pe, grad_sigma)
+            return _fused_backward(saved, proj, needs, ctx.pe, grad_sigma)
         except Exception as error:  # a kernel that does not compile on this GPU/driver must not end a run
             _BACKWARD_ERRORS.append(error)
             warnings.warn(f"bts-density: the Triton backward kernel failed ({error!r}); recomputing", stacklevel=2)
@@ -184,13 +191,14 @@ def triton_backward_errors() -> list:
     return list(_BACKWARD_ERRORS)
 
 
-def _fused_backward(saved, needs, pe, grad_sigma):
-    """Gradients of every input but ``xy`` / ``code`` through ``backward_kernel``."""
+def _fused_backward(saved, proj, needs, pe, grad_sigma):
+    """Gradients of every input but ``xy`` / ``code`` through ``backward_kernel`` (``proj``: the forward's map)."""
     features, xy, code, w_in, b_in, w_out, b_out = saved
     num_freqs, freq_factor = pe
     b, c, h, w = features.shape
     with torch.no_grad():
-        proj, xy_c, code_c, vectors, consts = _prepare(features, xy, code, w_in, b_in, w_out, b_out, num_freqs)
+        vectors, consts = mlp_kernel_vectors(c, w_in, b_in, w_out, b_out, num_freqs)
+        xy_c, code_c = xy.float().contiguous(), code.float().contiguous()
         n = xy.shape[1]
         hid, ep = consts["HID"], consts["EP"]
         split = TRITON_LAUNCH.backward_split
@@ -205,11 +213,13 @@ def _fused_backward(saved, needs, pe, grad_sigma):
         summed = parts.sum(dim=0)  # [dW_pe (EP x HID) | db_in | dw_out | db_out]
         dwpe = summed[: ep * hid].reshape(ep, hid)
         dbin, dwout, dbout = summed[ep * hid : ep * hid + hid], summed[ep * hid + hid : -1], summed[-1:]
-        dproj = dproj.permute(0, 3, 1, 2)  # [B, HID, H, W]
-        d_features = torch.einsum("oc,bohw->bchw", w_in[:, :c].float(), dproj) if needs[0] else None
+        # The 1x1 projection's backward as matmuls over [B, H, W, .] rows: ``d_features`` comes out channels-last,
+        # the layout of the bf16 training encoder's convolutions, and a channels-last ``features`` is read in place.
+        w_f = w_in[:, :c].float()
+        d_features = (dproj @ w_f).permute(0, 3, 1, 2) if needs[0] else None
         d_w_in = None
         if needs[3]:
-            d_w_f = torch.einsum("bohw,bchw->oc", dproj, features.float())
+            d_w_f = dproj.reshape(-1, hid).t() @ features.float().permute(0, 2, 3, 1).reshape(-1, c)
             d_w_in = torch.cat([d_w_f, dwpe[: consts["E"]].t()], dim=1).to(w_in.dtype)
     return (
         d_features.to(features.dtype) if d_features is not None else None,
