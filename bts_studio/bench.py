@@ -67,8 +67,9 @@ class BenchConfig:
     """Settings to measure (see VARIANTS in bts_studio/bench.py): twin-fp32 is the reference (fp32 everywhere),
     twin the unfused model under torch's defaults (bts-density before issue 17), projected / triton those density
     paths with the fp32 encoder, default bts-density's defaults (Triton density on CUDA, the encoder in bf16 for
-    training and in fp32 replayed as a CUDA graph at inference); also default-fp32 (the fp32 encoder in training
-    too), fast (the bf16 encoder at inference too), fast-tf32 and fast-cudnn-benchmark."""
+    training and in fp32 replayed as a CUDA graph at inference); also default-graphed (the bf16 training encoder
+    replayed as CUDA graphs), default-fp32 (the fp32 encoder in training too), fast (the bf16 encoder at inference
+    too), fast-tf32 and fast-cudnn-benchmark."""
     batch_sizes: Tuple[int, ...] = (1, 4, 8, 16)
     """Images per inference batch for the images/s column (the best one is reported)."""
     throughput_repeats: int = 3
@@ -100,6 +101,7 @@ class Variant:
     cudnn_tf32: bool = True
     cudnn_benchmark: bool = False
     cuda_graphs: bool = False
+    cuda_graphs_training: bool = False
 
 
 VARIANTS: Dict[str, Variant] = {
@@ -110,6 +112,8 @@ VARIANTS: Dict[str, Variant] = {
     # bts-density's defaults (fast_path auto = triton on CUDA; encoder bf16 in training, fp32 replayed as a CUDA
     # graph at inference).
     "default": Variant("auto", "auto", cuda_graphs=True),
+    # The defaults with the bf16 encoder's training forward and backward replayed as CUDA graphs (opt-in).
+    "default-graphed": Variant("auto", "auto", cuda_graphs=True, cuda_graphs_training=True),
     # The defaults with the fp32 encoder in training too (bts-density's default before the eleventh session).
     "default-fp32": Variant("auto", "fp32", cuda_graphs=True),
     # Opt-in: the bf16 channels-last encoder at inference too (outside the depth-agreement bar).
@@ -152,8 +156,11 @@ def apply_variant(model, variant: Variant) -> None:
     model.net.fast_path = variant.fast_path
     model.net.encoder_precision = variant.encoder_precision
     model.net.cuda_graphs = variant.cuda_graphs
+    model.net.cuda_graphs_training = variant.cuda_graphs_training
     model.graphed_render_pass.clear()
     model.net.graphed_encoder.clear()
+    model.net.graphed_training_encoder.clear()
+    model.net.graphed_training_encoder.error = None
     model.net.triton_error = None
     torch.backends.cuda.matmul.allow_tf32 = variant.matmul_tf32
     torch.backends.cudnn.allow_tf32 = variant.cudnn_tf32
@@ -402,6 +409,7 @@ def measure_variant(
         model.load_state_dict(initial_state)
         if not config.skip_training:
             result.update(time_training(model, config, device))
+        model.net.graphed_training_encoder.clear()  # its memory pool is training's, not inference's
         model.load_state_dict(initial_state)
         model.forget_sources()
         result.update(time_inference(model, config, device, image))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bts_studio.methods.bts.density_field import BTSDensityField
-from bts_studio.utils.cuda_graphs import GraphedInference
+from bts_studio.utils.cuda_graphs import GraphedInference, GraphedTraining
 
 H, W = 64, 96
 
@@ -156,3 +156,89 @@ def test_encoding_an_image_mid_training_keeps_batchnorm_statistics_and_the_train
     model.eval()
     model.encode_view(image, K, c2w)
     assert not any(m.training for m in model.net.modules())
+
+
+def _bn_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU()).train()
+
+
+def test_training_graphs_run_the_function_itself_off_cuda_and_after_a_failed_capture(monkeypatch):
+    net = _bn_net()
+    graphed = GraphedTraining(net, net)
+    x = torch.rand(2, 3, 8, 8)
+    assert not graphed.applies(x)  # CPU
+    assert torch.equal(graphed(x), _bn_net()(x))
+    monkeypatch.setattr(GraphedTraining, "applies", lambda self, *tensors: self.error is None)
+    monkeypatch.setattr(GraphedTraining, "_capture", lambda self, t: (_ for _ in ()).throw(RuntimeError("capture")))
+    with pytest.warns(UserWarning, match="CUDA graph capture of the training step failed"):
+        out = graphed(x)
+    assert isinstance(graphed.error, RuntimeError)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # eager from then on, no second warning
+        out.sum().backward()
+        graphed(x)
+    assert net[0].weight.grad is not None
+
+
+def test_a_training_capture_leaves_batchnorm_statistics_as_they_were(monkeypatch):
+    """The capture's warm-up runs the step several times; the running statistics must come out untouched, so that
+    each real step updates them once, as the eager step does."""
+    net = _bn_net()
+    before = {name: b.clone() for name, b in net.named_buffers()}
+
+    def warm_up_like_torch(module, samples):
+        for _ in range(3):
+            module(*samples)
+        return module
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", warm_up_like_torch)
+    replay = GraphedTraining(net, net)._capture((torch.rand(2, 3, 8, 8),))
+    for name, buffer in net.named_buffers():
+        assert torch.equal(buffer, before[name]), name
+    replay(torch.rand(2, 3, 8, 8))  # here the stand-in runs eagerly: one update, as a replay's
+    assert int(net[1].num_batches_tracked) == 1
+
+
+def test_the_model_config_reaches_the_field():
+    from bts_studio.methods.bts.model import BTSModelConfig
+
+    assert BTSModelConfig().cuda_graphs_training is False  # opt-in until measured on a GPU
+    field = BTSDensityField(num_layers=18, feature_dim=16, hidden_dim=16, cuda_graphs_training=True)
+    assert field.cuda_graphs_training and isinstance(field.graphed_training_encoder, GraphedTraining)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_graphed_training_steps_equal_eager_ones_in_features_gradients_and_statistics():
+    """The twin check of ``cuda_graphs_training``: three SGD steps of the bf16 encoder with and without graphs."""
+    runs = {}
+    for graphs in (False, True):
+        field = BTSDensityField(
+            num_layers=18, feature_dim=16, hidden_dim=16, fast_path="triton", cuda_graphs_training=graphs
+        )
+        torch.manual_seed(0)
+        field.load_state_dict(_field().state_dict())
+        field = field.cuda().train()
+        optimizer = torch.optim.SGD(field.encoder.parameters(), lr=1e-2)
+        torch.manual_seed(1)
+        features = []
+        for _ in range(3):
+            optimizer.zero_grad(set_to_none=True)
+            out = field.encode(torch.rand(2, 3, H, W, device="cuda"))
+            (out * torch.linspace(0.5, 1.5, out.numel(), device="cuda").view_as(out)).sum().backward()
+            features.append(out.detach().clone())
+            optimizer.step()
+        runs[graphs] = (features, {n: t.detach().clone() for n, t in field.state_dict().items()})
+        if graphs:
+            assert field.graphed_training_encoder.error is None and field.graphed_training_encoder._graphed is not None
+
+    def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
+
+    # bf16 activations: a capture may pick other cuDNN algorithms than the eager call (some are not capturable), so
+    # the two differ by bf16 rounding (~4e-3 per value), not bit for bit.
+    differences = [relative(replayed, eager) for eager, replayed in zip(runs[False][0], runs[True][0], strict=True)]
+    states = {name: relative(runs[True][1][name], value) for name, value in runs[False][1].items()}
+    print("features", differences, "state", max(states.values()), max(states, key=states.get))
+    assert max(differences) < 2e-2, differences
+    assert max(states.values()) < 1e-2, states

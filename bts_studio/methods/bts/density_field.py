@@ -10,7 +10,8 @@ Speed (docs/benchmarks.md, issue 17): ``fast_path`` picks how the MLP meets the 
 (``methods/bts/triton_density.py``: the unfused twin, the exact projected-map fusion, or the fused Triton kernel)
 and ``encoder_precision`` whether the ResNet encoder runs under bf16 autocast in channels-last layout (CUDA only;
 auto: training steps only; its output features are fp32 either way). ``cuda_graphs`` replays the fp32 encoder's
-inference forward (CUDA, no grad, eval mode) as a CUDA graph: the same kernels without the per-layer launch cost.
+inference forward (CUDA, no grad, eval mode) as a CUDA graph: the same kernels without the per-layer launch cost;
+``cuda_graphs_training`` (opt-in) replays the bf16 encoder's training forward and backward the same way.
 """
 
 import warnings
@@ -25,7 +26,7 @@ from bts_studio.core.fused_density import density_projected
 from bts_studio.core.positional_encoding import encoding_width
 from bts_studio.methods.bts.encoder import BTSEncoder
 from bts_studio.methods.bts.triton_density import FAST_PATHS, density_triton, resolve_fast_path
-from bts_studio.utils.cuda_graphs import GraphedInference
+from bts_studio.utils.cuda_graphs import GraphedInference, GraphedTraining
 
 EncoderPrecision = Literal["auto", "fp32", "bf16"]
 
@@ -61,6 +62,7 @@ class BTSDensityField(nn.Module):
         fast_path: str = "auto",
         encoder_precision: EncoderPrecision = "auto",
         cuda_graphs: bool = True,
+        cuda_graphs_training: bool = False,
     ) -> None:
         super().__init__()
         if fast_path not in FAST_PATHS:
@@ -75,6 +77,9 @@ class BTSDensityField(nn.Module):
         self.cuda_graphs = cuda_graphs
         self.graphed_encoder = GraphedInference(self.encoder, self.encoder)
         """The fp32 encoder's inference forward replayed as a CUDA graph (``utils/cuda_graphs.py``)."""
+        self.cuda_graphs_training = cuda_graphs_training
+        self.graphed_training_encoder = GraphedTraining(self._bf16_channels_last_encoder, self.encoder)
+        """The bf16 encoder's training forward and backward replayed as CUDA graphs (``cuda_graphs_training``)."""
         self.num_freqs = num_freqs
         self.freq_factor = freq_factor
         self.code_near = code_near
@@ -107,10 +112,17 @@ class BTSDensityField(nn.Module):
         if not self.uses_bf16_encoder(images.device):
             # Inference on CUDA (no grad, eval mode) replays a CUDA graph; anything else runs the module itself.
             return self.graphed_encoder(images) if self.cuda_graphs else self.encoder(images)
+        if self.cuda_graphs_training:
+            return self.graphed_training_encoder(images)
+        return self._bf16_channels_last_encoder(images)
+
+    def _bf16_channels_last_encoder(self, images: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B C H W"]:
+        """The encoder under bf16 autocast on a channels-last input; fp32 channels-last features."""
         # A channels-last input makes every convolution channels-last (cuDNN's bf16 kernels are NHWC; NCHW would
         # cost a conversion per layer); the fp32 weights keep their layout, so that the fp32 inference path and its
         # CUDA graph stay as they are, and cuDNN converts the small bf16 weight copies that autocast makes anyway.
-        with torch.autocast(images.device.type, dtype=torch.bfloat16):
+        # No cast cache: a CUDA-graph capture needs it off, and no weight is used twice, so nothing changes.
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, cache_enabled=False):
             features = self.encoder(images.contiguous(memory_format=torch.channels_last))
         # fp32 and still channels-last: the Triton path's projected map and its backward read that layout in place
         # (an NCHW copy here and back cost ~3 ms per training step on an H200).

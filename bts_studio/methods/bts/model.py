@@ -149,6 +149,11 @@ class BTSModelConfig(ModelConfig):
     render pass of a full frame (the last pass padded to the pass size, so one graph serves every frame size). The
     same kernels without Python's launch cost (issue 17: the encoder 8.5 -> 1.9 ms per 192x640 image on an H200).
     Training and the CPU run eagerly."""
+    cuda_graphs_training: bool = False
+    """On CUDA, replay the bf16 encoder's forward and backward of each training step as CUDA graphs
+    (``utils/cuda_graphs.GraphedTraining``; the same kernels, captured on the first step and again when a shape or
+    a parameter's memory changes; BatchNorm's statistics are updated once per step as without graphs). The bf16
+    training step is bound by the host issuing ~1,000 ops (issue 17). Not under several GPUs (eager there)."""
     cudnn_benchmark: bool = False
     """Set torch.backends.cudnn.benchmark (importing nerfstudio's train script turns it on). Off: autotuning costs
     ~30 s on the first step and every new chunk shape, and raised inference memory to ~10 GiB (issue 17)."""
@@ -174,6 +179,7 @@ class BTSModel(Model):
             fast_path=cfg.fast_path,
             encoder_precision=cfg.encoder_precision,
             cuda_graphs=cfg.cuda_graphs,
+            cuda_graphs_training=cfg.cuda_graphs_training,
         )
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark  # deliberately, whatever was imported before
         # "training from scratch" is only true for ns-train; viewing and rendering load a checkpoint afterwards.
