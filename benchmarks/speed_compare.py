@@ -2,11 +2,11 @@
 
     python benchmarks/speed_compare.py OUT_A OUT_B --output docs/images/bts_speed_curves.png
 
-Each folder may hold ``fast_*`` and/or ``twin_*`` files; with one folder per seed, each run is labelled by its
-folder (``python benchmarks/speed_compare.py fast42 twin42 fast43 twin43``). Metrics are per-image means ± std.
 Each folder may hold ``fast_*`` and/or ``twin_*`` files (``<name>_curve.csv``, ``<name>_eval.json``,
-``<name>_agreement.json``). Prints a markdown table (steps, steady-state ns-train ms/step, mean loss over the
-first and last tenth of the logged steps, test abs_rel / a1 / PSNR, depth agreement with the fp32 twin on the
+``<name>_agreement.json``); with one folder per seed, each run is labelled by its folder
+(``python benchmarks/speed_compare.py fast42 twin42 fast43 twin43``). Metrics are per-image means ± std.
+Prints a markdown table (steps, steady-state ns-train ms/step, mean loss over the first and last tenth of the
+logged steps, test abs_rel / a1 / PSNR, depth agreement with the fp32 twin on the
 trained checkpoint) and plots both curves (moving average over 10 logged steps) into ``--output``.
 """
 

@@ -454,8 +454,10 @@ def part_encoder_breakdown(args, device, model, config) -> None:
             record["resnet_fwd_ms"] = timed(resnet_fwd, device, args.repeats)
             record["resnet_fwd_bwd_ms"] = timed(resnet_fwd_bwd, device, args.repeats)
             encoder.encoder.eval()  # BatchNorm with running statistics: what the batch statistics cost
-            record["resnet_bn_eval_fwd_bwd_ms"] = timed(resnet_fwd_bwd, device, args.repeats)
-            encoder.encoder.train()
+            try:
+                record["resnet_bn_eval_fwd_bwd_ms"] = timed(resnet_fwd_bwd, device, args.repeats)
+            finally:
+                encoder.encoder.train()
             record["whole_fwd_bwd_ms"] = timed(whole_fwd_bwd, device, args.repeats)
             if weights == "nchw":
                 prof = profile_once(whole_fwd_bwd, device, record_shapes=True)

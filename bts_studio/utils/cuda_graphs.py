@@ -1,4 +1,5 @@
-"""Replay an inference function as a CUDA graph (issue 17: bts-density's encoder and render passes).
+"""Replay an inference function as a CUDA graph (issue 17: bts-density's encoder and render passes), and a training
+step's forward and backward as two (:class:`GraphedTraining`: bts-density's bf16 encoder, opt-in).
 
 At batch 1, a ResNet-50 + decoder forward at 192x640 and a render pass of the Triton density path are launch-bound:
 hundreds of kernels that the GPU finishes faster than Python issues them. Measured on an H200
@@ -7,6 +8,7 @@ same kernels and arithmetic. The eager function is the twin: :class:`GraphedInfe
 gradients enabled, while the module trains, and for good after a capture fails.
 """
 
+import inspect
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -157,7 +159,11 @@ class GraphedTraining:
     forward and backward three times; BatchNorm's running statistics are restored afterwards, so every real step
     updates them once, as the eager call does. Off CUDA, without gradients, while ``module`` evaluates, under
     several processes (DistributedDataParallel hooks the gradients) and for good after a failed capture, ``fn`` runs
-    eagerly: it is the twin.
+    eagerly: it is the twin. It also runs eagerly while any parameter holds a gradient (``zero_grad`` without
+    ``set_to_none``, gradient accumulation): the replayed backward hands autograd its own buffers, which become the
+    parameters' ``.grad``, so accumulating into them would double the gradient. One input signature is kept (a
+    training step's shapes do not change). Outputs are the graph's buffers, overwritten by the next call: use them
+    within the step.
 
     Args:
         fn: a tensor in, a tensor out; no host syncs, no data-dependent shapes, no randomness.
@@ -181,6 +187,7 @@ class GraphedTraining:
             and self.module.training
             and not (distributed and torch.distributed.get_world_size() > 1)
             and all(t.is_cuda for t in tensors)
+            and all(p.grad is None for p in self.module.parameters())
         )
 
     def __call__(self, *tensors: Tensor) -> Tensor:
@@ -188,7 +195,7 @@ class GraphedTraining:
             return self.fn(*tensors)
         key = (
             tuple((t.shape, t.dtype, t.device, t.requires_grad) for t in tensors),
-            tuple(p.data_ptr() for p in self.module.parameters()),
+            tuple((p.data_ptr(), p.requires_grad) for p in self.module.parameters()),
             tuple(b.data_ptr() for b in self.module.buffers()),
         )
         if key != self._key:
@@ -214,8 +221,12 @@ class GraphedTraining:
         buffers = list(self.module.buffers())
         saved = [b.clone() for b in buffers]
         samples = tuple(t.detach().clone().requires_grad_(t.requires_grad) for t in tensors)
+        # thread_local, as for inference: the viewer's thread may run CUDA work while the trainer's thread captures.
+        options = {}
+        if "capture_error_mode" in inspect.signature(torch.cuda.make_graphed_callables).parameters:
+            options["capture_error_mode"] = "thread_local"
         try:
-            graphed = torch.cuda.make_graphed_callables(_Forward(self.fn, self.module), samples)
+            graphed = torch.cuda.make_graphed_callables(_Forward(self.fn, self.module), samples, **options)
         finally:
             with torch.no_grad():
                 for buffer, value in zip(buffers, saved, strict=True):

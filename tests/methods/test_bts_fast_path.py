@@ -58,7 +58,10 @@ def test_auto_is_triton_on_cuda_the_twin_on_the_cpu_and_trains_the_encoder_in_bf
     assert resolve_fast_path("auto", torch.device("cuda")) is density_triton
     monkeypatch.setattr(triton_density, "triton_available", lambda: False)
     assert resolve_fast_path("auto", torch.device("cuda")) is density_unfused  # no Triton: the twin
+    field.train()
+    assert not field.uses_bf16_encoder(torch.device("cuda"))  # ... whose encoder stays fp32 too
     monkeypatch.undo()
+    field.eval()
     assert not _field("twin").train().uses_bf16_encoder(torch.device("cuda"))  # the twin is the fp32 reference
     assert _field("triton").eval().uses_bf16_encoder(torch.device("cuda")) is False
     explicit = BTSDensityField(num_layers=18, feature_dim=16, hidden_dim=16, encoder_precision="bf16").eval()
@@ -164,4 +167,5 @@ def test_reflection_padding_keeps_channels_last_and_equals_reflection_pad2d(size
     torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-12)
     assert grad.is_contiguous(memory_format=torch.channels_last)
     nchw = x.detach().contiguous()
-    assert torch.equal(reflection_pad_1(nchw), torch.nn.ReflectionPad2d(1)(nchw))
+    padded_nchw = reflection_pad_1(nchw)  # NCHW stays NCHW (the fp32 path is unchanged)
+    assert padded_nchw.is_contiguous() and torch.equal(padded_nchw, torch.nn.ReflectionPad2d(1)(nchw))

@@ -193,19 +193,46 @@ def test_a_training_capture_leaves_batchnorm_statistics_as_they_were(monkeypatch
         return module
 
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", warm_up_like_torch)
-    replay = GraphedTraining(net, net)._capture((torch.rand(2, 3, 8, 8),))
+    GraphedTraining(net, net)._capture((torch.rand(2, 3, 8, 8),))
+    assert int(net[1].num_batches_tracked) == 0
     for name, buffer in net.named_buffers():
         assert torch.equal(buffer, before[name]), name
-    replay(torch.rand(2, 3, 8, 8))  # here the stand-in runs eagerly: one update, as a replay's
-    assert int(net[1].num_batches_tracked) == 1
+
+
+def test_training_graphs_step_aside_while_a_parameter_holds_a_gradient():
+    """A replayed backward's gradients are the graph's own buffers; accumulating into them (zero_grad without
+    set_to_none, gradient accumulation) would double them, so those steps run eagerly."""
+
+    class OnCuda(torch.Tensor):  # applies() reads only .is_cuda of its inputs
+        @property
+        def is_cuda(self) -> bool:
+            return True
+
+    net = _bn_net()
+    graphed = GraphedTraining(net, net)
+    on_cuda = torch.zeros(1).as_subclass(OnCuda)
+    assert graphed.applies(on_cuda)
+    net[0].weight.grad = torch.zeros_like(net[0].weight)
+    assert not graphed.applies(on_cuda)
+    net[0].weight.grad = None
+    net.eval()
+    assert not graphed.applies(on_cuda)
+    net.train()
+    with torch.no_grad():
+        assert not graphed.applies(on_cuda)
 
 
 def test_the_model_config_reaches_the_field():
+    from nerfstudio.data.scene_box import SceneBox
+
     from bts_studio.methods.bts.model import BTSModelConfig
 
-    assert BTSModelConfig().cuda_graphs_training is False  # opt-in until measured on a GPU
-    field = BTSDensityField(num_layers=18, feature_dim=16, hidden_dim=16, cuda_graphs_training=True)
-    assert field.cuda_graphs_training and isinstance(field.graphed_training_encoder, GraphedTraining)
+    assert BTSModelConfig().cuda_graphs_training is False  # opt-in until verified on a GPU
+    config = BTSModelConfig(resnet_layers=18, num_samples=8, search_torch_hub_cache=False, cuda_graphs_training=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights on purpose
+        model = config.setup(scene_box=SceneBox(torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=0)
+    assert model.net.cuda_graphs_training and model.net.graphed_training_encoder.module is model.net.encoder
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
@@ -221,14 +248,15 @@ def test_graphed_training_steps_equal_eager_ones_in_features_gradients_and_stati
         field = field.cuda().train()
         optimizer = torch.optim.SGD(field.encoder.parameters(), lr=1e-2)
         torch.manual_seed(1)
-        features = []
+        features, grads = [], []
         for _ in range(3):
             optimizer.zero_grad(set_to_none=True)
             out = field.encode(torch.rand(2, 3, H, W, device="cuda"))
             (out * torch.linspace(0.5, 1.5, out.numel(), device="cuda").view_as(out)).sum().backward()
             features.append(out.detach().clone())
+            grads.append(torch.cat([p.grad.flatten() for p in field.encoder.parameters()]))
             optimizer.step()
-        runs[graphs] = (features, {n: t.detach().clone() for n, t in field.state_dict().items()})
+        runs[graphs] = (features, {n: t.detach().clone() for n, t in field.state_dict().items()}, grads)
         if graphs:
             assert field.graphed_training_encoder.error is None and field.graphed_training_encoder._graphed is not None
 
@@ -239,6 +267,8 @@ def test_graphed_training_steps_equal_eager_ones_in_features_gradients_and_stati
     # the two differ by bf16 rounding (~4e-3 per value), not bit for bit.
     differences = [relative(replayed, eager) for eager, replayed in zip(runs[False][0], runs[True][0], strict=True)]
     states = {name: relative(runs[True][1][name], value) for name, value in runs[False][1].items()}
-    print("features", differences, "state", max(states.values()), max(states, key=states.get))
+    gradients = [relative(replayed, eager) for eager, replayed in zip(runs[False][2], runs[True][2], strict=True)]
+    print("features", differences, "gradients", gradients, "state", max(states.values()), max(states, key=states.get))
     assert max(differences) < 2e-2, differences
+    assert max(gradients) < 2e-2, gradients
     assert max(states.values()) < 1e-2, states

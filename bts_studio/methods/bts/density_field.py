@@ -22,7 +22,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from bts_studio.core.feature_sampling import inverse_depth_code, outside_frustum, project_to_views
-from bts_studio.core.fused_density import density_projected
+from bts_studio.core.fused_density import density_projected, density_unfused
 from bts_studio.core.positional_encoding import encoding_width
 from bts_studio.methods.bts.encoder import BTSEncoder
 from bts_studio.methods.bts.triton_density import FAST_PATHS, density_triton, resolve_fast_path
@@ -97,16 +97,18 @@ class BTSDensityField(nn.Module):
         """Whether this encoder call runs under bf16 autocast in channels-last layout.
 
         ``encoder_precision`` bf16: always on CUDA; fp32: never; auto: on CUDA for training steps (module in
-        training mode, gradients on) unless ``fast_path`` is the twin. Inference under auto stays fp32 (replayed as
-        a CUDA graph), inside the depth-agreement bar with the fp32 twin. The CPU always runs fp32, so CPU results
-        do not depend on this setting. Why auto trains in bf16: the training batch's encoder forward + backward
-        took 52.5 ms fp32 and 29.7 ms bf16 on an H200 once the padding kept the channels-last layout
-        (docs/benchmarks.md, eleventh session)."""
+        training mode, gradients on) unless the density runs the twin (``fast_path`` twin, or auto without Triton).
+        Inference under auto stays fp32 (replayed as a CUDA graph), inside the depth-agreement bar with the fp32
+        twin. The CPU always runs fp32, so CPU results do not depend on this setting. Why auto trains in bf16: the
+        training batch's encoder forward + backward took 52.5 ms fp32 and 29.7 ms bf16 on an H200 once the padding
+        kept the channels-last layout (docs/benchmarks.md, eleventh session)."""
         if device.type != "cuda" or self.encoder_precision == "fp32":
             return False
         if self.encoder_precision == "bf16":
             return True
-        return self.fast_path != "twin" and self.training and torch.is_grad_enabled()
+        if not (self.training and torch.is_grad_enabled()):
+            return False
+        return resolve_fast_path(self.fast_path, device) is not density_unfused
 
     def _run_encoder(self, images: Tensor) -> Tensor:
         if not self.uses_bf16_encoder(images.device):

@@ -142,8 +142,9 @@ class BTSModelConfig(ModelConfig):
     encoder_precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Encoder arithmetic on CUDA: bf16 runs the ResNet and decoder under bf16 autocast in channels-last layout
     (features come out fp32); fp32 follows torch's TF32 flags. auto: bf16 for training steps, fp32 for inference
-    (the depth-agreement bar with the fp32 twin), and fp32 throughout with fast_path twin. The training batch's
-    encoder took 52.5 ms fp32 and 29.7 ms bf16 on an H200 (docs/benchmarks.md). The CPU always runs fp32."""
+    (the depth-agreement bar with the fp32 twin), and fp32 throughout when the density runs the twin (fast_path twin,
+    or auto without Triton). The training batch's encoder took 52.5 ms fp32 and 29.7 ms bf16 on an H200
+    (docs/benchmarks.md). The CPU always runs fp32."""
     cuda_graphs: bool = True
     """On CUDA, replay inference (no gradients, eval mode) as CUDA graphs: the fp32 encoder's forward and each
     render pass of a full frame (the last pass padded to the pass size, so one graph serves every frame size). The

@@ -7,7 +7,7 @@ at :data:`TRITON_LAUNCH`'s precision, TF32 by default), ReLU, ``w_out`` and soft
 the hidden layer per sample and accumulates every gradient in place: the weights' summed in registers over 2048
 samples per program (partial sums written once, then summed by torch), the gather's by scatter-adding (atomics) into
 the channels-last projected map (64 contiguous floats per corner, where ``grid_sample``'s backward scatters each
-channel separately in NCHW); the 1x1 projection's backward is two einsums. A backward kernel that fails (e.g. does
+channel separately in NCHW); the 1x1 projection's backward is two matmuls. A backward kernel that fails (e.g. does
 not compile) warns once and recomputes :func:`density_projected` under autograd.
 
 Precision: fp32 except the ``W_pe`` product's TF32 inputs (``TritonLaunch.dot_precision``); the gather weights follow
@@ -151,7 +151,7 @@ def _grid(b: int, n: int) -> tuple:
 class _TritonDensity(torch.autograd.Function):
     """Fused Triton forward and backward. ``backward_kernel`` recomputes the hidden layer, accumulates the weight
     gradients atomically and scatters into the projected map's gradient (64 contiguous floats per corner); the 1x1
-    projection's backward is two einsums. Gradients for ``xy`` / ``code`` (BTS never needs them: points carry none)
+    projection's backward is two matmuls. Gradients for ``xy`` / ``code`` (BTS never needs them: points carry none)
     come from recomputing :func:`density_projected` under autograd."""
 
     @staticmethod
@@ -163,8 +163,10 @@ class _TritonDensity(torch.autograd.Function):
             out = torch.empty(b, n, device=features.device, dtype=torch.float32)
             if n > 0:
                 load_kernels()[0][_grid(b, n)](proj, xy_c, code_c, *vectors, out, n, h, w, float(freq_factor), **consts)
-        # The projected map is kept for the backward kernel (0.5 GB at BTS's training shape) instead of recomputed.
-        ctx.save_for_backward(features, xy, code, w_in, b_in, w_out, b_out, proj)
+        # The projected map is kept for the backward kernel (0.5 GB at BTS's training shape) instead of recomputed;
+        # not when point gradients are wanted: that backward recomputes everything under autograd.
+        keep = proj if not (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]) else None
+        ctx.save_for_backward(features, xy, code, w_in, b_in, w_out, b_out, keep)
         ctx.pe = (num_freqs, freq_factor)
         return out.to(features.dtype)
 
@@ -172,7 +174,7 @@ class _TritonDensity(torch.autograd.Function):
     def backward(ctx, grad_sigma):  # type: ignore[override]
         *saved, proj = ctx.saved_tensors
         needs = ctx.needs_input_grad[:7]
-        if needs[1] or needs[2] or _BACKWARD_ERRORS:
+        if needs[1] or needs[2] or proj is None or _BACKWARD_ERRORS:
             return _recompute_backward(saved, needs, ctx.pe, grad_sigma)
         try:
             return _fused_backward(saved, proj, needs, ctx.pe, grad_sigma)
