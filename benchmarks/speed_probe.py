@@ -333,6 +333,15 @@ def reflect_pad_by_slices(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x[..., 1:2], x, x[..., -2:-1]], dim=-1)
 
 
+def encoder_step(module: torch.nn.Module, inputs, bf16: bool) -> None:
+    """Forward ``module`` (the encoder, its ResNet or its decoder) under bf16 autocast or not, then backward the sum
+    of its output(s) in fp32: the encoder's share of a training step."""
+    with torch.autocast(next(module.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16):
+        outputs = module(inputs)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    sum(o.float().sum() for o in outputs).backward()
+
+
 def part_encoder_variants(args, device, model, config) -> None:
     """The training batch's encoder forward + backward by layout, precision and reflection-pad implementation, the
     ResNet and the decoder timed apart; the top kernels of the bf16 channels-last case."""
@@ -355,9 +364,7 @@ def part_encoder_variants(args, device, model, config) -> None:
             bf16 = precision == "bf16"
 
             def whole(images=images, bf16=bf16):
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    features = encoder(images)
-                features.float().sum().backward()
+                encoder_step(encoder, images, bf16)
 
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 pyramid = [f.detach() for f in encoder.encoder(images)]
@@ -365,14 +372,10 @@ def part_encoder_variants(args, device, model, config) -> None:
                 f.requires_grad_(True)
 
             def resnet(images=images, bf16=bf16):
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    outputs = encoder.encoder(images)
-                sum(o.float().sum() for o in outputs).backward()
+                encoder_step(encoder.encoder, images, bf16)
 
             def decoder(pyramid=pyramid, bf16=bf16):
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    features = encoder.decoder(pyramid)
-                features.float().sum().backward()
+                encoder_step(encoder.decoder, pyramid, bf16)
 
             record["train_fwd_bwd_ms"] = timed(whole, device, args.repeats)
             record["resnet_fwd_bwd_ms"] = timed(resnet, device, args.repeats)
@@ -437,14 +440,10 @@ def part_encoder_breakdown(args, device, model, config) -> None:
             encoder.encoder(images)
 
     def resnet_fwd_bwd():
-        with torch.autocast(**bf16):
-            outputs = encoder.encoder(images)
-        sum(o.float().sum() for o in outputs).backward()
+        encoder_step(encoder.encoder, images, True)
 
     def whole_fwd_bwd():
-        with torch.autocast(**bf16):
-            features = encoder(images)
-        features.float().sum().backward()
+        encoder_step(encoder, images, True)
 
     # The model keeps its fp32 weights NCHW (cuDNN converts autocast's bf16 copies); channels_last converts them.
     for weights in ("channels_last", "nchw"):

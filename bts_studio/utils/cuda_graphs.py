@@ -30,6 +30,30 @@ def _module_added(module: nn.Module, name: str, submodule: Optional[nn.Module]) 
 torch_module.register_module_module_registration_hook(_module_added)
 
 
+class _ModuleTensors:
+    """A module's parameters and buffers, read from each submodule's own dicts on every call (a tensor replaced by
+    ``module.to`` or assignment is seen); only the list of submodules is cached, rebuilt when any module gains a
+    submodule, because walking ``module.parameters()`` took 0.58 ms per call on the H200's host, a third of a render
+    pass's GPU time (issue 17, ``speed_probe.py --parts image_timeline``)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self._submodules: list = []
+        self._tree_version = -1
+
+    def _walk(self, kind: str) -> list:
+        if self._tree_version != _MODULE_TREE_VERSION[0]:
+            self._submodules = list(self.module.modules())
+            self._tree_version = _MODULE_TREE_VERSION[0]
+        return [t for m in self._submodules for t in getattr(m, kind).values() if t is not None]
+
+    def parameters(self) -> list:
+        return self._walk("_parameters")
+
+    def buffers(self) -> list:
+        return self._walk("_buffers")
+
+
 @dataclass
 class _Captured:
     graph: "torch.cuda.CUDAGraph"
@@ -65,8 +89,7 @@ class GraphedInference:
         self.error: Optional[Exception] = None
         """The capture error that turned graphs off for this wrapper (eager from then on)."""
         self._graphs: "OrderedDict[tuple, _Captured]" = OrderedDict()
-        self._submodules: list = []
-        self._tree_version = -1
+        self._tensors = _ModuleTensors(module)
 
     def applies(self, *tensors: Tensor) -> bool:
         """Whether a call with ``tensors`` replays a graph (else it calls ``fn`` itself)."""
@@ -106,20 +129,8 @@ class GraphedInference:
         self._graphs.clear()
 
     def _addresses(self) -> tuple:
-        """Where every parameter and buffer lives now. Read from each submodule's own dicts on every call (a tensor
-        replaced by ``module.to`` or assignment is seen); only the list of submodules is cached, because walking
-        ``module.parameters()`` took 0.58 ms per call on the H200's host, a third of a render pass's GPU time
-        (issue 17, ``speed_probe.py --parts image_timeline``)."""
-        if self._tree_version != _MODULE_TREE_VERSION[0]:
-            self._submodules = list(self.module.modules())
-            self._tree_version = _MODULE_TREE_VERSION[0]
-        return tuple(
-            tensor.data_ptr()
-            for submodule in self._submodules
-            for tensors in (submodule._parameters, submodule._buffers)
-            for tensor in tensors.values()
-            if tensor is not None
-        )
+        """Where every parameter and buffer lives now (:class:`_ModuleTensors`: cheap on the host)."""
+        return tuple(t.data_ptr() for t in self._tensors.parameters() + self._tensors.buffers())
 
     def _capture(self, tensors: Sequence[Tensor]) -> _Captured:
         device = tensors[0].device
@@ -177,6 +188,7 @@ class GraphedTraining:
         """The capture error that turned graphs off for this wrapper (eager from then on)."""
         self._graphed: Optional[Callable[..., Tensor]] = None
         self._key: Optional[tuple] = None
+        self._tensors = _ModuleTensors(module)
 
     def applies(self, *tensors: Tensor) -> bool:
         """Whether a call with ``tensors`` replays the graphs (else it calls ``fn`` itself)."""
@@ -187,7 +199,7 @@ class GraphedTraining:
             and self.module.training
             and not (distributed and torch.distributed.get_world_size() > 1)
             and all(t.is_cuda for t in tensors)
-            and all(p.grad is None for p in self.module.parameters())
+            and all(p.grad is None for p in self._tensors.parameters())
         )
 
     def __call__(self, *tensors: Tensor) -> Tensor:
@@ -195,8 +207,8 @@ class GraphedTraining:
             return self.fn(*tensors)
         key = (
             tuple((t.shape, t.dtype, t.device, t.requires_grad) for t in tensors),
-            tuple((p.data_ptr(), p.requires_grad) for p in self.module.parameters()),
-            tuple(b.data_ptr() for b in self.module.buffers()),
+            tuple((p.data_ptr(), p.requires_grad) for p in self._tensors.parameters()),
+            tuple(b.data_ptr() for b in self._tensors.buffers()),
         )
         if key != self._key:
             try:
@@ -218,7 +230,7 @@ class GraphedTraining:
         self._key = None
 
     def _capture(self, tensors: Sequence[Tensor]) -> Callable[..., Tensor]:
-        buffers = list(self.module.buffers())
+        buffers = self._tensors.buffers()
         saved = [b.clone() for b in buffers]
         samples = tuple(t.detach().clone().requires_grad_(t.requires_grad) for t in tensors)
         # thread_local, as for inference: the viewer's thread may run CUDA work while the trainer's thread captures.

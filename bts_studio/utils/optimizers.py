@@ -1,7 +1,7 @@
 """Optimizer configs shared by the methods (nerfstudio-level: they build ``torch.optim`` objects for ns-train)."""
 
-from dataclasses import dataclass, field
-from typing import Iterable, Optional, Type
+from dataclasses import dataclass
+from typing import Iterable, Optional
 
 import torch
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
@@ -23,10 +23,9 @@ class FusedAdamOptimizerConfig(AdamOptimizerConfig):
 
     The setting survives a resume: ``load_state_dict`` would otherwise take the checkpoint's own (a checkpoint of
     plain Adam would turn fusing off, one of fused Adam would turn it on on the CPU), so it is put back after loading
-    and Adam's step counters are moved where that setting wants them (on the parameter's device when fused)."""
+    and Adam's step counters are moved where that setting wants them (on the parameter's device when fused). The
+    class is nerfstudio's ``_target`` (``torch.optim.Adam``), called with ``fused``."""
 
-    _target: Type = field(default_factory=lambda: torch.optim.Adam)
-    """The optimizer class, called with ``fused``."""
     fused: Optional[bool] = None
     """``torch.optim.Adam(fused=...)``. None (auto): fused when every parameter is on CUDA, torch's default
     elsewhere (the CPU keeps its results bit for bit). True or False forces it."""

@@ -110,7 +110,12 @@ TRITON_LAUNCH = TritonLaunch()
 def _prepare(features, xy, code, w_in, b_in, w_out, b_out, num_freqs):
     """Kernel arguments: the channels-last projected map, ``W_pe`` transposed, flat contiguous fp32 vectors."""
     proj, vectors, consts = mlp_kernel_arguments(features, w_in, b_in, w_out, b_out, num_freqs)
-    return proj, xy.float().contiguous(), code.float().contiguous(), vectors, consts
+    return (proj, *_point_arguments(xy, code), vectors, consts)
+
+
+def _point_arguments(xy, code):
+    """The kernels' per-point inputs: contiguous fp32 ``xy`` and ``code``."""
+    return xy.float().contiguous(), code.float().contiguous()
 
 
 def mlp_kernel_arguments(features, w_in, b_in, w_out, b_out, num_freqs):
@@ -200,7 +205,7 @@ def _fused_backward(saved, proj, needs, pe, grad_sigma):
     b, c, h, w = features.shape
     with torch.no_grad():
         vectors, consts = mlp_kernel_vectors(c, w_in, b_in, w_out, b_out, num_freqs)
-        xy_c, code_c = xy.float().contiguous(), code.float().contiguous()
+        xy_c, code_c = _point_arguments(xy, code)
         n = xy.shape[1]
         hid, ep = consts["HID"], consts["EP"]
         split = TRITON_LAUNCH.backward_split
