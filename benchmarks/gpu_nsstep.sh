@@ -5,7 +5,7 @@
 #   OUT=/some/folder bash benchmarks/gpu_nsstep.sh
 #
 # 1. bts-studio synth-kitti360 (the default synthetic KITTI-360 set, as gpu_ddp.sh).
-# 2. `bts-studio bench --variants default`: the model-only training step at BTS's shapes (bts-density's
+# 2. `bts-studio bench --variants $BENCH_VARIANT`: the model-only training step at BTS's shapes (bts-density's
 #    defaults under torch's defaults, as ns-train runs them; forward, loss, backward, Adam between two syncs, the batch made outside the timing)
 #    -> bench.json, bench.md.
 # 3. ns-train bts-density on 1 GPU, BATCH_GROUPS groups x RAYS rays x SAMPLES samples, STEPS steps, loss and
@@ -22,7 +22,8 @@
 #
 # Knobs (environment): PYTHON, SEQUENCES (1), FRAMES (80), SCALE (0.52), BATCH_GROUPS (16; not GROUPS, which is
 # bash's own), RAYS (4096), SAMPLES (64), RESNET (50), TARGET_H (192), TARGET_W (640), STEPS (300), WARMUP (30), SEED (42), RUNS ("ahead plain"),
-# BENCH_STEPS (20), BENCH_ARGS (extra `bts-studio bench` arguments), EXTRA_TRAIN_ARGS, WORK, DEADLINE (470 s: runs
+# BENCH_STEPS (20), BENCH_VARIANT (default; the bench variant matching EXTRA_TRAIN_ARGS, e.g. default-eager
+# with --pipeline.model.cuda-graphs-training False), BENCH_ARGS (extra `bts-studio bench` arguments), EXTRA_TRAIN_ARGS, WORK, DEADLINE (470 s: runs
 # are skipped or shortened so that everything ends by then), CPU (0; 1 = smoke test on the CPU).
 # CPU smoke test (a few minutes on 2 busy cores):
 #   OUT=/tmp/nsstep_smoke CPU=1 SCALE=0.06 FRAMES=8 BATCH_GROUPS=2 RAYS=128 SAMPLES=8 RESNET=18 TARGET_H=64 \
@@ -48,6 +49,7 @@ RUNS=${RUNS:-ahead plain}
 BENCH_STEPS=${BENCH_STEPS:-20}
 BENCH_ARGS=${BENCH_ARGS:-}
 EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-}
+BENCH_VARIANT=${BENCH_VARIANT:-default}
 DEADLINE=${DEADLINE:-470}
 CPU=${CPU:-0}
 export PYTHONUNBUFFERED=1
@@ -70,7 +72,7 @@ log "generated $SEQUENCES x $FRAMES frames in $((SECONDS - start)) s"
 # 2. model-only step (training only: no renders, no density agreement)
 start=$SECONDS
 # shellcheck disable=SC2086
-"$PY" -m bts_studio.cli bench --device "$device" --variants default --resnet-layers "$RESNET" --height "$TARGET_H" \
+"$PY" -m bts_studio.cli bench --device "$device" --variants "$BENCH_VARIANT" --resnet-layers "$RESNET" --height "$TARGET_H" \
   --width "$TARGET_W" --groups "$BATCH_GROUPS" --rays-per-group "$RAYS" --num-samples "$SAMPLES" \
   --steps "$BENCH_STEPS" --warmup 3 --renders 1 --batch-sizes 1 --throughput-repeats 1 --no-density-agreement \
   --output-json "$OUT/bench.json" $BENCH_ARGS >"$OUT/bench.md" 2>"$WORK/bench_stderr.txt" \
@@ -133,11 +135,14 @@ def steady_ms(data):
     return None if interval is None else 1000 * interval[1] / interval[0]
 
 
-model_ms = None
+model_ms, variant = None, "?"
 bench_path = out / "bench.json"
 if bench_path.exists():
     bench = json.loads(bench_path.read_text())
-    model_ms = bench.get("train_step_ms")  # the default variant's (bts_studio/bench.py run())
+    # the measured variant's (BENCH_VARIANT: default unless the training arguments change the model)
+    measured = [v for v in bench.get("variants", []) if "error" not in v]
+    if measured:
+        model_ms, variant = measured[0].get("train_step_ms"), measured[0].get("variant", "?")
 runs = {}
 for name in ("ahead", "plain"):
     data = rows(name)
@@ -164,7 +169,7 @@ def fmt(x, spec=".1f"):
 lines = ["# bts-density: ns-train step vs model-only step", "",
          f"ResNet-{resnet}, {height}x{width}, {groups} groups x {rays} rays x {samples} samples, 1 device; "
          f"steady state = steps >= {warmup}.", "",
-         f"Model-only step (`bts-studio bench`, twin, train ms): {fmt(model_ms)} ms.", "",
+         f"Model-only step (`bts-studio bench`, variant {variant}, train ms): {fmt(model_ms)} ms.", "",
          "| ns-train run | steps | ms/step | steps/s | model-only / ns-train |", "|---|---|---|---|---|"]
 for name, label in (("ahead", "draw-ahead on (the default)"), ("plain", "draw-ahead off")):
     r = runs[name]

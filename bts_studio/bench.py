@@ -12,6 +12,7 @@ reported with its error and the run goes on. ``--density-agreement`` also compar
 on random inputs (values and gradients).
 """
 
+import gc
 import json
 import math
 import time
@@ -67,9 +68,10 @@ class BenchConfig:
     """Settings to measure (see VARIANTS in bts_studio/bench.py): twin-fp32 is the reference (fp32 everywhere),
     twin the unfused model under torch's defaults (bts-density before issue 17), projected / triton those density
     paths with the fp32 encoder, default bts-density's defaults (Triton density on CUDA, the encoder in bf16 for
-    training and in fp32 replayed as a CUDA graph at inference); also default-graphed (the bf16 training encoder
-    replayed as CUDA graphs), default-fp32 (the fp32 encoder in training too), fast (the bf16 encoder at inference
-    too), fast-tf32 and fast-cudnn-benchmark."""
+    training with its forward and backward replayed as CUDA graphs, in fp32 replayed as a CUDA graph at
+    inference); also default-eager (the bf16 training encoder run eagerly), default-fp32 (the fp32 encoder in
+    training too), fast (the bf16 encoder at inference too, and trained eagerly), fast-tf32 and
+    fast-cudnn-benchmark."""
     batch_sizes: Tuple[int, ...] = (1, 4, 8, 16)
     """Images per inference batch for the images/s column (the best one is reported)."""
     throughput_repeats: int = 3
@@ -109,11 +111,11 @@ VARIANTS: Dict[str, Variant] = {
     "twin": Variant("twin", "fp32"),
     "projected": Variant("projected", "fp32"),
     "triton": Variant("triton", "fp32"),
-    # bts-density's defaults (fast_path auto = triton on CUDA; encoder bf16 in training, fp32 replayed as a CUDA
-    # graph at inference).
-    "default": Variant("auto", "auto", cuda_graphs=True),
-    # The defaults with the bf16 encoder's training forward and backward replayed as CUDA graphs (opt-in).
-    "default-graphed": Variant("auto", "auto", cuda_graphs=True, cuda_graphs_training=True),
+    # bts-density's defaults (fast_path auto = triton on CUDA; encoder bf16 in training, its forward and backward
+    # replayed as CUDA graphs; fp32 replayed as a CUDA graph at inference).
+    "default": Variant("auto", "auto", cuda_graphs=True, cuda_graphs_training=True),
+    # The defaults with the training encoder run eagerly (bts-density's default in the eleventh session).
+    "default-eager": Variant("auto", "auto", cuda_graphs=True),
     # The defaults with the fp32 encoder in training too (bts-density's default before the eleventh session).
     "default-fp32": Variant("auto", "fp32", cuda_graphs=True),
     # Opt-in: the bf16 channels-last encoder at inference too (outside the depth-agreement bar).
@@ -161,6 +163,7 @@ def apply_variant(model, variant: Variant) -> None:
     model.net.graphed_encoder.clear()
     model.net.graphed_training_encoder.clear()
     model.net.graphed_training_encoder.error = None
+    gc.collect()  # a previous variant's graphs (and their memory pools), also after that variant failed
     model.net.triton_error = None
     torch.backends.cuda.matmul.allow_tf32 = variant.matmul_tf32
     torch.backends.cudnn.allow_tf32 = variant.cudnn_tf32
@@ -410,6 +413,7 @@ def measure_variant(
         if not config.skip_training:
             result.update(time_training(model, config, device))
         model.net.graphed_training_encoder.clear()  # its memory pool is training's, not inference's
+        gc.collect()  # the graphed module refers to itself (its forward is a closure over it): free the pool now
         model.load_state_dict(initial_state)
         model.forget_sources()
         result.update(time_inference(model, config, device, image))

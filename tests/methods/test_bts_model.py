@@ -16,7 +16,13 @@ from nerfstudio.data.scene_box import SceneBox
 
 from bts_studio.core.geometry import opencv_to_opengl
 from bts_studio.core.positional_encoding import positional_encoding
-from bts_studio.methods.bts.augmentation import ColourJitterDraw, apply_colour_jitter
+from bts_studio.methods.bts.augmentation import (
+    ColourJitterDraw,
+    ColourJitterRanges,
+    apply_colour_jitter,
+    apply_colour_jitter_batch,
+    draw_colour_jitter,
+)
 from bts_studio.methods.bts.batch import BTSBatch
 from bts_studio.methods.bts.conditioning import BTSConditioning
 from bts_studio.methods.bts.density_field import BTSDensityField
@@ -335,6 +341,47 @@ def test_colour_jitter_identity_and_shared_draw():
     draw = ColourJitterDraw([3, 0, 2, 1], 1.2, 0.8, 1.1, 0.05)
     jittered = apply_colour_jitter(images, draw)
     assert torch.allclose(jittered[2:3], apply_colour_jitter(images[2:3], draw), atol=1e-6)  # per image, same draw
+
+
+def test_the_batched_colour_jitter_equals_the_per_group_reference():
+    """``apply_colour_jitter_batch`` (CUDA's path) against torchvision per group (the CPU's), over many drawn orders,
+    including hue shifts that wrap around and groups that share a position's operation."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(12, 3, 3, 9, 11, generator=generator)
+    images[0, 0] = 0.5  # a grey image: saturation 0, the hue of its HSV form undefined
+    draws = [draw_colour_jitter(ColourJitterRanges(), generator) for _ in range(12)]
+    draws[1] = ColourJitterDraw([3, 2, 1, 0], 0.8, 1.2, 0.8, -0.1)  # the extremes of BTS's ranges
+    assert len({tuple(d.order) for d in draws}) > 6
+    reference = torch.stack([apply_colour_jitter(group, draw) for group, draw in zip(images, draws, strict=True)])
+    before = images.clone()
+    batched = apply_colour_jitter_batch(images, draws)
+    assert batched.shape == images.shape and torch.equal(images, before), "the input is left as it was"
+    torch.testing.assert_close(batched, reference, atol=2e-6, rtol=0)
+    # one order for every group takes the unindexed branch at every position
+    same = [ColourJitterDraw([2, 0, 3, 1], d.brightness, d.contrast, d.saturation, d.hue) for d in draws]
+    reference = torch.stack([apply_colour_jitter(group, draw) for group, draw in zip(images, same, strict=True)])
+    torch.testing.assert_close(apply_colour_jitter_batch(images, same), reference, atol=2e-6, rtol=0)
+    # one operation for every group at the first position, different ones later: the in-place path after the
+    # unindexed one
+    rests = [[0, 1, 2], [2, 1, 0], [1, 0, 2], [0, 2, 1]]
+    mixed = [ColourJitterDraw([3, *rests[i % 4]], *_factors(d)) for i, d in enumerate(draws)]
+    reference = torch.stack([apply_colour_jitter(group, draw) for group, draw in zip(images, mixed, strict=True)])
+    torch.testing.assert_close(apply_colour_jitter_batch(images, mixed), reference, atol=2e-6, rtol=0)
+    with pytest.raises(ValueError, match="B draws"):
+        apply_colour_jitter_batch(images, draws[:3])
+
+
+def _factors(draw: ColourJitterDraw) -> tuple:
+    return draw.brightness, draw.contrast, draw.saturation, draw.hue
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the batched jitter's CUDA path (non-blocking upload)")
+def test_the_batched_colour_jitter_equals_the_reference_on_cuda():
+    generator = torch.Generator().manual_seed(2)
+    images = torch.rand(16, 4, 3, 24, 40, generator=generator).cuda()
+    draws = [draw_colour_jitter(ColourJitterRanges(), generator) for _ in range(16)]
+    reference = torch.stack([apply_colour_jitter(group, draw) for group, draw in zip(images, draws, strict=True)])
+    torch.testing.assert_close(apply_colour_jitter_batch(images, draws), reference, atol=2e-6, rtol=0)
 
 
 def _official_state(resnet_layers: int = 50) -> dict:

@@ -26,7 +26,6 @@ from typing import Dict, Literal, Optional, Tuple, Type
 
 import numpy as np
 import torch
-from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.configs.dataparser_configs import AnnotatedDataParserUnion
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
@@ -36,10 +35,16 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
 from bts_studio.data.kitti360.dataparser import Kitti360DataParserConfig
-from bts_studio.methods.bts.augmentation import ColourJitterRanges, apply_colour_jitter, draw_colour_jitter
+from bts_studio.methods.bts.augmentation import (
+    ColourJitterRanges,
+    apply_colour_jitter,
+    apply_colour_jitter_batch,
+    draw_colour_jitter,
+)
 from bts_studio.methods.bts.batch import BTSBatch
 from bts_studio.methods.bts.sources import SPLIT_IDS
-from bts_studio.methods.common.cameras import cameras_to_opencv_w2c
+from bts_studio.methods.bts.triton_jitter import colour_jitter_triton
+from bts_studio.methods.common.cameras import PixelRayGenerator, cameras_to_opencv_w2c
 from bts_studio.methods.common.distributed import ShardedOrder, rank_and_world_size, shared_seed, step_generator
 from bts_studio.methods.common.image_store import GroupImageStore, ImageCacheMode
 
@@ -87,6 +92,10 @@ class BTSDataManagerConfig(VanillaDataManagerConfig):
     """Side of the square ray patches; SSIM is computed inside each patch (BTS: 8)."""
     colour_jitter: bool = True
     """Jitter brightness, contrast, saturation and hue, one draw per group for all its frames (BTS)."""
+    fused_colour_jitter: bool = False
+    """On CUDA, jitter the batch in two Triton kernels (``methods/bts/triton_jitter.py``) instead of the batched
+    tensor ops of ``augmentation.apply_colour_jitter_batch`` (its twin, 7.0 ms per batch on an H200). Opt-in until
+    measured on a GPU: it is checked against the twin under Triton's interpreter only (issue 17)."""
     image_cache: ImageCacheMode = "auto"
     """device/cpu: keep all images as uint8 on the GPU / in RAM; disk: decode PNGs in workers; auto: what fits."""
     image_cache_device_gib: float = 8.0
@@ -174,7 +183,7 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
         )
         self.eval_dataloader = RandIndicesEvalDataloader(input_dataset=self.eval_dataset, device=self.device)
         self._eval_store: Optional[GroupImageStore] = None
-        self._eval_views: Optional[Tuple[Tensor, Tensor, Cameras]] = None
+        self._eval_views: Optional[Tuple[Tensor, Tensor, PixelRayGenerator]] = None
 
     def _make_store(self, dataset: InputDataset, order: Optional[ShardedOrder] = None) -> GroupImageStore:
         groups = self.usable_groups(self.frame_groups(dataset))
@@ -199,10 +208,14 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
         CONSOLE.log(f"bts-density: {len(groups)} frame groups, images served from '{store.mode}'")
         return store
 
-    def _camera_tensors(self, dataset: InputDataset) -> Tuple[Tensor, Tensor, Cameras]:
-        """Per image: pixel K ``[N, 3, 3]``, OpenCV w2c ``[N, 3, 4]`` (on the device), and the cameras for rays."""
+    def _camera_tensors(self, dataset: InputDataset) -> Tuple[Tensor, Tensor, PixelRayGenerator]:
+        """Per image: pixel K ``[N, 3, 3]``, OpenCV w2c ``[N, 3, 4]`` (on the device), and the rays' generator.
+
+        ``PixelRayGenerator`` gives nerfstudio's rays bit for bit without host syncs: ``Cameras.generate_rays`` read
+        the cameras' sizes and types back on every batch, and each read waited for the batch's colour jitter on a
+        busy GPU (4.8 ms of an H200 training step's host time, issue 17, twelfth session)."""
         K, w2c = cameras_to_opencv_w2c(dataset.cameras)
-        return K.to(self.device), w2c.to(self.device), dataset.cameras.to(self.device)
+        return K.to(self.device), w2c.to(self.device), PixelRayGenerator(dataset.cameras.to(self.device))
 
     def get_train_rays_per_batch(self) -> int:
         return self.config.groups_per_batch * self.config.rays_per_group
@@ -235,14 +248,14 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
         return torch.where(swap, render, loss), torch.where(swap, loss, render)
 
     def draw_batch(
-        self, store: GroupImageStore, views: Tuple[Tensor, Tensor, Cameras], step: int, augment: bool
+        self, store: GroupImageStore, views: Tuple[Tensor, Tensor, PixelRayGenerator], step: int, augment: bool
     ) -> Tuple[RayBundle, BTSBatch]:
         """The batch of ``step`` for this rank: the store's groups for the step, and this rank's rows of the random
         draws made for the global batch (``world_size x groups_per_batch`` groups, see the module docstring).
 
         The result depends only on the data, the config, the shared seed, the step and the rank.
         """
-        K_all, w2c_all, cameras = views
+        K_all, w2c_all, ray_generator = views
         order = store.order
         group_ids, images_u8 = store.next_batch(step)
         frames = store.groups[group_ids].to(self.device)  # [B, 8]
@@ -262,7 +275,15 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
 
         images = images_u8.permute(0, 1, 4, 2, 3).float() / 255.0  # [B, 8, 3, H, W]
         if augment and self.config.colour_jitter:
-            images = torch.stack([apply_colour_jitter(group, draw) for group, draw in zip(images, jitter, strict=True)])
+            # CUDA: one batched call (the per-group loop's ~1,200 ops were host time of every step, augmentation.py);
+            # the CPU keeps torchvision's per-group reference, so CPU runs are unchanged.
+            if images.is_cuda:
+                jitter_batch = colour_jitter_triton if self.config.fused_colour_jitter else apply_colour_jitter_batch
+                images = jitter_batch(images, jitter)
+            else:
+                images = torch.stack(
+                    [apply_colour_jitter(group, draw) for group, draw in zip(images, jitter, strict=True)]
+                )
 
         rows = torch.arange(batch_size, device=self.device)[:, None]
         loss_present = present[rows, loss_cols]  # usable_groups guarantees one per group, for either split
@@ -283,8 +304,7 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
         targets = images[b_px, column_px, :, ys, xs]  # [B, P, p, p, 3]
 
         image_index = frames.gather(1, column)[:, :, None, None].expand_as(ys)
-        coords = torch.stack([ys, xs], dim=-1).reshape(-1, 2).float() + 0.5
-        ray_bundle = cameras.generate_rays(camera_indices=image_index.reshape(-1, 1), coords=coords)
+        ray_bundle = ray_generator(torch.stack([image_index, ys, xs], dim=-1).reshape(-1, 3))
 
         inputs = frames[:, 0]
         render_frames = frames.gather(1, render_cols)

@@ -11,7 +11,7 @@ Speed (docs/benchmarks.md, issue 17): ``fast_path`` picks how the MLP meets the 
 and ``encoder_precision`` whether the ResNet encoder runs under bf16 autocast in channels-last layout (CUDA only;
 auto: training steps only; its output features are fp32 either way). ``cuda_graphs`` replays the fp32 encoder's
 inference forward (CUDA, no grad, eval mode) as a CUDA graph: the same kernels without the per-layer launch cost;
-``cuda_graphs_training`` (opt-in) replays the bf16 encoder's training forward and backward the same way.
+``cuda_graphs_training`` replays the bf16 encoder's training forward and backward the same way.
 """
 
 import warnings
@@ -62,7 +62,7 @@ class BTSDensityField(nn.Module):
         fast_path: str = "auto",
         encoder_precision: EncoderPrecision = "auto",
         cuda_graphs: bool = True,
-        cuda_graphs_training: bool = False,
+        cuda_graphs_training: bool = True,
     ) -> None:
         super().__init__()
         if fast_path not in FAST_PATHS:

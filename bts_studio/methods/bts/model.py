@@ -150,11 +150,14 @@ class BTSModelConfig(ModelConfig):
     render pass of a full frame (the last pass padded to the pass size, so one graph serves every frame size). The
     same kernels without Python's launch cost (issue 17: the encoder 8.5 -> 1.9 ms per 192x640 image on an H200).
     Training and the CPU run eagerly."""
-    cuda_graphs_training: bool = False
+    cuda_graphs_training: bool = True
     """On CUDA, replay the bf16 encoder's forward and backward of each training step as CUDA graphs
     (``utils/cuda_graphs.GraphedTraining``; the same kernels, captured on the first step and again when a shape or
     a parameter's memory changes; BatchNorm's statistics are updated once per step as without graphs). The bf16
-    training step is bound by the host issuing ~1,000 ops (issue 17). Not under several GPUs (eager there)."""
+    training step is bound by the host issuing ~1,000 ops (issue 17): on an H200 the step took 40.4-45.7 ms with
+    the graphs against 46.5-56.9 ms without, and three Adam steps with and without them gave bit-identical features,
+    gradients and weights (docs/benchmarks.md, twelfth session). Eager under several GPUs, while a parameter holds
+    a gradient, and for the fp32 encoder (``encoder_precision`` fp32, or the twin density)."""
     cudnn_benchmark: bool = False
     """Set torch.backends.cudnn.benchmark (importing nerfstudio's train script turns it on). Off: autotuning costs
     ~30 s on the first step and every new chunk shape, and raised inference memory to ~10 GiB (issue 17)."""
