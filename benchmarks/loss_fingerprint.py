@@ -112,17 +112,13 @@ BUILDERS = {
 AFTER_SETUP = {"dvr-combined-sphere": add_sphere}
 
 
-def tiny_trainer(name: str, steps: int, work: Path, configure=None):
-    """The set-up trainer of method ``name`` (a key of ``BUILDERS``) for ``steps`` CPU steps under ``work``, seeded
-    as nerfstudio's ``train_loop`` seeds; ``configure(config)`` edits the config first (also used by
-    ``ns_step_breakdown.py``)."""
+def set_up_trainer(config, steps: int, work: Path, device_type: str):
+    """``config``'s trainer, set up for ``steps`` steps under ``work`` on ``device_type`` (tensorboard, no viewer),
+    seeded as nerfstudio's ``train_loop`` seeds."""
     from nerfstudio.scripts.train import _set_random_seed
 
-    config = BUILDERS[name](work)
-    if configure is not None:
-        configure(config)
     config.set_timestamp()
-    config.machine.device_type = "cpu"
+    config.machine.device_type = device_type
     config.vis = "tensorboard"
     config.output_dir = work / "runs"
     config.max_num_iterations = steps
@@ -130,6 +126,17 @@ def tiny_trainer(name: str, steps: int, work: Path, configure=None):
     _set_random_seed(config.machine.seed)
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
+    return trainer
+
+
+def tiny_trainer(name: str, steps: int, work: Path, configure=None):
+    """The set-up trainer of method ``name`` (a key of ``BUILDERS``) for ``steps`` CPU steps under ``work``, seeded
+    as nerfstudio's ``train_loop`` seeds; ``configure(config)`` edits the config first (also used by
+    ``ns_step_breakdown.py``)."""
+    config = BUILDERS[name](work)
+    if configure is not None:
+        configure(config)
+    trainer = set_up_trainer(config, steps, work, "cpu")
     if name in AFTER_SETUP:
         AFTER_SETUP[name](trainer)
     return trainer

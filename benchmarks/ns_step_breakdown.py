@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loss_fingerprint import BUILDERS, tiny_trainer  # noqa: E402 - a sibling script
+from loss_fingerprint import BUILDERS, set_up_trainer, tiny_trainer  # noqa: E402 - a sibling script
 
 
 def full_trainer(data: Path, steps: int, work: Path, configure, extra_args: list):
@@ -45,7 +45,6 @@ def full_trainer(data: Path, steps: int, work: Path, configure, extra_args: list
     the CPU, for a smoke test)."""
     import torch
     import tyro
-    from nerfstudio.scripts.train import _set_random_seed
 
     from bts_studio.methods.bts.method_config import bts_density_config
 
@@ -54,16 +53,7 @@ def full_trainer(data: Path, steps: int, work: Path, configure, extra_args: list
     config = tyro.cli(tyro.conf.FlagConversionOff[type(default)], default=default, args=extra_args)
     config.pipeline.datamanager.data = data
     configure(config)
-    config.set_timestamp()
-    config.machine.device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    config.vis = "tensorboard"
-    config.output_dir = work / "runs"
-    config.max_num_iterations = steps
-    config.viewer.quit_on_train_completion = True
-    _set_random_seed(config.machine.seed)
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
-    return trainer
+    return set_up_trainer(config, steps, work, "cuda" if torch.cuda.is_available() else "cpu")
 
 
 @contextlib.contextmanager

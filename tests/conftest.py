@@ -2,6 +2,8 @@
 
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,24 @@ def _seed_everything():
     yield
 
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+
+
+@pytest.fixture(scope="session")
+def run_in_triton_interpreter():
+    """``run(code, marker)``: ``code`` in a fresh Python under Triton's interpreter (``TRITON_INTERPRET=1`` is read
+    when the kernels are defined, hence a new process); asserts it exits 0 having printed ``marker``."""
+
+    def run(code: str, marker: str, timeout: int = 300) -> str:
+        env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        )
+        assert result.returncode == 0 and marker in result.stdout, result.stdout + result.stderr
+        return result.stdout
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,6 @@
 """Tier 1: the density paths (unfused twin, projected, Triton) agree in value and gradient."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -78,16 +76,11 @@ print("triton-ok")
 
 
 @pytest.mark.skipif(not triton_available(), reason="Triton is not installed (it ships with Linux builds of torch)")
-def test_triton_kernel_matches_the_twin_under_the_interpreter():
+def test_triton_kernel_matches_the_twin_under_the_interpreter(run_in_triton_interpreter):
     """Forward and backward kernels run on the CPU through Triton's interpreter (TRITON_INTERPRET=1, read when the
     kernels are defined, hence a fresh process); the GPU bench runs the same comparison compiled
     (benchmarks/gpu_speed.sh)."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": root}
-    result = subprocess.run(
-        [sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True, timeout=300, cwd=root
-    )
-    assert result.returncode == 0 and "triton-ok" in result.stdout, result.stdout + result.stderr
+    run_in_triton_interpreter(TRITON_CHECK, "triton-ok")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or not triton_available(), reason="needs CUDA and Triton")

@@ -1,9 +1,6 @@
 """The Triton colour jitter (``methods/bts/triton_jitter.py``) against its twin ``apply_colour_jitter_batch`` and the
 per-group torchvision reference: under Triton's interpreter on the CPU, compiled on CUDA, and its fallback."""
 
-import os
-import subprocess
-import sys
 import warnings
 
 import pytest
@@ -19,8 +16,6 @@ from bts_studio.methods.bts.augmentation import (
 )
 from bts_studio.methods.bts.triton_density import triton_available
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 JITTER_CHECK = """
 import torch
 from bts_studio.methods.bts.augmentation import ColourJitterDraw, ColourJitterRanges, apply_colour_jitter
@@ -33,26 +28,47 @@ images[1, 1, :, :2] = torch.tensor([0.2, 0.7, 0.2])[:, None, None]  # green is t
 draws = [draw_colour_jitter(ColourJitterRanges(), generator) for _ in range(8)]
 draws[2] = ColourJitterDraw([3, 2, 1, 0], 0.8, 1.2, 0.8, -0.1)  # contrast after two operations
 draws[3] = ColourJitterDraw([1, 0, 2, 3], 1.2, 0.8, 1.2, 0.1)  # contrast first
+images[4, 0, :, :3] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]  # red: hue 0, which -1e-9 wraps to 1.0 (sector 6)
+draws[4] = ColourJitterDraw([0, 1, 2, 3], 1.0, 1.0, 1.0, -1e-9)
 reference = torch.stack([apply_colour_jitter(group, draw) for group, draw in zip(images, draws)])
-out = colour_jitter_triton(images, draws)
-assert not triton_jitter_errors(), triton_jitter_errors()
-difference = float((out - reference).abs().max())
-print("max abs", difference)
-assert difference < 2e-6, difference
+for layout in ("contiguous", "permuted"):  # NCHW, and the datamanager's decode order (pixels, then channels)
+    source = images if layout == "contiguous" else images.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    out = colour_jitter_triton(source, draws)
+    assert not triton_jitter_errors(), triton_jitter_errors()
+    assert out.stride() == source.stride(), "written in the images' own layout, not copied"
+    difference = float((out - reference).abs().max())
+    print(layout, "max abs", difference)
+    assert difference < 2e-6, difference
 print("jitter-ok")
 """
 
 
 @pytest.mark.skipif(not triton_available(), reason="Triton is not installed (it ships with Linux builds of torch)")
-def test_the_triton_jitter_matches_torchvision_under_the_interpreter():
-    """Both kernels run through Triton's interpreter (TRITON_INTERPRET=1 is read when the kernels are defined, hence
-    a fresh process). The check fails with contrast's mean taken before the preceding operations, or with a wrong
-    hue sector (tried)."""
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": ROOT}
-    result = subprocess.run(
-        [sys.executable, "-c", JITTER_CHECK], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
-    )
-    assert result.returncode == 0 and "jitter-ok" in result.stdout, result.stdout + result.stderr
+def test_the_triton_jitter_matches_torchvision_under_the_interpreter(run_in_triton_interpreter):
+    """Both kernels run through Triton's interpreter. The check fails with contrast's mean taken before the
+    preceding operations, or with a wrong hue sector (tried)."""
+    run_in_triton_interpreter(JITTER_CHECK, "jitter-ok")
+
+
+@pytest.mark.skipif(not triton_available(), reason="Triton is not installed (it ships with Linux builds of torch)")
+def test_both_kernels_compile_for_an_h200_without_a_gpu():
+    """The interpreter runs kernels that a compiler rejects (e.g. a global that is not ``tl.constexpr``, which made
+    both kernels fail to compile before any GPU run, tried): compile them ahead of time for sm_90 on the CPU."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from bts_studio.methods.bts import triton_jitter_kernels as kernels
+
+    types = {"order_ptr": "*i32", "inv_P": "fp32", "BLOCK": "constexpr"}
+    types.update({name: "i32" for name in ("V", "P", "stride_n", "stride_c", "stride_p")})
+    types.update({name: "*fp32" for name in ("image_ptr", "out_ptr", "factor_ptr", "partial_ptr", "sums_ptr")})
+    kernel_list = (kernels.grey_sums_kernel, kernels.jitter_kernel)
+    signatures = {kernel: {name: types[name] for name in kernel.arg_names} for kernel in kernel_list}
+    for kernel, signature in signatures.items():
+        source = ASTSource(fn=kernel, signature=signature, constexprs={"BLOCK": triton_jitter.BLOCK})
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
+        assert "cubin" in compiled.asm, kernel
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or not triton_available(), reason="needs CUDA and Triton")

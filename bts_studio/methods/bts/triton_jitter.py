@@ -6,7 +6,7 @@ frames at 192x640) it took 7.0 ms of an ``ns-train`` step on an H200, the larges
 model's (docs/benchmarks.md, twelfth session). Here one kernel sums each image's grey values after the operations
 that precede contrast in its group's order (contrast blends with that mean), and a second applies the four
 operations per pixel: the batch is read twice and written once. Formulas are torchvision's (``triton_jitter_kernels``);
-the grey means are summed in another order (atomics), so results differ from the twin by float rounding.
+the grey means are summed in another (fixed) order, so results differ from the twin by float rounding.
 """
 
 import warnings
@@ -40,11 +40,21 @@ def colour_jitter_triton(
     if _ERRORS or not triton_available() or images.dtype != torch.float32:
         return apply_colour_jitter_batch(images, draws)
     try:
-        return _launch(images.contiguous(), draws)
+        return _launch(_pixel_flat(images), draws)
     except Exception as error:  # a kernel that does not compile on this GPU/driver must not end a run
         _ERRORS.append(error)
         warnings.warn(f"bts-density: the Triton colour-jitter kernels failed ({error!r}); using the twin", stacklevel=2)
         return apply_colour_jitter_batch(images, draws)
+
+
+def _pixel_flat(images: Tensor) -> Tensor:
+    """``images`` itself when each image's pixels are one stride apart (NCHW, or the draw's permuted HWC uint8
+    decode, whose copy would move ~190 MB per batch) and images one stride apart; else a contiguous copy."""
+    _, views, _, height, width = images.shape
+    sb, sv, _, sh, sw = images.stride()
+    if sh == width * sw and sb == views * sv:
+        return images
+    return images.contiguous()
 
 
 def _launch(images: Tensor, draws: Sequence[ColourJitterDraw]) -> Tensor:
@@ -52,17 +62,21 @@ def _launch(images: Tensor, draws: Sequence[ColourJitterDraw]) -> Tensor:
 
     batch, views, _, height, width = images.shape
     pixels = height * width
+    _, stride_n, stride_c, _, stride_p = images.stride()
     # one upload: each group's order, then its factors in operation order (brightness, contrast, saturation, hue)
     table = torch.tensor(
         [[*d.order, d.brightness, d.contrast, d.saturation, d.hue] for d in draws], dtype=torch.float32
     ).to(images.device, non_blocking=True)
     order = table[:, :4].to(torch.int32).contiguous()
     factors = table[:, 4:].contiguous()
-    sums = torch.zeros(batch * views, dtype=torch.float32, device=images.device)
-    out = torch.empty_like(images)
+    out = torch.empty_like(images)  # the same strides (empty_like keeps a dense layout)
+    assert out.stride() == images.stride(), (out.stride(), images.stride())
     grid = (batch * views, (pixels + BLOCK - 1) // BLOCK)
-    kernels.grey_sums_kernel[grid](images, order, factors, sums, views, pixels, BLOCK=BLOCK)
-    kernels.jitter_kernel[grid](images, out, order, factors, sums, views, pixels, 1.0 / pixels, BLOCK=BLOCK)
+    partial = torch.empty(batch * views, grid[1], dtype=torch.float32, device=images.device)
+    strides = (stride_n, stride_c, stride_p)
+    kernels.grey_sums_kernel[grid](images, order, factors, partial, views, pixels, *strides, BLOCK=BLOCK)
+    sums = partial.sum(dim=1)  # a fixed order: the same means on every run
+    kernels.jitter_kernel[grid](images, out, order, factors, sums, views, pixels, 1.0 / pixels, *strides, BLOCK=BLOCK)
     return out
 
 
