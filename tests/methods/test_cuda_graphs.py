@@ -251,8 +251,9 @@ def test_graphed_training_steps_equal_eager_ones_in_features_gradients_and_stati
         torch.manual_seed(0)
         field.load_state_dict(_field().state_dict())
         field = field.cuda().train()
-        # Adam: a step of at most ~lr per weight whatever the gradient's scale. SGD at 1e-2 on this sum diverged to
-        # NaN at the third step, eager and graphed alike (device call, twelfth session), which hid the comparison.
+        # Adam: a step of at most ~lr per weight whatever the gradient's scale. With SGD at 1e-2 on an unnormalised
+        # sum the third step's difference was NaN, most likely the objective diverging (device call, twelfth
+        # session); the eager reference is now checked to be finite.
         optimizer = torch.optim.Adam(field.encoder.parameters(), lr=1e-3)
         torch.manual_seed(1)
         features, grads = [], []
