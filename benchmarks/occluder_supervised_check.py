@@ -26,8 +26,9 @@ and auto-masking").
 
 ``--loss direct`` is the control (a 1x1-conv disparity head on the same encoder, same pixels and loss, no density
 field); ``--loss oracle`` trains nothing and evaluates the photometric loss of exact density fields (the scene, the
-scene without the car, the far plane) on the preset's batches (``oracle_losses``). Results: docs/benchmarks.md,
-"Why the tiny model misses the car".
+scene without the car, the far plane, the scene with the input view's occluded space filled, and with its first 4 m
+filled) on the preset's batches (``oracle_losses``). Results: docs/benchmarks.md, "Why the tiny model misses the
+car" and "BTS's photometric loss prefers a filled shadow to the exact empty one".
 
     bts-studio synth-kitti360 /tmp/od/onecar --world one-car --frames 32 --scale 0.25
     python benchmarks/occluder_supervised_check.py --data /tmp/od/onecar --loss supervised --steps 300
@@ -315,12 +316,19 @@ def world_transform(pipeline, gt: GroundTruth, calibration) -> torch.Tensor:
     return transforms[0]
 
 
+FIELDS = ("exact", "no_car", "far", "filled", "plus4m")
+"""The oracle's density fields (``oracle_losses``)."""
+
+
 @torch.no_grad()
 def oracle_losses(pipeline, gt: GroundTruth, calibration, steps: int) -> Dict[str, float]:
     """Is the car's depth in the photometric signal? The preset's own loss (``get_train_loss_dict``: same batches,
     same render frames, same min-over-views SSIM + L1) with the density field replaced by exact ones: ``exact``
     (1e3 inside any solid of the scene, 0 outside), ``no_car`` (the same scene without the car: the best a field
-    that ignores the car can do), ``far`` (density 0: every ray ends at the forced last sample). Per-patch losses
+    that ignores the car can do), ``far`` (density 0: every ray ends at the forced last sample), ``filled`` (the
+    scene plus everything behind the first surface seen from the batch's input camera: what a field that fills the
+    occluded space renders) and ``plus4m`` (the scene plus the first 4 m behind those surfaces: Depth + 4 m's
+    field). Per-patch losses
     (the loss function on one patch at a time), averaged over patches whose loss-frame rays hit the car (>= half of
     the patch's pixels) and over all patches. A signal exists where ``exact`` is clearly below ``no_car``."""
     from bts_studio.data.synthetic.primitives import Scene
@@ -340,17 +348,37 @@ def oracle_losses(pipeline, gt: GroundTruth, calibration, steps: int) -> Dict[st
         flat = points.reshape(-1, 3).double()
         return flat @ to_kitti[:3, :3].T + to_kitti[:3, 3]
 
+    def behind_first_surface(points: torch.Tensor, w2c: torch.Tensor) -> torch.Tensor:
+        """``[B, N]`` metres by which each point lies behind the first surface on its line of sight from batch
+        element b's input camera (negative: in front of it; -inf: nothing on the line of sight)."""
+        rotation, translation = w2c[..., :3, :3].double(), w2c[..., :3, 3].double()
+        centres = kitti(-(rotation.transpose(-1, -2) @ translation[..., None])[..., 0])  # [B, 3]
+        out = torch.empty(points.shape[:2], dtype=torch.float64)
+        for b in range(points.shape[0]):
+            sight = kitti(points[b]) - centres[b]  # [N, 3]
+            t = gt.scene.raycast(centres[b], sight).t.double()  # in units of `sight`: < 1 is before the point
+            out[b] = torch.where(torch.isfinite(t), (1.0 - t) * sight.norm(dim=-1), torch.full_like(t, -np.inf))
+        return out
+
     results: Dict[str, List[float]] = {}
+    per_step: Dict[str, List[torch.Tensor]] = {}
+    filenames = pipeline.datamanager.train_dataset._dataparser_outputs.image_filenames
+    cameras = [next(c for c in range(4) if f"image_0{c}" in Path(f).parts) for f in filenames]
     for step in range(steps):
         seed_state = torch.get_rng_state()
-        for name in ("exact", "no_car", "far"):
+        for name in FIELDS:
             torch.set_rng_state(seed_state)  # the same batch and flip draw for every field
 
             def density(points, features, K, w2c, name=name):
                 sigma, outside = original(points, features, K, w2c)
                 if name == "far":
                     return torch.zeros_like(sigma), outside
-                occupied = scenes[name].occupied(kitti(points)).reshape(sigma.shape)
+                occupied = (
+                    scenes["no_car" if name == "no_car" else "exact"].occupied(kitti(points)).reshape(sigma.shape)
+                )
+                if name in ("filled", "plus4m"):  # everything, or the first 4 m, behind the input view's surfaces
+                    behind = behind_first_surface(points, w2c)
+                    occupied = occupied | ((behind > 0) & (behind < (4.0 if name == "plus4m" else np.inf)))
                 return occupied.to(sigma.dtype) * 1e3, outside
 
             net.density = density
@@ -378,12 +406,32 @@ def oracle_losses(pipeline, gt: GroundTruth, calibration, steps: int) -> Dict[st
             # cannot be represented by any field sampled from `near` on.
             distance = hits.t.float().reshape(per_patch.shape[0], -1).median(dim=1).values
             before_near = distance < model.config.near
+            per_step.setdefault(name, []).append(per_patch)
+            if name == "exact":  # the loss frame's camera of each patch (image_00/01 perspective, 02/03 fisheye)
+                first_ray = batch.rays.camera_indices.reshape(per_patch.shape[0], -1)[:, 0].tolist()
+                per_step.setdefault("camera", []).append(torch.tensor([cameras[i] for i in first_ray]))
             results.setdefault(f"{name}_all", []).extend(per_patch.tolist())
             results.setdefault(f"{name}_car", []).extend(per_patch[car_patch].tolist())
             results.setdefault(f"{name}_car_beyond_near", []).extend(per_patch[car_patch & ~before_near].tolist())
             results.setdefault(f"{name}_car_before_near", []).extend(per_patch[car_patch & before_near].tolist())
     net.density = original
+    # The patches whose loss the input view's occluded space changes (filled != exact): there, does the loss prefer
+    # the exact (empty) space behind the surfaces over a filled one, and over Depth + 4 m's?
+    exact, filled = torch.cat(per_step["exact"]), torch.cat(per_step["filled"])
+    shadowed = (filled - exact).abs() > 1e-7
+    for name in FIELDS:
+        results[f"{name}_shadowed"] = torch.cat(per_step[name])[shadowed].tolist()
     summary = {key: float(np.mean(values)) if values else float("nan") for key, values in results.items()}
+    summary["shadowed_patches"] = float(shadowed.sum())
+    summary["filled_worse_than_exact_share"] = float((filled[shadowed] > exact[shadowed]).float().mean())
+    camera = torch.cat(per_step["camera"])
+    for label, chosen in (("perspective", camera < 2), ("fisheye", camera >= 2)):
+        mask = shadowed & chosen
+        summary[f"shadowed_patches_{label}"] = float(mask.sum())
+        if mask.any():
+            summary[f"exact_shadowed_{label}"] = float(exact[mask].mean())
+            summary[f"filled_shadowed_{label}"] = float(filled[mask].mean())
+            summary[f"filled_worse_than_exact_share_{label}"] = float((filled[mask] > exact[mask]).float().mean())
     summary["car_patches"] = float(len(results.get("exact_car", [])))
     summary["car_patches_before_near"] = float(len(results.get("exact_car_before_near", [])))
     summary["patches"] = float(len(results["exact_all"]))

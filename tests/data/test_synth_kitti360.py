@@ -267,6 +267,36 @@ def test_deterministic_for_a_seed_and_different_across_seeds(tmp_path):
     assert first[key].splitlines()[0] != other[key].splitlines()[0]
 
 
+def test_texture_knobs_change_the_images_and_nothing_else(tmp_path):
+    """``--texture-scale/--texture-contrast`` (issue 18's experiment knobs) repaint the surfaces; poses, calibration,
+    the lidar points (not their intensities, read from the albedo) and the exact ground truth stay the default
+    world's files."""
+    main([str(tmp_path / "plain"), "--frames", "3", "--scale", "0.05"])
+    main(
+        [
+            str(tmp_path / "textured"),
+            "--frames",
+            "3",
+            "--scale",
+            "0.05",
+            "--texture-scale",
+            "8",
+            "--texture-contrast",
+            "3",
+        ]
+    )
+    plain, textured = _files(tmp_path / "plain"), _files(tmp_path / "textured")
+    assert plain.keys() == textured.keys()
+    changed = {key for key in plain if plain[key] != textured[key]}
+    assert any(key.suffix == ".png" and "data_2d_raw" in key.parts for key in changed), "the images are repainted"
+    scans = {key for key in changed if key.suffix == ".bin"}
+    for key in scans:  # x, y, z, intensity per point (float32)
+        a, b = (np.frombuffer(files[key], dtype=np.float32).reshape(-1, 4) for files in (plain, textured))
+        assert np.array_equal(a[:, :3], b[:, :3]) and not np.array_equal(a[:, 3], b[:, 3]), key
+    unexpected = {key for key in changed - scans if "data_2d_raw" not in key.parts and key.name != "info.json"}
+    assert scans and not unexpected, sorted(map(str, unexpected))
+
+
 def test_refuses_non_empty_output_without_overwrite(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -281,7 +311,13 @@ def test_refuses_non_empty_output_without_overwrite(tmp_path):
 
 @pytest.mark.parametrize(
     ("arguments", "named"),
-    [(["--frames", "0"], "--frames"), (["--scale", "-1"], "--scale"), (["--sequences", "0"], "--sequences")],
+    [
+        (["--frames", "0"], "--frames"),
+        (["--scale", "-1"], "--scale"),
+        (["--sequences", "0"], "--sequences"),
+        (["--texture-scale", "0"], "--texture-scale"),
+        (["--texture-contrast", "-1"], "--texture-contrast"),
+    ],
 )
 def test_bad_arguments_name_the_argument(tmp_path, arguments, named):
     with pytest.raises(SystemExit, match=named):

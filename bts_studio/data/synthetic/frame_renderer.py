@@ -80,6 +80,8 @@ class SequenceJob:
     shader_seed: int
     lidar_azimuths: int
     device: str
+    texture_scale: float = 1.0
+    texture_contrast: float = 1.0
 
 
 class FrameRenderer:
@@ -89,7 +91,9 @@ class FrameRenderer:
         self.job = job
         self.device = torch.device(job.device)
         self.scene = ground_truth.load_ground_truth_scene(job.root, job.sequence)
-        self.shader = StreetShader(self.scene, job.layout, job.sun, job.shader_seed, self.device)
+        self.shader = StreetShader(
+            self.scene, job.layout, job.sun, job.shader_seed, self.device, job.texture_scale, job.texture_contrast
+        )
         self.paths = formats.Kitti360Paths(job.root, job.sequence)
         self.cameras: Dict[int, CameraRays] = {
             camera: perspective_rays(job.rig.projection[camera], job.rig.perspective_size, self.device)

@@ -38,6 +38,11 @@ class SynthKitti360Config:
     world: Literal["street", "one-car"] = "street"
     """street: parked cars, trees, poles, side streets; one-car: the same facades around one parked car on the
     right, nothing else (a tiny check that a model sees behind an isolated occluder)."""
+    texture_scale: float = 1.0
+    """Multiplier of the procedural texture's noise cell sizes (1: the default world; larger gives blotches that
+    stay visible at training resolution). An experiment knob of issue 18: how much the photometric loss sees."""
+    texture_contrast: float = 1.0
+    """Multiplier of the texture's deviation from mid-grey (1: the default world's flat-looking cars and walls)."""
     overwrite: bool = False
     """Replace OUT if it exists and is not empty."""
     device: str = "auto"
@@ -74,6 +79,10 @@ def validate(config: SynthKitti360Config) -> None:
         raise _fail(f"--workers must be 0 (automatic) or positive, got {config.workers}")
     if not MIN_SCALE <= config.scale <= MAX_SCALE:
         raise _fail(f"--scale must be in [{MIN_SCALE}, {MAX_SCALE}], got {config.scale}")
+    if not config.texture_scale > 0:
+        raise _fail(f"--texture-scale must be positive, got {config.texture_scale}")
+    if not config.texture_contrast >= 0:
+        raise _fail(f"--texture-contrast must be 0 or more, got {config.texture_contrast}")
     out = config.out
     if out.exists() and not out.is_dir():
         raise _fail(f"OUT {out} exists and is not a folder")
@@ -148,6 +157,8 @@ def run(config: SynthKitti360Config) -> Path:
                 workers=workers,
                 on_frame=advance,
                 world=config.world,
+                texture_scale=config.texture_scale,
+                texture_contrast=config.texture_contrast,
             )
         _replace(staging, out)
     except BaseException:

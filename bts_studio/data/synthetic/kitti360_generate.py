@@ -68,6 +68,8 @@ def generate_dataset(
     workers: int = 1,
     on_frame: Optional[Callable[[str, int], None]] = None,
     world: str = "street",
+    texture_scale: float = 1.0,
+    texture_contrast: float = 1.0,
 ) -> GenerationReport:
     """Write a complete synthetic KITTI-360 folder into ``root`` (which must exist and be empty).
 
@@ -81,6 +83,8 @@ def generate_dataset(
         workers: processes rendering frames in parallel (1 = in this process).
         on_frame: called after each frame with (sequence name, frame index), e.g. to advance a progress bar.
         world: ``street`` (default) or ``one-car`` (:data:`~bts_studio.data.synthetic.street.WORLDS`).
+        texture_scale: multiplier of the procedural texture's noise cell sizes (1: the default world).
+        texture_contrast: multiplier of the texture's deviation from mid-grey (1: the default world).
     """
     writer.write_calibration(root / "calibration", build_rig(scale))
     rig: Rig = load_rig(root)  # render with exactly what the files say
@@ -110,6 +114,8 @@ def generate_dataset(
                 shader_seed=int(rng.integers(2**31)),
                 lidar_azimuths=azimuths,
                 device=str(device),
+                texture_scale=texture_scale,
+                texture_contrast=texture_contrast,
             )
         )
     tasks = [(job, frame) for job in jobs for frame in range(frames)]
@@ -140,6 +146,8 @@ def generate_dataset(
         "version": GENERATOR_VERSION,
         "seed": seed,
         "world": world,
+        "texture_scale": texture_scale,
+        "texture_contrast": texture_contrast,
         "scale": scale,
         "frames": frames,
         "sequences": [job.sequence for job in jobs],

@@ -109,8 +109,19 @@ class StreetShader:
     """Albedo, lighting and sky of one street world."""
 
     def __init__(
-        self, scene: Scene, layout: StreetLayout, sun: Tuple[float, float, float], seed: int, device: torch.device
+        self,
+        scene: Scene,
+        layout: StreetLayout,
+        sun: Tuple[float, float, float],
+        seed: int,
+        device: torch.device,
+        texture_scale: float = 1.0,
+        texture_contrast: float = 1.0,
     ):
+        self.texture_scale = texture_scale
+        """Multiplier of the procedural texture's noise cell sizes (1: the default world)."""
+        self.texture_contrast = texture_contrast
+        """Multiplier of the texture's deviation from mid-grey (1: the default world)."""
         self.scene = scene
         self.layout = layout
         self.device = device
@@ -124,6 +135,14 @@ class StreetShader:
         self.sizes = scene.packed(device).sizes
         self.sun = torch.tensor(sun, dtype=torch.float32, device=device)
 
+    def _grain(self, uv: Tensor, footprint: Tensor, cell: float) -> Tensor:
+        """The noise every material's texture is made of, in [0, 1] (more with ``texture_contrast`` > 1, clamped
+        with the albedo); the defaults give the default world's values exactly."""
+        grain = self.noise.fbm(uv, footprint, cell=cell * self.texture_scale)
+        if self.texture_contrast != 1.0:
+            grain = 0.5 + (grain - 0.5) * self.texture_contrast
+        return grain
+
     def _ground(self, points: Tensor, footprint: Tensor, offset: Tensor) -> Tensor:
         s, lateral = self.layout.coordinates(points[:, :2], self.origin_xy)
         s, lateral = s.float(), lateral.float()
@@ -133,7 +152,7 @@ class StreetShader:
         road = (distance < layout.road_half_width) | side_street
         sidewalk = ~road & (distance < layout.road_half_width + layout.sidewalk_width)
         uv = torch.stack([s, lateral], dim=-1)
-        grain = self.noise.fbm(uv + offset, footprint, cell=0.035)
+        grain = self._grain(uv + offset, footprint, 0.035)
         asphalt = (0.17 + 0.22 * grain)[:, None].expand(-1, 3) * torch.tensor([1.0, 1.0, 1.04], device=self.device)
         centre_line = _band(s, 6.0, 0.0, 0.5, footprint) * (distance < 0.075).float()  # dashed, 3 m on 3 m off
         edge_line = ((distance > 3.0) & (distance < 3.12) & ~side_street).float()
@@ -144,7 +163,7 @@ class StreetShader:
         paving = (0.5 + 0.2 * grain - 0.15 * joints + 0.12 * curb)[:, None] * torch.tensor(
             [1.0, 0.96, 0.9], device=self.device
         )
-        lot_grain = self.noise.fbm(uv * 1.7 + offset + 311.0, footprint, cell=0.05)
+        lot_grain = self._grain(uv * 1.7 + offset + 311.0, footprint, 0.05)
         lot = (0.18 + 0.3 * lot_grain)[:, None] * torch.tensor([0.85, 1.0, 0.6], device=self.device)
         albedo = torch.where(road[:, None], asphalt, torch.where(sidewalk[:, None], paving, lot))
         return albedo
@@ -178,7 +197,7 @@ class StreetShader:
                 ground = self._ground(points.index_select(0, select), fp, offset.index_select(0, select))
                 albedo.index_copy_(0, select, ground)
                 continue
-            grain = self.noise.fbm(uv.index_select(0, select), fp, cell=0.03 if name in ("facade", "bark") else 0.05)
+            grain = self._grain(uv.index_select(0, select), fp, 0.03 if name in ("facade", "bark") else 0.05)
             base = color.index_select(0, select)
             if name == "facade":
                 height = local[select, 2] + size[select, 2]
