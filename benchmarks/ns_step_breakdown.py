@@ -14,8 +14,9 @@ Prints one JSON line per method with the medians (ms) over the steps after ``--w
     python benchmarks/ns_step_breakdown.py --steps 40 --methods bts-density-tiny dvr-tiny [--draw-ahead both]
 
 On the CPU every op is synchronous, so these are host costs. On CUDA (``--data DIR``: bts-density's own preset on
-a KITTI-360 folder, e.g. the default synthetic set) the parts are the host's time to issue them, and ``sync`` (the
-step's one host read, ``StepAgreement.resolve``) is split out of ``model``: it is the wait for the GPU::
+a KITTI-360 folder, e.g. the default synthetic set) the parts are the host's time to issue them, and ``sync`` (from
+the step's last queued work to the end of ``StepAgreement.resolve``: the read of the non-finite flag, the step's
+one host sync) is split out of ``model``: it is the wait for the GPU::
 
     python benchmarks/ns_step_breakdown.py --data /tmp/KITTI-360 --steps 300 --warmup 30 --draw-ahead on
     [--extra-args --pipeline.model.cuda-graphs-training False]
@@ -99,16 +100,17 @@ def breakdown(
         trainer = tiny_trainer(name, steps, work, configure)
     else:
         trainer = full_trainer(data, steps, work, configure, list(extra_args))
-    times: dict = {"next_train": {}, "check": {}, "iteration": {}, "start": {}, "sync": {}}
+    times: dict = {"next_train": {}, "check": {}, "iteration": {}, "start": {}, "sync": {}, "mark": {}}
     sites: Counter = Counter()
     agreement = getattr(trainer.pipeline, "step_agreement", None)
     if agreement is not None:
         inner_resolve = agreement.resolve
 
         def timed_resolve(*args, **kwargs):
-            start = time.perf_counter()
             out = inner_resolve(*args, **kwargs)
-            times["sync"][trainer.step] = times["sync"].get(trainer.step, 0.0) + time.perf_counter() - start
+            # from the step's last queued host work (the check, or the draw ahead after it) to here: the read of
+            # the non-finite flag (the wait for the GPU) and the agreement
+            times["sync"][trainer.step] = time.perf_counter() - times["mark"][trainer.step]
             return out
 
         agreement.resolve = timed_resolve
@@ -127,7 +129,8 @@ def breakdown(
     def timed_draw(step):
         start = time.perf_counter()
         batch = inner_draw(step)
-        times["next_train"][trainer.step] = times["next_train"].get(trainer.step, 0.0) + time.perf_counter() - start
+        end = times["mark"][trainer.step] = time.perf_counter()
+        times["next_train"][trainer.step] = times["next_train"].get(trainer.step, 0.0) + end - start
         return batch
 
     def timed_iteration(step):
@@ -143,7 +146,8 @@ def breakdown(
     def timed_check(*args):
         start = time.perf_counter()
         out = inner_check(*args)
-        times["check"][trainer.step] = time.perf_counter() - start
+        end = times["mark"][trainer.step] = time.perf_counter()
+        times["check"][trainer.step] = end - start
         return out
 
     trainer._draw_train_batch = timed_draw

@@ -153,6 +153,13 @@ def ratio_lines(rows: List[Dict[str, object]]) -> List[str]:
     return lines
 
 
+def drop_training_graphs(model) -> None:
+    """Free the training step's CUDA graphs and their memory pool now (the graphed module refers to itself: its
+    forward is a closure over it, so only a garbage collection releases it)."""
+    model.net.graphed_training_encoder.clear()
+    gc.collect()
+
+
 def apply_variant(model, variant: Variant) -> None:
     """Set the model's paths and torch's global flags for ``variant``."""
     model.net.fast_path = variant.fast_path
@@ -161,9 +168,8 @@ def apply_variant(model, variant: Variant) -> None:
     model.net.cuda_graphs_training = variant.cuda_graphs_training
     model.graphed_render_pass.clear()
     model.net.graphed_encoder.clear()
-    model.net.graphed_training_encoder.clear()
+    drop_training_graphs(model)  # a previous variant's, also after that variant failed
     model.net.graphed_training_encoder.error = None
-    gc.collect()  # a previous variant's graphs (and their memory pools), also after that variant failed
     model.net.triton_error = None
     torch.backends.cuda.matmul.allow_tf32 = variant.matmul_tf32
     torch.backends.cudnn.allow_tf32 = variant.cudnn_tf32
@@ -412,8 +418,7 @@ def measure_variant(
         model.load_state_dict(initial_state)
         if not config.skip_training:
             result.update(time_training(model, config, device))
-        model.net.graphed_training_encoder.clear()  # its memory pool is training's, not inference's
-        gc.collect()  # the graphed module refers to itself (its forward is a closure over it): free the pool now
+        drop_training_graphs(model)  # their memory pool is training's, not inference's
         model.load_state_dict(initial_state)
         model.forget_sources()
         result.update(time_inference(model, config, device, image))

@@ -190,8 +190,9 @@ class GraphedTraining:
         self._key: Optional[tuple] = None
         self._tensors = _ModuleTensors(module)
 
-    def applies(self, *tensors: Tensor) -> bool:
-        """Whether a call with ``tensors`` replays the graphs (else it calls ``fn`` itself)."""
+    def applies(self, *tensors: Tensor, parameters: Optional[list] = None) -> bool:
+        """Whether a call with ``tensors`` replays the graphs (else it calls ``fn`` itself); ``parameters``: the
+        module's, when the caller has them already."""
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         return (
             self.error is None
@@ -199,15 +200,16 @@ class GraphedTraining:
             and self.module.training
             and not (distributed and torch.distributed.get_world_size() > 1)
             and all(t.is_cuda for t in tensors)
-            and all(p.grad is None for p in self._tensors.parameters())
+            and all(p.grad is None for p in (self._tensors.parameters() if parameters is None else parameters))
         )
 
     def __call__(self, *tensors: Tensor) -> Tensor:
-        if not self.applies(*tensors):
+        parameters = self._tensors.parameters()  # walked once per step, for the check and the key
+        if not self.applies(*tensors, parameters=parameters):
             return self.fn(*tensors)
         key = (
             tuple((t.shape, t.dtype, t.device, t.requires_grad) for t in tensors),
-            tuple((p.data_ptr(), p.requires_grad) for p in self._tensors.parameters()),
+            tuple((p.data_ptr(), p.requires_grad) for p in parameters),
             tuple(b.data_ptr() for b in self._tensors.buffers()),
         )
         if key != self._key:

@@ -10,15 +10,15 @@ from bts_studio.methods.bts import triton_jitter
 from bts_studio.methods.bts.augmentation import (
     ColourJitterDraw,
     ColourJitterRanges,
-    apply_colour_jitter,
     apply_colour_jitter_batch,
+    apply_colour_jitter_groups,
     draw_colour_jitter,
 )
 from bts_studio.methods.bts.triton_density import triton_available
 
 JITTER_CHECK = """
 import torch
-from bts_studio.methods.bts.augmentation import ColourJitterDraw, ColourJitterRanges, apply_colour_jitter
+from bts_studio.methods.bts.augmentation import ColourJitterDraw, ColourJitterRanges, apply_colour_jitter_groups
 from bts_studio.methods.bts.augmentation import draw_colour_jitter
 from bts_studio.methods.bts.triton_jitter import colour_jitter_triton, triton_jitter_errors
 generator = torch.Generator().manual_seed(0)
@@ -30,7 +30,7 @@ draws[2] = ColourJitterDraw([3, 2, 1, 0], 0.8, 1.2, 0.8, -0.1)  # contrast after
 draws[3] = ColourJitterDraw([1, 0, 2, 3], 1.2, 0.8, 1.2, 0.1)  # contrast first
 images[4, 0, :, :3] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]  # red: hue 0, which -1e-9 wraps to 1.0 (sector 6)
 draws[4] = ColourJitterDraw([0, 1, 2, 3], 1.0, 1.0, 1.0, -1e-9)
-reference = torch.stack([apply_colour_jitter(group, draw) for group, draw in zip(images, draws)])
+reference = apply_colour_jitter_groups(images, draws)
 for layout in ("contiguous", "permuted"):  # NCHW, and the datamanager's decode order (pixels, then channels)
     source = images if layout == "contiguous" else images.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
     out = colour_jitter_triton(source, draws)
@@ -95,7 +95,7 @@ def test_a_failing_kernel_warns_once_and_the_twin_runs_from_then_on(monkeypatch)
     monkeypatch.setattr(triton_jitter, "triton_available", lambda: True)
     images = torch.rand(2, 1, 3, 5, 7)
     draws = [ColourJitterDraw([0, 1, 2, 3], 1.1, 0.9, 1.2, 0.05), ColourJitterDraw([3, 2, 1, 0], 0.9, 1.1, 0.8, -0.05)]
-    reference = torch.stack([apply_colour_jitter(group, draw) for group, draw in zip(images, draws, strict=True)])
+    reference = apply_colour_jitter_groups(images, draws)
     with pytest.warns(UserWarning, match="colour-jitter kernels failed"):
         first = triton_jitter.colour_jitter_triton(images, draws)
     with warnings.catch_warnings():

@@ -21,6 +21,7 @@ from bts_studio.methods.bts.augmentation import (
     ColourJitterRanges,
     apply_colour_jitter,
     apply_colour_jitter_batch,
+    apply_colour_jitter_groups,
     draw_colour_jitter,
 )
 from bts_studio.methods.bts.batch import BTSBatch
@@ -352,20 +353,20 @@ def test_the_batched_colour_jitter_equals_the_per_group_reference():
     draws = [draw_colour_jitter(ColourJitterRanges(), generator) for _ in range(12)]
     draws[1] = ColourJitterDraw([3, 2, 1, 0], 0.8, 1.2, 0.8, -0.1)  # the extremes of BTS's ranges
     assert len({tuple(d.order) for d in draws}) > 6
-    reference = torch.stack([apply_colour_jitter(group, draw) for group, draw in zip(images, draws, strict=True)])
+    reference = apply_colour_jitter_groups(images, draws)
     before = images.clone()
     batched = apply_colour_jitter_batch(images, draws)
     assert batched.shape == images.shape and torch.equal(images, before), "the input is left as it was"
     torch.testing.assert_close(batched, reference, atol=2e-6, rtol=0)
     # one order for every group takes the unindexed branch at every position
     same = [ColourJitterDraw([2, 0, 3, 1], d.brightness, d.contrast, d.saturation, d.hue) for d in draws]
-    reference = torch.stack([apply_colour_jitter(group, draw) for group, draw in zip(images, same, strict=True)])
+    reference = apply_colour_jitter_groups(images, same)
     torch.testing.assert_close(apply_colour_jitter_batch(images, same), reference, atol=2e-6, rtol=0)
     # one operation for every group at the first position, different ones later: the in-place path after the
     # unindexed one
     rests = [[0, 1, 2], [2, 1, 0], [1, 0, 2], [0, 2, 1]]
     mixed = [ColourJitterDraw([3, *rests[i % 4]], *_factors(d)) for i, d in enumerate(draws)]
-    reference = torch.stack([apply_colour_jitter(group, draw) for group, draw in zip(images, mixed, strict=True)])
+    reference = apply_colour_jitter_groups(images, mixed)
     torch.testing.assert_close(apply_colour_jitter_batch(images, mixed), reference, atol=2e-6, rtol=0)
     with pytest.raises(ValueError, match="B draws"):
         apply_colour_jitter_batch(images, draws[:3])
@@ -380,7 +381,7 @@ def test_the_batched_colour_jitter_equals_the_reference_on_cuda():
     generator = torch.Generator().manual_seed(2)
     images = torch.rand(16, 4, 3, 24, 40, generator=generator).cuda()
     draws = [draw_colour_jitter(ColourJitterRanges(), generator) for _ in range(16)]
-    reference = torch.stack([apply_colour_jitter(group, draw) for group, draw in zip(images, draws, strict=True)])
+    reference = apply_colour_jitter_groups(images, draws)
     torch.testing.assert_close(apply_colour_jitter_batch(images, draws), reference, atol=2e-6, rtol=0)
 
 

@@ -169,7 +169,7 @@ def test_training_graphs_run_the_function_itself_off_cuda_and_after_a_failed_cap
     x = torch.rand(2, 3, 8, 8)
     assert not graphed.applies(x)  # CPU
     assert torch.equal(graphed(x), _bn_net()(x))
-    monkeypatch.setattr(GraphedTraining, "applies", lambda self, *tensors: self.error is None)
+    monkeypatch.setattr(GraphedTraining, "applies", lambda self, *tensors, **options: self.error is None)
     monkeypatch.setattr(GraphedTraining, "_capture", lambda self, t: (_ for _ in ()).throw(RuntimeError("capture")))
     with pytest.warns(UserWarning, match="CUDA graph capture of the training step failed"):
         out = graphed(x)

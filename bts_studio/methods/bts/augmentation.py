@@ -74,6 +74,14 @@ def apply_colour_jitter(images: Float[Tensor, "V 3 H W"], draw: ColourJitterDraw
     return images
 
 
+def apply_colour_jitter_groups(
+    images: Float[Tensor, "B V 3 H W"], draws: Sequence[ColourJitterDraw]
+) -> Float[Tensor, "B V 3 H W"]:
+    """:func:`apply_colour_jitter` of ``draws[b]`` to each group ``images[b]``, one group at a time: torchvision's
+    own adjustments, the reference of :func:`apply_colour_jitter_batch` (and what the CPU runs)."""
+    return torch.stack([apply_colour_jitter(group, draw) for group, draw in zip(images, draws, strict=True)])
+
+
 def _blend(image1: Tensor, image2: Tensor, ratio: Tensor) -> Tensor:
     """torchvision's ``_blend`` (float images) with a per-group ``ratio`` broadcast against the images."""
     return (image1 * ratio + image2 * (1.0 - ratio)).clamp_(0.0, 1.0)
@@ -123,7 +131,7 @@ def apply_colour_jitter_batch(
     if images.ndim != 5 or images.shape[2] != 3 or images.shape[0] != len(draws):
         raise ValueError(f"expected images [B, V, 3, H, W] and B draws, got {tuple(images.shape)} and {len(draws)}")
     if _rgb_to_hsv is None or _hsv_to_rgb is None:
-        return torch.stack([apply_colour_jitter(group, draw) for group, draw in zip(images, draws, strict=True)])
+        return apply_colour_jitter_groups(images, draws)
     batch = images.shape[0]
     factors = torch.tensor([[d.brightness, d.contrast, d.saturation, d.hue] for d in draws], dtype=images.dtype)
     orders = torch.tensor([d.order for d in draws])  # [B, 4], host

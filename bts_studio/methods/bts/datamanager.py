@@ -37,8 +37,8 @@ from torch import Tensor
 from bts_studio.data.kitti360.dataparser import Kitti360DataParserConfig
 from bts_studio.methods.bts.augmentation import (
     ColourJitterRanges,
-    apply_colour_jitter,
     apply_colour_jitter_batch,
+    apply_colour_jitter_groups,
     draw_colour_jitter,
 )
 from bts_studio.methods.bts.batch import BTSBatch
@@ -281,9 +281,7 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
                 jitter_batch = colour_jitter_triton if self.config.fused_colour_jitter else apply_colour_jitter_batch
                 images = jitter_batch(images, jitter)
             else:
-                images = torch.stack(
-                    [apply_colour_jitter(group, draw) for group, draw in zip(images, jitter, strict=True)]
-                )
+                images = apply_colour_jitter_groups(images, jitter)
 
         rows = torch.arange(batch_size, device=self.device)[:, None]
         loss_present = present[rows, loss_cols]  # usable_groups guarantees one per group, for either split
