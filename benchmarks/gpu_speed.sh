@@ -14,7 +14,8 @@
 # train_fast  benchmarks/gpu_bts.sh: synthetic KITTI-360 set, ns-train bts-density for MAX_STEPS steps with the
 #             fast paths (FAST_PATH, default auto = Triton on CUDA; FAST_ENCODER, default auto = fp32), ns-eval (test abs_rel), then benchmarks/fast_path_agreement.py
 #             on the trained checkpoint -> fast_curve.csv, fast_eval.json, fast_summary.md, fast_agreement.json.
-# train_twin  the same with --pipeline.model.fast-path twin --pipeline.model.encoder-precision fp32 -> twin_*.
+# train_twin  the same with the twins: --pipeline.model.fast-path twin --pipeline.model.encoder-precision fp32
+#             --pipeline.model.cuda-graphs False --pipeline.datamanager.fused-colour-jitter False -> twin_*.
 # ops         benchmarks/render_ops.py on the GPU at BTS's shapes: aten ops, CUDA kernel launches and synchronising
 #             calls per full-frame render, in chunks of 32,768 rays and in one pass, with render and encode times
 #             -> render_ops.jsonl (OPS_ARGS: its arguments; ~1 min).
@@ -74,7 +75,7 @@ run_ops() {
 run_train() {  # $1 = fast | twin
   local name=$1 extra="" left
   # Both spelled out, so that the two runs differ only in these flags whatever the defaults become.
-  if [ "$name" = "twin" ]; then extra="--pipeline.model.fast-path twin --pipeline.model.encoder-precision fp32 --pipeline.model.cuda-graphs False"; fi
+  if [ "$name" = "twin" ]; then extra="--pipeline.model.fast-path twin --pipeline.model.encoder-precision fp32 --pipeline.model.cuda-graphs False --pipeline.datamanager.fused-colour-jitter False"; fi
   if [ "$name" = "fast" ]; then extra="--pipeline.model.fast-path ${FAST_PATH:-auto} --pipeline.model.encoder-precision ${FAST_ENCODER:-auto}"; fi
   left=$((DEADLINE - SECONDS))
   if [ "$left" -lt 120 ]; then

@@ -92,10 +92,11 @@ class BTSDataManagerConfig(VanillaDataManagerConfig):
     """Side of the square ray patches; SSIM is computed inside each patch (BTS: 8)."""
     colour_jitter: bool = True
     """Jitter brightness, contrast, saturation and hue, one draw per group for all its frames (BTS)."""
-    fused_colour_jitter: bool = False
+    fused_colour_jitter: bool = True
     """On CUDA, jitter the batch in two Triton kernels (``methods/bts/triton_jitter.py``) instead of the batched
-    tensor ops of ``augmentation.apply_colour_jitter_batch`` (its twin, 7.0 ms per batch on an H200). Opt-in until
-    measured on a GPU: it is checked against the twin under Triton's interpreter only (issue 17)."""
+    tensor ops of ``augmentation.apply_colour_jitter_batch`` (its twin; the same formulas, float rounding apart).
+    On an H200 this took the ``ns-train`` step from 51.6 to 46.5 ms (docs/benchmarks.md, thirteenth session).
+    The CPU, and a GPU where the kernels fail to compile (warned once), run the twin (issue 17)."""
     image_cache: ImageCacheMode = "auto"
     """device/cpu: keep all images as uint8 on the GPU / in RAM; disk: decode PNGs in workers; auto: what fits."""
     image_cache_device_gib: float = 8.0
