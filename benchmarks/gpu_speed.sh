@@ -15,7 +15,9 @@
 #             fast paths (FAST_PATH, default auto = Triton on CUDA; FAST_ENCODER, default auto = fp32), ns-eval (test abs_rel), then benchmarks/fast_path_agreement.py
 #             on the trained checkpoint -> fast_curve.csv, fast_eval.json, fast_summary.md, fast_agreement.json.
 # train_twin  the same with the twins: --pipeline.model.fast-path twin --pipeline.model.encoder-precision fp32
-#             --pipeline.model.cuda-graphs False --pipeline.datamanager.fused-colour-jitter False -> twin_*.
+#             --pipeline.model.cuda-graphs False --pipeline.model.cuda-graphs-training False
+#             --pipeline.datamanager.fused-colour-jitter False -> twin_*. train_fast names the fast settings (graphs
+#             and fused jitter True), so the two runs differ only in these flags whatever the defaults become.
 # ops         benchmarks/render_ops.py on the GPU at BTS's shapes: aten ops, CUDA kernel launches and synchronising
 #             calls per full-frame render, in chunks of 32,768 rays and in one pass, with render and encode times
 #             -> render_ops.jsonl (OPS_ARGS: its arguments; ~1 min).
@@ -75,8 +77,8 @@ run_ops() {
 run_train() {  # $1 = fast | twin
   local name=$1 extra="" left
   # Both spelled out, so that the two runs differ only in these flags whatever the defaults become.
-  if [ "$name" = "twin" ]; then extra="--pipeline.model.fast-path twin --pipeline.model.encoder-precision fp32 --pipeline.model.cuda-graphs False --pipeline.datamanager.fused-colour-jitter False"; fi
-  if [ "$name" = "fast" ]; then extra="--pipeline.model.fast-path ${FAST_PATH:-auto} --pipeline.model.encoder-precision ${FAST_ENCODER:-auto}"; fi
+  if [ "$name" = "twin" ]; then extra="--pipeline.model.fast-path twin --pipeline.model.encoder-precision fp32 --pipeline.model.cuda-graphs False --pipeline.model.cuda-graphs-training False --pipeline.datamanager.fused-colour-jitter False"; fi
+  if [ "$name" = "fast" ]; then extra="--pipeline.model.fast-path ${FAST_PATH:-auto} --pipeline.model.encoder-precision ${FAST_ENCODER:-auto} --pipeline.model.cuda-graphs True --pipeline.model.cuda-graphs-training True --pipeline.datamanager.fused-colour-jitter True"; fi
   left=$((DEADLINE - SECONDS))
   if [ "$left" -lt 120 ]; then
     log "train_$name skipped: only ${left} s left before DEADLINE=$DEADLINE"

@@ -95,8 +95,9 @@ class BTSDataManagerConfig(VanillaDataManagerConfig):
     fused_colour_jitter: bool = True
     """On CUDA, jitter the batch in two Triton kernels (``methods/bts/triton_jitter.py``) instead of the batched
     tensor ops of ``augmentation.apply_colour_jitter_batch`` (its twin; the same formulas, float rounding apart).
-    On an H200 this took the ``ns-train`` step from 51.6 to 46.5 ms (docs/benchmarks.md, thirteenth session).
-    The CPU, and a GPU where the kernels fail to compile (warned once), run the twin (issue 17)."""
+    On an H200 this took the ``ns-train`` step from 51.6 to 45.2-46.5 ms (docs/benchmarks.md, thirteenth session).
+    The CPU keeps torchvision per group (``apply_colour_jitter_groups``); on CUDA without Triton, or where the
+    kernels fail (warned once), the twin runs (issue 17)."""
     image_cache: ImageCacheMode = "auto"
     """device/cpu: keep all images as uint8 on the GPU / in RAM; disk: decode PNGs in workers; auto: what fits."""
     image_cache_device_gib: float = 8.0
