@@ -82,6 +82,8 @@ def build_pipeline(args, work: Path):
     config.pipeline.model.flip_augmentation = not args.no_augment
     config.pipeline.model.search_torch_hub_cache = False
     config.pipeline.model.near = args.near
+    if args.num_samples is not None:
+        config.pipeline.model.num_samples = args.num_samples
     dataparser.use_fisheye = not args.no_fisheye
     config.pipeline.model.automask = args.automask
     # --decoder-lr trains the decoder in the model's own "decoder" group (the option ns-train exposes).
@@ -318,10 +320,20 @@ def world_transform(pipeline, gt: GroundTruth, calibration) -> torch.Tensor:
 
 FIELDS = ("exact", "no_car", "far", "filled", "plus4m")
 """The oracle's density fields (``oracle_losses``)."""
+FISHEYE_WEIGHTS = (1.0, 2.0, 3.0, 4.0)
+"""Fisheye loss weights whose weighted objective the oracle reports (issue 18: would a weight make the exact field
+the loss's optimum behind the car?)."""
+
+
+def model_patch_pixels(pipeline) -> int:
+    """Pixels per patch of the preset's batches."""
+    return int(pipeline.datamanager.config.patch_size) ** 2
 
 
 @torch.no_grad()
-def oracle_losses(pipeline, gt: GroundTruth, calibration, steps: int) -> Dict[str, float]:
+def oracle_losses(
+    pipeline, gt: GroundTruth, calibration, steps: int, visibility: bool = False, visibility_margin: float = 0.5
+) -> Dict[str, float]:
     """Is the car's depth in the photometric signal? The preset's own loss (``get_train_loss_dict``: same batches,
     same render frames, same min-over-views SSIM + L1) with the density field replaced by exact ones: ``exact``
     (1e3 inside any solid of the scene, 0 outside), ``no_car`` (the same scene without the car: the best a field
@@ -330,9 +342,24 @@ def oracle_losses(pipeline, gt: GroundTruth, calibration, steps: int) -> Dict[st
     occluded space renders) and ``plus4m`` (the scene plus the first 4 m behind those surfaces: Depth + 4 m's
     field). Per-patch losses
     (the loss function on one patch at a time), averaged over patches whose loss-frame rays hit the car (>= half of
-    the patch's pixels) and over all patches. A signal exists where ``exact`` is clearly below ``no_car``."""
+    the patch's pixels) and over all patches. A signal exists where ``exact`` is clearly below ``no_car``.
+
+    Two changes to BTS's rule are scored beside it (issue 18: would either make the exact field the optimum?):
+    ``valid_views_*`` keys take each pixel's minimum only over the render views whose invalid weight mass is under
+    the threshold (BTS lets a view whose samples fall outside its image compete with border colours, and discards
+    a pixel only when every view is invalid); ``visibility`` marks a sample invalid in a render view that sees it
+    occluded in the exact scene (hit more than ``visibility_margin`` metres plus 1.5 sample intervals before it: the
+    upper bound of a visibility test, which BTS's ``sample_colors`` does not have), for both rules. The error over
+    the kept pixels only (``*_kept_pixel_error``) and the share discarded are reported for each field."""
     from bts_studio.data.synthetic.primitives import Scene
-    from bts_studio.methods.bts.losses import discarded_pixels, min_view_photometric_loss
+    from bts_studio.methods.bts import rendering
+    from bts_studio.methods.bts.losses import (
+        discarded_pixels,
+        invalid_views,
+        min_view_errors,
+        min_view_photometric_loss,
+        photometric_error,
+    )
 
     model = pipeline.model
     net = model.net
@@ -360,61 +387,152 @@ def oracle_losses(pipeline, gt: GroundTruth, calibration, steps: int) -> Dict[st
             out[b] = torch.where(torch.isfinite(t), (1.0 - t) * sight.norm(dim=-1), torch.full_like(t, -np.inf))
         return out
 
+    sample_view_colours = rendering.sample_view_colours
+    cfg = model.config
+    spacing = (1.0 / cfg.near - 1.0 / cfg.far) / (cfg.num_samples - 1)
+
+    def occluded_in_views(points: torch.Tensor, w2c: torch.Tensor, margin_scale: float = 1.5) -> torch.Tensor:
+        """``[B, N, V]``: the exact scene hides the point from render view v (a hit > margin before it)."""
+        rotation, translation = w2c[..., :3, :3].double(), w2c[..., :3, 3].double()
+        centres = kitti(-(rotation.transpose(-1, -2) @ translation[..., None])[..., 0]).reshape(*w2c.shape[:2], 3)
+        out = torch.zeros(*points.shape[:2], w2c.shape[1], dtype=torch.bool)
+        for b in range(points.shape[0]):
+            flat = kitti(points[b])
+            for v in range(w2c.shape[1]):
+                sight = flat - centres[b, v]
+                length = sight.norm(dim=-1)
+                t = gt.scene.raycast(centres[b, v], sight).t.double()
+                # A field's surface sample lies up to one sample interval inside the solid (disparity-linear
+                # samples: d^2 (1/near - 1/far) / (S - 1) at distance d along the loss ray); the distance from the
+                # render camera stands in for that one (a proxy: the cameras are metres apart).
+                margin = visibility_margin + margin_scale * length**2 * spacing
+                out[b, :, v] = torch.isfinite(t) & ((1.0 - t) * length > margin)
+        return out
+
+    def colours_with_visibility(images, points, K, w2c):
+        colours, invalid = sample_view_colours(images, points, K, w2c)
+        return colours, invalid | occluded_in_views(points, w2c).to(invalid.device)
+
+    def valid_views_loss(rendered, target, masses, view_missing) -> torch.Tensor:
+        """One patch: the per-pixel minimum over the views whose invalid mass is under the threshold (the loss of
+        ``--pipeline.model.valid-view-minimum True``)."""
+        threshold = model.config.invalid_threshold
+        discard = discarded_pixels(masses, threshold)
+        return min_view_photometric_loss(rendered, target, discard, view_missing, invalid_views(masses, threshold))
+
+    def best_over_seeing_views(rendered, target, batch, hits, views, view_missing) -> torch.Tensor:
+        """``[P, h, w]``: per pixel, the minimum error over the render views that see the pixel's true surface
+        point (nan where none does): what an exact visibility test in the minimum would give the exact field."""
+        p, v, c, h, w = rendered.shape
+        errors = photometric_error(
+            rendered.reshape(p * v, c, h, w), target[:, None].expand(p, v, c, h, w).reshape(-1, c, h, w)
+        ).reshape(p, v, h, w)
+        directions = batch.rays.directions.reshape(-1, 3).double() @ to_kitti[:3, :3].T
+        surface = kitti(batch.rays.origins) + directions * hits.t.double()[:, None]  # [G * R, 3], KITTI frame
+        w2c = views["w2c"]
+        groups = w2c.shape[0]
+        surface_model = (surface - to_kitti[:3, 3]) @ torch.linalg.inv(to_kitti[:3, :3]).T  # back to model frame
+        surface_model = surface_model.reshape(groups, -1, 3).to(w2c.dtype)
+        _, outside = sample_view_colours(views["images"], surface_model, views["K"], w2c)  # behind or off-image
+        seen = ~occluded_in_views(surface_model, w2c, margin_scale=0.0) & ~outside.cpu()
+        seen = seen & torch.isfinite(hits.t).reshape(groups, -1, 1)
+        # rays of a group are its patches' pixels in _patches' order: [G, P/G * h * w] -> [P, h, w, V]
+        seen = seen.reshape(p, h, w, v).permute(0, 3, 1, 2)
+        if view_missing is not None:
+            seen = seen & ~view_missing[:, :, None, None]
+        best = errors.masked_fill(~seen, float("inf")).amin(dim=1)
+        return torch.where(torch.isfinite(best), best, torch.full_like(best, float("nan")))
+
+    colour_views: Dict[str, torch.Tensor] = {}
+
+    def stash_views(images, points, K, w2c):
+        """Keep the render views' poses (for the per-pixel diagnosis below) and sample as configured."""
+        colour_views.update(images=images, K=K, w2c=w2c)
+        return (colours_with_visibility if visibility else sample_view_colours)(images, points, K, w2c)
+
+    rendering.sample_view_colours = stash_views
     results: Dict[str, List[float]] = {}
     per_step: Dict[str, List[torch.Tensor]] = {}
     filenames = pipeline.datamanager.train_dataset._dataparser_outputs.image_filenames
     cameras = [next(c for c in range(4) if f"image_0{c}" in Path(f).parts) for f in filenames]
-    for step in range(steps):
-        seed_state = torch.get_rng_state()
-        for name in FIELDS:
-            torch.set_rng_state(seed_state)  # the same batch and flip draw for every field
+    try:  # the patched density and colour sampling are put back whatever happens
+        for step in range(steps):
+            seed_state = torch.get_rng_state()
+            for name in FIELDS:
+                torch.set_rng_state(seed_state)  # the same batch and flip draw for every field
 
-            def density(points, features, K, w2c, name=name):
-                sigma, outside = original(points, features, K, w2c)
-                if name == "far":
-                    return torch.zeros_like(sigma), outside
-                occupied = (
-                    scenes["no_car" if name == "no_car" else "exact"].occupied(kitti(points)).reshape(sigma.shape)
-                )
-                if name in ("filled", "plus4m"):  # everything, or the first 4 m, behind the input view's surfaces
-                    behind = behind_first_surface(points, w2c)
-                    occupied = occupied | ((behind > 0) & (behind < (4.0 if name == "plus4m" else np.inf)))
-                return occupied.to(sigma.dtype) * 1e3, outside
-
-            net.density = density
-            _, batch = pipeline.datamanager.next_train(step)
-            outputs = model(batch)
-            rendered, target, masses, _, view_missing = model._patches(outputs, batch)
-            discard = discarded_pixels(masses, model.config.invalid_threshold)
-            per_patch = torch.stack(
-                [
-                    min_view_photometric_loss(
-                        rendered[i : i + 1],
-                        target[i : i + 1],
-                        discard[i : i + 1],
-                        None if view_missing is None else view_missing[i : i + 1],
+                def density(points, features, K, w2c, name=name):
+                    sigma, outside = original(points, features, K, w2c)
+                    if name == "far":
+                        return torch.zeros_like(sigma), outside
+                    occupied = (
+                        scenes["no_car" if name == "no_car" else "exact"].occupied(kitti(points)).reshape(sigma.shape)
                     )
-                    for i in range(rendered.shape[0])
-                ]
-            )
-            hits = gt.scene.raycast(
-                kitti(batch.rays.origins), batch.rays.directions.reshape(-1, 3).double() @ to_kitti[:3, :3].T
-            )
-            car = torch.from_numpy(labels[hits.primitive_id.numpy()] == "car").reshape(per_patch.shape[0], -1)
-            car_patch = car.float().mean(dim=1) >= 0.5
-            # Hit distance along the unit ray: a car closer than the near plane (the fisheyes beside parked cars)
-            # cannot be represented by any field sampled from `near` on.
-            distance = hits.t.float().reshape(per_patch.shape[0], -1).median(dim=1).values
-            before_near = distance < model.config.near
-            per_step.setdefault(name, []).append(per_patch)
-            if name == "exact":  # the loss frame's camera of each patch (image_00/01 perspective, 02/03 fisheye)
-                first_ray = batch.rays.camera_indices.reshape(per_patch.shape[0], -1)[:, 0].tolist()
-                per_step.setdefault("camera", []).append(torch.tensor([cameras[i] for i in first_ray]))
-            results.setdefault(f"{name}_all", []).extend(per_patch.tolist())
-            results.setdefault(f"{name}_car", []).extend(per_patch[car_patch].tolist())
-            results.setdefault(f"{name}_car_beyond_near", []).extend(per_patch[car_patch & ~before_near].tolist())
-            results.setdefault(f"{name}_car_before_near", []).extend(per_patch[car_patch & before_near].tolist())
-    net.density = original
+                    if name in ("filled", "plus4m"):  # everything, or the first 4 m, behind the input view's surfaces
+                        behind = behind_first_surface(points, w2c)
+                        occupied = occupied | ((behind > 0) & (behind < (4.0 if name == "plus4m" else np.inf)))
+                    return occupied.to(sigma.dtype) * 1e3, outside
+
+                net.density = density
+                _, batch = pipeline.datamanager.next_train(step)
+                outputs = model(batch)
+                rendered, target, masses, depth, view_missing = model._patches(outputs, batch)
+                discard = discarded_pixels(masses, model.config.invalid_threshold)
+                per_step.setdefault(f"depth_{name}", []).append(depth)
+                per_step.setdefault(f"discard_{name}", []).append(discard)
+                per_patch = torch.stack(
+                    [
+                        min_view_photometric_loss(
+                            rendered[i : i + 1],
+                            target[i : i + 1],
+                            discard[i : i + 1],
+                            None if view_missing is None else view_missing[i : i + 1],
+                        )
+                        for i in range(rendered.shape[0])
+                    ]
+                )
+                per_patch_valid = torch.stack(
+                    [
+                        valid_views_loss(
+                            rendered[i : i + 1],
+                            target[i : i + 1],
+                            masses[i : i + 1],
+                            None if view_missing is None else view_missing[i : i + 1],
+                        )
+                        for i in range(rendered.shape[0])
+                    ]
+                )
+                per_step.setdefault(f"valid_views_{name}", []).append(per_patch_valid)
+                # The error over the kept pixels only, and the share discarded: BTS counts a discarded pixel as 0 in
+                # the mean, so a field can lower its loss by making samples invalid (the far plane does, below).
+                best = min_view_errors(rendered, target, view_missing)
+                per_step.setdefault(f"kept_error_{name}", []).append((best * (~discard)).sum().reshape(1))
+                per_step.setdefault(f"kept_pixels_{name}", []).append((~discard).sum().reshape(1).to(best.dtype))
+                per_step.setdefault(f"best_{name}", []).append(best)
+                hits = gt.scene.raycast(
+                    kitti(batch.rays.origins), batch.rays.directions.reshape(-1, 3).double() @ to_kitti[:3, :3].T
+                )
+                if name == "exact":  # each pixel's true surface point: which render views see it, and their errors
+                    per_step.setdefault("visible_best_exact", []).append(
+                        best_over_seeing_views(rendered, target, batch, hits, colour_views, view_missing)
+                    )
+                car = torch.from_numpy(labels[hits.primitive_id.numpy()] == "car").reshape(per_patch.shape[0], -1)
+                car_patch = car.float().mean(dim=1) >= 0.5
+                # Hit distance along the unit ray: a car closer than the near plane (the fisheyes beside parked cars)
+                # cannot be represented by any field sampled from `near` on.
+                distance = hits.t.float().reshape(per_patch.shape[0], -1).median(dim=1).values
+                before_near = distance < model.config.near
+                per_step.setdefault(name, []).append(per_patch)
+                if name == "exact":  # the loss frame's camera of each patch (image_00/01 perspective, 02/03 fisheye)
+                    first_ray = batch.rays.camera_indices.reshape(per_patch.shape[0], -1)[:, 0].tolist()
+                    per_step.setdefault("camera", []).append(torch.tensor([cameras[i] for i in first_ray]))
+                results.setdefault(f"{name}_all", []).extend(per_patch.tolist())
+                results.setdefault(f"{name}_car", []).extend(per_patch[car_patch].tolist())
+                results.setdefault(f"{name}_car_beyond_near", []).extend(per_patch[car_patch & ~before_near].tolist())
+                results.setdefault(f"{name}_car_before_near", []).extend(per_patch[car_patch & before_near].tolist())
+    finally:
+        net.density = original
+        rendering.sample_view_colours = sample_view_colours
     # The patches whose loss the input view's occluded space changes (filled != exact): there, does the loss prefer
     # the exact (empty) space behind the surfaces over a filled one, and over Depth + 4 m's?
     exact, filled = torch.cat(per_step["exact"]), torch.cat(per_step["filled"])
@@ -432,6 +550,53 @@ def oracle_losses(pipeline, gt: GroundTruth, calibration, steps: int) -> Dict[st
             summary[f"exact_shadowed_{label}"] = float(exact[mask].mean())
             summary[f"filled_shadowed_{label}"] = float(filled[mask].mean())
             summary[f"filled_worse_than_exact_share_{label}"] = float((filled[mask] > exact[mask]).float().mean())
+    # A fisheye loss weight w (each fisheye loss frame's patch counted w times): which field does the weighted
+    # objective prefer, over all patches and over the shadowed ones?
+    for weight in FISHEYE_WEIGHTS:
+        w = torch.where(camera >= 2, float(weight), 1.0).to(exact.dtype)
+        for name in FIELDS:
+            values = torch.cat(per_step[name])
+            summary[f"w{weight:g}_{name}_all"] = float((w * values).sum() / w.sum())
+            summary[f"w{weight:g}_{name}_shadowed"] = float((w * values)[shadowed].sum() / w[shadowed].sum())
+    # The valid-views rule on the same batches: its optimum over all patches and over the shadowed ones (the
+    # patches BTS's rule calls shadowed; the rule changes no density, so the set is the same).
+    for name in FIELDS:
+        values = torch.cat(per_step[f"valid_views_{name}"])
+        summary[f"valid_views_{name}_all"] = float(values.mean())
+        summary[f"valid_views_{name}_shadowed"] = float(values[shadowed].mean())
+    valid_exact, valid_filled = torch.cat(per_step["valid_views_exact"]), torch.cat(per_step["valid_views_filled"])
+    summary["valid_views_filled_worse_than_exact_share"] = float(
+        (valid_filled[shadowed] > valid_exact[shadowed]).float().mean()
+    )
+    pixels = float(sum(int(t.numel()) for t in per_step["exact"])) * model_patch_pixels(pipeline)
+    for name in FIELDS:
+        kept = float(torch.cat(per_step[f"kept_pixels_{name}"]).sum())
+        summary[f"{name}_kept_pixel_error"] = float(torch.cat(per_step[f"kept_error_{name}"]).sum()) / max(kept, 1.0)
+        summary[f"{name}_discarded_share"] = 1.0 - kept / pixels
+    # Per pixel, where the exact and the filled fields end a ray at different depths (> 0.5 m) and neither
+    # discards it: BTS's minimum for both fields, and the exact field's minimum over the views that truly see
+    # the pixel's surface (where one does).
+    depth_exact, depth_filled = torch.cat(per_step["depth_exact"]), torch.cat(per_step["depth_filled"])
+    kept = ~torch.cat(per_step["discard_exact"]) & ~torch.cat(per_step["discard_filled"])
+    differ = ((depth_exact - depth_filled).abs() > 0.5) & kept
+    best_exact, best_filled = torch.cat(per_step["best_exact"]), torch.cat(per_step["best_filled"])
+    visible_best = torch.cat(per_step["visible_best_exact"])
+    seen = differ & torch.isfinite(visible_best)
+    summary["differing_pixels"] = float(differ.sum())
+    summary["differing_pixels_surface_seen_share"] = float(seen.sum()) / max(float(differ.sum()), 1.0)
+    if differ.any():
+        summary["differing_exact_depth_median"] = float(depth_exact[differ].median())
+        summary["differing_filled_depth_median"] = float(depth_filled[differ].median())
+    for label, mask in (("all", differ), ("seen", seen), ("unseen", differ & ~seen)):
+        if mask.any():
+            summary[f"differing_{label}_exact_error"] = float(best_exact[mask].mean())
+            summary[f"differing_{label}_filled_error"] = float(best_filled[mask].mean())
+            summary[f"differing_{label}_filled_better_share"] = float(
+                (best_filled[mask] < best_exact[mask]).float().mean()
+            )
+    if seen.any():
+        summary["differing_seen_exact_error_seeing_views"] = float(visible_best[seen].mean())
+    summary["visibility"] = float(visibility)
     summary["car_patches"] = float(len(results.get("exact_car", [])))
     summary["car_patches_before_near"] = float(len(results.get("exact_car_before_near", [])))
     summary["patches"] = float(len(results["exact_all"]))
@@ -472,6 +637,15 @@ def main() -> None:
     parser.add_argument("--no-augment", action="store_true", help="no colour jitter, no flip")
     parser.add_argument("--no-fisheye", action="store_true", help="frame groups without the fisheye frames")
     parser.add_argument("--near", type=float, default=3.0, help="sampling start and code near plane (BTS: 3 m)")
+    parser.add_argument("--num-samples", type=int, default=None, help="samples per ray (tiny preset 32; BTS 64)")
+    parser.add_argument(
+        "--visibility",
+        action="store_true",
+        help="oracle: a sample's colour is invalid in a render view that sees it occluded in the exact scene",
+    )
+    parser.add_argument(
+        "--visibility-margin", type=float, default=0.5, help="oracle: metres a hit must lie before a point to hide it"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--output-json", type=Path, default=None)
@@ -493,7 +667,7 @@ def main() -> None:
         groups["density_mlp"] = list(direct_head.parameters())  # reported as the head's group
     lrs = {"resnet": args.lr, "decoder": args.decoder_lr or args.lr, "density_mlp": args.mlp_lr or args.lr}
     if args.loss == "oracle":
-        summary = oracle_losses(pipeline, gt, calibration, args.steps)
+        summary = oracle_losses(pipeline, gt, calibration, args.steps, args.visibility, args.visibility_margin)
         print(json.dumps({k: round(v, 5) for k, v in summary.items()}), flush=True)
         if args.output_json is not None:
             args.output_json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **summary}))

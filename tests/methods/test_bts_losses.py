@@ -9,10 +9,12 @@ from bts_studio.methods.bts.losses import (
     discarded_pixels,
     edge_aware_smoothness,
     identity_patches,
+    invalid_views,
     masked_smoothness_loss,
     min_view_errors,
     min_view_photometric_loss,
     photometric_error,
+    pixels_without_valid_view,
     ssim_dissimilarity,
 )
 
@@ -110,6 +112,47 @@ def test_min_view_errors_is_the_per_pixel_minimum_and_skips_missing_views():
     assert torch.equal(errors, torch.minimum(photometric_error(a, target), photometric_error(b, target)))
     only_a = min_view_errors(torch.stack([a, b], 1), target, torch.tensor([[False, True], [False, True]]))
     assert torch.equal(only_a, photometric_error(a, target))
+
+
+def test_the_valid_view_minimum_skips_invalid_views_per_pixel_and_equals_bts_without_any():
+    target = torch.rand(1, 3, 8, 8)
+    good, bad = target.clone(), torch.rand(1, 3, 8, 8)
+    rendered = torch.stack([bad, good], dim=1)  # view 1 reproduces the target
+    mass = torch.zeros(1, 2, 8, 8)
+    mass[0, 1, :, :4] = 0.95  # view 1 is invalid on the left half: there only the bad view may win
+    invalid = invalid_views(mass)
+    assert invalid[0, 1, :, :4].all() and not invalid[0, 0].any() and not invalid[0, 1, :, 4:].any()
+    best = min_view_errors(rendered, target, view_invalid=invalid)
+    bad_errors = photometric_error(bad, target)
+    assert torch.equal(best[0, :, :4], bad_errors[0, :, :4])
+    assert float(best[0, :, 4:].abs().max()) < 1e-6
+    # BTS's rule lets the invalid view win (its error is 0 everywhere); nothing invalid: the two rules agree.
+    no_discard = discarded_pixels(mass)
+    assert not no_discard.any()
+    bts = min_view_photometric_loss(rendered, target, no_discard)
+    valid = min_view_photometric_loss(rendered, target, no_discard, view_invalid=invalid)
+    assert float(bts) < 1e-6 < float(valid)
+    assert torch.allclose(valid, bad_errors[0, :, :4].sum() / 64)
+    none = invalid_views(torch.zeros(1, 2, 8, 8))
+    assert torch.equal(min_view_photometric_loss(rendered, target, no_discard, view_invalid=none), bts)
+
+
+def test_a_pixel_without_a_valid_view_contributes_zero_not_the_largest_float():
+    target, rendered = torch.rand(1, 3, 8, 8), torch.rand(1, 2, 3, 8, 8)
+    mass = torch.zeros(1, 2, 8, 8)
+    mass[0, 0, 0, 0] = 0.95  # view 0 invalid at (0, 0) and view 1 missing: no view left there
+    missing = torch.tensor([[False, True]])
+    invalid = invalid_views(mass)
+    assert pixels_without_valid_view(invalid, missing)[0].nonzero().tolist() == [[0, 0]]
+    # A discard that keeps (0, 0) (a caller whose missing view carries no invalid mass): the loss must zero it.
+    keep = torch.zeros(1, 8, 8, dtype=torch.bool)
+    rendered.requires_grad_(True)
+    loss = min_view_photometric_loss(rendered, target, keep, missing, invalid)
+    errors = photometric_error(rendered[:, 0].detach(), target)
+    errors[0, 0, 0] = 0.0
+    assert torch.isfinite(loss) and torch.allclose(loss, errors.mean())
+    loss.backward()
+    assert torch.isfinite(rendered.grad).all() and rendered.grad[:, 0].abs().sum() > 0
 
 
 def test_identity_patches_read_every_render_frame_at_the_loss_pixels():

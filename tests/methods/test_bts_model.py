@@ -282,6 +282,56 @@ def test_automask_drops_patches_an_unwarped_render_frame_reproduces(model):
         model.eval()
 
 
+def test_valid_view_minimum_is_the_losses_composition_with_and_without_automask(model):
+    """``valid_view_minimum`` (issue 18's opt-in deviation): group 1's first render frame is made invalid on the
+    left half of the patch; the loss is ``min_view_photometric_loss`` with ``invalid_views`` (BTS's when no frame
+    is invalid), and with ``automask`` the mask compares the valid-view minimum with the identity one."""
+    from bts_studio.methods.bts.losses import (
+        AUTOMASK_TIE_NOISE,
+        automask_from_errors,
+        discarded_pixels,
+        invalid_views,
+        min_view_errors,
+        min_view_photometric_loss,
+        photometric_loss_from_errors,
+    )
+
+    batch = _loss_batch()
+    model.train()
+    try:
+        with torch.no_grad():
+            outputs = model(batch)
+            plain = model.get_loss_dict(outputs, batch)["photometric_loss"]
+            model.config.valid_view_minimum = True
+            assert torch.equal(model.get_loss_dict(outputs, batch)["photometric_loss"], plain)  # no view invalid
+            outputs["invalid_mass"][1, :, :, :4, 0] = 1.0
+            valid = model.get_loss_dict(outputs, batch)["photometric_loss"]
+            rendered, target, masses, _, missing = model._patches(outputs, batch)
+            threshold = model.config.invalid_threshold
+            expected = min_view_photometric_loss(
+                rendered, target, discarded_pixels(masses, threshold), missing, invalid_views(masses, threshold)
+            )
+            assert torch.isfinite(valid) and torch.allclose(valid, model.config.photometric_weight * expected)
+            assert not torch.equal(valid, plain)
+            model.config.automask = True  # both options: the composition, with the same tie noise drawn
+            invalid = invalid_views(masses, threshold)
+            torch.manual_seed(0)
+            both = model.get_loss_dict(outputs, batch)["photometric_loss"]
+            torch.manual_seed(0)
+            best = min_view_errors(rendered, target, missing, invalid)
+            identity = min_view_errors(model._identity_patches(batch, rendered), target, missing)
+            mask = automask_from_errors(best, identity, missing, AUTOMASK_TIE_NOISE)
+            composed = photometric_loss_from_errors(best, discarded_pixels(masses, threshold) | mask, missing)
+            assert torch.isfinite(both) and torch.allclose(both, model.config.photometric_weight * composed)
+            model.config.valid_view_minimum = False
+            torch.manual_seed(0)
+            assert not torch.equal(model.get_loss_dict(outputs, batch)["photometric_loss"], both)
+    finally:
+        model.config.valid_view_minimum = False
+        model.config.automask = False
+        model.eval()
+
+
 def test_decoder_param_group_moves_the_decoder_and_old_optimizer_states_still_load(model, tmp_path):
     from nerfstudio.engine.optimizers import Optimizers
 

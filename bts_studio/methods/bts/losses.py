@@ -9,7 +9,9 @@ Follows ``models/bts/model/loss.py`` and ``models/common/model/layers.py`` of th
       invalid in **every** render view; discarded pixels contribute 0 but still count in the mean;
     * edge-aware smoothness of the disparity ``1 / clamp(distance, 1e-3, 80)`` normalised by its patch mean;
     * optional (off in BTS's configs and by default here): Monodepth2's auto-masking (Godard et al., ICCV 2019,
-      Sec. 3.3; ``trainer.py`` ``compute_losses`` of the official monodepth2 code), see :func:`automasked_pixels`.
+      Sec. 3.3; ``trainer.py`` ``compute_losses`` of the official monodepth2 code), see :func:`automasked_pixels`;
+    * optional (this project's deviation, off by default): the minimum over the valid views only, per pixel,
+      see :func:`invalid_views`.
 
 Shapes: ``P`` patches, ``V`` render views, ``C`` channels, ``h x w`` patch size.
 """
@@ -90,9 +92,11 @@ def min_view_errors(
     views: Float[Tensor, "P V C h w"],
     target: Float[Tensor, "P C h w"],
     view_missing: Optional[Bool[Tensor, "P V"]] = None,
+    view_invalid: Optional[Bool[Tensor, "P V h w"]] = None,
 ) -> Float[Tensor, "P h w"]:
     """Per-pixel minimum over views of :func:`photometric_error` against ``target``; a missing view never wins
-    (a pixel without any view gets the dtype's largest value)."""
+    (a pixel without any view gets the dtype's largest value), nor, per pixel, a view marked in ``view_invalid``
+    (the opt-in valid-view minimum, :func:`invalid_views`; BTS lets every view compete)."""
     p, v, c, h, w = views.shape
     assert target.shape == (p, c, h, w), f"target {tuple(target.shape)} vs views {tuple(views.shape)}"
     errors = photometric_error(
@@ -102,7 +106,22 @@ def min_view_errors(
     if view_missing is not None:
         assert view_missing.shape == (p, v), f"view_missing {tuple(view_missing.shape)}, expected {(p, v)}"
         errors = errors.masked_fill(view_missing[:, :, None, None], torch.finfo(errors.dtype).max)
+    if view_invalid is not None:
+        assert view_invalid.shape == (p, v, h, w), f"view_invalid {tuple(view_invalid.shape)}, expected {(p, v, h, w)}"
+        errors = errors.masked_fill(view_invalid, torch.finfo(errors.dtype).max)
     return errors.amin(dim=1)
+
+
+def invalid_views(
+    invalid_mass: Float[Tensor, "P V h w"], threshold: float = INVALID_MASS_THRESHOLD
+) -> Bool[Tensor, "P V h w"]:
+    """Per pixel, the render views whose invalid weight mass exceeds ``threshold`` (the sample colours they would
+    give are mostly border values, or from outside the input frustum). BTS discards a pixel only when every view
+    is invalid (:func:`discarded_pixels`) and otherwise lets invalid views compete in the minimum; excluding them
+    per pixel is this project's opt-in deviation (``valid_view_minimum``; issue 18, docs/benchmarks.md,
+    thirteenth session)."""
+    assert invalid_mass.dim() == 4, f"invalid_mass must be [P, V, h, w], got {tuple(invalid_mass.shape)}"
+    return invalid_mass > threshold
 
 
 def identity_patches(
@@ -164,6 +183,7 @@ def min_view_photometric_loss(
     target: Float[Tensor, "P C h w"],
     discard: Bool[Tensor, "P h w"],
     view_missing: Optional[Bool[Tensor, "P V"]] = None,
+    view_invalid: Optional[Bool[Tensor, "P V h w"]] = None,
 ) -> Float[Tensor, ""]:
     """Mean over all pixels of the per-pixel minimum photometric error over render views.
 
@@ -174,8 +194,23 @@ def min_view_photometric_loss(
             still count in the mean, as in BTS.
         view_missing: render views absent from a group (their error never wins the minimum; a patch without any
             view contributes 0).
+        view_invalid: per pixel, views that never win the minimum (:func:`invalid_views`; ``None`` in BTS). A
+            pixel left without any view contributes 0, as a discarded one.
     """
-    return photometric_loss_from_errors(min_view_errors(rendered, target, view_missing), discard, view_missing)
+    best = min_view_errors(rendered, target, view_missing, view_invalid)
+    if view_invalid is not None:
+        discard = discard | pixels_without_valid_view(view_invalid, view_missing)
+    return photometric_loss_from_errors(best, discard, view_missing)
+
+
+def pixels_without_valid_view(
+    view_invalid: Bool[Tensor, "P V h w"], view_missing: Optional[Bool[Tensor, "P V"]] = None
+) -> Bool[Tensor, "P h w"]:
+    """Pixels where every render view is invalid or missing: the valid-view minimum has nothing to compare. In the
+    model a missing view carries invalid mass 1, so these are already discarded; this guards callers whose missing
+    views carry less."""
+    excluded = view_invalid if view_missing is None else view_invalid | view_missing[:, :, None, None]
+    return excluded.all(dim=1)
 
 
 def photometric_loss_from_errors(
