@@ -413,12 +413,25 @@ def oracle_losses(
         colours, invalid = sample_view_colours(images, points, K, w2c)
         return colours, invalid | occluded_in_views(points, w2c).to(invalid.device)
 
-    def valid_views_loss(rendered, target, masses, view_missing) -> torch.Tensor:
-        """One patch: the per-pixel minimum over the views whose invalid mass is under the threshold (the loss of
+    def per_patch_losses(rendered, target, masses, view_missing, valid_views: bool) -> torch.Tensor:
+        """``[P]``: the loss function on one patch at a time, BTS's rule or the valid-view minimum (the loss of
         ``--pipeline.model.valid-view-minimum True``)."""
         threshold = model.config.invalid_threshold
         discard = discarded_pixels(masses, threshold)
-        return min_view_photometric_loss(rendered, target, discard, view_missing, invalid_views(masses, threshold))
+        invalid = invalid_views(masses, threshold) if valid_views else None
+        one = [slice(i, i + 1) for i in range(rendered.shape[0])]
+        return torch.stack(
+            [
+                min_view_photometric_loss(
+                    rendered[i],
+                    target[i],
+                    discard[i],
+                    None if view_missing is None else view_missing[i],
+                    None if invalid is None else invalid[i],
+                )
+                for i in one
+            ]
+        )
 
     def best_over_seeing_views(rendered, target, batch, hits, views, view_missing) -> torch.Tensor:
         """``[P, h, w]``: per pixel, the minimum error over the render views that see the pixel's true surface
@@ -480,28 +493,8 @@ def oracle_losses(
                 discard = discarded_pixels(masses, model.config.invalid_threshold)
                 per_step.setdefault(f"depth_{name}", []).append(depth)
                 per_step.setdefault(f"discard_{name}", []).append(discard)
-                per_patch = torch.stack(
-                    [
-                        min_view_photometric_loss(
-                            rendered[i : i + 1],
-                            target[i : i + 1],
-                            discard[i : i + 1],
-                            None if view_missing is None else view_missing[i : i + 1],
-                        )
-                        for i in range(rendered.shape[0])
-                    ]
-                )
-                per_patch_valid = torch.stack(
-                    [
-                        valid_views_loss(
-                            rendered[i : i + 1],
-                            target[i : i + 1],
-                            masses[i : i + 1],
-                            None if view_missing is None else view_missing[i : i + 1],
-                        )
-                        for i in range(rendered.shape[0])
-                    ]
-                )
+                per_patch = per_patch_losses(rendered, target, masses, view_missing, valid_views=False)
+                per_patch_valid = per_patch_losses(rendered, target, masses, view_missing, valid_views=True)
                 per_step.setdefault(f"valid_views_{name}", []).append(per_patch_valid)
                 # The error over the kept pixels only, and the share discarded: BTS counts a discarded pixel as 0 in
                 # the mean, so a field can lower its loss by making samples invalid (the far plane does, below).
