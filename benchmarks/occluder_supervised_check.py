@@ -325,11 +325,6 @@ FISHEYE_WEIGHTS = (1.0, 2.0, 3.0, 4.0)
 the loss's optimum behind the car?)."""
 
 
-def model_patch_pixels(pipeline) -> int:
-    """Pixels per patch of the preset's batches."""
-    return int(pipeline.datamanager.config.patch_size) ** 2
-
-
 @torch.no_grad()
 def oracle_losses(
     pipeline, gt: GroundTruth, calibration, steps: int, visibility: bool = False, visibility_margin: float = 0.5
@@ -358,7 +353,7 @@ def oracle_losses(
         invalid_views,
         min_view_errors,
         min_view_photometric_loss,
-        photometric_error,
+        pixels_without_valid_view,
     )
 
     model = pipeline.model
@@ -436,10 +431,7 @@ def oracle_losses(
     def best_over_seeing_views(rendered, target, batch, hits, views, view_missing) -> torch.Tensor:
         """``[P, h, w]``: per pixel, the minimum error over the render views that see the pixel's true surface
         point (nan where none does): what an exact visibility test in the minimum would give the exact field."""
-        p, v, c, h, w = rendered.shape
-        errors = photometric_error(
-            rendered.reshape(p * v, c, h, w), target[:, None].expand(p, v, c, h, w).reshape(-1, c, h, w)
-        ).reshape(p, v, h, w)
+        p, v, _, h, w = rendered.shape
         directions = batch.rays.directions.reshape(-1, 3).double() @ to_kitti[:3, :3].T
         surface = kitti(batch.rays.origins) + directions * hits.t.double()[:, None]  # [G * R, 3], KITTI frame
         w2c = views["w2c"]
@@ -451,10 +443,8 @@ def oracle_losses(
         seen = seen & torch.isfinite(hits.t).reshape(groups, -1, 1)
         # rays of a group are its patches' pixels in _patches' order: [G, P/G * h * w] -> [P, h, w, V]
         seen = seen.reshape(p, h, w, v).permute(0, 3, 1, 2)
-        if view_missing is not None:
-            seen = seen & ~view_missing[:, :, None, None]
-        best = errors.masked_fill(~seen, float("inf")).amin(dim=1)
-        return torch.where(torch.isfinite(best), best, torch.full_like(best, float("nan")))
+        best = min_view_errors(rendered, target, view_missing, view_invalid=~seen)  # the loss's own minimum
+        return best.masked_fill(pixels_without_valid_view(~seen, view_missing), float("nan"))
 
     colour_views: Dict[str, torch.Tensor] = {}
 
@@ -561,7 +551,7 @@ def oracle_losses(
     summary["valid_views_filled_worse_than_exact_share"] = float(
         (valid_filled[shadowed] > valid_exact[shadowed]).float().mean()
     )
-    pixels = float(sum(int(t.numel()) for t in per_step["exact"])) * model_patch_pixels(pipeline)
+    pixels = float(sum(int(t.numel()) for t in per_step["discard_exact"]))  # every field's batches have these
     for name in FIELDS:
         kept = float(torch.cat(per_step[f"kept_pixels_{name}"]).sum())
         summary[f"{name}_kept_pixel_error"] = float(torch.cat(per_step[f"kept_error_{name}"]).sum()) / max(kept, 1.0)

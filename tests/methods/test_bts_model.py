@@ -323,6 +323,8 @@ def test_valid_view_minimum_is_the_losses_composition_with_and_without_automask(
             mask = automask_from_errors(best, identity, missing, AUTOMASK_TIE_NOISE)
             composed = photometric_loss_from_errors(best, discarded_pixels(masses, threshold) | mask, missing)
             assert torch.isfinite(both) and torch.allclose(both, model.config.photometric_weight * composed)
+            no_noise = automask_from_errors(best, identity, missing, 0.0).float().mean()  # the metric, as the loss
+            assert torch.equal(model.get_metrics_dict(outputs, batch)["automasked_ratio"], no_noise)
             model.config.valid_view_minimum = False
             torch.manual_seed(0)
             assert not torch.equal(model.get_loss_dict(outputs, batch)["photometric_loss"], both)

@@ -277,8 +277,8 @@ class BTSDataManager(VanillaDataManager[BTSDataset]):
 
         images = images_u8.permute(0, 1, 4, 2, 3).float() / 255.0  # [B, 8, 3, H, W]
         if augment and self.config.colour_jitter:
-            # CUDA: one batched call (the per-group loop's ~1,200 ops were host time of every step, augmentation.py);
-            # the CPU keeps torchvision's per-group reference, so CPU runs are unchanged.
+            # CUDA: the two Triton kernels or their batched twin (the per-group loop's ~1,200 ops were host time of
+            # every step, augmentation.py); the CPU keeps torchvision's per-group reference, so CPU runs are unchanged.
             if images.is_cuda:
                 jitter_batch = colour_jitter_triton if self.config.fused_colour_jitter else apply_colour_jitter_batch
                 images = jitter_batch(images, jitter)

@@ -146,6 +146,7 @@ def automasked_pixels(
     target: Float[Tensor, "P C h w"],
     view_missing: Optional[Bool[Tensor, "P V"]] = None,
     tie_noise: float = AUTOMASK_TIE_NOISE,
+    view_invalid: Optional[Bool[Tensor, "P V h w"]] = None,
 ) -> Bool[Tensor, "P h w"]:
     """Monodepth2's auto-mask (Sec. 3.3) on BTS's min over render frames: True where the best un-warped render
     frame (``identity``, :func:`identity_patches`) explains the target pixel at least as well as the best
@@ -156,8 +157,9 @@ def automasked_pixels(
     monodepth2 takes the minimum over the identity and the reprojection errors (ties go to the identity) and
     adds ``randn * tie_noise`` to the identity errors; here the noise is added to the best identity error. Views
     missing from a group count for neither term. Where no view exists nothing is masked (the loss is 0 there).
+    ``view_invalid`` (the valid-view minimum, :func:`invalid_views`) restricts the rendered term only.
     """
-    best_rendered = min_view_errors(rendered, target, view_missing)
+    best_rendered = min_view_errors(rendered, target, view_missing, view_invalid)
     best_identity = min_view_errors(identity, target, view_missing)
     return automask_from_errors(best_rendered, best_identity, view_missing, tie_noise)
 

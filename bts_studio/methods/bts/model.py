@@ -41,6 +41,7 @@ from bts_studio.methods.bts.density_field import BTSDensityField
 from bts_studio.methods.bts.losses import (
     AUTOMASK_TIE_NOISE,
     automask_from_errors,
+    automasked_pixels,
     discarded_pixels,
     identity_patches,
     invalid_views,
@@ -462,9 +463,10 @@ class BTSModel(Model):
         }
         if self.config.automask:  # without the tie noise: the metric draws no random numbers
             with torch.no_grad():
-                best = min_view_errors(rendered, target, view_missing, self._view_invalid(masses))  # as the loss
-                best_identity = min_view_errors(self._identity_patches(batch, rendered), target, view_missing)
-                automasked = automask_from_errors(best, best_identity, view_missing, tie_noise=0.0)
+                identity = self._identity_patches(batch, rendered)
+                automasked = automasked_pixels(
+                    rendered, identity, target, view_missing, tie_noise=0.0, view_invalid=self._view_invalid(masses)
+                )
                 metrics["automasked_ratio"] = automasked.float().mean()
         return metrics
 
