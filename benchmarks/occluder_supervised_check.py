@@ -633,6 +633,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--output-json", type=Path, default=None)
     args = parser.parse_args()
+    if args.num_samples is not None and args.num_samples < 2:
+        parser.error(f"--num-samples must be at least 2 (samples per ray), got {args.num_samples}")
+    if args.visibility_margin < 0:
+        parser.error(f"--visibility-margin must be 0 or more metres, got {args.visibility_margin}")
     work = args.work or Path(tempfile.mkdtemp(prefix="occl_sup_"))
     work.mkdir(parents=True, exist_ok=True)
 
