@@ -1,0 +1,187 @@
+"""Exact occupancy against training steps, for one or more runs of `benchmarks/gpu_occluders.sh` (issue #18).
+
+Each ``--run`` names one evaluated checkpoint: ``LABEL=STEPS:PATH``, where PATH is the `occupancy.json` that
+`bts-studio eval-occupancy` wrote for that checkpoint (a chained run gives one per call). The script prints, as
+markdown:
+
+- per run and checkpoint, the per-image means and standard errors of exact (and official) O_acc, IE_acc, IE_rec
+  and O_rec for the model and for "Depth + 4 m" (built from the model's own depth), and the paired per-image
+  difference model minus Depth + 4 m;
+- with ``--pair A B``, per step both runs reached, the paired per-image difference run A minus run B of the model's
+  exact IE_rec and IE_acc (the same test images in both runs: same data, same split). With A the run with fisheye
+  frames and B the run without, this is the paper's fisheye ablation (BTS, Sec. 4.4), same steps and same seed.
+
+With ``--output`` it also draws exact IE_acc and IE_rec against steps, model solid and Depth + 4 m dashed, one
+colour per run.
+
+    python benchmarks/occluder_curves.py --run fisheye=7000:c1g0/occupancy.json --run none=7000:c1g1/occupancy.json \
+        --run fisheye=15500:c2g0/occupancy.json ... --pair fisheye none --output curves.png
+
+Raises SystemExit naming the argument when a ``--run`` is malformed, its file is missing or is not an
+`eval-occupancy` report with per-image results of two models, or two runs are paired over different images.
+"""
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+METRICS = ("o_acc", "ie_acc", "ie_rec", "o_rec")
+
+
+def mean_se(values: Sequence[Optional[float]]) -> Tuple[float, float, int]:
+    """Mean, standard error (sample std / sqrt(n)) and count of the defined values (None and NaN left out)."""
+    kept = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    n = len(kept)
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    mean = sum(kept) / n
+    if n == 1:
+        return mean, float("nan"), 1
+    variance = sum((v - mean) ** 2 for v in kept) / (n - 1)
+    return mean, math.sqrt(variance / n), n
+
+
+def paired(a: List[dict], b: List[dict], name: str) -> Tuple[float, float, int, int]:
+    """Mean and standard error of the per-image difference a - b of metric ``name``, the number of images where
+    both are defined, and on how many of them a is higher."""
+    diffs = []
+    for x, y in zip(a, b, strict=True):
+        u, v = x.get(name), y.get(name)
+        if u is None or v is None or math.isnan(u) or math.isnan(v):
+            continue
+        diffs.append(u - v)
+    mean, se, n = mean_se(diffs)
+    return mean, se, n, sum(d > 0 for d in diffs)
+
+
+def load_run(spec: str) -> Tuple[str, int, dict]:
+    """Parse ``LABEL=STEPS:PATH`` and read the report."""
+    try:
+        label, rest = spec.split("=", 1)
+        steps, path = rest.split(":", 1)
+        steps_value = int(steps)
+    except ValueError:
+        raise SystemExit(f"--run {spec!r}: expected LABEL=STEPS:PATH, e.g. fisheye=7000:c1g0/occupancy.json") from None
+    report_path = Path(path)
+    if not report_path.is_file():
+        raise SystemExit(f"--run {spec!r}: {report_path} does not exist (expected eval-occupancy's occupancy.json)")
+    report = json.loads(report_path.read_text())
+    per_image = report.get("per_image", {})
+    if "exact" not in per_image or len(per_image["exact"]) < 2:
+        raise SystemExit(
+            f"--run {spec!r}: {report_path} has no per-image exact results of a model and its baseline; "
+            "run eval-occupancy with --variant both --baseline depth+4m"
+        )
+    return label, steps_value, report
+
+
+def models(report: dict, variant: str) -> Tuple[List[dict], List[dict]]:
+    """Per-image rows of the model and of its baseline (the report lists the model first)."""
+    by_model = report["per_image"][variant]
+    names = list(by_model)
+    return by_model[names[0]], by_model[names[1]]
+
+
+def run_table(runs: List[Tuple[str, int, dict]]) -> List[str]:
+    lines = [
+        "| run | steps | variant | metric | model | Depth + 4 m | model - Depth + 4 m (paired) | model higher on |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, steps, report in runs:
+        for variant in ("exact", "official"):
+            if variant not in report["per_image"]:
+                continue
+            model, base = models(report, variant)
+            for name in METRICS:
+                m, m_se, _ = mean_se([r.get(name) for r in model])
+                b, b_se, _ = mean_se([r.get(name) for r in base])
+                d, d_se, n, higher = paired(model, base, name)
+                lines.append(
+                    f"| {label} | {steps} | {variant} | {name} | {m:.3f} ± {m_se:.3f} | {b:.3f} ± {b_se:.3f} | "
+                    f"{d:+.3f} ± {d_se:.3f} | {higher} of {n} |"
+                )
+    return lines
+
+
+def pair_table(runs: List[Tuple[str, int, dict]], first: str, second: str) -> List[str]:
+    by_key: Dict[Tuple[str, int], dict] = {(label, steps): report for label, steps, report in runs}
+    steps_both = sorted({s for (lab, s) in by_key if lab == first} & {s for (lab, s) in by_key if lab == second})
+    if not steps_both:
+        raise SystemExit(f"--pair {first} {second}: no step has a --run of both labels")
+    lines = [
+        f"| steps | metric (exact) | {first} | {second} | {first} - {second} (paired) | {first} higher on |",
+        "|---|---|---|---|---|---|",
+    ]
+    for steps in steps_both:
+        a_model, _ = models(by_key[(first, steps)], "exact")
+        b_model, _ = models(by_key[(second, steps)], "exact")
+        ids_a = [(r.get("sequence"), r.get("frame_id")) for r in a_model]
+        ids_b = [(r.get("sequence"), r.get("frame_id")) for r in b_model]
+        if ids_a != ids_b:
+            raise SystemExit(f"--pair {first} {second}: at {steps} steps the two runs scored different test images")
+        for name in ("ie_rec", "ie_acc", "o_acc", "o_rec"):
+            a, a_se, _ = mean_se([r.get(name) for r in a_model])
+            b, b_se, _ = mean_se([r.get(name) for r in b_model])
+            d, d_se, n, higher = paired(a_model, b_model, name)
+            lines.append(
+                f"| {steps} | {name} | {a:.3f} ± {a_se:.3f} | {b:.3f} ± {b_se:.3f} | {d:+.3f} ± {d_se:.3f} | "
+                f"{higher} of {n} |"
+            )
+    return lines
+
+
+def plot(runs: List[Tuple[str, int, dict]], output: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(label for label, _, _ in runs))
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for axis, name, title in zip(axes, ("ie_acc", "ie_rec"), ("exact IE_acc", "exact IE_rec"), strict=True):
+        for index, label in enumerate(labels):
+            colour = f"C{index}"
+            points = sorted((steps, report) for lab, steps, report in runs if lab == label)
+            xs = [steps for steps, _ in points]
+            model = [mean_se([r.get(name) for r in models(rep, "exact")[0]]) for _, rep in points]
+            base = [mean_se([r.get(name) for r in models(rep, "exact")[1]]) for _, rep in points]
+            axis.errorbar(xs, [m for m, _, _ in model], yerr=[s for _, s, _ in model], color=colour, marker="o",
+                          capsize=3, label=f"{label}: bts-density")  # fmt: skip
+            axis.errorbar(xs, [m for m, _, _ in base], yerr=[s for _, s, _ in base], color=colour, marker="s",
+                          linestyle="--", capsize=3, alpha=0.7, label=f"{label}: Depth + 4 m")  # fmt: skip
+        axis.set_title(title)
+        axis.set_xlabel("training steps")
+        axis.set_ylim(0.0, 1.0)
+        axis.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    figure.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.stem + ".partial" + output.suffix)
+    figure.savefig(partial, dpi=110)
+    partial.replace(output)  # atomic: a reader never sees half a picture
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", action="append", required=True, help="LABEL=STEPS:PATH to an occupancy.json")
+    parser.add_argument("--pair", nargs=2, metavar=("A", "B"), help="paired per-image difference run A - run B")
+    parser.add_argument("--output", type=Path, help="PNG of exact IE_acc and IE_rec against steps")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    args = parser.parse_args()
+    if args.output is not None and args.output.exists() and not args.overwrite:
+        raise SystemExit(f"--output {args.output} exists; pass --overwrite to replace it")
+    runs = [load_run(spec) for spec in args.run]
+    lines = ["Per run and checkpoint (per-image means ± standard errors):", ""] + run_table(runs)
+    if args.pair:
+        lines += ["", f"Paired across runs, {args.pair[0]} minus {args.pair[1]} (model only):", ""]
+        lines += pair_table(runs, *args.pair)
+    print("\n".join(lines))
+    if args.output is not None:
+        plot(runs, args.output)
+        print(f"\nwrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
