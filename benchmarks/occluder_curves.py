@@ -115,6 +115,15 @@ def models(report: dict, variant: str) -> tuple[list[dict], list[dict]]:
     return by_model[model], by_model[BASELINE]
 
 
+def compared(a: list[dict], b: list[dict], name: str) -> str:
+    """Markdown cells of metric ``name``: a's mean ± se, b's, the paired a - b ± se, and on how many images a is
+    higher."""
+    a_mean, a_se, _ = mean_se([r.get(name) for r in a])
+    b_mean, b_se, _ = mean_se([r.get(name) for r in b])
+    d_mean, d_se, n, higher = paired(a, b, name)
+    return f"{a_mean:.3f} ± {a_se:.3f} | {b_mean:.3f} ± {b_se:.3f} | {d_mean:+.3f} ± {d_se:.3f} | {higher} of {n}"
+
+
 def run_table(runs: list[Run]) -> list[str]:
     """Markdown rows: per run, checkpoint, variant and metric, the model, Depth + 4 m and their paired difference."""
     lines = [
@@ -127,13 +136,7 @@ def run_table(runs: list[Run]) -> list[str]:
                 continue
             model, base = models(report, variant)
             for name in METRICS:
-                m, m_se, _ = mean_se([r.get(name) for r in model])
-                b, b_se, _ = mean_se([r.get(name) for r in base])
-                d, d_se, n, higher = paired(model, base, name)
-                lines.append(
-                    f"| {label} | {steps} | {variant} | {name} | {m:.3f} ± {m_se:.3f} | {b:.3f} ± {b_se:.3f} | "
-                    f"{d:+.3f} ± {d_se:.3f} | {higher} of {n} |"
-                )
+                lines.append(f"| {label} | {steps} | {variant} | {name} | {compared(model, base, name)} |")
     return lines
 
 
@@ -154,13 +157,7 @@ def pair_table(runs: list[Run], first: str, second: str) -> list[str]:
         if [image_id(r) for r in a_model] != [image_id(r) for r in b_model]:
             raise SystemExit(f"--pair {first} {second}: at {steps} steps the two runs scored different test images")
         for name in ("ie_rec", "ie_acc", "o_acc", "o_rec"):
-            a, a_se, _ = mean_se([r.get(name) for r in a_model])
-            b, b_se, _ = mean_se([r.get(name) for r in b_model])
-            d, d_se, n, higher = paired(a_model, b_model, name)
-            lines.append(
-                f"| {steps} | {name} | {a:.3f} ± {a_se:.3f} | {b:.3f} ± {b_se:.3f} | {d:+.3f} ± {d_se:.3f} | "
-                f"{higher} of {n} |"
-            )
+            lines.append(f"| {steps} | {name} | {compared(a_model, b_model, name)} |")
     return lines
 
 
