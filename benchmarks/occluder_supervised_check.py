@@ -36,6 +36,15 @@ car" and "BTS's photometric loss prefers a filled shadow to the exact empty one"
     python benchmarks/occluder_supervised_check.py --data /tmp/od/onecar --loss photometric --steps 400 --automask \
         [--decoder-lr 1e-3 --mlp-lr 1e-3] [--no-fisheye] [--seed 1]
 
+A trained run's weights (``--checkpoint``, of ``--preset``'s model) are loaded before training or scoring; with
+``--loss oracle`` the trained field and two edits of it are scored beside the exact ones (``MODEL_FIELDS``: is the
+trained model next to a better field behind the cars?). For a GPU run of ``benchmarks/gpu_occluders.sh`` (its
+``WORK``), on that machine's CPU after training (one step takes ~30 s on 2 cores):
+
+    python benchmarks/occluder_supervised_check.py --data $WORK/KITTI-360 --loss oracle --preset official \
+        --checkpoint $WORK/outputs/occluders/bts-density/run --height 192 --width 640 --num-samples 64 \
+        --steps 30 --rays 4096 --output-json oracle_model.json
+
 CPU only; run with ``OMP_NUM_THREADS=1`` on a shared box.
 """
 
@@ -64,12 +73,13 @@ def split_file(frames, work: Path) -> Path:
 
 
 def build_pipeline(args, work: Path):
-    """The bts-density-tiny pipeline on the one-car data, every split = the chosen inputs (train = test)."""
+    """The ``--preset`` pipeline (bts-density-tiny unless told) on the chosen inputs, every split = those inputs
+    (train = test); with ``--checkpoint`` the trained run's weights are loaded into it."""
     from nerfstudio.scripts.train import _set_random_seed
 
-    from bts_studio.methods.bts.method_config import bts_density_tiny_config
+    from bts_studio.methods.bts.method_config import bts_density_config, bts_density_tiny_config
 
-    config = bts_density_tiny_config()
+    config = bts_density_config() if args.preset == "official" else bts_density_tiny_config()
     config.pipeline.datamanager.data = args.data
     dataparser = config.pipeline.datamanager.dataparser
     dataparser.target_height, dataparser.target_width = args.height, args.width
@@ -91,7 +101,35 @@ def build_pipeline(args, work: Path):
     config.machine.seed = args.seed
     _set_random_seed(args.seed)
     pipeline = config.pipeline.setup(device="cpu", test_mode="test", world_size=1, local_rank=0)
+    if args.checkpoint is not None:
+        load_checkpoint(pipeline, args.checkpoint)
     return pipeline
+
+
+def checkpoint_file(path: Path) -> Path:
+    """A nerfstudio ``step-*.ckpt``, or the newest one in a run's ``nerfstudio_models`` folder (or the run folder
+    above it); SystemExit naming the path when there is none."""
+    if path.is_file():
+        return path
+    for folder in (path, path / "nerfstudio_models"):
+        found = sorted(folder.glob("step-*.ckpt")) if folder.is_dir() else []
+        if found:
+            return found[-1]
+    raise SystemExit(f"--checkpoint {path}: expected a step-*.ckpt file or a folder holding one (nerfstudio_models)")
+
+
+def load_checkpoint(pipeline, path: Path) -> None:
+    """Load a trained run's pipeline weights (nerfstudio's ``pipeline.load_pipeline``, as ``ns-eval`` does); a
+    checkpoint of another preset fails here with PyTorch's list of mismatched keys, named after the file."""
+    file = checkpoint_file(path)
+    state = torch.load(file, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or "pipeline" not in state:
+        raise SystemExit(f"--checkpoint {file}: not a nerfstudio checkpoint (no 'pipeline' entry)")
+    try:
+        pipeline.load_pipeline(state["pipeline"], state.get("step", 0))
+    except RuntimeError as error:
+        raise SystemExit(f"--checkpoint {file} does not fit --preset's model: {error}") from None
+    print(f"loaded {file} (step {state.get('step')})", flush=True)
 
 
 def param_groups(model) -> Dict[str, List[torch.nn.Parameter]]:
@@ -320,6 +358,11 @@ def world_transform(pipeline, gt: GroundTruth, calibration) -> torch.Tensor:
 
 FIELDS = ("exact", "no_car", "far", "filled", "plus4m")
 """The oracle's density fields (``oracle_losses``)."""
+MODEL_FIELDS = ("model", "model_hidden_exact", "model_hidden_filled")
+"""With ``--checkpoint``, the trained model's own field, and that field with the space hidden from the batch's input
+camera (behind its first surface in the exact scene) replaced by the exact occupancy or by solid: does emptying the
+shadow lower the loss at the trained model (then training has not found a better field it is next to), or raise it
+(then the filling pays, given the model's other errors)?"""
 FISHEYE_WEIGHTS = (1.0, 2.0, 3.0, 4.0)
 """Fisheye loss weights whose weighted objective the oracle reports (issue 18: would a weight make the exact field
 the loss's optimum behind the car?)."""
@@ -327,7 +370,13 @@ the loss's optimum behind the car?)."""
 
 @torch.no_grad()
 def oracle_losses(
-    pipeline, gt: GroundTruth, calibration, steps: int, visibility: bool = False, visibility_margin: float = 0.5
+    pipeline,
+    gt: GroundTruth,
+    calibration,
+    steps: int,
+    visibility: bool = False,
+    visibility_margin: float = 0.5,
+    trained: bool = False,
 ) -> Dict[str, float]:
     """Is the car's depth in the photometric signal? The preset's own loss (``get_train_loss_dict``: same batches,
     same render frames, same min-over-views SSIM + L1) with the density field replaced by exact ones: ``exact``
@@ -345,7 +394,11 @@ def oracle_losses(
     a pixel only when every view is invalid); ``visibility`` marks a sample invalid in a render view that sees it
     occluded in the exact scene (hit more than ``visibility_margin`` metres plus 1.5 sample intervals before it: the
     upper bound of a visibility test, which BTS's ``sample_colors`` does not have), for both rules. The error over
-    the kept pixels only (``*_kept_pixel_error``) and the share discarded are reported for each field."""
+    the kept pixels only (``*_kept_pixel_error``) and the share discarded are reported for each field.
+
+    ``trained`` (a checkpoint was loaded) adds ``MODEL_FIELDS``: the model's own field and two edits of it, with
+    ``model_hidden_exact_better_share`` (the share of shadowed patches where emptying the hidden space to the exact
+    scene lowers the trained model's loss)."""
     from bts_studio.data.synthetic.primitives import Scene
     from bts_studio.methods.bts import rendering
     from bts_studio.methods.bts.losses import (
@@ -362,7 +415,9 @@ def oracle_losses(
     to_kitti = world_transform(pipeline, gt, calibration)
     scenes = {
         "exact": gt.scene,
-        "no_car": Scene([p for p in gt.scene.primitives if p.label != "car"], origin=gt.scene.origin),
+        "no_car": Scene(
+            [p for p in gt.scene.primitives if p.label != "car"], origin=tuple(float(v) for v in gt.scene.origin)
+        ),
     }
     labels = np.array(gt.scene.labels + ["none"])
 
@@ -454,6 +509,7 @@ def oracle_losses(
         return (colours_with_visibility if visibility else sample_view_colours)(images, points, K, w2c)
 
     rendering.sample_view_colours = stash_views
+    fields = FIELDS + (MODEL_FIELDS if trained else ())
     results: Dict[str, List[float]] = {}
     per_step: Dict[str, List[torch.Tensor]] = {}
     filenames = pipeline.datamanager.train_dataset._dataparser_outputs.image_filenames
@@ -461,13 +517,21 @@ def oracle_losses(
     try:  # the patched density and colour sampling are put back whatever happens
         for step in range(steps):
             seed_state = torch.get_rng_state()
-            for name in FIELDS:
+            for name in fields:
                 torch.set_rng_state(seed_state)  # the same batch and flip draw for every field
 
                 def density(points, features, K, w2c, name=name):
                     sigma, outside = original(points, features, K, w2c)
                     if name == "far":
                         return torch.zeros_like(sigma), outside
+                    if name == "model":
+                        return sigma, outside
+                    if name.startswith("model_hidden_"):
+                        hidden = (behind_first_surface(points, w2c) > 0).reshape(sigma.shape).to(sigma.device)
+                        solid = torch.ones_like(hidden)
+                        if name == "model_hidden_exact":
+                            solid = scenes["exact"].occupied(kitti(points)).reshape(sigma.shape).to(sigma.device)
+                        return torch.where(hidden, solid.to(sigma.dtype) * 1e3, sigma), outside
                     occupied = (
                         scenes["no_car" if name == "no_car" else "exact"].occupied(kitti(points)).reshape(sigma.shape)
                     )
@@ -520,7 +584,7 @@ def oracle_losses(
     # the exact (empty) space behind the surfaces over a filled one, and over Depth + 4 m's?
     exact, filled = torch.cat(per_step["exact"]), torch.cat(per_step["filled"])
     shadowed = (filled - exact).abs() > 1e-7
-    for name in FIELDS:
+    for name in fields:
         results[f"{name}_shadowed"] = torch.cat(per_step[name])[shadowed].tolist()
     summary = {key: float(np.mean(values)) if values else float("nan") for key, values in results.items()}
     summary["shadowed_patches"] = float(shadowed.sum())
@@ -537,13 +601,13 @@ def oracle_losses(
     # objective prefer, over all patches and over the shadowed ones?
     for weight in FISHEYE_WEIGHTS:
         w = torch.where(camera >= 2, float(weight), 1.0).to(exact.dtype)
-        for name in FIELDS:
+        for name in fields:
             values = torch.cat(per_step[name])
             summary[f"w{weight:g}_{name}_all"] = float((w * values).sum() / w.sum())
             summary[f"w{weight:g}_{name}_shadowed"] = float((w * values)[shadowed].sum() / w[shadowed].sum())
     # The valid-views rule on the same batches: its optimum over all patches and over the shadowed ones (the
     # patches BTS's rule calls shadowed; the rule changes no density, so the set is the same).
-    for name in FIELDS:
+    for name in fields:
         values = torch.cat(per_step[f"valid_views_{name}"])
         summary[f"valid_views_{name}_all"] = float(values.mean())
         summary[f"valid_views_{name}_shadowed"] = float(values[shadowed].mean())
@@ -552,7 +616,7 @@ def oracle_losses(
         (valid_filled[shadowed] > valid_exact[shadowed]).float().mean()
     )
     pixels = float(sum(int(t.numel()) for t in per_step["discard_exact"]))  # every field's batches have these
-    for name in FIELDS:
+    for name in fields:
         kept = float(torch.cat(per_step[f"kept_pixels_{name}"]).sum())
         summary[f"{name}_kept_pixel_error"] = float(torch.cat(per_step[f"kept_error_{name}"]).sum()) / max(kept, 1.0)
         summary[f"{name}_discarded_share"] = 1.0 - kept / pixels
@@ -579,6 +643,9 @@ def oracle_losses(
             )
     if seen.any():
         summary["differing_seen_exact_error_seeing_views"] = float(visible_best[seen].mean())
+    if trained:  # at the trained model: would the exact hidden space lower its loss where the shadow matters?
+        own, emptied = torch.cat(per_step["model"]), torch.cat(per_step["model_hidden_exact"])
+        summary["model_hidden_exact_better_share"] = float((emptied[shadowed] < own[shadowed]).float().mean())
     summary["visibility"] = float(visibility)
     summary["car_patches"] = float(len(results.get("exact_car", [])))
     summary["car_patches_before_near"] = float(len(results.get("exact_car_before_near", [])))
@@ -618,6 +685,18 @@ def main() -> None:
         help="Monodepth2's auto-mask on the photometric loss (--pipeline.model.automask)",
     )
     parser.add_argument("--no-augment", action="store_true", help="no colour jitter, no flip")
+    parser.add_argument(
+        "--preset",
+        choices=("tiny", "official"),
+        default="tiny",
+        help="the model: bts-density-tiny (ResNet-18, 32 samples) or bts-density (ResNet-50, 64 samples)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="a trained run's step-*.ckpt (or its nerfstudio_models folder) of --preset's model: loaded before "
+        "training or scoring; with --loss oracle it adds the trained field and two edits of it (MODEL_FIELDS)",
+    )
     parser.add_argument("--no-fisheye", action="store_true", help="frame groups without the fisheye frames")
     parser.add_argument("--near", type=float, default=3.0, help="sampling start and code near plane (BTS: 3 m)")
     parser.add_argument("--num-samples", type=int, default=None, help="samples per ray (tiny preset 32; BTS 64)")
@@ -633,6 +712,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--output-json", type=Path, default=None)
     args = parser.parse_args()
+    if args.checkpoint is not None:
+        args.checkpoint = checkpoint_file(args.checkpoint)  # refused before any work when there is none
     if args.num_samples is not None and args.num_samples < 2:
         parser.error(f"--num-samples must be at least 2 (samples per ray), got {args.num_samples}")
     if args.visibility_margin < 0:
@@ -654,7 +735,9 @@ def main() -> None:
         groups["density_mlp"] = list(direct_head.parameters())  # reported as the head's group
     lrs = {"resnet": args.lr, "decoder": args.decoder_lr or args.lr, "density_mlp": args.mlp_lr or args.lr}
     if args.loss == "oracle":
-        summary = oracle_losses(pipeline, gt, calibration, args.steps, args.visibility, args.visibility_margin)
+        summary = oracle_losses(
+            pipeline, gt, calibration, args.steps, args.visibility, args.visibility_margin, args.checkpoint is not None
+        )
         print(json.dumps({k: round(v, 5) for k, v in summary.items()}), flush=True)
         if args.output_json is not None:
             args.output_json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **summary}))
