@@ -16,6 +16,8 @@
 #    render-bev (input | depth | model | depth+4m | ground truth).
 # 4. occluders_summary.md: per variant, model and Depth + 4 m with per-image standard errors, and the paired
 #    per-image differences (model minus baseline) of O_acc, IE_acc and IE_rec with their standard errors.
+#    Across calls and arms (a chained run evaluated after each call; FISHEYE=1 beside FISHEYE=0), each call's
+#    occupancy.json feeds benchmarks/occluder_curves.py: metrics against steps, and the arms paired image by image.
 #
 # Files in $OUT (at most 7): occluders_summary.md, occupancy.md, occupancy.json, bev_montage.png, bev.mp4,
 # train_curve.csv, train_log.txt.

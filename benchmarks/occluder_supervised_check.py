@@ -102,7 +102,7 @@ def build_pipeline(args, work: Path):
     _set_random_seed(args.seed)
     pipeline = config.pipeline.setup(device="cpu", test_mode="test", world_size=1, local_rank=0)
     if args.checkpoint is not None:
-        load_checkpoint(pipeline, args.checkpoint)
+        load_checkpoint(pipeline, read_checkpoint(args.checkpoint, args.near, args.num_samples))
     return pipeline
 
 
@@ -118,18 +118,62 @@ def checkpoint_file(path: Path) -> Path:
     raise SystemExit(f"--checkpoint {path}: expected a step-*.ckpt file or a folder holding one (nerfstudio_models)")
 
 
-def load_checkpoint(pipeline, path: Path) -> None:
-    """Load a trained run's pipeline weights (nerfstudio's ``pipeline.load_pipeline``, as ``ns-eval`` does); a
-    checkpoint of another preset fails here with PyTorch's list of mismatched keys, named after the file."""
+def read_checkpoint(path: Path, near: float, num_samples) -> Dict:
+    """The model weights of a nerfstudio checkpoint (``_model.`` keys, ``module.`` stripped) and its step. Refuses,
+    naming the file, anything that is not a nerfstudio checkpoint, and a run whose config.yml (beside
+    ``nerfstudio_models``) sampled rays otherwise than ``--near`` / ``--num-samples`` (the oracle would score
+    another field than the one trained)."""
+    import pickle
+    import zipfile
+
     file = checkpoint_file(path)
-    state = torch.load(file, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or "pipeline" not in state:
-        raise SystemExit(f"--checkpoint {file}: not a nerfstudio checkpoint (no 'pipeline' entry)")
     try:
-        pipeline.load_pipeline(state["pipeline"], state.get("step", 0))
-    except RuntimeError as error:
-        raise SystemExit(f"--checkpoint {file} does not fit --preset's model: {error}") from None
-    print(f"loaded {file} (step {state.get('step')})", flush=True)
+        state = torch.load(file, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as error:
+        raise SystemExit(f"--checkpoint {file}: not a torch checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("pipeline"), dict):
+        raise SystemExit(f"--checkpoint {file}: not a nerfstudio checkpoint (no 'pipeline' state dict)")
+    weights = {}
+    for key, value in state["pipeline"].items():
+        key = key[len("module.") :] if key.startswith("module.") else key
+        if key.startswith("_model."):
+            weights[key[len("_model.") :]] = value
+    if not weights:
+        raise SystemExit(f"--checkpoint {file}: its pipeline state has no model weights ('_model.' keys)")
+    config_path = file.parent.parent / "config.yml"
+    if config_path.is_file():
+        import yaml
+
+        trained = yaml.load(config_path.read_text(), Loader=yaml.Loader).pipeline.model
+        asked = {"near": near, "num_samples": num_samples if num_samples is not None else trained.num_samples}
+        differ = {k: (getattr(trained, k), v) for k, v in asked.items() if getattr(trained, k) != v}
+        if differ:
+            told = ", ".join(f"{k} {a} (asked {b})" for k, (a, b) in differ.items())
+            raise SystemExit(f"--checkpoint {file}: its run ({config_path}) trained with {told}; pass the run's values")
+    return {"file": file, "weights": weights, "step": state.get("step", 0)}
+
+
+def load_checkpoint(pipeline, checkpoint: Dict) -> None:
+    """Load :func:`read_checkpoint`'s weights into the model, strictly: nerfstudio's own ``load_pipeline`` falls back
+    to a non-strict load and would score a half-initialised model in silence."""
+    file = checkpoint["file"]
+    try:
+        result = pipeline.model.load_state_dict(checkpoint["weights"], strict=False)
+    except RuntimeError as error:  # shapes differ: PyTorch lists every one; the first says enough
+        details = str(error).splitlines()
+        shown = next((line.strip() for line in details[1:] if line.strip()), details[0])
+        raise SystemExit(
+            f"--checkpoint {file} does not fit --preset's model ({shown} ...); pass the run's --preset"
+        ) from None
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if missing or unexpected:
+        first = (missing or unexpected)[0]
+        raise SystemExit(
+            f"--checkpoint {file} does not fit --preset's model: {len(missing)} missing and {len(unexpected)} "
+            f"unexpected keys (first: {first}); pass the run's --preset"
+        )
+    pipeline.model.update_to_step(checkpoint["step"])
+    print(f"loaded {file} (step {checkpoint['step']})", flush=True)
 
 
 def param_groups(model) -> Dict[str, List[torch.nn.Parameter]]:
@@ -396,9 +440,13 @@ def oracle_losses(
     upper bound of a visibility test, which BTS's ``sample_colors`` does not have), for both rules. The error over
     the kept pixels only (``*_kept_pixel_error``) and the share discarded are reported for each field.
 
-    ``trained`` (a checkpoint was loaded) adds ``MODEL_FIELDS``: the model's own field and two edits of it, with
-    ``model_hidden_exact_better_share`` (the share of shadowed patches where emptying the hidden space to the exact
-    scene lowers the trained model's loss)."""
+    ``trained`` (a checkpoint was loaded) adds ``MODEL_FIELDS``: the model's own field and two edits of it, and,
+    over the shadowed patches whose loss the exact edit changes, per loss camera (all, perspective, fisheye), the
+    share where it lowers the trained model's loss (``model_hidden_exact_better_share_*``) and the mean decrease
+    (``model_hidden_exact_gain_*``, positive: emptying helps). The model is scored as it trains (train mode: the
+    encoder's BatchNorm uses the batch's statistics; the forward passes also move the running statistics, which
+    nothing here reads). With ``visibility`` the colour test applies to the model fields too, so ``model`` is then
+    no longer the model's own loss."""
     from bts_studio.data.synthetic.primitives import Scene
     from bts_studio.methods.bts import rendering
     from bts_studio.methods.bts.losses import (
@@ -645,7 +693,13 @@ def oracle_losses(
         summary["differing_seen_exact_error_seeing_views"] = float(visible_best[seen].mean())
     if trained:  # at the trained model: would the exact hidden space lower its loss where the shadow matters?
         own, emptied = torch.cat(per_step["model"]), torch.cat(per_step["model_hidden_exact"])
-        summary["model_hidden_exact_better_share"] = float((emptied[shadowed] < own[shadowed]).float().mean())
+        changed = shadowed & ((emptied - own).abs() > 1e-7)  # an opaque model in front: the edit changes nothing
+        summary["model_hidden_changed_patches"] = float(changed.sum())
+        for label, chosen in (("all", torch.ones_like(changed)), ("perspective", camera < 2), ("fisheye", camera >= 2)):
+            mask = changed & chosen
+            if mask.any():  # the fisheye and perspective loss frames pull opposite ways in the exact oracle
+                summary[f"model_hidden_exact_better_share_{label}"] = float((emptied[mask] < own[mask]).float().mean())
+                summary[f"model_hidden_exact_gain_{label}"] = float((own[mask] - emptied[mask]).mean())
     summary["visibility"] = float(visibility)
     summary["car_patches"] = float(len(results.get("exact_car", [])))
     summary["car_patches_before_near"] = float(len(results.get("exact_car_before_near", [])))
@@ -712,8 +766,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--output-json", type=Path, default=None)
     args = parser.parse_args()
-    if args.checkpoint is not None:
-        args.checkpoint = checkpoint_file(args.checkpoint)  # refused before any work when there is none
+    if args.checkpoint is not None:  # refused before any work when it is no usable checkpoint
+        read_checkpoint(args.checkpoint, args.near, args.num_samples)
     if args.num_samples is not None and args.num_samples < 2:
         parser.error(f"--num-samples must be at least 2 (samples per ray), got {args.num_samples}")
     if args.visibility_margin < 0:
