@@ -668,6 +668,11 @@ def oracle_losses(
         kept = float(torch.cat(per_step[f"kept_pixels_{name}"]).sum())
         summary[f"{name}_kept_pixel_error"] = float(torch.cat(per_step[f"kept_error_{name}"]).sum()) / max(kept, 1.0)
         summary[f"{name}_discarded_share"] = 1.0 - kept / pixels
+        # The same on the shadowed patches: does a field win there by its colours or by the pixels it discards?
+        best, keep = torch.cat(per_step[f"best_{name}"])[shadowed], ~torch.cat(per_step[f"discard_{name}"])[shadowed]
+        if keep.numel():
+            summary[f"{name}_shadowed_kept_pixel_error"] = float((best * keep).sum() / keep.sum().clamp_min(1))
+            summary[f"{name}_shadowed_discarded_share"] = 1.0 - float(keep.float().mean())
     # Per pixel, where the exact and the filled fields end a ray at different depths (> 0.5 m) and neither
     # discards it: BTS's minimum for both fields, and the exact field's minimum over the views that truly see
     # the pixel's surface (where one does).

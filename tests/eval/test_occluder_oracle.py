@@ -54,6 +54,14 @@ def test_the_model_field_is_the_trained_models_own_loss(script, synthetic_root, 
     share = summary["model_hidden_exact_better_share_all"]
     gain = summary["model_hidden_exact_gain_all"]
     assert 0.0 <= share <= 1.0 and math.isfinite(gain)
+    # A shadowed patch's loss is its kept pixels' error, the discarded ones counted as 0 (BTS's rule): the split
+    # into the two parts adds back up to the loss, for every field.
+    for name in ("exact", "filled", "model"):
+        kept_error, discarded = (
+            summary[f"{name}_shadowed_kept_pixel_error"],
+            summary[f"{name}_shadowed_discarded_share"],
+        )
+        assert summary[f"{name}_shadowed"] == pytest.approx(kept_error * (1.0 - discarded), rel=1e-4)
 
 
 def test_unusable_checkpoints_are_refused_by_path_before_any_work(script, synthetic_root, trained_config, tmp_path):
