@@ -54,7 +54,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
@@ -72,7 +72,7 @@ def split_file(frames, work: Path) -> Path:
     return path
 
 
-def build_pipeline(args, work: Path):
+def build_pipeline(args, work: Path, checkpoint: Optional[Dict] = None):
     """The ``--preset`` pipeline (bts-density-tiny unless told) on the chosen inputs, every split = those inputs
     (train = test); with ``--checkpoint`` the trained run's weights are loaded into it."""
     from nerfstudio.scripts.train import _set_random_seed
@@ -101,8 +101,8 @@ def build_pipeline(args, work: Path):
     config.machine.seed = args.seed
     _set_random_seed(args.seed)
     pipeline = config.pipeline.setup(device="cpu", test_mode="test", world_size=1, local_rank=0)
-    if args.checkpoint is not None:
-        load_checkpoint(pipeline, read_checkpoint(args.checkpoint, args.near, args.num_samples))
+    if args.checkpoint is not None:  # main has read it already; a caller without it reads it here
+        load_checkpoint(pipeline, checkpoint or read_checkpoint(args.checkpoint, args.near, args.num_samples))
     return pipeline
 
 
@@ -454,6 +454,7 @@ def oracle_losses(
         invalid_views,
         min_view_errors,
         min_view_photometric_loss,
+        photometric_loss_from_errors,
         pixels_without_valid_view,
     )
 
@@ -511,24 +512,22 @@ def oracle_losses(
         colours, invalid = sample_view_colours(images, points, K, w2c)
         return colours, invalid | occluded_in_views(points, w2c).to(invalid.device)
 
-    def per_patch_losses(rendered, target, masses, view_missing, valid_views: bool) -> torch.Tensor:
-        """``[P]``: the loss function on one patch at a time, BTS's rule or the valid-view minimum (the loss of
-        ``--pipeline.model.valid-view-minimum True``)."""
-        threshold = model.config.invalid_threshold
-        discard = discarded_pixels(masses, threshold)
-        invalid = invalid_views(masses, threshold) if valid_views else None
-        one = [slice(i, i + 1) for i in range(rendered.shape[0])]
-        return torch.stack(
-            [
-                min_view_photometric_loss(
-                    rendered[i],
-                    target[i],
-                    discard[i],
-                    None if view_missing is None else view_missing[i],
-                    None if invalid is None else invalid[i],
-                )
-                for i in one
-            ]
+    def per_patch(view_missing, loss, *per_patch_args) -> torch.Tensor:
+        """``[P]``: ``loss`` (one of the model's loss functions) on one patch at a time."""
+        one = [slice(i, i + 1) for i in range(per_patch_args[0].shape[0])]
+        missing = [None if view_missing is None else view_missing[i] for i in one]
+        return torch.stack([loss(*(a[i] for a in per_patch_args), m) for i, m in zip(one, missing, strict=True)])
+
+    def valid_view_losses(rendered, target, discard, masses, view_missing) -> torch.Tensor:
+        """``[P]``: the loss of ``--pipeline.model.valid-view-minimum True``, one patch at a time."""
+        invalid = invalid_views(masses, model.config.invalid_threshold)
+        return per_patch(
+            view_missing,
+            lambda r, t, d, v, m: min_view_photometric_loss(r, t, d, m, v),
+            rendered,
+            target,
+            discard,
+            invalid,
         )
 
     def best_over_seeing_views(rendered, target, batch, hits, views, view_missing) -> torch.Tensor:
@@ -595,36 +594,43 @@ def oracle_losses(
                 discard = discarded_pixels(masses, model.config.invalid_threshold)
                 per_step.setdefault(f"depth_{name}", []).append(depth)
                 per_step.setdefault(f"discard_{name}", []).append(discard)
-                per_patch = per_patch_losses(rendered, target, masses, view_missing, valid_views=False)
-                per_patch_valid = per_patch_losses(rendered, target, masses, view_missing, valid_views=True)
+                # BTS's loss per patch from the per-pixel minimum (min_view_photometric_loss's own two steps,
+                # the minimum taken once: the kept-pixel error below reads it too).
+                best = min_view_errors(rendered, target, view_missing)
+                per_patch_loss = per_patch(view_missing, photometric_loss_from_errors, best, discard)
+                per_patch_valid = valid_view_losses(rendered, target, discard, masses, view_missing)
                 per_step.setdefault(f"valid_views_{name}", []).append(per_patch_valid)
                 # The error over the kept pixels only, and the share discarded: BTS counts a discarded pixel as 0 in
                 # the mean, so a field can lower its loss by making samples invalid (the far plane does, below).
-                best = min_view_errors(rendered, target, view_missing)
                 per_step.setdefault(f"kept_error_{name}", []).append((best * (~discard)).sum().reshape(1))
                 per_step.setdefault(f"kept_pixels_{name}", []).append((~discard).sum().reshape(1).to(best.dtype))
                 per_step.setdefault(f"best_{name}", []).append(best)
-                hits = gt.scene.raycast(
-                    kitti(batch.rays.origins), batch.rays.directions.reshape(-1, 3).double() @ to_kitti[:3, :3].T
-                )
+                if name == fields[0]:  # the loss rays are the same for every field (same batch): cast them once
+                    hits = gt.scene.raycast(
+                        kitti(batch.rays.origins), batch.rays.directions.reshape(-1, 3).double() @ to_kitti[:3, :3].T
+                    )
+                    car = torch.from_numpy(labels[hits.primitive_id.numpy()] == "car").reshape(best.shape[0], -1)
+                    car_patch = car.float().mean(dim=1) >= 0.5
+                    # Hit distance along the unit ray: a car closer than the near plane (the fisheyes beside parked
+                    # cars) cannot be represented by any field sampled from `near` on.
+                    distance = hits.t.float().reshape(best.shape[0], -1).median(dim=1).values
+                    before_near = distance < model.config.near
                 if name == "exact":  # each pixel's true surface point: which render views see it, and their errors
                     per_step.setdefault("visible_best_exact", []).append(
                         best_over_seeing_views(rendered, target, batch, hits, colour_views, view_missing)
                     )
-                car = torch.from_numpy(labels[hits.primitive_id.numpy()] == "car").reshape(per_patch.shape[0], -1)
-                car_patch = car.float().mean(dim=1) >= 0.5
-                # Hit distance along the unit ray: a car closer than the near plane (the fisheyes beside parked cars)
-                # cannot be represented by any field sampled from `near` on.
-                distance = hits.t.float().reshape(per_patch.shape[0], -1).median(dim=1).values
-                before_near = distance < model.config.near
-                per_step.setdefault(name, []).append(per_patch)
+                per_step.setdefault(name, []).append(per_patch_loss)
                 if name == "exact":  # the loss frame's camera of each patch (image_00/01 perspective, 02/03 fisheye)
-                    first_ray = batch.rays.camera_indices.reshape(per_patch.shape[0], -1)[:, 0].tolist()
+                    first_ray = batch.rays.camera_indices.reshape(best.shape[0], -1)[:, 0].tolist()
                     per_step.setdefault("camera", []).append(torch.tensor([cameras[i] for i in first_ray]))
-                results.setdefault(f"{name}_all", []).extend(per_patch.tolist())
-                results.setdefault(f"{name}_car", []).extend(per_patch[car_patch].tolist())
-                results.setdefault(f"{name}_car_beyond_near", []).extend(per_patch[car_patch & ~before_near].tolist())
-                results.setdefault(f"{name}_car_before_near", []).extend(per_patch[car_patch & before_near].tolist())
+                results.setdefault(f"{name}_all", []).extend(per_patch_loss.tolist())
+                results.setdefault(f"{name}_car", []).extend(per_patch_loss[car_patch].tolist())
+                results.setdefault(f"{name}_car_beyond_near", []).extend(
+                    per_patch_loss[car_patch & ~before_near].tolist()
+                )
+                results.setdefault(f"{name}_car_before_near", []).extend(
+                    per_patch_loss[car_patch & before_near].tolist()
+                )
     finally:
         net.density = original
         rendering.sample_view_colours = sample_view_colours
@@ -771,8 +777,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--output-json", type=Path, default=None)
     args = parser.parse_args()
+    checkpoint = None
     if args.checkpoint is not None:  # refused before any work when it is no usable checkpoint
-        read_checkpoint(args.checkpoint, args.near, args.num_samples)
+        checkpoint = read_checkpoint(args.checkpoint, args.near, args.num_samples)
     if args.num_samples is not None and args.num_samples < 2:
         parser.error(f"--num-samples must be at least 2 (samples per ray), got {args.num_samples}")
     if args.visibility_margin < 0:
@@ -782,7 +789,7 @@ def main() -> None:
 
     from bts_studio.eval.occupancy_protocol import Kitti360Calibration
 
-    pipeline = build_pipeline(args, work)
+    pipeline = build_pipeline(args, work, checkpoint)
     model = pipeline.model
     model.train()
     calibration = Kitti360Calibration(Path(args.data), "2013_05_28_drive_0000_sync")
