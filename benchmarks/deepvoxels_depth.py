@@ -1,6 +1,6 @@
 """DeepVoxels' learned depth against the exact depth of a ``bts-studio synth-deepvoxels`` scene, plus render timing.
 
-    python benchmarks/deepvoxels_depth.py --load-config RUN/config.yml --views 4 --timing-views 50 \
+    python benchmarks/deepvoxels_depth.py --load-config RUN/config.yml --views 4 --timing-views 50 \\
         --figure depth.png --output depth.json
 
 Renders ``--views`` test views (evenly spaced on the test spiral) from the stored grid, re-renders the generated

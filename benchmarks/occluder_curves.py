@@ -15,7 +15,7 @@ markdown:
 With ``--output`` it also draws exact IE_acc and IE_rec against steps, model solid and Depth + 4 m dashed, one
 colour per run.
 
-    python benchmarks/occluder_curves.py --run fisheye=7000:c1g0/occupancy.json --run none=7000:c1g1/occupancy.json \
+    python benchmarks/occluder_curves.py --run fisheye=7000:c1g0/occupancy.json --run none=7000:c1g1/occupancy.json \\
         --run fisheye=15500:c2g0/occupancy.json ... --pair fisheye none --output curves.png
 
 Raises SystemExit naming the argument when a ``--run`` is malformed or repeated, its file is missing or is not an
