@@ -33,7 +33,7 @@ car" and "BTS's photometric loss prefers a filled shadow to the exact empty one"
     bts-studio synth-kitti360 /tmp/od/onecar --world one-car --frames 32 --scale 0.25
     python benchmarks/occluder_supervised_check.py --data /tmp/od/onecar --loss supervised --steps 300
     python benchmarks/occluder_supervised_check.py --data /tmp/od/onecar --loss photometric --steps 300
-    python benchmarks/occluder_supervised_check.py --data /tmp/od/onecar --loss photometric --steps 400 --automask \
+    python benchmarks/occluder_supervised_check.py --data /tmp/od/onecar --loss photometric --steps 400 --automask \\
         [--decoder-lr 1e-3 --mlp-lr 1e-3] [--no-fisheye] [--seed 1]
 
 A trained run's weights (``--checkpoint``, of ``--preset``'s model) are loaded before training or scoring; with
@@ -41,8 +41,8 @@ A trained run's weights (``--checkpoint``, of ``--preset``'s model) are loaded b
 trained model next to a better field behind the cars?). For a GPU run of ``benchmarks/gpu_occluders.sh`` (its
 ``WORK``), on that machine's CPU after training (one step takes ~30 s on 2 cores):
 
-    python benchmarks/occluder_supervised_check.py --data $WORK/KITTI-360 --loss oracle --preset official \
-        --checkpoint $WORK/outputs/occluders/bts-density/run --height 192 --width 640 --num-samples 64 \
+    python benchmarks/occluder_supervised_check.py --data $WORK/KITTI-360 --loss oracle --preset official \\
+        --checkpoint $WORK/outputs/occluders/bts-density/run --height 192 --width 640 --num-samples 64 \\
         --steps 30 --rays 4096 --output-json oracle_model.json
 
 CPU only; run with ``OMP_NUM_THREADS=1`` on a shared box.
@@ -77,9 +77,7 @@ def build_pipeline(args, work: Path, checkpoint: Optional[Dict] = None):
     (train = test); with ``--checkpoint`` the trained run's weights are loaded into it."""
     from nerfstudio.scripts.train import _set_random_seed
 
-    from bts_studio.methods.bts.method_config import bts_density_config, bts_density_tiny_config
-
-    config = bts_density_config() if args.preset == "official" else bts_density_tiny_config()
+    config = preset_config(args.preset)
     config.pipeline.datamanager.data = args.data
     dataparser = config.pipeline.datamanager.dataparser
     dataparser.target_height, dataparser.target_width = args.height, args.width
@@ -102,8 +100,20 @@ def build_pipeline(args, work: Path, checkpoint: Optional[Dict] = None):
     _set_random_seed(args.seed)
     pipeline = config.pipeline.setup(device="cpu", test_mode="test", world_size=1, local_rank=0)
     if args.checkpoint is not None:  # main has read it already; a caller without it reads it here
-        load_checkpoint(pipeline, checkpoint or read_checkpoint(args.checkpoint, args.near, args.num_samples))
+        load_checkpoint(pipeline, checkpoint or read_checkpoint(args.checkpoint, args.near, samples_per_ray(args)))
     return pipeline
+
+
+def preset_config(preset: str):
+    """The trainer config of ``--preset``: bts-density (``official``) or bts-density-tiny."""
+    from bts_studio.methods.bts.method_config import bts_density_config, bts_density_tiny_config
+
+    return bts_density_config() if preset == "official" else bts_density_tiny_config()
+
+
+def samples_per_ray(args) -> int:
+    """The samples per ray the oracle's model renders with: ``--num-samples``, else the preset's."""
+    return args.num_samples if args.num_samples is not None else preset_config(args.preset).pipeline.model.num_samples
 
 
 def checkpoint_file(path: Path) -> Path:
@@ -118,7 +128,7 @@ def checkpoint_file(path: Path) -> Path:
     raise SystemExit(f"--checkpoint {path}: expected a step-*.ckpt file or a folder holding one (nerfstudio_models)")
 
 
-def read_checkpoint(path: Path, near: float, num_samples) -> Dict:
+def read_checkpoint(path: Path, near: float, num_samples: int) -> Dict:
     """The model weights of a nerfstudio checkpoint (``_model.`` keys, ``module.`` stripped) and its step. Refuses,
     naming the file, anything that is not a nerfstudio checkpoint, and a run whose config.yml (beside
     ``nerfstudio_models``) sampled rays otherwise than ``--near`` / ``--num-samples`` (the oracle would score
@@ -145,7 +155,7 @@ def read_checkpoint(path: Path, near: float, num_samples) -> Dict:
         import yaml
 
         trained = yaml.load(config_path.read_text(), Loader=yaml.Loader).pipeline.model
-        asked = {"near": near, "num_samples": num_samples if num_samples is not None else trained.num_samples}
+        asked = {"near": near, "num_samples": num_samples}
         differ = {k: (getattr(trained, k), v) for k, v in asked.items() if getattr(trained, k) != v}
         if differ:
             told = ", ".join(f"{k} {a} (asked {b})" for k, (a, b) in differ.items())
@@ -720,7 +730,9 @@ def oracle_losses(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="a one-car synth-kitti360 folder")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="a synth-kitti360 folder (the one-car or the street world)"
+    )
     parser.add_argument(
         "--loss",
         choices=("supervised", "photometric", "direct", "oracle"),
@@ -760,7 +772,8 @@ def main() -> None:
         "--checkpoint",
         type=Path,
         help="a trained run's step-*.ckpt (or its nerfstudio_models folder) of --preset's model: loaded before "
-        "training or scoring; with --loss oracle it adds the trained field and two edits of it (MODEL_FIELDS)",
+        "training or scoring; with --loss oracle it adds the trained field and two edits of it (MODEL_FIELDS); a "
+        "run whose config.yml names another --near or --num-samples (default: the preset's) is refused",
     )
     parser.add_argument("--no-fisheye", action="store_true", help="frame groups without the fisheye frames")
     parser.add_argument("--near", type=float, default=3.0, help="sampling start and code near plane (BTS: 3 m)")
@@ -779,7 +792,7 @@ def main() -> None:
     args = parser.parse_args()
     checkpoint = None
     if args.checkpoint is not None:  # refused before any work when it is no usable checkpoint
-        checkpoint = read_checkpoint(args.checkpoint, args.near, args.num_samples)
+        checkpoint = read_checkpoint(args.checkpoint, args.near, samples_per_ray(args))
     if args.num_samples is not None and args.num_samples < 2:
         parser.error(f"--num-samples must be at least 2 (samples per ray), got {args.num_samples}")
     if args.visibility_margin < 0:

@@ -81,7 +81,11 @@ def test_unusable_checkpoints_are_refused_by_path_before_any_work(script, synthe
     # The run trained with 16 samples per ray: scoring it at 32 would be another field.
     with pytest.raises(SystemExit, match="trained with num_samples 16 \\(asked 32\\)"):
         script.read_checkpoint(run, near=3.0, num_samples=32)
-    assert script.read_checkpoint(run, near=3.0, num_samples=None)["step"] >= 1
+    assert script.read_checkpoint(run, near=3.0, num_samples=16)["step"] >= 1
+    # Without --num-samples the oracle renders at the preset's 32: that, too, is refused for this 16-sample run.
+    args = oracle_args(synthetic_root, run, tmp_path, num_samples=None)
+    with pytest.raises(SystemExit, match="trained with num_samples 16 \\(asked 32\\)"):
+        script.read_checkpoint(run, near=3.0, num_samples=script.samples_per_ray(args))
 
 
 def test_a_checkpoint_missing_weights_is_refused_not_loaded_loosely(script, synthetic_root, trained_config, tmp_path):
