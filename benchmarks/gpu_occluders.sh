@@ -268,7 +268,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, "benchmarks")  # the script runs from the checkout's root (cd above)
+from occluder_curves import METRICS, compared, mean_se, models, paired  # noqa: E402
 
 out, results, stages_tsv, data_seconds = (Path(arg) for arg in sys.argv[1:5])
 gen_s = data_seconds.read_text().strip() if data_seconds.is_file() else "?"
@@ -280,16 +281,7 @@ resumed = sum(1 for stage in stages if stage[0] > 0)
 report_path = results / "occupancy.json"
 report = json.loads(report_path.read_text()) if report_path.is_file() else {}
 evaluated = (results / "occupancy_steps_seconds.txt").read_text().split() if report else ["-", "-"]
-names = ("o_acc", "ie_acc", "ie_rec", "o_rec")
-
-
-def stats(values):
-    values = np.array([v for v in values if v is not None], dtype=float)
-    if len(values) == 0:
-        return float("nan"), float("nan"), 0
-    se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return values.mean(), se, len(values)
-
+names = METRICS
 
 lines = [
     "# bts-density behind occluders (issue #18)",
@@ -317,23 +309,12 @@ lines += [
     "|---|---|---|---|---|---|",
 ]
 verdict = {}
-for variant, by_model in report.get("per_image", {}).items():
-    models = list(by_model)
-    if len(models) < 2:
-        continue
-    model, base = by_model[models[0]], by_model[models[1]]
+for variant in report.get("per_image", {}):
+    model, base = models(report, variant)  # Depth + 4 m found by name, as in occluder_curves.py
     for name in names:
-        m_mean, m_se, _ = stats([r.get(name) for r in model])
-        b_mean, b_se, _ = stats([r.get(name) for r in base])
-        pairs = [(a.get(name), b.get(name)) for a, b in zip(model, base)]
-        diff = [a - b for a, b in pairs if a is not None and b is not None]
-        d_mean, d_se, n = stats(diff)
-        higher = sum(d > 0 for d in diff)
-        verdict[(variant, name)] = (m_mean, b_mean, d_mean, d_se)
-        lines.append(
-            f"| {variant} | {name} | {m_mean:.3f} ± {m_se:.3f} | {b_mean:.3f} ± {b_se:.3f} | "
-            f"{d_mean:+.3f} ± {d_se:.3f} | {higher} of {n} |"
-        )
+        means = (mean_se([r.get(name) for r in model])[0], mean_se([r.get(name) for r in base])[0])
+        verdict[(variant, name)] = (*means, *paired(model, base, name)[:2])  # model, baseline, difference, its se
+        lines.append(f"| {variant} | {name} | {compared(model, base, name)} |")
 exact = {name: verdict.get(("exact", name)) for name in names}
 if all(exact.values()):
     checks = [
