@@ -410,6 +410,27 @@ def world_transform(pipeline, gt: GroundTruth, calibration) -> torch.Tensor:
     return transforms[0]
 
 
+def kitti_points(points: torch.Tensor, to_kitti: torch.Tensor) -> torch.Tensor:
+    """``[..., 3]`` model-frame points -> ``[M, 3]`` float64 points in the generator's KITTI frame (``to_kitti``:
+    ``world_transform``'s 4x4)."""
+    flat = points.reshape(-1, 3).double()
+    return flat @ to_kitti[:3, :3].T + to_kitti[:3, 3]
+
+
+def behind_input_surface(scene, to_kitti: torch.Tensor, points: torch.Tensor, w2c: torch.Tensor) -> torch.Tensor:
+    """``[B, N]`` metres by which each point of ``points`` ``[B, N, 3]`` (model frame) lies behind the first surface
+    of the exact ``scene`` on its line of sight from batch element b's input camera (``w2c`` ``[B, 3, 4]``, OpenCV;
+    negative: in front of it; -inf: nothing on the line of sight). > 0 is the input view's occluded space."""
+    rotation, translation = w2c[..., :3, :3].double(), w2c[..., :3, 3].double()
+    centres = kitti_points(-(rotation.transpose(-1, -2) @ translation[..., None])[..., 0], to_kitti)  # [B, 3]
+    out = torch.empty(points.shape[:2], dtype=torch.float64)
+    for b in range(points.shape[0]):
+        sight = kitti_points(points[b], to_kitti) - centres[b]  # [N, 3]
+        t = scene.raycast(centres[b], sight).t.double()  # in units of `sight`: < 1 is before the point
+        out[b] = torch.where(torch.isfinite(t), (1.0 - t) * sight.norm(dim=-1), torch.full_like(t, -np.inf))
+    return out
+
+
 FIELDS = ("exact", "no_car", "far", "filled", "plus4m")
 """The oracle's density fields (``oracle_losses``)."""
 MODEL_FIELDS = ("model", "model_hidden_exact", "model_hidden_filled")
@@ -481,20 +502,10 @@ def oracle_losses(
     labels = np.array(gt.scene.labels + ["none"])
 
     def kitti(points: torch.Tensor) -> torch.Tensor:
-        flat = points.reshape(-1, 3).double()
-        return flat @ to_kitti[:3, :3].T + to_kitti[:3, 3]
+        return kitti_points(points, to_kitti)
 
     def behind_first_surface(points: torch.Tensor, w2c: torch.Tensor) -> torch.Tensor:
-        """``[B, N]`` metres by which each point lies behind the first surface on its line of sight from batch
-        element b's input camera (negative: in front of it; -inf: nothing on the line of sight)."""
-        rotation, translation = w2c[..., :3, :3].double(), w2c[..., :3, 3].double()
-        centres = kitti(-(rotation.transpose(-1, -2) @ translation[..., None])[..., 0])  # [B, 3]
-        out = torch.empty(points.shape[:2], dtype=torch.float64)
-        for b in range(points.shape[0]):
-            sight = kitti(points[b]) - centres[b]  # [N, 3]
-            t = gt.scene.raycast(centres[b], sight).t.double()  # in units of `sight`: < 1 is before the point
-            out[b] = torch.where(torch.isfinite(t), (1.0 - t) * sight.norm(dim=-1), torch.full_like(t, -np.inf))
-        return out
+        return behind_input_surface(gt.scene, to_kitti, points, w2c)
 
     sample_view_colours = rendering.sample_view_colours
     cfg = model.config

@@ -1,0 +1,245 @@
+"""Which way does BTS's training loss push the density in the space hidden behind the cars? (issue #18)
+
+The oracle of ``benchmarks/occluder_supervised_check.py`` scores whole fields: at four trained models, the exact
+hidden space would lower BTS's loss, yet training does not move there (docs/benchmarks.md, "The trained models'
+own loss behind the cars"). This script asks whether the gradient points there. For each batch it runs one
+backward pass of the training loss (``pipeline.get_train_loss_dict``: the photometric loss with its weight and the
+edge-aware smoothness). It then reads the gradient dL/dsigma at every loss-ray sample, grouped by the sample's
+place relative to the batch's input view:
+
+- ``hidden_empty``: behind the input view's first surface and empty in the exact scene (the space IE_rec scores);
+- ``hidden_occupied``: behind that surface and inside a solid (a car, a facade);
+- ``visible``: in front of the first surface, or on a line of sight that hits nothing.
+
+Per field, the training loss (``{field}_loss``, mean over the batches); per region and field:
+
+- the samples (``{field}_{region}_samples``);
+- the shares where a descent step lowers sigma (``_down_share``: dL/dsigma > 1e-12), raises it (``_up_share``:
+  dL/dsigma < -1e-12), or finds no gradient (``_no_gradient_share``: |dL/dsigma| <= 1e-12, e.g. behind a ray's
+  termination); the three add up to 1;
+- the sum of the gradients (``_gradient_sum``: the first-order loss change per unit of density removed from every
+  sample of the region at once, summed over batches);
+- their gradient-weighted balance (``_push``: sum dL/dsigma / sum |dL/dsigma|; +1 all towards empty, -1 all
+  towards solid);
+- the median sigma (``_sigma_median``, 1/m).
+
+Fields (``--field``, repeatable):
+
+- ``model``: with ``--checkpoint``, the trained model as it is.
+- ``filled``: solid in the exact scene's solids and everything behind the input view's first surface.
+- ``plus4m``: solid in the scene's solids and the first 4 m behind that surface (Depth + 4 m's field).
+- ``exact``: solid in the scene's solids only.
+
+The last three are the oracle's fields: ``--sigma`` (1/m; default 1e3, the oracle's) in their solids and
+``--empty-sigma`` (default 1e-4) elsewhere rather than 0, because the compositing's relu has no gradient at 0. At 1e3
+the opacity alpha = 1 - exp(-sigma * delta) saturates: a solid sample gets no gradient, and neither does anything
+behind it on a loss ray. A small ``--sigma`` (e.g. 2) shows the gradient of a soft filling instead.
+
+The script runs on the CPU, one batch per ``--steps``. The command for a GPU run of ``benchmarks/gpu_occluders.sh``
+(its ``WORK``), on that machine's CPU after training:
+
+    python benchmarks/occluder_gradient_check.py --data $WORK/KITTI-360 --preset official \\
+        --checkpoint $WORK/outputs/occluders/bts-density/run --field model --field filled --field plus4m \\
+        --height 192 --width 640 --steps 10 --rays 4096 --output-json gradient.json
+
+Without a checkpoint (the exact fields only; a 32-frame street segment; 30 batches of the three fields took 5 min
+at 64 samples and 9 min at 128 on 2 cores):
+
+    bts-studio synth-kitti360 /tmp/od/street52 --frames 32 --scale 0.52
+    python benchmarks/occluder_gradient_check.py --data /tmp/od/street52 --preset official --field filled \\
+        --field plus4m --field exact --height 192 --width 640 --steps 30 --rays 4096 [--num-samples 128]
+
+Raises SystemExit when ``--field model`` has no ``--checkpoint``, or ``--sigma``, ``--empty-sigma`` or ``--steps``
+is not positive.
+An unusable checkpoint is refused by path, as in the oracle.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence
+
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import occluder_supervised_check as oracle  # noqa: E402
+
+FIELDS = ("model", "filled", "plus4m", "exact")
+REGIONS = ("hidden_empty", "hidden_occupied", "visible")
+NO_GRADIENT = 1e-12
+"""|dL/dsigma| up to which a sample counts as receiving no gradient."""
+
+
+def field_sigma(
+    name: str, sigma: torch.Tensor, behind: torch.Tensor, occupied: torch.Tensor, solid_sigma: float, empty_sigma: float
+):
+    """``[B, N]`` density of field ``name`` at the batch's samples: the model's own ``sigma``, or ``solid_sigma`` (1/m)
+    in the field's solids and ``empty_sigma`` elsewhere. ``empty_sigma`` > 0 because the compositing's
+    ``relu(sigma)`` has no gradient at 0 (the model's softplus is never 0). ``behind``: metres behind the input
+    view's first surface (``behind_input_surface``); ``occupied``: inside a solid of the exact scene."""
+    if name == "model":
+        return sigma
+    solid = occupied.clone()
+    if name == "filled":
+        solid |= behind > 0
+    elif name == "plus4m":
+        solid |= (behind > 0) & (behind < 4.0)
+    elif name != "exact":
+        raise ValueError(f"unknown field {name!r}; expected one of {FIELDS}")
+    return torch.where(solid, solid_sigma, empty_sigma).to(sigma.dtype)
+
+
+def regions(behind: torch.Tensor, occupied: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """The three disjoint sample regions (``REGIONS``) as boolean masks of ``behind``'s shape."""
+    hidden = behind > 0
+    return {"hidden_empty": hidden & ~occupied, "hidden_occupied": hidden & occupied, "visible": ~hidden}
+
+
+def density_gradients(
+    pipeline,
+    gt,
+    calibration,
+    steps: int,
+    fields: Sequence[str],
+    solid_sigma: float = 1e3,
+    empty_sigma: float = 1e-4,
+    sigma_of: Callable = field_sigma,
+) -> Dict[str, float]:
+    """Per field and region, the statistics of dL/dsigma described in the module docstring, over ``steps`` batches;
+    every field sees the same batches (the random state is put back before each). ``sigma_of`` builds a field's
+    density (``field_sigma``'s signature); the tests pass an edited one. The model's weights get gradients too and
+    are zeroed after each pass; nothing is stepped."""
+    model = pipeline.model
+    net = model.net
+    original = net.density
+    to_kitti = oracle.world_transform(pipeline, gt, calibration)
+    totals: Dict[str, float] = {}
+    sigmas: Dict[str, List[torch.Tensor]] = {}
+    try:  # the patched density is put back whatever happens
+        for step in range(steps):
+            state = torch.get_rng_state()
+            for name in fields:
+                torch.set_rng_state(state)  # the same batch, flip and colour draws for every field
+                stash = []
+
+                def density(points, features, K, w2c, name=name, stash=stash):
+                    sigma, outside = original(points, features, K, w2c)
+                    with torch.no_grad():
+                        behind = oracle.behind_input_surface(gt.scene, to_kitti, points.detach(), w2c.detach())
+                        occupied = gt.scene.occupied(oracle.kitti_points(points.detach(), to_kitti))
+                    behind = behind.reshape(sigma.shape).to(sigma.device)
+                    occupied = occupied.reshape(sigma.shape).to(sigma.device)
+                    sigma = sigma_of(name, sigma, behind, occupied, solid_sigma, empty_sigma)
+                    if not sigma.requires_grad:
+                        sigma.requires_grad_()  # an exact field: a leaf of its own
+                    sigma.retain_grad()
+                    stash.append((sigma, behind, occupied))
+                    return sigma, outside
+
+                net.density = density
+                _, loss_dict, _ = pipeline.get_train_loss_dict(step)
+                loss = sum(loss_dict.values())
+                loss.backward()
+                totals[f"{name}_loss"] = totals.get(f"{name}_loss", 0.0) + float(loss.detach()) / steps
+                model.zero_grad(set_to_none=True)
+                for sigma, behind, occupied in stash:
+                    gradient = sigma.grad.detach()
+                    for region, mask in regions(behind, occupied).items():
+                        key = f"{name}_{region}"
+                        g = gradient[mask].double()
+                        for stat, value in (
+                            ("samples", g.numel()),
+                            ("down", (g > NO_GRADIENT).sum()),
+                            ("up", (g < -NO_GRADIENT).sum()),
+                            ("none", (g.abs() <= NO_GRADIENT).sum()),
+                            ("gradient_sum", g.sum()),
+                            ("gradient_abs_sum", g.abs().sum()),
+                        ):
+                            totals[f"{key}_{stat}"] = totals.get(f"{key}_{stat}", 0.0) + float(value)
+                        sigmas.setdefault(key, []).append(sigma.detach()[mask].float())
+    finally:
+        net.density = original
+    summary: Dict[str, float] = {}
+    for name in fields:
+        summary[f"{name}_loss"] = totals[f"{name}_loss"]
+        for region in REGIONS:
+            key = f"{name}_{region}"
+            n = totals.get(f"{key}_samples", 0.0)
+            summary[f"{key}_samples"] = n
+            summary[f"{key}_down_share"] = totals[f"{key}_down"] / n if n else float("nan")
+            summary[f"{key}_up_share"] = totals[f"{key}_up"] / n if n else float("nan")
+            summary[f"{key}_no_gradient_share"] = totals[f"{key}_none"] / n if n else float("nan")
+            summary[f"{key}_gradient_sum"] = totals.get(f"{key}_gradient_sum", 0.0)
+            magnitude = totals.get(f"{key}_gradient_abs_sum", 0.0)
+            summary[f"{key}_push"] = totals[f"{key}_gradient_sum"] / magnitude if magnitude else float("nan")
+            values = torch.cat(sigmas[key]) if sigmas.get(key) else torch.empty(0)
+            summary[f"{key}_sigma_median"] = float(values.median()) if values.numel() else float("nan")
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="a synth-kitti360 folder (the street world)")
+    parser.add_argument(
+        "--field", choices=FIELDS, action="append", help="a field to score (repeatable; default: the three exact)"
+    )
+    parser.add_argument(
+        "--sigma", type=float, default=1e3, help="density (1/m) in the exact fields' solids (the oracle's 1e3)"
+    )
+    parser.add_argument(
+        "--empty-sigma",
+        type=float,
+        default=1e-4,
+        help="density (1/m) elsewhere in the exact fields (> 0: a gradient; small: 80 m absorb 0.8 %)",
+    )
+    parser.add_argument("--steps", type=int, default=3, help="batches")
+    parser.add_argument("--frames", type=int, nargs="+", default=list(oracle.DEFAULT_INPUTS))
+    parser.add_argument("--height", type=int, default=192)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--groups", type=int, default=2)
+    parser.add_argument("--rays", type=int, default=4096)
+    parser.add_argument("--preset", choices=("tiny", "official"), default="official")
+    parser.add_argument(
+        "--checkpoint", type=Path, help="a trained run's step-*.ckpt or its folder (of --preset's model)"
+    )
+    parser.add_argument("--no-fisheye", action="store_true", help="frame groups without the fisheye frames")
+    parser.add_argument("--no-augment", action="store_true", help="no colour jitter, no flip")
+    parser.add_argument("--near", type=float, default=3.0, help="sampling start and code near plane (BTS: 3 m)")
+    parser.add_argument("--num-samples", type=int, default=None, help="samples per ray (default: the preset's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--output-json", type=Path, default=None)
+    args = parser.parse_args()
+    fields = args.field or ["filled", "plus4m", "exact"]
+    if "model" in fields and args.checkpoint is None:
+        parser.error("--field model needs --checkpoint (a trained run)")
+    if args.sigma <= 0 or args.empty_sigma <= 0 or args.steps <= 0:
+        parser.error(
+            f"--sigma, --empty-sigma and --steps must be positive, got {args.sigma}, {args.empty_sigma}, {args.steps}"
+        )
+    args.automask, args.decoder_lr = False, None  # what build_pipeline reads besides the options above
+    checkpoint = None
+    if args.checkpoint is not None:  # refused before any work when it is no usable checkpoint
+        checkpoint = oracle.read_checkpoint(args.checkpoint, args.near, oracle.samples_per_ray(args))
+    work = args.work or Path(tempfile.mkdtemp(prefix="occl_grad_"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    from bts_studio.eval.occupancy_protocol import Kitti360Calibration
+
+    pipeline = oracle.build_pipeline(args, work, checkpoint)
+    pipeline.model.train()
+    calibration = Kitti360Calibration(Path(args.data), "2013_05_28_drive_0000_sync")
+    gt = oracle.GroundTruth(pipeline, args.height, args.width, calibration)
+    summary = density_gradients(pipeline, gt, calibration, args.steps, fields, args.sigma, args.empty_sigma)
+    print(json.dumps({k: round(v, 6) for k, v in summary.items()}), flush=True)
+    if args.output_json is not None:
+        args.output_json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **summary}))
+
+
+if __name__ == "__main__":
+    main()

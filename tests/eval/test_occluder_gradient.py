@@ -1,0 +1,112 @@
+"""benchmarks/occluder_gradient_check.py (issue 18): the gradient it reports per region is the training loss's
+derivative, on the shared tiny synthetic set (tests/eval/conftest.py)."""
+
+import argparse
+
+import pytest
+import torch
+
+HEIGHT, WIDTH = 64, 160  # the shared run's parsed size (tests/eval/conftest.py)
+
+
+@pytest.fixture(scope="module")
+def script(load_benchmark):
+    return load_benchmark("occluder_gradient_check")
+
+
+def build(script, synthetic_root, work, checkpoint=None):
+    from bts_studio.eval.occupancy_protocol import Kitti360Calibration
+
+    args = argparse.Namespace(
+        data=synthetic_root, frames=[2, 3], height=HEIGHT, width=WIDTH, groups=2, rays=512, preset="tiny",
+        checkpoint=checkpoint, no_fisheye=False, no_augment=True, near=3.0, num_samples=16, seed=0, automask=False,
+        decoder_lr=None,
+    )  # fmt: skip
+    pipeline = script.oracle.build_pipeline(args, work)
+    pipeline.model.train()
+    calibration = Kitti360Calibration(synthetic_root, "2013_05_28_drive_0000_sync")
+    gt = script.oracle.GroundTruth(pipeline, HEIGHT, WIDTH, calibration)
+    return pipeline, gt, calibration
+
+
+@pytest.fixture(scope="module")
+def setup(script, synthetic_root, tmp_path_factory):
+    return build(script, synthetic_root, tmp_path_factory.mktemp("occl_grad"))
+
+
+@pytest.fixture(scope="module")
+def trained_setup(script, synthetic_root, trained_config, tmp_path_factory):
+    """The shared two-step bts-density-tiny run's weights (tests/eval/conftest.py)."""
+    return build(script, synthetic_root, tmp_path_factory.mktemp("occl_grad_model"), trained_config.parent)
+
+
+def run(script, setup, fields, sigma_of=None):
+    torch.manual_seed(0)  # the same batch in every call
+    pipeline, gt, calibration = setup
+    kwargs = {} if sigma_of is None else {"sigma_of": sigma_of}
+    return script.density_gradients(pipeline, gt, calibration, 1, fields, 2.0, 0.5, **kwargs)
+
+
+@pytest.mark.parametrize("region", ["hidden_empty", "visible"])
+def test_the_gradient_sum_predicts_the_loss_change_of_emptying_a_region(script, setup, region):
+    """Removing density eps from every sample of one region changes the training loss by -eps * that region's
+    reported gradient sum, to first order: the sign, the region and the scale of what the script reports are the
+    loss's own."""
+    eps = 0.01  # below the empty density 0.5: relu's kink is not crossed
+    base = run(script, setup, ["filled"])
+    assert base[f"filled_{region}_samples"] > 0
+    gradient_sum = base[f"filled_{region}_gradient_sum"]
+    assert gradient_sum != 0.0
+
+    def emptied(name, sigma, behind, occupied, solid_sigma, empty_sigma):
+        dense = script.field_sigma(name, sigma, behind, occupied, solid_sigma, empty_sigma)
+        return (dense - eps * script.regions(behind, occupied)[region].to(dense.dtype)).clamp_min(0.0)
+
+    changed = run(script, setup, ["filled"], emptied)
+    predicted = -eps * gradient_sum
+    assert changed["filled_loss"] - base["filled_loss"] == pytest.approx(predicted, rel=0.1, abs=2e-8)
+
+
+def test_the_model_fields_gradient_is_the_training_losss(script, trained_setup):
+    """The trained model's own density, read through the same hook: adding eps to every sample of the hidden empty
+    region changes the training loss by +eps * the reported gradient sum (the model's sigma is a softplus, > 0:
+    adding keeps clear of relu's kink)."""
+    eps = 0.01
+    base = run(script, trained_setup, ["model"])
+    assert base["model_hidden_empty_samples"] > 0 and base["model_hidden_empty_sigma_median"] > 0
+    gradient_sum = base["model_hidden_empty_gradient_sum"]
+    assert gradient_sum != 0.0
+
+    def denser(name, sigma, behind, occupied, solid_sigma, empty_sigma):
+        own = script.field_sigma(name, sigma, behind, occupied, solid_sigma, empty_sigma)
+        return own + eps * script.regions(behind, occupied)["hidden_empty"].to(own.dtype)
+
+    changed = run(script, trained_setup, ["model"], denser)
+    assert changed["model_loss"] - base["model_loss"] == pytest.approx(eps * gradient_sum, rel=0.1, abs=2e-8)
+
+
+def test_fields_and_shares(script, setup):
+    """The exact fields put the solid density where they should (the filled field's hidden space is solid, the
+    exact field's hidden empty space is empty), the regions split every sample, and the shares are shares."""
+    summary = run(script, setup, ["filled", "exact"])
+    assert summary["filled_hidden_empty_sigma_median"] == pytest.approx(2.0)
+    assert summary["exact_hidden_empty_sigma_median"] == pytest.approx(0.5)
+    assert summary["exact_hidden_occupied_sigma_median"] == pytest.approx(2.0)
+    total = sum(summary[f"filled_{region}_samples"] for region in script.REGIONS)
+    assert total == sum(summary[f"exact_{region}_samples"] for region in script.REGIONS)
+    for name in ("filled", "exact"):
+        for region in script.REGIONS:
+            shares = [summary[f"{name}_{region}_{kind}_share"] for kind in ("down", "up", "no_gradient")]
+            assert sum(shares) == pytest.approx(1.0), (name, region)
+    for key, value in summary.items():
+        if key.endswith("_share"):
+            assert 0.0 <= value <= 1.0, key
+        if key.endswith("_push"):
+            assert -1.0 <= value <= 1.0, key
+
+
+def test_the_model_field_needs_a_checkpoint(script, monkeypatch, synthetic_root, capsys):
+    monkeypatch.setattr("sys.argv", ["x", "--data", str(synthetic_root), "--field", "model"])
+    with pytest.raises(SystemExit):
+        script.main()
+    assert "--field model needs --checkpoint" in capsys.readouterr().err
