@@ -269,7 +269,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, "benchmarks")  # the script runs from the checkout's root (cd above)
-from occluder_curves import METRICS, compared, mean_se, models, paired  # noqa: E402
+from occluder_curves import BASELINE, METRICS, compared, mean_se, models, paired  # noqa: E402
 
 out, results, stages_tsv, data_seconds = (Path(arg) for arg in sys.argv[1:5])
 gen_s = data_seconds.read_text().strip() if data_seconds.is_file() else "?"
@@ -309,7 +309,10 @@ lines += [
     "|---|---|---|---|---|---|",
 ]
 verdict = {}
-for variant in report.get("per_image", {}):
+for variant, by_model in report.get("per_image", {}).items():
+    if BASELINE not in by_model or len(by_model) < 2:  # a report without the model beside Depth + 4 m
+        print(f"summary: variant {variant} lacks the model or {BASELINE} ({list(by_model)}); left out", file=sys.stderr)
+        continue
     model, base = models(report, variant)  # Depth + 4 m found by name, as in occluder_curves.py
     for name in names:
         means = (mean_se([r.get(name) for r in model])[0], mean_se([r.get(name) for r in base])[0])

@@ -11,14 +11,17 @@ place relative to the batch's input view:
 - ``hidden_occupied``: behind that surface and inside a solid (a car, a facade);
 - ``visible``: in front of the first surface, or on a line of sight that hits nothing.
 
+Each ray's last sample is left out where the renderer forces its alpha to 1 (BTS's ``hard_alpha_cap``): its
+gradient is 0 by construction.
+
 Per field, the training loss (``{field}_loss``, mean over the batches); per region and field:
 
 - the samples (``{field}_{region}_samples``);
 - the shares where a descent step lowers sigma (``_down_share``: dL/dsigma > 1e-12), raises it (``_up_share``:
   dL/dsigma < -1e-12), or finds no gradient (``_no_gradient_share``: |dL/dsigma| <= 1e-12, e.g. behind a ray's
   termination); the three add up to 1;
-- the sum of the gradients (``_gradient_sum``: the first-order loss change per unit of density removed from every
-  sample of the region at once, summed over batches);
+- the sum of the gradients (``_gradient_sum``, summed over the batches, where the loss is their mean): the
+  first-order loss decrease per unit of density removed from every sample of the region at once;
 - their gradient-weighted balance (``_push``: sum dL/dsigma / sum |dL/dsigma|; +1 all towards empty, -1 all
   towards solid);
 - the median sigma (``_sigma_median``, 1/m).
@@ -49,18 +52,19 @@ at 64 samples and 9 min at 128 on 2 cores):
     python benchmarks/occluder_gradient_check.py --data /tmp/od/street52 --preset official --field filled \\
         --field plus4m --field exact --height 192 --width 640 --steps 30 --rays 4096 [--num-samples 128]
 
-Raises SystemExit when ``--field model`` has no ``--checkpoint``, or ``--sigma``, ``--empty-sigma`` or ``--steps``
-is not positive.
+Raises SystemExit when ``--field model`` has no ``--checkpoint``, a size, count or density option is not positive, or
+``--num-samples`` is below 2. Raises RuntimeError if the training loss never calls ``net.density`` (nothing to read).
 An unusable checkpoint is refused by path, as in the oracle.
 """
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
@@ -72,7 +76,8 @@ import occluder_supervised_check as oracle  # noqa: E402
 FIELDS = ("model", "filled", "plus4m", "exact")
 REGIONS = ("hidden_empty", "hidden_occupied", "visible")
 NO_GRADIENT = 1e-12
-"""|dL/dsigma| up to which a sample counts as receiving no gradient."""
+"""|dL/dsigma| up to which a sample counts as receiving no gradient (an absolute bound: the loss is a mean over the
+batch's pixels, so a sample's gradient shrinks as the batch grows; the official batch's are ~1e-6 and above)."""
 
 
 def field_sigma(
@@ -81,7 +86,8 @@ def field_sigma(
     """``[B, N]`` density of field ``name`` at the batch's samples: the model's own ``sigma``, or ``solid_sigma`` (1/m)
     in the field's solids and ``empty_sigma`` elsewhere. ``empty_sigma`` > 0 because the compositing's
     ``relu(sigma)`` has no gradient at 0 (the model's softplus is never 0). ``behind``: metres behind the input
-    view's first surface (``behind_input_surface``); ``occupied``: inside a solid of the exact scene."""
+    view's first surface (``behind_input_surface``); ``occupied``: inside a solid of the exact scene. Raises
+    ValueError for a name not in ``FIELDS``."""
     if name == "model":
         return sigma
     solid = occupied.clone()
@@ -94,10 +100,37 @@ def field_sigma(
     return torch.where(solid, solid_sigma, empty_sigma).to(sigma.dtype)
 
 
-def regions(behind: torch.Tensor, occupied: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """The three disjoint sample regions (``REGIONS``) as boolean masks of ``behind``'s shape."""
-    hidden = behind > 0
-    return {"hidden_empty": hidden & ~occupied, "hidden_occupied": hidden & occupied, "visible": ~hidden}
+def regions(
+    behind: torch.Tensor, occupied: torch.Tensor, counted: Optional[torch.Tensor] = None
+) -> Dict[str, torch.Tensor]:
+    """The three disjoint sample regions (``REGIONS``) as boolean masks of ``behind``'s shape; together they cover
+    every sample where ``counted`` (default: all) is true."""
+    counted = torch.ones_like(occupied) if counted is None else counted
+    hidden = (behind > 0) & counted
+    return {"hidden_empty": hidden & ~occupied, "hidden_occupied": hidden & occupied, "visible": ~hidden & counted}
+
+
+def not_forced(sigma: torch.Tensor, num_samples: int, terminate_last: bool) -> torch.Tensor:
+    """``sigma``'s shape ``[B, R * S]`` (each ray's ``S`` samples in a row, as ``render_samples_unfused`` builds the
+    points): False at each ray's last sample when the renderer forces its alpha to 1 (BTS's ``hard_alpha_cap``,
+    ``terminate_last_sample``), whose dL/dsigma is 0 by construction, not by the loss."""
+    index = torch.arange(sigma.shape[-1], device=sigma.device).expand_as(sigma)
+    return (index % num_samples != num_samples - 1) | (not terminate_last)
+
+
+def gradient_counts(gradient: torch.Tensor) -> Dict[str, float]:
+    """Of the samples' dL/dsigma values ``gradient`` (any shape): how many there are (``samples``), how many a
+    descent step pushes down (``down``: > ``NO_GRADIENT``) or up (``up``: < -``NO_GRADIENT``) or leaves (``none``),
+    and the sums of the values and of their magnitudes."""
+    g = gradient.double()
+    return {
+        "samples": float(g.numel()),
+        "down": float((g > NO_GRADIENT).sum()),
+        "up": float((g < -NO_GRADIENT).sum()),
+        "none": float((g.abs() <= NO_GRADIENT).sum()),
+        "gradient_sum": float(g.sum()),
+        "gradient_abs_sum": float(g.abs().sum()),
+    }
 
 
 def density_gradients(
@@ -123,17 +156,22 @@ def density_gradients(
     try:  # the patched density is put back whatever happens
         for step in range(steps):
             state = torch.get_rng_state()
+            places: List[tuple] = []  # per density call of this step: points, behind, occupied (the same batch)
             for name in fields:
                 torch.set_rng_state(state)  # the same batch, flip and colour draws for every field
                 stash = []
 
-                def density(points, features, K, w2c, name=name, stash=stash):
+                def density(points, features, K, w2c, name=name, stash=stash, places=places):
                     sigma, outside = original(points, features, K, w2c)
-                    with torch.no_grad():
-                        behind = oracle.behind_input_surface(gt.scene, to_kitti, points.detach(), w2c.detach())
-                        occupied = gt.scene.occupied(oracle.kitti_points(points.detach(), to_kitti))
-                    behind = behind.reshape(sigma.shape).to(sigma.device)
-                    occupied = occupied.reshape(sigma.shape).to(sigma.device)
+                    call = len(stash)
+                    if call == len(places):  # the first field of the step: raycast once, every field reuses it
+                        with torch.no_grad():
+                            behind = oracle.behind_input_surface(gt.scene, to_kitti, points.detach(), w2c.detach())
+                            occupied = gt.scene.occupied(oracle.kitti_points(points.detach(), to_kitti))
+                        places.append((points.detach(), behind.reshape(sigma.shape), occupied.reshape(sigma.shape)))
+                    cached, behind, occupied = places[call]
+                    assert torch.equal(cached, points.detach()), "every field must render the same samples"
+                    behind, occupied = behind.to(sigma.device), occupied.to(sigma.device)
                     sigma = sigma_of(name, sigma, behind, occupied, solid_sigma, empty_sigma)
                     if not sigma.requires_grad:
                         sigma.requires_grad_()  # an exact field: a leaf of its own
@@ -143,24 +181,19 @@ def density_gradients(
 
                 net.density = density
                 _, loss_dict, _ = pipeline.get_train_loss_dict(step)
+                if not stash:  # a render path that bypasses net.density would leave nothing to read
+                    raise RuntimeError(f"field {name}: the training loss did not call net.density")
                 loss = sum(loss_dict.values())
                 loss.backward()
                 totals[f"{name}_loss"] = totals.get(f"{name}_loss", 0.0) + float(loss.detach()) / steps
                 model.zero_grad(set_to_none=True)
                 for sigma, behind, occupied in stash:
                     gradient = sigma.grad.detach()
-                    for region, mask in regions(behind, occupied).items():
+                    counted = not_forced(sigma, model.config.num_samples, model.config.terminate_last_sample)
+                    for region, mask in regions(behind, occupied, counted).items():
                         key = f"{name}_{region}"
-                        g = gradient[mask].double()
-                        for stat, value in (
-                            ("samples", g.numel()),
-                            ("down", (g > NO_GRADIENT).sum()),
-                            ("up", (g < -NO_GRADIENT).sum()),
-                            ("none", (g.abs() <= NO_GRADIENT).sum()),
-                            ("gradient_sum", g.sum()),
-                            ("gradient_abs_sum", g.abs().sum()),
-                        ):
-                            totals[f"{key}_{stat}"] = totals.get(f"{key}_{stat}", 0.0) + float(value)
+                        for stat, value in gradient_counts(gradient[mask]).items():
+                            totals[f"{key}_{stat}"] = totals.get(f"{key}_{stat}", 0.0) + value
                         sigmas.setdefault(key, []).append(sigma.detach()[mask].float())
     finally:
         net.density = original
@@ -218,10 +251,11 @@ def main() -> None:
     fields = args.field or ["filled", "plus4m", "exact"]
     if "model" in fields and args.checkpoint is None:
         parser.error("--field model needs --checkpoint (a trained run)")
-    if args.sigma <= 0 or args.empty_sigma <= 0 or args.steps <= 0:
-        parser.error(
-            f"--sigma, --empty-sigma and --steps must be positive, got {args.sigma}, {args.empty_sigma}, {args.steps}"
-        )
+    for option in ("sigma", "empty_sigma", "steps", "groups", "rays", "height", "width"):
+        if getattr(args, option) <= 0:
+            parser.error(f"--{option.replace('_', '-')} must be positive, got {getattr(args, option)}")
+    if args.num_samples is not None and args.num_samples < 2:
+        parser.error(f"--num-samples must be at least 2 (samples per ray), got {args.num_samples}")
     args.automask, args.decoder_lr = False, None  # what build_pipeline reads besides the options above
     checkpoint = None
     if args.checkpoint is not None:  # refused before any work when it is no usable checkpoint
@@ -236,7 +270,8 @@ def main() -> None:
     calibration = Kitti360Calibration(Path(args.data), "2013_05_28_drive_0000_sync")
     gt = oracle.GroundTruth(pipeline, args.height, args.width, calibration)
     summary = density_gradients(pipeline, gt, calibration, args.steps, fields, args.sigma, args.empty_sigma)
-    print(json.dumps({k: round(v, 6) for k, v in summary.items()}), flush=True)
+    summary = {k: None if math.isnan(v) else v for k, v in summary.items()}  # JSON has no NaN: undefined is null
+    print(json.dumps({k: v if v is None else float(f"{v:.6g}") for k, v in summary.items()}), flush=True)
     if args.output_json is not None:
         args.output_json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **summary}))
 

@@ -85,6 +85,27 @@ def test_the_model_fields_gradient_is_the_training_losss(script, trained_setup):
     assert changed["model_loss"] - base["model_loss"] == pytest.approx(eps * gradient_sum, rel=0.1, abs=2e-8)
 
 
+def test_gradient_counts_name_the_direction_of_descent(script):
+    """dL/dsigma > 0: a descent step lowers sigma ("down"); < 0 raises it ("up"); within 1e-12 of 0: none."""
+    counts = script.gradient_counts(torch.tensor([0.5, -0.2, 0.0, 1e-13, 2e-12]))
+    assert counts == pytest.approx(
+        {"samples": 5, "down": 2, "up": 1, "none": 2, "gradient_sum": 0.3 + 2e-12 + 1e-13, "gradient_abs_sum": 0.7}
+    )
+
+
+def test_behind_input_surface_against_a_hand_placed_wall(script):
+    """A wall 10-11 m ahead of a camera at the origin (OpenCV axes, the generator's frame = the model's): metres
+    behind its first surface along each point's line of sight, negative in front, -inf with nothing on the line."""
+    from bts_studio.data.synthetic.primitives import Scene, make_box
+
+    wall = Scene([make_box((0.0, 0.0, 10.5), (50.0, 50.0, 0.5), label="wall")])
+    points = torch.tensor([[[0.0, 0.0, 5.0], [0.0, 0.0, 12.0], [100.0, 0.0, 5.0], [0.0, 0.0, 10.5], [3.0, 0.0, 14.0]]])
+    w2c = torch.eye(4)[:3][None]
+    behind = script.oracle.behind_input_surface(wall, torch.eye(4, dtype=torch.float64), points, w2c)
+    slanted = 14.0 * (1 - 10.0 / 14.0) * (1 + (3.0 / 14.0) ** 2) ** 0.5  # 4 m deeper in z, along a slanted sight
+    assert behind[0].tolist() == pytest.approx([-5.0, 2.0, float("-inf"), 0.5, slanted])
+
+
 def test_fields_and_shares(script, setup):
     """The exact fields put the solid density where they should (the filled field's hidden space is solid, the
     exact field's hidden empty space is empty), the regions split every sample, and the shares are shares."""
@@ -92,7 +113,9 @@ def test_fields_and_shares(script, setup):
     assert summary["filled_hidden_empty_sigma_median"] == pytest.approx(2.0)
     assert summary["exact_hidden_empty_sigma_median"] == pytest.approx(0.5)
     assert summary["exact_hidden_occupied_sigma_median"] == pytest.approx(2.0)
+    # Every sample of the batch but each ray's forced last one (2 groups x 512 rays x 16 samples).
     total = sum(summary[f"filled_{region}_samples"] for region in script.REGIONS)
+    assert total == 2 * 512 * 15
     assert total == sum(summary[f"exact_{region}_samples"] for region in script.REGIONS)
     for name in ("filled", "exact"):
         for region in script.REGIONS:
@@ -103,6 +126,8 @@ def test_fields_and_shares(script, setup):
             assert 0.0 <= value <= 1.0, key
         if key.endswith("_push"):
             assert -1.0 <= value <= 1.0, key
+            gradient_sum = summary[key.replace("_push", "_gradient_sum")]
+            assert value == 0.0 or (value > 0) == (gradient_sum > 0), key
 
 
 def test_the_model_field_needs_a_checkpoint(script, monkeypatch, synthetic_root, capsys):
