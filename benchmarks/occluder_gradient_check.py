@@ -46,7 +46,7 @@ The script runs on the CPU, one batch per ``--steps``. The command for a GPU run
         --height 192 --width 640 --steps 10 --rays 4096 --output-json gradient.json
 
 Without a checkpoint (the exact fields only; a 32-frame street segment; 30 batches of the three fields took 5 min
-at 64 samples and 9 min at 128 on 2 cores):
+at 128 samples on 2 cores):
 
     bts-studio synth-kitti360 /tmp/od/street52 --frames 32 --scale 0.52
     python benchmarks/occluder_gradient_check.py --data /tmp/od/street52 --preset official --field filled \\
