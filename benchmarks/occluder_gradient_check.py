@@ -26,6 +26,10 @@ Per field, the training loss (``{field}_loss``, mean over the batches); per regi
   towards solid);
 - the median sigma (``_sigma_median``, 1/m).
 
+The hidden empty region is split further by the loss ray's camera (``perspective``: image_00/01, ``fisheye``:
+image_02/03) and by metres behind the surface (``BANDS``), as ``{field}_hidden_empty_{camera}_{lo}-{hi}m_{stat}``
+with ``samples``, ``gradient_sum`` and ``push``.
+
 Fields (``--field``, repeatable):
 
 - ``model``: with ``--checkpoint``, the trained model as it is.
@@ -75,6 +79,9 @@ import occluder_supervised_check as oracle  # noqa: E402
 
 FIELDS = ("model", "filled", "plus4m", "exact")
 REGIONS = ("hidden_empty", "hidden_occupied", "visible")
+BANDS = ((0.0, 2.0), (2.0, 4.0), (4.0, float("inf")))
+"""Metres behind the input view's first surface: the hidden empty region is also reported per band and per loss
+camera, to see where a pull comes from (the shadow's edge just behind a car, or deep behind it)."""
 NO_GRADIENT = 1e-12
 """|dL/dsigma| up to which a sample counts as receiving no gradient (an absolute bound: the loss is a mean over the
 batch's pixels, so a sample's gradient shrinks as the batch grows; the official batch's are ~1e-6 and above)."""
@@ -118,6 +125,29 @@ def not_forced(sigma: torch.Tensor, num_samples: int, terminate_last: bool) -> t
     return (index % num_samples != num_samples - 1) | (not terminate_last)
 
 
+def sample_fisheye(batch, fisheye_image: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``shape`` ``[B, R * S]``: whether each sample's loss ray comes from a fisheye image. The batch's rays are
+    ``[B, ...]`` (group-major, as ``render_rays`` flattens them), each ray's ``S`` samples in a row."""
+    per_ray = fisheye_image[batch.rays.camera_indices.reshape(shape[0], -1).long().cpu()]  # [B, R]
+    samples = shape[1] // per_ray.shape[1]
+    assert per_ray.shape[1] * samples == shape[1], f"{per_ray.shape[1]} rays for {shape[1]} samples"
+    return per_ray.repeat_interleave(samples, dim=1)
+
+
+def hidden_empty_part_names() -> List[str]:
+    """``{camera}_{lo}-{hi}m`` for the loss cameras and ``BANDS``."""
+    return [f"{camera}_{lo:g}-{hi:g}m" for camera in ("perspective", "fisheye") for lo, hi in BANDS]
+
+
+def hidden_empty_parts(hidden_empty: torch.Tensor, behind: torch.Tensor, fisheye: torch.Tensor):
+    """The hidden empty mask split by loss camera and by metres behind the surface (``hidden_empty_part_names``)."""
+    parts = {}
+    for camera, chosen in (("perspective", ~fisheye), ("fisheye", fisheye)):
+        for lo, hi in BANDS:
+            parts[f"{camera}_{lo:g}-{hi:g}m"] = hidden_empty & chosen & (behind > lo) & (behind <= hi)
+    return parts
+
+
 def gradient_counts(gradient: torch.Tensor) -> Dict[str, float]:
     """Of the samples' dL/dsigma values ``gradient`` (any shape): how many there are (``samples``), how many a
     descent step pushes down (``down``: > ``NO_GRADIENT``) or up (``up``: < -``NO_GRADIENT``) or leaves (``none``),
@@ -150,6 +180,16 @@ def density_gradients(
     model = pipeline.model
     net = model.net
     original = net.density
+    datamanager = pipeline.datamanager
+    original_next = datamanager.next_train
+    drawn: Dict[str, object] = {}
+
+    def next_train(step: int):  # the loss's batch, for the camera of each loss ray
+        rays, batch = original_next(step)
+        drawn["batch"] = batch
+        return rays, batch
+
+    fisheye_image = torch.tensor(oracle.image_cameras(pipeline)) >= 2
     to_kitti = oracle.world_transform(pipeline, gt, calibration)
     totals: Dict[str, float] = {}
     sigmas: Dict[str, List[torch.Tensor]] = {}
@@ -180,6 +220,7 @@ def density_gradients(
                     return sigma, outside
 
                 net.density = density
+                datamanager.next_train = next_train
                 _, loss_dict, _ = pipeline.get_train_loss_dict(step)
                 if not stash:  # a render path that bypasses net.density would leave nothing to read
                     raise RuntimeError(f"field {name}: the training loss did not call net.density")
@@ -190,13 +231,20 @@ def density_gradients(
                 for sigma, behind, occupied in stash:
                     gradient = sigma.grad.detach()
                     counted = not_forced(sigma, model.config.num_samples, model.config.terminate_last_sample)
-                    for region, mask in regions(behind, occupied, counted).items():
+                    split = regions(behind, occupied, counted)
+                    for region, mask in split.items():
                         key = f"{name}_{region}"
                         for stat, value in gradient_counts(gradient[mask]).items():
                             totals[f"{key}_{stat}"] = totals.get(f"{key}_{stat}", 0.0) + value
                         sigmas.setdefault(key, []).append(sigma.detach()[mask].float())
+                    fisheye = sample_fisheye(drawn["batch"], fisheye_image, sigma.shape)
+                    for part, mask in hidden_empty_parts(split["hidden_empty"], behind, fisheye).items():
+                        for stat, value in gradient_counts(gradient[mask]).items():
+                            key = f"{name}_hidden_empty_{part}_{stat}"
+                            totals[key] = totals.get(key, 0.0) + value
     finally:
         net.density = original
+        datamanager.next_train = original_next
     summary: Dict[str, float] = {}
     for name in fields:
         summary[f"{name}_loss"] = totals[f"{name}_loss"]
@@ -212,6 +260,12 @@ def density_gradients(
             summary[f"{key}_push"] = totals[f"{key}_gradient_sum"] / magnitude if magnitude else float("nan")
             values = torch.cat(sigmas[key]) if sigmas.get(key) else torch.empty(0)
             summary[f"{key}_sigma_median"] = float(values.median()) if values.numel() else float("nan")
+        for part in hidden_empty_part_names():
+            key = f"{name}_hidden_empty_{part}"
+            summary[f"{key}_samples"] = totals.get(f"{key}_samples", 0.0)
+            summary[f"{key}_gradient_sum"] = totals.get(f"{key}_gradient_sum", 0.0)
+            magnitude = totals.get(f"{key}_gradient_abs_sum", 0.0)
+            summary[f"{key}_push"] = summary[f"{key}_gradient_sum"] / magnitude if magnitude else float("nan")
     return summary
 
 

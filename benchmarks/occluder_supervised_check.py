@@ -410,6 +410,12 @@ def world_transform(pipeline, gt: GroundTruth, calibration) -> torch.Tensor:
     return transforms[0]
 
 
+def image_cameras(pipeline) -> List[int]:
+    """KITTI-360's camera of each training image, by index (0/1: the perspective pair, 2/3: the fisheyes)."""
+    filenames = pipeline.datamanager.train_dataset._dataparser_outputs.image_filenames
+    return [next(c for c in range(4) if f"image_0{c}" in Path(f).parts) for f in filenames]
+
+
 def kitti_points(points: torch.Tensor, to_kitti: torch.Tensor) -> torch.Tensor:
     """``[..., 3]`` model-frame points -> ``[M, 3]`` float64 points in the generator's KITTI frame (``to_kitti``:
     ``world_transform``'s 4x4)."""
@@ -580,8 +586,7 @@ def oracle_losses(
     fields = FIELDS + (MODEL_FIELDS if trained else ())
     results: Dict[str, List[float]] = {}
     per_step: Dict[str, List[torch.Tensor]] = {}
-    filenames = pipeline.datamanager.train_dataset._dataparser_outputs.image_filenames
-    cameras = [next(c for c in range(4) if f"image_0{c}" in Path(f).parts) for f in filenames]
+    cameras = image_cameras(pipeline)
     try:  # the patched density and colour sampling are put back whatever happens
         for step in range(steps):
             seed_state = torch.get_rng_state()

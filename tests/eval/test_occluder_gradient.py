@@ -113,6 +113,15 @@ def test_fields_and_shares(script, setup):
     assert summary["filled_hidden_empty_sigma_median"] == pytest.approx(2.0)
     assert summary["exact_hidden_empty_sigma_median"] == pytest.approx(0.5)
     assert summary["exact_hidden_occupied_sigma_median"] == pytest.approx(2.0)
+    # The hidden empty region's parts (loss camera x metres behind the surface) split it without overlap.
+    parts = script.hidden_empty_part_names()
+    for name in ("filled", "exact"):
+        whole = summary[f"{name}_hidden_empty_samples"]
+        assert sum(summary[f"{name}_hidden_empty_{part}_samples"] for part in parts) == whole
+        assert sum(summary[f"{name}_hidden_empty_{part}_gradient_sum"] for part in parts) == pytest.approx(
+            summary[f"{name}_hidden_empty_gradient_sum"], rel=1e-9, abs=1e-15
+        )
+    assert any(summary[f"exact_hidden_empty_fisheye_{lo:g}-{hi:g}m_samples"] > 0 for lo, hi in script.BANDS)
     # Every sample of the batch but each ray's forced last one (2 groups x 512 rays x 16 samples).
     total = sum(summary[f"filled_{region}_samples"] for region in script.REGIONS)
     assert total == 2 * 512 * 15
@@ -135,3 +144,14 @@ def test_the_model_field_needs_a_checkpoint(script, monkeypatch, synthetic_root,
     with pytest.raises(SystemExit):
         script.main()
     assert "--field model needs --checkpoint" in capsys.readouterr().err
+
+
+def test_each_sample_takes_its_loss_rays_camera(script):
+    """Rays are group-major with each ray's samples in a row: camera indices [B, R] -> samples [B, R * S]."""
+    from types import SimpleNamespace
+
+    batch = SimpleNamespace(rays=SimpleNamespace(camera_indices=torch.tensor([[[0], [1], [2]], [[1], [1], [0]]])))
+    fisheye_image = torch.tensor([False, True, False])
+    fisheye = script.sample_fisheye(batch, fisheye_image, torch.Size([2, 6]))
+    expected = [[False, False, True, True, False, False], [True, True, True, True, False, False]]
+    assert fisheye.tolist() == expected
