@@ -172,11 +172,17 @@ def density_gradients(
     solid_sigma: float = 1e3,
     empty_sigma: float = 1e-4,
     sigma_of: Callable = field_sigma,
+    visibility: bool = False,
+    visibility_margin: float = 0.5,
 ) -> Dict[str, float]:
     """Per field and region, the statistics of dL/dsigma described in the module docstring, over ``steps`` batches;
     every field sees the same batches (the random state is put back before each). ``sigma_of`` builds a field's
     density (``field_sigma``'s signature); the tests pass an edited one. The model's weights get gradients too and
-    are zeroed after each pass; nothing is stepped."""
+    are zeroed after each pass; nothing is stepped. ``visibility``: a sample's colour is invalid in a render view
+    that sees it hidden in the exact scene (the oracle's ``--visibility``, ``hidden_in_views``: the upper bound of
+    a visibility test, which BTS's colour lookup does not have), so the loss is then no longer BTS's."""
+    from bts_studio.methods.bts import rendering
+
     model = pipeline.model
     net = model.net
     original = net.density
@@ -191,6 +197,14 @@ def density_gradients(
 
     fisheye_image = torch.tensor(oracle.image_cameras(pipeline)) >= 2
     to_kitti = oracle.world_transform(pipeline, gt, calibration)
+    sample_view_colours = rendering.sample_view_colours
+    spacing = (1.0 / model.config.near - 1.0 / model.config.far) / (model.config.num_samples - 1)
+
+    def colours_with_visibility(images, points, K, w2c):
+        colours, invalid = sample_view_colours(images, points, K, w2c)
+        hidden = oracle.hidden_in_views(gt.scene, to_kitti, points.detach(), w2c.detach(), visibility_margin, spacing)
+        return colours, invalid | hidden.to(invalid.device)
+
     totals: Dict[str, float] = {}
     sigmas: Dict[str, List[torch.Tensor]] = {}
     try:  # the patched density is put back whatever happens
@@ -221,6 +235,8 @@ def density_gradients(
 
                 net.density = density
                 datamanager.next_train = next_train
+                if visibility:
+                    rendering.sample_view_colours = colours_with_visibility
                 _, loss_dict, _ = pipeline.get_train_loss_dict(step)
                 if not stash:  # a render path that bypasses net.density would leave nothing to read
                     raise RuntimeError(f"field {name}: the training loss did not call net.density")
@@ -245,6 +261,7 @@ def density_gradients(
     finally:
         net.density = original
         datamanager.next_train = original_next
+        rendering.sample_view_colours = sample_view_colours
     summary: Dict[str, float] = {}
     for name in fields:
         summary[f"{name}_loss"] = totals[f"{name}_loss"]
@@ -283,6 +300,14 @@ def main() -> None:
         type=float,
         default=1e-4,
         help="density (1/m) elsewhere in the exact fields (> 0: a gradient; small: 80 m absorb 0.8 %)",
+    )
+    parser.add_argument(
+        "--visibility",
+        action="store_true",
+        help="a sample's colour is invalid in a render view that sees it hidden in the exact scene (not BTS's rule)",
+    )
+    parser.add_argument(
+        "--visibility-margin", type=float, default=0.5, help="metres a hit must lie before a point to hide it"
     )
     parser.add_argument("--steps", type=int, default=3, help="batches")
     parser.add_argument("--frames", type=int, nargs="+", default=list(oracle.DEFAULT_INPUTS))
@@ -323,7 +348,19 @@ def main() -> None:
     pipeline.model.train()
     calibration = Kitti360Calibration(Path(args.data), "2013_05_28_drive_0000_sync")
     gt = oracle.GroundTruth(pipeline, args.height, args.width, calibration)
-    summary = density_gradients(pipeline, gt, calibration, args.steps, fields, args.sigma, args.empty_sigma)
+    if args.visibility_margin < 0:
+        parser.error(f"--visibility-margin must be 0 or more metres, got {args.visibility_margin}")
+    summary = density_gradients(
+        pipeline,
+        gt,
+        calibration,
+        args.steps,
+        fields,
+        args.sigma,
+        args.empty_sigma,
+        visibility=args.visibility,
+        visibility_margin=args.visibility_margin,
+    )
     summary = {k: None if math.isnan(v) else v for k, v in summary.items()}  # JSON has no NaN: undefined is null
     print(json.dumps({k: v if v is None else float(f"{v:.6g}") for k, v in summary.items()}), flush=True)
     if args.output_json is not None:

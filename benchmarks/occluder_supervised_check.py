@@ -437,6 +437,36 @@ def behind_input_surface(scene, to_kitti: torch.Tensor, points: torch.Tensor, w2
     return out
 
 
+def hidden_in_views(
+    scene,
+    to_kitti: torch.Tensor,
+    points: torch.Tensor,
+    w2c: torch.Tensor,
+    visibility_margin: float,
+    spacing: float,
+    margin_scale: float = 1.5,
+) -> torch.Tensor:
+    """``[B, N, V]``: the exact ``scene`` hides point n of ``points`` ``[B, N, 3]`` (model frame) from render view v
+    of ``w2c`` ``[B, V, 3, 4]``: a hit more than ``visibility_margin`` metres plus ``margin_scale`` sample intervals
+    before it (``spacing``: the disparity step (1/near - 1/far) / (S - 1), 1/m)."""
+    rotation, translation = w2c[..., :3, :3].double(), w2c[..., :3, 3].double()
+    centres = kitti_points(-(rotation.transpose(-1, -2) @ translation[..., None])[..., 0], to_kitti)
+    centres = centres.reshape(*w2c.shape[:2], 3)
+    out = torch.zeros(*points.shape[:2], w2c.shape[1], dtype=torch.bool)
+    for b in range(points.shape[0]):
+        flat = kitti_points(points[b], to_kitti)
+        for v in range(w2c.shape[1]):
+            sight = flat - centres[b, v]
+            length = sight.norm(dim=-1)
+            t = scene.raycast(centres[b, v], sight).t.double()
+            # A field's surface sample lies up to one sample interval inside the solid (disparity-linear samples:
+            # d^2 (1/near - 1/far) / (S - 1) at distance d along the loss ray); the distance from the render camera
+            # stands in for that one (a proxy: the cameras are metres apart).
+            margin = visibility_margin + margin_scale * length**2 * spacing
+            out[b, :, v] = torch.isfinite(t) & ((1.0 - t) * length > margin)
+    return out
+
+
 FIELDS = ("exact", "no_car", "far", "filled", "plus4m")
 """The oracle's density fields (``oracle_losses``)."""
 MODEL_FIELDS = ("model", "model_hidden_exact", "model_hidden_filled")
@@ -518,22 +548,7 @@ def oracle_losses(
     spacing = (1.0 / cfg.near - 1.0 / cfg.far) / (cfg.num_samples - 1)
 
     def occluded_in_views(points: torch.Tensor, w2c: torch.Tensor, margin_scale: float = 1.5) -> torch.Tensor:
-        """``[B, N, V]``: the exact scene hides the point from render view v (a hit > margin before it)."""
-        rotation, translation = w2c[..., :3, :3].double(), w2c[..., :3, 3].double()
-        centres = kitti(-(rotation.transpose(-1, -2) @ translation[..., None])[..., 0]).reshape(*w2c.shape[:2], 3)
-        out = torch.zeros(*points.shape[:2], w2c.shape[1], dtype=torch.bool)
-        for b in range(points.shape[0]):
-            flat = kitti(points[b])
-            for v in range(w2c.shape[1]):
-                sight = flat - centres[b, v]
-                length = sight.norm(dim=-1)
-                t = gt.scene.raycast(centres[b, v], sight).t.double()
-                # A field's surface sample lies up to one sample interval inside the solid (disparity-linear
-                # samples: d^2 (1/near - 1/far) / (S - 1) at distance d along the loss ray); the distance from the
-                # render camera stands in for that one (a proxy: the cameras are metres apart).
-                margin = visibility_margin + margin_scale * length**2 * spacing
-                out[b, :, v] = torch.isfinite(t) & ((1.0 - t) * length > margin)
-        return out
+        return hidden_in_views(gt.scene, to_kitti, points, w2c, visibility_margin, spacing, margin_scale)
 
     def colours_with_visibility(images, points, K, w2c):
         colours, invalid = sample_view_colours(images, points, K, w2c)

@@ -104,6 +104,9 @@ def test_behind_input_surface_against_a_hand_placed_wall(script):
     behind = script.oracle.behind_input_surface(wall, torch.eye(4, dtype=torch.float64), points, w2c)
     slanted = 14.0 * (1 - 10.0 / 14.0) * (1 + (3.0 / 14.0) ** 2) ** 0.5  # 4 m deeper in z, along a slanted sight
     assert behind[0].tolist() == pytest.approx([-5.0, 2.0, float("-inf"), 0.5, slanted])
+    # The same camera as a render view: hidden only where the wall lies more than the margin before the point.
+    hidden = script.oracle.hidden_in_views(wall, torch.eye(4, dtype=torch.float64), points, w2c[:, None], 0.5, 0.0)
+    assert hidden[0, :, 0].tolist() == [False, True, False, False, True]
 
 
 def test_fields_and_shares(script, setup):
@@ -155,3 +158,18 @@ def test_each_sample_takes_its_loss_rays_camera(script):
     fisheye = script.sample_fisheye(batch, fisheye_image, torch.Size([2, 6]))
     expected = [[False, False, True, True, False, False], [True, True, True, True, False, False]]
     assert fisheye.tolist() == expected
+
+
+def test_the_visibility_test_changes_the_colours_and_is_put_back(script, setup):
+    """--visibility makes samples hidden from a render view invalid there: the exact field's loss changes, and the
+    colour lookup is BTS's again afterwards (the same loss as before)."""
+    from bts_studio.methods.bts import rendering
+
+    lookup = rendering.sample_view_colours
+    plain = run(script, setup, ["exact"])
+    pipeline, gt, calibration = setup
+    torch.manual_seed(0)
+    tested = script.density_gradients(pipeline, gt, calibration, 1, ["exact"], 2.0, 0.5, visibility=True)
+    assert tested["exact_loss"] != pytest.approx(plain["exact_loss"], rel=1e-6)
+    assert rendering.sample_view_colours is lookup
+    assert run(script, setup, ["exact"])["exact_loss"] == plain["exact_loss"]
