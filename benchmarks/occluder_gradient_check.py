@@ -14,7 +14,8 @@ place relative to the batch's input view:
 Each ray's last sample is left out where the renderer forces its alpha to 1 (BTS's ``hard_alpha_cap``): its
 gradient is 0 by construction.
 
-Per field, the training loss (``{field}_loss``, mean over the batches); per region and field:
+Per field, the training loss (``{field}_loss``, mean over the batches; with ``--loss-term``, only the terms named);
+per region and field:
 
 - the samples (``{field}_{region}_samples``);
 - the shares where a descent step lowers sigma (``_down_share``: dL/dsigma > 1e-12), raises it (``_up_share``:
@@ -174,13 +175,16 @@ def density_gradients(
     sigma_of: Callable = field_sigma,
     visibility: bool = False,
     visibility_margin: float = 0.5,
+    loss_terms: Optional[Sequence[str]] = None,
 ) -> Dict[str, float]:
     """Per field and region, the statistics of dL/dsigma described in the module docstring, over ``steps`` batches;
     every field sees the same batches (the random state is put back before each). ``sigma_of`` builds a field's
     density (``field_sigma``'s signature); the tests pass an edited one. The model's weights get gradients too and
     are zeroed after each pass; nothing is stepped. ``visibility``: a sample's colour is invalid in a render view
     that sees it hidden in the exact scene (the oracle's ``--visibility``, ``hidden_in_views``: the upper bound of
-    a visibility test, which BTS's colour lookup does not have), so the loss is then no longer BTS's."""
+    a visibility test, which BTS's colour lookup does not have), so the loss is then no longer BTS's.
+    ``loss_terms``: the loss dict's entries to differentiate (default: all, the training loss); the gradient is
+    linear in them, so per-term runs add up to the whole. Raises ValueError naming a term the loss dict lacks."""
     from bts_studio.methods.bts import rendering
 
     model = pipeline.model
@@ -240,7 +244,11 @@ def density_gradients(
                 _, loss_dict, _ = pipeline.get_train_loss_dict(step)
                 if not stash:  # a render path that bypasses net.density would leave nothing to read
                     raise RuntimeError(f"field {name}: the training loss did not call net.density")
-                loss = sum(loss_dict.values())
+                if loss_terms is not None and not set(loss_terms) <= set(loss_dict):
+                    raise ValueError(
+                        f"loss terms {sorted(set(loss_terms) - set(loss_dict))} not in {sorted(loss_dict)}"
+                    )
+                loss = sum(value for key, value in loss_dict.items() if loss_terms is None or key in loss_terms)
                 loss.backward()
                 totals[f"{name}_loss"] = totals.get(f"{name}_loss", 0.0) + float(loss.detach()) / steps
                 model.zero_grad(set_to_none=True)
@@ -309,6 +317,12 @@ def main() -> None:
     parser.add_argument(
         "--visibility-margin", type=float, default=0.5, help="metres a hit must lie before a point to hide it"
     )
+    parser.add_argument(
+        "--loss-term",
+        action="append",
+        help="a loss dict entry to differentiate, e.g. photometric_loss or smoothness_loss (repeatable; default: "
+        "all of them, the training loss)",
+    )
     parser.add_argument("--steps", type=int, default=3, help="batches")
     parser.add_argument("--frames", type=int, nargs="+", default=list(oracle.DEFAULT_INPUTS))
     parser.add_argument("--height", type=int, default=192)
@@ -360,6 +374,7 @@ def main() -> None:
         args.empty_sigma,
         visibility=args.visibility,
         visibility_margin=args.visibility_margin,
+        loss_terms=args.loss_term,
     )
     summary = {k: None if math.isnan(v) else v for k, v in summary.items()}  # JSON has no NaN: undefined is null
     print(json.dumps({k: v if v is None else float(f"{v:.6g}") for k, v in summary.items()}), flush=True)

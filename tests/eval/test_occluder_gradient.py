@@ -173,3 +173,21 @@ def test_the_visibility_test_changes_the_colours_and_is_put_back(script, setup):
     assert tested["exact_loss"] != pytest.approx(plain["exact_loss"], rel=1e-6)
     assert rendering.sample_view_colours is lookup
     assert run(script, setup, ["exact"])["exact_loss"] == plain["exact_loss"]
+
+
+def test_the_loss_terms_add_up_to_the_training_loss(script, setup):
+    """The gradient is linear in the loss terms: photometric plus smoothness gives the whole; an unknown term is
+    refused by name."""
+    pipeline, gt, calibration = setup
+
+    def with_terms(terms):
+        torch.manual_seed(0)
+        return script.density_gradients(pipeline, gt, calibration, 1, ["exact"], 2.0, 0.5, loss_terms=terms)
+
+    whole = run(script, setup, ["exact"])
+    parts = [with_terms([term]) for term in ("photometric_loss", "smoothness_loss")]
+    for key in ("exact_loss", "exact_hidden_empty_gradient_sum", "exact_visible_gradient_sum"):
+        assert parts[0][key] + parts[1][key] == pytest.approx(whole[key], rel=1e-4, abs=1e-12), key
+    assert parts[1]["exact_visible_gradient_sum"] != 0.0
+    with pytest.raises(ValueError, match="no_such_loss"):
+        with_terms(["no_such_loss"])
