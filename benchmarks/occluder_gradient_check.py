@@ -307,16 +307,9 @@ def main() -> None:
         "--empty-sigma",
         type=float,
         default=1e-4,
-        help="density (1/m) elsewhere in the exact fields (> 0: a gradient; small: 80 m absorb 0.8 %)",
+        help="density (1/m) elsewhere in the exact fields (> 0: a gradient; small: 80 m absorb 0.8 %%)",
     )
-    parser.add_argument(
-        "--visibility",
-        action="store_true",
-        help="a sample's colour is invalid in a render view that sees it hidden in the exact scene (not BTS's rule)",
-    )
-    parser.add_argument(
-        "--visibility-margin", type=float, default=0.5, help="metres a hit must lie before a point to hide it"
-    )
+    oracle.add_visibility_arguments(parser)
     parser.add_argument(
         "--loss-term",
         action="append",
@@ -349,6 +342,7 @@ def main() -> None:
             parser.error(f"--{option.replace('_', '-')} must be positive, got {getattr(args, option)}")
     if args.num_samples is not None and args.num_samples < 2:
         parser.error(f"--num-samples must be at least 2 (samples per ray), got {args.num_samples}")
+    oracle.check_visibility_margin(parser, args)
     args.automask, args.decoder_lr = False, None  # what build_pipeline reads besides the options above
     checkpoint = None
     if args.checkpoint is not None:  # refused before any work when it is no usable checkpoint
@@ -362,8 +356,6 @@ def main() -> None:
     pipeline.model.train()
     calibration = Kitti360Calibration(Path(args.data), "2013_05_28_drive_0000_sync")
     gt = oracle.GroundTruth(pipeline, args.height, args.width, calibration)
-    if args.visibility_margin < 0:
-        parser.error(f"--visibility-margin must be 0 or more metres, got {args.visibility_margin}")
     summary = density_gradients(
         pipeline,
         gt,

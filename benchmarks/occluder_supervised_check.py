@@ -759,6 +759,25 @@ def oracle_losses(
     return summary
 
 
+def add_visibility_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--visibility`` and ``--visibility-margin`` (``hidden_in_views``), as this script and
+    ``occluder_gradient_check.py`` take them; ``check_visibility_margin`` refuses a negative margin."""
+    parser.add_argument(
+        "--visibility",
+        action="store_true",
+        help="a sample's colour is invalid in a render view that sees it occluded in the exact scene (not BTS's rule)",
+    )
+    parser.add_argument(
+        "--visibility-margin", type=float, default=0.5, help="metres a hit must lie before a point to hide it"
+    )
+
+
+def check_visibility_margin(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``parser.error`` (SystemExit) for a negative ``--visibility-margin``."""
+    if args.visibility_margin < 0:
+        parser.error(f"--visibility-margin must be 0 or more metres, got {args.visibility_margin}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -809,14 +828,7 @@ def main() -> None:
     parser.add_argument("--no-fisheye", action="store_true", help="frame groups without the fisheye frames")
     parser.add_argument("--near", type=float, default=3.0, help="sampling start and code near plane (BTS: 3 m)")
     parser.add_argument("--num-samples", type=int, default=None, help="samples per ray (tiny preset 32; BTS 64)")
-    parser.add_argument(
-        "--visibility",
-        action="store_true",
-        help="oracle: a sample's colour is invalid in a render view that sees it occluded in the exact scene",
-    )
-    parser.add_argument(
-        "--visibility-margin", type=float, default=0.5, help="oracle: metres a hit must lie before a point to hide it"
-    )
+    add_visibility_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--output-json", type=Path, default=None)
@@ -826,8 +838,7 @@ def main() -> None:
         checkpoint = read_checkpoint(args.checkpoint, args.near, samples_per_ray(args))
     if args.num_samples is not None and args.num_samples < 2:
         parser.error(f"--num-samples must be at least 2 (samples per ray), got {args.num_samples}")
-    if args.visibility_margin < 0:
-        parser.error(f"--visibility-margin must be 0 or more metres, got {args.visibility_margin}")
+    check_visibility_margin(parser, args)
     work = args.work or Path(tempfile.mkdtemp(prefix="occl_sup_"))
     work.mkdir(parents=True, exist_ok=True)
 

@@ -142,6 +142,24 @@ def test_fields_and_shares(script, setup):
             assert value == 0.0 or (value > 0) == (gradient_sum > 0), key
 
 
+def test_help_lists_every_option(script, monkeypatch, capsys):
+    """--help renders (argparse formats help texts with %: a bare one broke it) and names the options."""
+    monkeypatch.setattr("sys.argv", ["x", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        script.main()
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--field", "--empty-sigma", "--visibility-margin", "--loss-term", "--checkpoint"):
+        assert option in text, option
+
+
+def test_a_negative_visibility_margin_is_refused_before_any_work(script, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr("sys.argv", ["x", "--data", str(tmp_path / "missing"), "--visibility-margin", "-1"])
+    with pytest.raises(SystemExit):
+        script.main()
+    assert "--visibility-margin must be 0 or more metres" in capsys.readouterr().err
+
+
 def test_the_model_field_needs_a_checkpoint(script, monkeypatch, synthetic_root, capsys):
     monkeypatch.setattr("sys.argv", ["x", "--data", str(synthetic_root), "--field", "model"])
     with pytest.raises(SystemExit):
