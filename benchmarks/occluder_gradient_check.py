@@ -164,6 +164,13 @@ def gradient_counts(gradient: torch.Tensor) -> Dict[str, float]:
     }
 
 
+def sum_and_push(totals: Dict[str, float], key: str) -> Dict[str, float]:
+    """``{key}_gradient_sum`` and ``{key}_push`` (the sum over the sum of magnitudes; NaN without a gradient) of
+    ``gradient_counts``' totals under ``key``."""
+    gradient_sum, magnitude = totals.get(f"{key}_gradient_sum", 0.0), totals.get(f"{key}_gradient_abs_sum", 0.0)
+    return {f"{key}_gradient_sum": gradient_sum, f"{key}_push": gradient_sum / magnitude if magnitude else float("nan")}
+
+
 def density_gradients(
     pipeline,
     gt,
@@ -202,12 +209,10 @@ def density_gradients(
     fisheye_image = torch.tensor(oracle.image_cameras(pipeline)) >= 2
     to_kitti = oracle.world_transform(pipeline, gt, calibration)
     sample_view_colours = rendering.sample_view_colours
-    spacing = (1.0 / model.config.near - 1.0 / model.config.far) / (model.config.num_samples - 1)
-
-    def colours_with_visibility(images, points, K, w2c):
-        colours, invalid = sample_view_colours(images, points, K, w2c)
-        hidden = oracle.hidden_in_views(gt.scene, to_kitti, points.detach(), w2c.detach(), visibility_margin, spacing)
-        return colours, invalid | hidden.to(invalid.device)
+    spacing = oracle.disparity_spacing(model.config)
+    colours_with_visibility = oracle.with_visibility_test(
+        sample_view_colours, gt.scene, to_kitti, visibility_margin, spacing
+    )
 
     totals: Dict[str, float] = {}
     sigmas: Dict[str, List[torch.Tensor]] = {}
@@ -280,17 +285,13 @@ def density_gradients(
             summary[f"{key}_down_share"] = totals[f"{key}_down"] / n if n else float("nan")
             summary[f"{key}_up_share"] = totals[f"{key}_up"] / n if n else float("nan")
             summary[f"{key}_no_gradient_share"] = totals[f"{key}_none"] / n if n else float("nan")
-            summary[f"{key}_gradient_sum"] = totals.get(f"{key}_gradient_sum", 0.0)
-            magnitude = totals.get(f"{key}_gradient_abs_sum", 0.0)
-            summary[f"{key}_push"] = totals[f"{key}_gradient_sum"] / magnitude if magnitude else float("nan")
+            summary.update(sum_and_push(totals, key))
             values = torch.cat(sigmas[key]) if sigmas.get(key) else torch.empty(0)
             summary[f"{key}_sigma_median"] = float(values.median()) if values.numel() else float("nan")
         for part in hidden_empty_part_names():
             key = f"{name}_hidden_empty_{part}"
             summary[f"{key}_samples"] = totals.get(f"{key}_samples", 0.0)
-            summary[f"{key}_gradient_sum"] = totals.get(f"{key}_gradient_sum", 0.0)
-            magnitude = totals.get(f"{key}_gradient_abs_sum", 0.0)
-            summary[f"{key}_push"] = summary[f"{key}_gradient_sum"] / magnitude if magnitude else float("nan")
+            summary.update(sum_and_push(totals, key))
     return summary
 
 
@@ -340,9 +341,7 @@ def main() -> None:
     for option in ("sigma", "empty_sigma", "steps", "groups", "rays", "height", "width"):
         if getattr(args, option) <= 0:
             parser.error(f"--{option.replace('_', '-')} must be positive, got {getattr(args, option)}")
-    if args.num_samples is not None and args.num_samples < 2:
-        parser.error(f"--num-samples must be at least 2 (samples per ray), got {args.num_samples}")
-    oracle.check_visibility_margin(parser, args)
+    oracle.check_sampling_arguments(parser, args)
     args.automask, args.decoder_lr = False, None  # what build_pipeline reads besides the options above
     checkpoint = None
     if args.checkpoint is not None:  # refused before any work when it is no usable checkpoint

@@ -467,6 +467,25 @@ def hidden_in_views(
     return out
 
 
+def disparity_spacing(config) -> float:
+    """The disparity step between a ray's samples, (1/near - 1/far) / (S - 1), 1/m, of a ``BTSModelConfig``
+    (BTS's sampler is linear in disparity)."""
+    return (1.0 / config.near - 1.0 / config.far) / (config.num_samples - 1)
+
+
+def with_visibility_test(lookup, scene, to_kitti: torch.Tensor, visibility_margin: float, spacing: float):
+    """``lookup`` (``rendering.sample_view_colours``'s signature and outputs) with every sample that the exact
+    ``scene`` hides from a render view (``hidden_in_views``) also marked invalid in that view: the upper bound of a
+    visibility test, which BTS's colour lookup does not have."""
+
+    def colours(images, points, K, w2c):
+        found, invalid = lookup(images, points, K, w2c)
+        hidden = hidden_in_views(scene, to_kitti, points.detach(), w2c.detach(), visibility_margin, spacing)
+        return found, invalid | hidden.to(invalid.device)
+
+    return colours
+
+
 FIELDS = ("exact", "no_car", "far", "filled", "plus4m")
 """The oracle's density fields (``oracle_losses``)."""
 MODEL_FIELDS = ("model", "model_hidden_exact", "model_hidden_filled")
@@ -544,15 +563,12 @@ def oracle_losses(
         return behind_input_surface(gt.scene, to_kitti, points, w2c)
 
     sample_view_colours = rendering.sample_view_colours
-    cfg = model.config
-    spacing = (1.0 / cfg.near - 1.0 / cfg.far) / (cfg.num_samples - 1)
+    spacing = disparity_spacing(model.config)
 
     def occluded_in_views(points: torch.Tensor, w2c: torch.Tensor, margin_scale: float = 1.5) -> torch.Tensor:
         return hidden_in_views(gt.scene, to_kitti, points, w2c, visibility_margin, spacing, margin_scale)
 
-    def colours_with_visibility(images, points, K, w2c):
-        colours, invalid = sample_view_colours(images, points, K, w2c)
-        return colours, invalid | occluded_in_views(points, w2c).to(invalid.device)
+    colours_with_visibility = with_visibility_test(sample_view_colours, gt.scene, to_kitti, visibility_margin, spacing)
 
     def per_patch(view_missing, loss, *per_patch_args) -> torch.Tensor:
         """``[P]``: ``loss`` (one of the model's loss functions) on one patch at a time."""
@@ -761,7 +777,7 @@ def oracle_losses(
 
 def add_visibility_arguments(parser: argparse.ArgumentParser) -> None:
     """``--visibility`` and ``--visibility-margin`` (``hidden_in_views``), as this script and
-    ``occluder_gradient_check.py`` take them; ``check_visibility_margin`` refuses a negative margin."""
+    ``occluder_gradient_check.py`` take them; ``check_sampling_arguments`` refuses a negative margin."""
     parser.add_argument(
         "--visibility",
         action="store_true",
@@ -772,8 +788,11 @@ def add_visibility_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_visibility_margin(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """``parser.error`` (SystemExit) for a negative ``--visibility-margin``."""
+def check_sampling_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``parser.error`` (SystemExit) for ``--num-samples`` below 2 or a negative ``--visibility-margin``, the
+    options this script and ``occluder_gradient_check.py`` share."""
+    if args.num_samples is not None and args.num_samples < 2:
+        parser.error(f"--num-samples must be at least 2 (samples per ray), got {args.num_samples}")
     if args.visibility_margin < 0:
         parser.error(f"--visibility-margin must be 0 or more metres, got {args.visibility_margin}")
 
@@ -833,12 +852,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--output-json", type=Path, default=None)
     args = parser.parse_args()
+    check_sampling_arguments(parser, args)
     checkpoint = None
     if args.checkpoint is not None:  # refused before any work when it is no usable checkpoint
         checkpoint = read_checkpoint(args.checkpoint, args.near, samples_per_ray(args))
-    if args.num_samples is not None and args.num_samples < 2:
-        parser.error(f"--num-samples must be at least 2 (samples per ray), got {args.num_samples}")
-    check_visibility_margin(parser, args)
     work = args.work or Path(tempfile.mkdtemp(prefix="occl_sup_"))
     work.mkdir(parents=True, exist_ok=True)
 
