@@ -29,7 +29,15 @@ per region and field:
 
 The hidden empty region is split further by the loss ray's camera (``perspective``: image_00/01, ``fisheye``:
 image_02/03) and by metres behind the surface (``BANDS``), as ``{field}_hidden_empty_{camera}_{lo}-{hi}m_{stat}``
-with ``samples``, ``gradient_sum`` and ``push``.
+with ``samples``, ``gradient_sum`` and ``push``, and by its place on the loss ray relative to that ray's own
+surface (the ray's first sample inside a solid of the exact scene), as ``{field}_hidden_empty_{offset}_{stat}``
+(``OFFSETS``): ``before_1`` is the sample just in front of that surface, ``before_2-3`` and ``before_4+`` further
+in front, ``past`` behind it (only reached through a non-saturated field), ``no_surface`` on a ray that meets no
+solid. The exact field ends each loss ray at its first solid sample, up to one sample interval behind the true
+surface (1.7 m at 18 m with 64 samples), so density one sample earlier fetches its colour nearer the surface;
+a pull concentrated in ``before_1`` is that, not a demand for a filled shadow. ``in_cuboid`` is the hidden empty
+space inside the exact variant's query cuboid of the input camera (``ExactGrid``: x -4..4 m, 0..1 m below the
+camera, z 3..20 m in the tilted frame), the part IE_rec scores, and ``in_cuboid_{offset}`` its split by ``OFFSETS``.
 
 Fields (``--field``, repeatable):
 
@@ -83,6 +91,8 @@ REGIONS = ("hidden_empty", "hidden_occupied", "visible")
 BANDS = ((0.0, 2.0), (2.0, 4.0), (4.0, float("inf")))
 """Metres behind the input view's first surface: the hidden empty region is also reported per band and per loss
 camera, to see where a pull comes from (the shadow's edge just behind a car, or deep behind it)."""
+OFFSETS = ("before_1", "before_2-3", "before_4+", "past", "no_surface")
+"""A sample's place on its loss ray relative to the ray's first sample inside a solid (``surface_offsets``)."""
 NO_GRADIENT = 1e-12
 """|dL/dsigma| up to which a sample counts as receiving no gradient (an absolute bound: the loss is a mean over the
 batch's pixels, so a sample's gradient shrinks as the batch grows; the official batch's are ~1e-6 and above)."""
@@ -147,6 +157,46 @@ def hidden_empty_parts(hidden_empty: torch.Tensor, behind: torch.Tensor, fisheye
         for lo, hi in BANDS:
             parts[f"{camera}_{lo:g}-{hi:g}m"] = hidden_empty & chosen & (behind > lo) & (behind <= hi)
     return parts
+
+
+def surface_offsets(occupied: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """``occupied`` ``[B, R * S]`` (each ray's ``S`` = ``num_samples`` samples in a row): per sample, its index minus
+    the index of its ray's first occupied sample (negative in front of that surface, 0 at it), or ``num_samples``
+    + 1 on a ray without an occupied sample (larger than any real offset)."""
+    rays = occupied.reshape(occupied.shape[0], -1, num_samples)
+    index = torch.arange(num_samples, device=occupied.device).expand_as(rays)
+    first = torch.where(rays, index, num_samples).amin(dim=-1, keepdim=True)  # num_samples: no surface
+    offset = torch.where(first < num_samples, index - first, num_samples + 1)
+    return offset.reshape(occupied.shape)
+
+
+def offset_parts(hidden_empty: torch.Tensor, offset: torch.Tensor, num_samples: int) -> Dict[str, torch.Tensor]:
+    """The hidden empty mask split by ``OFFSETS`` (``offset`` from ``surface_offsets``); the parts are disjoint and
+    cover it."""
+    return {
+        "before_1": hidden_empty & (offset == -1),
+        "before_2-3": hidden_empty & (offset <= -2) & (offset >= -3),
+        "before_4+": hidden_empty & (offset <= -4),
+        "past": hidden_empty & (offset >= 0) & (offset <= num_samples),
+        "no_surface": hidden_empty & (offset > num_samples),
+    }
+
+
+def in_cuboid(points: torch.Tensor, w2c: torch.Tensor, to_kitti: torch.Tensor) -> torch.Tensor:
+    """``[B, N]``: whether each point of ``points`` ``[B, N, 3]`` (model frame) lies inside the exact variant's query
+    cuboid (``ExactGrid``'s ranges) of batch element b's input camera (``w2c`` ``[B, 3, 4]``, OpenCV, model frame).
+    ``to_kitti`` (a similarity) gives the metres per model unit."""
+    from bts_studio.eval.occupancy import tilt_rotation
+    from bts_studio.eval.occupancy_exact import ExactGrid
+
+    metres = float(to_kitti[:3, 0].norm())
+    camera = (points.double() @ w2c[..., :3, :3].double().transpose(-1, -2) + w2c[..., None, :3, 3].double()) * metres
+    tilted = camera @ tilt_rotation(dtype=torch.float64).T.to(camera.device)
+    grid = ExactGrid()
+    inside = torch.ones(points.shape[:2], dtype=torch.bool, device=points.device)
+    for axis, (lo, hi) in enumerate((grid.x_range, grid.y_range, grid.z_range)):
+        inside &= (tilted[..., axis] >= min(lo, hi)) & (tilted[..., axis] <= max(lo, hi))
+    return inside
 
 
 def gradient_counts(gradient: torch.Tensor) -> Dict[str, float]:
@@ -231,15 +281,23 @@ def density_gradients(
                         with torch.no_grad():
                             behind = oracle.behind_input_surface(gt.scene, to_kitti, points.detach(), w2c.detach())
                             occupied = gt.scene.occupied(oracle.kitti_points(points.detach(), to_kitti))
-                        places.append((points.detach(), behind.reshape(sigma.shape), occupied.reshape(sigma.shape)))
-                    cached, behind, occupied = places[call]
+                            cuboid = in_cuboid(points.detach(), w2c.detach(), to_kitti)
+                        places.append(
+                            (
+                                points.detach(),
+                                behind.reshape(sigma.shape),
+                                occupied.reshape(sigma.shape),
+                                cuboid.reshape(sigma.shape),
+                            )
+                        )
+                    cached, behind, occupied, cuboid = places[call]
                     assert torch.equal(cached, points.detach()), "every field must render the same samples"
                     behind, occupied = behind.to(sigma.device), occupied.to(sigma.device)
                     sigma = sigma_of(name, sigma, behind, occupied, solid_sigma, empty_sigma)
                     if not sigma.requires_grad:
                         sigma.requires_grad_()  # an exact field: a leaf of its own
                     sigma.retain_grad()
-                    stash.append((sigma, behind, occupied))
+                    stash.append((sigma, behind, occupied, cuboid.to(sigma.device)))
                     return sigma, outside
 
                 net.density = density
@@ -257,7 +315,7 @@ def density_gradients(
                 loss.backward()
                 totals[f"{name}_loss"] = totals.get(f"{name}_loss", 0.0) + float(loss.detach()) / steps
                 model.zero_grad(set_to_none=True)
-                for sigma, behind, occupied in stash:
+                for sigma, behind, occupied, cuboid in stash:
                     gradient = sigma.grad.detach()
                     counted = not_forced(sigma, model.config.num_samples, model.config.terminate_last_sample)
                     split = regions(behind, occupied, counted)
@@ -267,7 +325,13 @@ def density_gradients(
                             totals[f"{key}_{stat}"] = totals.get(f"{key}_{stat}", 0.0) + value
                         sigmas.setdefault(key, []).append(sigma.detach()[mask].float())
                     fisheye = sample_fisheye(drawn["batch"], fisheye_image, sigma.shape)
-                    for part, mask in hidden_empty_parts(split["hidden_empty"], behind, fisheye).items():
+                    parts = hidden_empty_parts(split["hidden_empty"], behind, fisheye)
+                    offset = surface_offsets(occupied, model.config.num_samples)
+                    parts.update(offset_parts(split["hidden_empty"], offset, model.config.num_samples))
+                    parts["in_cuboid"] = split["hidden_empty"] & cuboid
+                    for key, mask in offset_parts(parts["in_cuboid"], offset, model.config.num_samples).items():
+                        parts[f"in_cuboid_{key}"] = mask
+                    for part, mask in parts.items():
                         for stat, value in gradient_counts(gradient[mask]).items():
                             key = f"{name}_hidden_empty_{part}_{stat}"
                             totals[key] = totals.get(key, 0.0) + value
@@ -288,7 +352,7 @@ def density_gradients(
             summary.update(sum_and_push(totals, key))
             values = torch.cat(sigmas[key]) if sigmas.get(key) else torch.empty(0)
             summary[f"{key}_sigma_median"] = float(values.median()) if values.numel() else float("nan")
-        for part in hidden_empty_part_names():
+        for part in hidden_empty_part_names() + list(OFFSETS) + ["in_cuboid"] + [f"in_cuboid_{o}" for o in OFFSETS]:
             key = f"{name}_hidden_empty_{part}"
             summary[f"{key}_samples"] = totals.get(f"{key}_samples", 0.0)
             summary.update(sum_and_push(totals, key))
@@ -318,7 +382,7 @@ def main() -> None:
         "all of them, the training loss)",
     )
     parser.add_argument("--steps", type=int, default=3, help="batches")
-    parser.add_argument("--frames", type=int, nargs="+", default=list(oracle.DEFAULT_INPUTS))
+    oracle.add_frame_arguments(parser)
     parser.add_argument("--height", type=int, default=192)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--groups", type=int, default=2)
@@ -342,6 +406,7 @@ def main() -> None:
         if getattr(args, option) <= 0:
             parser.error(f"--{option.replace('_', '-')} must be positive, got {getattr(args, option)}")
     oracle.check_sampling_arguments(parser, args)
+    oracle.resolve_frames(parser, args)
     args.automask, args.decoder_lr = False, None  # what build_pipeline reads besides the options above
     checkpoint = None
     if args.checkpoint is not None:  # refused before any work when it is no usable checkpoint

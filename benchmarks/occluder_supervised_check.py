@@ -65,6 +65,68 @@ DEFAULT_INPUTS = (12, 14, 16, 18, 20)
 """Frame ids of the overfit set of run G (the car 6-14 m ahead), each with its l and r images."""
 
 
+FRAME_GROUP_REACH = 11
+"""Frames after an input frame that its group uses (the fisheyes at t+10 and t+11): a chosen input frame must have
+them in its sequence, or the group's indices are clamped at the sequence's end."""
+
+
+def frames_with_hidden_space(root: Path, count: int, sequence: str = "2013_05_28_drive_0000_sync") -> List[int]:
+    """The ``count`` frame ids of ``sequence`` (ascending) whose left camera's exact-variant cuboid (``ExactGrid``)
+    holds the most invisible empty points, the space IE_rec scores; each keeps ``FRAME_GROUP_REACH`` frames after
+    it, and the chosen ones lie at least 3 frames apart (neighbours see nearly the same space). The default inputs
+    (``DEFAULT_INPUTS``, chosen for the one-car world) can have none on the street world: there the hidden space
+    of a batch may lie entirely outside the cuboid. Raises ValueError when fewer than ``count`` frames qualify."""
+    from bts_studio.data.kitti360.rig import load_rig
+    from bts_studio.data.synthetic.ground_truth import load_ground_truth_scene
+    from bts_studio.eval.occupancy_exact import ExactGrid, exact_reference
+    from bts_studio.eval.occupancy_protocol import Kitti360Calibration
+
+    calibration = Kitti360Calibration(Path(root), sequence)
+    scene = load_ground_truth_scene(root, sequence)
+    height, width = 192, 640  # only the frustum test reads the size; the cuboid's sides are inside it at any size
+    K = torch.from_numpy(load_rig(Path(root), (height, width), 15.0, 0.0, False).K.copy())
+    points = ExactGrid().points().reshape(-1, 3)
+    usable = len(calibration.frame_ids) - FRAME_GROUP_REACH
+    hidden = []
+    for index in range(usable):
+        c2w = torch.from_numpy(calibration.rectified_camera_to_world(index, 0))
+        occupied, visible = exact_reference(scene, points, c2w, K, width, height)
+        hidden.append(int((~visible & ~occupied).sum()))
+    chosen: List[int] = []
+    for index in sorted(range(usable), key=lambda index: -hidden[index]):  # most first, at least 3 frames apart
+        if all(abs(index - other) >= 3 for other in chosen):
+            chosen.append(index)
+    if len(chosen) < count:
+        raise ValueError(f"{root}: {sequence} has {len(chosen)} frames 3 apart with a full frame group, {count} asked")
+    return sorted(int(calibration.frame_ids[index]) for index in chosen[:count])
+
+
+def add_frame_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--frames`` and ``--hidden-frames`` (the scripts' shared choice of input frames)."""
+    parser.add_argument("--frames", type=int, nargs="+", default=list(DEFAULT_INPUTS), help="input frame ids")
+    parser.add_argument(
+        "--hidden-frames",
+        type=int,
+        default=None,
+        help="instead of --frames, the N frames with the most hidden empty space in the scored cuboid "
+        "(frames_with_hidden_space; the street world's default frames may have none)",
+    )
+
+
+def resolve_frames(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Replace ``args.frames`` by ``frames_with_hidden_space`` when ``--hidden-frames`` is given (``parser.error``
+    for N < 1 or a sequence too short)."""
+    if args.hidden_frames is None:
+        return
+    if args.hidden_frames < 1:
+        parser.error(f"--hidden-frames must be positive, got {args.hidden_frames}")
+    try:
+        args.frames = frames_with_hidden_space(args.data, args.hidden_frames)
+    except ValueError as error:
+        parser.error(str(error))
+    print(f"input frames with the most hidden empty space in the cuboid: {args.frames}", flush=True)
+
+
 def split_file(frames, work: Path) -> Path:
     path = work / "fit_split.txt"
     seq = "2013_05_28_drive_0000_sync"
@@ -812,7 +874,7 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=100)
-    parser.add_argument("--frames", type=int, nargs="+", default=list(DEFAULT_INPUTS))
+    add_frame_arguments(parser)
     parser.add_argument("--height", type=int, default=64)
     parser.add_argument("--width", type=int, default=224)
     parser.add_argument("--groups", type=int, default=2)
@@ -853,6 +915,7 @@ def main() -> None:
     parser.add_argument("--output-json", type=Path, default=None)
     args = parser.parse_args()
     check_sampling_arguments(parser, args)
+    resolve_frames(parser, args)
     checkpoint = None
     if args.checkpoint is not None:  # refused before any work when it is no usable checkpoint
         checkpoint = read_checkpoint(args.checkpoint, args.near, samples_per_ray(args))

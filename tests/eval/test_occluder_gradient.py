@@ -136,7 +136,9 @@ def test_fields_and_shares(script, setup):
     for key, value in summary.items():
         if key.endswith("_share"):
             assert 0.0 <= value <= 1.0, key
-        if key.endswith("_push"):
+        if key.endswith("_push") and summary[key.replace("_push", "_samples")] == 0:
+            assert value != value, key  # NaN: no sample, no direction
+        elif key.endswith("_push"):
             assert -1.0 <= value <= 1.0, key
             gradient_sum = summary[key.replace("_push", "_gradient_sum")]
             assert value == 0.0 or (value > 0) == (gradient_sum > 0), key
@@ -176,6 +178,56 @@ def test_each_sample_takes_its_loss_rays_camera(script):
     fisheye = script.sample_fisheye(batch, fisheye_image, torch.Size([2, 6]))
     expected = [[False, False, True, True, False, False], [True, True, True, True, False, False]]
     assert fisheye.tolist() == expected
+
+
+def test_surface_offsets_count_from_each_rays_first_solid_sample(script):
+    """Two rays of 5 samples: one enters a solid at sample 3 (and leaves it), one meets none."""
+    occupied = torch.tensor([[False, False, False, True, False, False, False, False, False, False]])
+    offset = script.surface_offsets(occupied, 5)
+    assert offset.tolist() == [[-3, -2, -1, 0, 1, 6, 6, 6, 6, 6]]
+    hidden_empty = ~occupied
+    parts = script.offset_parts(hidden_empty, offset, 5)
+    assert set(parts) == set(script.OFFSETS)
+    assert parts["before_1"].nonzero()[:, 1].tolist() == [2]
+    assert parts["before_2-3"].nonzero()[:, 1].tolist() == [0, 1]
+    assert parts["past"].nonzero()[:, 1].tolist() == [4]
+    assert parts["no_surface"].nonzero()[:, 1].tolist() == [5, 6, 7, 8, 9]
+    assert sum(part.long() for part in parts.values()).tolist() == hidden_empty.long().tolist()  # disjoint, cover
+
+
+@pytest.mark.parametrize("metres_per_unit", [1.0, 2.5])
+def test_in_cuboid_takes_the_exact_variants_box_in_the_tilted_frame(script, metres_per_unit):
+    """Points placed in the tilted frame (metres), moved into a camera at a hand-made pose and a model frame of
+    another scale: only those inside x -4..4, y 0..1, z 3..20 count."""
+    from bts_studio.eval.occupancy import tilted_to_camera
+
+    tilted = torch.tensor(
+        [[0.0, 0.5, 10.0], [-3.9, 0.9, 19.0], [0.0, -0.5, 10.0], [5.0, 0.5, 10.0], [0.0, 0.5, 2.0], [0.0, 1.5, 4.0]],
+        dtype=torch.float64,
+    )
+    camera = tilted_to_camera(tilted)
+    angle = torch.tensor(0.3, dtype=torch.float64)  # the camera's pose: a turn about y and a shift
+    rotation = torch.tensor(
+        [[angle.cos(), 0, angle.sin()], [0, 1, 0], [-angle.sin(), 0, angle.cos()]], dtype=torch.float64
+    )
+    shift = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    world = (camera - shift) @ rotation  # w2c: camera = rotation @ world + shift
+    w2c = torch.cat([rotation, shift[:, None]], dim=1)[None] / metres_per_unit
+    w2c[..., :3, :3] *= metres_per_unit  # rotation stays a rotation; the shift is in model units
+    to_kitti = torch.eye(4, dtype=torch.float64)
+    to_kitti[:3, :3] *= metres_per_unit
+    inside = script.in_cuboid((world / metres_per_unit)[None], w2c, to_kitti)
+    assert inside.tolist() == [[True, True, False, False, False, False]]
+
+
+def test_the_offset_parts_add_up_to_the_hidden_empty_region(script, setup):
+    summary = run(script, setup, ["exact"])
+    for stat in ("samples", "gradient_sum"):
+        parts = sum(summary[f"exact_hidden_empty_{offset}_{stat}"] for offset in script.OFFSETS)
+        assert parts == pytest.approx(summary[f"exact_hidden_empty_{stat}"], rel=1e-9, abs=1e-15)
+        cuboid = sum(summary[f"exact_hidden_empty_in_cuboid_{offset}_{stat}"] for offset in script.OFFSETS)
+        assert cuboid == pytest.approx(summary[f"exact_hidden_empty_in_cuboid_{stat}"], rel=1e-9, abs=1e-15)
+    assert 0 < summary["exact_hidden_empty_in_cuboid_samples"] < summary["exact_hidden_empty_samples"]
 
 
 def test_the_visibility_test_changes_the_colours_and_is_put_back(script, setup):
