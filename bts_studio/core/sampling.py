@@ -51,6 +51,22 @@ def disparity_linear_distances(
     return 1.0 / ((1.0 - offsets) / near + offsets / far)
 
 
+def disparity_linear_offsets(
+    distances: Float[Tensor, "*batch num_samples"], near: float, far: float
+) -> Float[Tensor, "*batch num_samples"]:
+    """The inverse of :func:`disparity_linear_distances`: ``s = (1 / near - 1 / t) / (1 / near - 1 / far)``, 0 at
+    ``near`` and 1 at ``far``. This is mip-NeRF 360's normalised ray distance for the map ``g(t) = 1 / t`` (Barron
+    et al. 2022, eq. 11), the space in which its distortion loss is measured.
+
+    Args:
+        distances: distances along the ray, in ``near``'s and ``far``'s unit.
+        near: distance at ``s = 0``.
+        far: distance at ``s = 1``.
+    """
+    assert 0.0 < near < far, f"need 0 < near < far, got near={near}, far={far}"
+    return (1.0 / near - 1.0 / distances) / (1.0 / near - 1.0 / far)
+
+
 def disparity_linear_samples(
     num_rays: int,
     num_samples: int,

@@ -2,7 +2,12 @@
 
 import torch
 
-from bts_studio.core.sampling import bin_offsets, disparity_linear_distances, disparity_linear_samples
+from bts_studio.core.sampling import (
+    bin_offsets,
+    disparity_linear_distances,
+    disparity_linear_offsets,
+    disparity_linear_samples,
+)
 
 
 def test_samples_are_sorted_in_range_and_one_per_bin():
@@ -33,3 +38,14 @@ def test_stratified_jitter_differs_between_rays_and_calls():
 def test_distance_gradient_matches_finite_differences():
     offsets = torch.rand(3, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda s: disparity_linear_distances(s, 3.0, 80.0), (offsets,))
+
+
+def test_offsets_invert_the_distances():
+    """``disparity_linear_offsets`` is the inverse map: 0 at near, 1 at far, and back to the drawn offsets."""
+    offsets = torch.rand(4, 7, dtype=torch.float64)
+    distances = disparity_linear_distances(offsets, 3.0, 80.0)
+    assert torch.allclose(disparity_linear_offsets(distances, 3.0, 80.0), offsets, atol=1e-12)
+    ends = disparity_linear_offsets(torch.tensor([3.0, 80.0], dtype=torch.float64), 3.0, 80.0)
+    assert ends.tolist() == [0.0, 1.0]
+    six = disparity_linear_offsets(torch.tensor([6.0], dtype=torch.float64), 3.0, 80.0)
+    assert six.tolist() == [(1 / 3 - 1 / 6) / (1 / 3 - 1 / 80)]

@@ -252,6 +252,39 @@ def test_training_loss_reaches_encoder_and_mlp(model):
     model.eval()
 
 
+def test_the_opt_in_distortion_loss_is_the_loss_functions_and_reaches_the_mlp(model):
+    """``distortion_weight`` (issue 18's opt-in, 0 in BTS): the loss dict gains ``distortion_loss`` =
+    weight * ``ray_distortion_loss`` of the outputs' weights and sample distances, and its gradient reaches the
+    density MLP; at 0 the dict is BTS's."""
+    from bts_studio.methods.bts.losses import ray_distortion_loss
+
+    batch = _loss_batch()
+    model.train()
+    model.zero_grad()
+    try:
+        outputs = model(batch)
+        assert outputs["weights"].shape == outputs["sample_distances"].shape
+        assert outputs["weights"].shape[:-1] == outputs["depth"].shape[:-1]
+        assert torch.allclose(outputs["weights"].sum(dim=-1, keepdim=True), outputs["accumulation"])
+        assert set(model.get_loss_dict(outputs, batch)) == {"photometric_loss", "smoothness_loss"}
+        model.config.distortion_weight = 0.01
+        losses = model.get_loss_dict(outputs, batch)
+        samples = model.config.num_samples
+        expected = ray_distortion_loss(
+            outputs["weights"].reshape(-1, samples),
+            outputs["sample_distances"].reshape(-1, samples),
+            model.config.near,
+            model.config.far,
+        )
+        assert torch.allclose(losses["distortion_loss"], 0.01 * expected) and float(expected) > 0
+        losses["distortion_loss"].backward()
+        assert model.net.mlp_coarse.lin_in.weight.grad.abs().sum() > 0
+    finally:
+        model.config.distortion_weight = 0.0
+        model.zero_grad()
+        model.eval()
+
+
 def test_automask_drops_patches_an_unwarped_render_frame_reproduces(model):
     """Group 0's first render frame shows the loss patch's colours at the patch's own pixels (an un-warped frame
     explains it; its other frame is missing): with ``automask`` its photometric loss is dropped, group 1's (whose

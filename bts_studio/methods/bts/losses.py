@@ -11,7 +11,9 @@ Follows ``models/bts/model/loss.py`` and ``models/common/model/layers.py`` of th
     * optional (off in BTS's configs and by default here): Monodepth2's auto-masking (Godard et al., ICCV 2019,
       Sec. 3.3; ``trainer.py`` ``compute_losses`` of the official monodepth2 code), see :func:`automasked_pixels`;
     * optional (this project's deviation, off by default): the minimum over the valid views only, per pixel,
-      see :func:`invalid_views`.
+      see :func:`invalid_views`;
+    * optional (this project's deviation, off by default): mip-NeRF 360's distortion loss on each ray's weights,
+      see :func:`ray_distortion_loss`.
 
 Shapes: ``P`` patches, ``V`` render views, ``C`` channels, ``h x w`` patch size.
 """
@@ -23,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
+
+from bts_studio.core.sampling import disparity_linear_offsets
 
 SSIM_WEIGHT = 0.85
 """Share of the SSIM term in the photometric error (the L1 term gets the rest)."""
@@ -254,3 +258,23 @@ def masked_smoothness_loss(
     """Mean edge-aware smoothness with discarded pixels zeroed (still counted), as BTS."""
     smoothness = edge_aware_smoothness(image, distance)
     return (smoothness * (~discard).to(smoothness.dtype)).mean()
+
+
+def ray_distortion_loss(
+    weights: Float[Tensor, "N S"], distances: Float[Tensor, "N S"], near: float, far: float
+) -> Float[Tensor, ""]:
+    """Mip-NeRF 360's distortion loss (Barron et al. 2022, eq. 15; nerfstudio's ``lossfun_distortion``), mean over
+    the ``N`` rays, in BTS's sample space: ``s`` linear in disparity from ``near`` (0) to ``far`` (1),
+    :func:`bts_studio.core.sampling.disparity_linear_offsets`. Sample ``k``'s interval is ``[t_k, t_k+1]``, the
+    compositing's (``core.compositing.sample_deltas``); the last one ends at ``far``. Not part of BTS: issue 18's
+    opt-in (``BTSModelConfig.distortion_weight``), which penalises compositing weight spread along a ray, e.g. a
+    translucent surface that leaks weight into the space behind it."""
+    # Imported here: the entry points import this module, and nerfstudio's losses module is not loaded otherwise.
+    from nerfstudio.model_components.losses import lossfun_distortion
+
+    assert (
+        weights.shape == distances.shape and weights.dim() == 2
+    ), f"weights {tuple(weights.shape)} and distances {tuple(distances.shape)} must both be [N, S]"
+    offsets = disparity_linear_offsets(distances, near, far)
+    edges = torch.cat([offsets, torch.ones_like(offsets[:, :1])], dim=-1)  # [N, S + 1]
+    return lossfun_distortion(edges, weights).mean()

@@ -49,6 +49,7 @@ from bts_studio.methods.bts.losses import (
     min_view_errors,
     min_view_photometric_loss,
     photometric_loss_from_errors,
+    ray_distortion_loss,
 )
 from bts_studio.methods.bts.rendering import resolve_render_path
 from bts_studio.methods.bts.sampler import DisparityLinearPointSampler
@@ -108,6 +109,11 @@ class BTSModelConfig(ModelConfig):
     'fine' copy (lambda 1 each), so 2 reproduces its objective exactly."""
     smoothness_weight: float = 1e-3
     """Weight of the edge-aware disparity smoothness (BTS: 1e-3, i.e. 5e-4 relative to one photometric term)."""
+    distortion_weight: float = 0.0
+    """Weight of mip-NeRF 360's distortion loss on the loss rays' compositing weights (``losses.ray_distortion_loss``,
+    in BTS's disparity-linear sample space); 0 is BTS (no such term). Issue 18's opt-in: at trained models the loss
+    rays that cross a car's translucent body pull density into the space behind it (docs/bts-density.md,
+    "Occupancy behind occluders"); a compact weight distribution per ray opposes that. Mip-NeRF 360 uses 0.01."""
     invalid_threshold: float = 0.9
     """A pixel is dropped from the loss when more than this share of its weight is invalid in every render frame;
     with ``valid_view_minimum`` a frame above it is also left out of that pixel's minimum."""
@@ -487,10 +493,17 @@ class BTSModel(Model):
         else:
             photometric = min_view_photometric_loss(rendered, target, discard, view_missing, view_invalid)
         smoothness = masked_smoothness_loss(target, distance, discard)
-        return {
+        losses = {
             "photometric_loss": self.config.photometric_weight * photometric,
             "smoothness_loss": self.config.smoothness_weight * smoothness,
         }
+        if self.config.distortion_weight > 0:  # not BTS: issue 18's opt-in
+            weights, distances = outputs["weights"], outputs["sample_distances"]
+            num_samples = weights.shape[-1]
+            losses["distortion_loss"] = self.config.distortion_weight * ray_distortion_loss(
+                weights.reshape(-1, num_samples), distances.reshape(-1, num_samples), self.config.near, self.config.far
+            )
+        return losses
 
     # ------------------------------------------------------------------------------------------------- metrics
     def get_image_metrics_and_images(

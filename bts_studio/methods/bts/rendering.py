@@ -71,7 +71,8 @@ def render_samples_unfused(
     """Render ``N = B * R`` rays (``R`` per conditioning element, element-major) at sample ``distances`` along unit
     ``directions``. Outputs ``[N, C]``: ``rgb`` (first colour view), ``depth`` (metres along the ray),
     ``outside_source``, ``occupancy_behind_surface``, ``accumulation``; with ``conditioning.with_loss_outputs`` also
-    ``rgb_views`` ``[N, V, 3]`` and ``invalid_mass`` ``[N, V]``. Sample points are ``origin + direction * t``, as
+    ``rgb_views`` ``[N, V, 3]``, ``invalid_mass`` ``[N, V]``, and the compositing ``weights`` and
+    ``sample_distances`` ``[N, S]``. Sample points are ``origin + direction * t``, as
     nerfstudio's ``Frustums.get_start_positions`` computes them."""
     batch = conditioning.batch_size
     num_rays, num_samples = distances.shape
@@ -104,6 +105,8 @@ def render_samples_unfused(
         invalid = colour_invalid | outside[..., None]
         outputs["rgb_views"] = rgb_views
         outputs["invalid_mass"] = invalid_mass(weights, invalid.reshape(num_rays, num_samples, num_views))
+        outputs["weights"] = weights  # [N, S]: for the opt-in distortion loss
+        outputs["sample_distances"] = distances
     return outputs
 
 
