@@ -261,3 +261,50 @@ def test_the_loss_terms_add_up_to_the_training_loss(script, setup):
     assert parts[1]["exact_visible_gradient_sum"] != 0.0
     with pytest.raises(ValueError, match="no_such_loss"):
         with_terms(["no_such_loss"])
+
+
+def test_hidden_frames_pick_the_frames_with_the_most_hidden_empty_space(script, synthetic_root, monkeypatch):
+    """On the 4-frame set (the group reach lowered to 1, so 3 frames qualify): one frame asked for is the one whose
+    cuboid holds the most invisible empty points; more than qualify is refused by path; N < 1 is refused."""
+    from bts_studio.data.kitti360.rig import load_rig
+    from bts_studio.eval.occupancy_exact import ExactGrid, exact_reference
+    from bts_studio.eval.occupancy_protocol import Kitti360Calibration
+
+    oracle = script.oracle
+    monkeypatch.setattr(oracle, "FRAME_GROUP_REACH", 1)
+    calibration = Kitti360Calibration(synthetic_root, "2013_05_28_drive_0000_sync")
+    from bts_studio.data.synthetic.ground_truth import load_ground_truth_scene
+
+    scene = load_ground_truth_scene(synthetic_root, "2013_05_28_drive_0000_sync")
+    K = torch.from_numpy(load_rig(synthetic_root, (192, 640), 15.0, 0.0, False).K.copy())
+    points = ExactGrid().points().reshape(-1, 3)
+    counts = []
+    for index in range(len(calibration.frame_ids) - 1):
+        c2w = torch.from_numpy(calibration.rectified_camera_to_world(index, 0))
+        occupied, visible = exact_reference(scene, points, c2w, K, 640, 192)
+        counts.append(int((~visible & ~occupied).sum()))
+    best = int(calibration.frame_ids[max(range(len(counts)), key=counts.__getitem__)])
+    assert len(set(counts)) == len(counts), counts  # distinct: the choice is not a tie broken by order
+    assert oracle.frames_with_hidden_space(synthetic_root, 1) == [best]
+    with pytest.raises(ValueError, match=str(synthetic_root)):
+        oracle.frames_with_hidden_space(synthetic_root, len(counts) + 1)
+    parser = argparse.ArgumentParser()
+    oracle.add_frame_arguments(parser)
+    args = parser.parse_args(["--hidden-frames", "0"])
+    args.data = synthetic_root
+    with pytest.raises(SystemExit):
+        oracle.resolve_frames(parser, args)
+    # A stand-in count per frame (1, 5, 3 points): the middle frame wins, and its neighbours are within 3 frames.
+    calls = []
+
+    def fake_reference(scene, query, c2w, K, width, height):
+        hidden = [1, 5, 3][len(calls)]
+        calls.append(hidden)
+        visible = torch.arange(query.shape[0]) >= hidden
+        return torch.zeros_like(visible), visible
+
+    monkeypatch.setattr("bts_studio.eval.occupancy_exact.exact_reference", fake_reference)
+    assert oracle.frames_with_hidden_space(synthetic_root, 1) == [int(calibration.frame_ids[1])]
+    calls.clear()
+    with pytest.raises(ValueError, match="3 apart"):
+        oracle.frames_with_hidden_space(synthetic_root, 2)
