@@ -55,8 +55,12 @@ The script runs on the CPU, one batch per ``--steps``. The command for a GPU run
 (its ``WORK``), on that machine's CPU after training:
 
     python benchmarks/occluder_gradient_check.py --data $WORK/KITTI-360 --preset official \\
-        --checkpoint $WORK/outputs/occluders/bts-density/run --field model --field filled --field plus4m \\
+        --checkpoint $WORK/outputs/occluders/bts-density/run --hidden-frames 5 --field model --field exact \\
         --height 192 --width 640 --steps 10 --rays 4096 --output-json gradient.json
+
+``--hidden-frames 5`` picks input frames whose scored cuboid holds hidden empty space; the default frames
+(``--frames``, chosen for the one-car world) can have none on the street world. On an H200 machine's 16 cores the
+command took 45 s (docs/benchmarks.md, "The scored cuboid").
 
 Without a checkpoint (the exact fields only; a 32-frame street segment; 30 batches of the three fields took 5 min
 at 128 samples on 2 cores):
