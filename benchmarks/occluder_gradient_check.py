@@ -37,7 +37,8 @@ solid. The exact field ends each loss ray at its first solid sample, up to one s
 surface (1.7 m at 18 m with 64 samples), so density one sample earlier fetches its colour nearer the surface;
 a pull concentrated in ``before_1`` is that, not a demand for a filled shadow. ``in_cuboid`` is the hidden empty
 space inside the exact variant's query cuboid of the input camera (``ExactGrid``: x -4..4 m, 0..1 m below the
-camera, z 3..20 m in the tilted frame), the part IE_rec scores, and ``in_cuboid_{offset}`` its split by ``OFFSETS``.
+camera, z 3..20 m in the tilted frame), the part IE_rec scores (for left inputs; the batches hold right ones too),
+and ``in_cuboid_{offset}`` its split by ``OFFSETS``.
 
 Fields (``--field``, repeatable):
 
@@ -189,7 +190,9 @@ def offset_parts(hidden_empty: torch.Tensor, offset: torch.Tensor, num_samples: 
 def in_cuboid(points: torch.Tensor, w2c: torch.Tensor, to_kitti: torch.Tensor) -> torch.Tensor:
     """``[B, N]``: whether each point of ``points`` ``[B, N, 3]`` (model frame) lies inside the exact variant's query
     cuboid (``ExactGrid``'s ranges) of batch element b's input camera (``w2c`` ``[B, 3, 4]``, OpenCV, model frame).
-    ``to_kitti`` (a similarity) gives the metres per model unit."""
+    The metres per model unit are read from ``to_kitti``: 1 for ``world_transform``'s rigid map (the model frame is
+    metric), kept general in case a scaled one is passed. The input camera is left or right (the batches hold both);
+    ``eval-occupancy`` scores the left camera's cuboid only."""
     from bts_studio.eval.occupancy import tilt_rotation
     from bts_studio.eval.occupancy_exact import ExactGrid
 

@@ -83,7 +83,7 @@ def frames_with_hidden_space(root: Path, count: int, sequence: str = "2013_05_28
 
     calibration = Kitti360Calibration(Path(root), sequence)
     scene = load_ground_truth_scene(root, sequence)
-    height, width = 192, 640  # only the frustum test reads the size; the cuboid's sides are inside it at any size
+    height, width = 192, 640  # K scales with the size, so the frustum test (23 grid points outside) does not change
     K = torch.from_numpy(load_rig(Path(root), (height, width), 15.0, 0.0, False).K.copy())
     points = ExactGrid().points().reshape(-1, 3)
     usable = len(calibration.frame_ids) - FRAME_GROUP_REACH
@@ -102,9 +102,10 @@ def frames_with_hidden_space(root: Path, count: int, sequence: str = "2013_05_28
 
 
 def add_frame_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--frames`` and ``--hidden-frames`` (the scripts' shared choice of input frames)."""
-    parser.add_argument("--frames", type=int, nargs="+", default=list(DEFAULT_INPUTS), help="input frame ids")
-    parser.add_argument(
+    """``--frames`` or ``--hidden-frames`` (the scripts' shared choice of input frames; one of the two)."""
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--frames", type=int, nargs="+", default=list(DEFAULT_INPUTS), help="input frame ids")
+    choice.add_argument(
         "--hidden-frames",
         type=int,
         default=None,

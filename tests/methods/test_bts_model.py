@@ -549,3 +549,9 @@ def test_import_official_rejects_other_checkpoints(tmp_path):
         main([str(bad), str(tmp_path / "out")])
     with pytest.raises(SystemExit, match="not found"):
         main([str(tmp_path / "absent.pt"), str(tmp_path / "out")])
+
+
+def test_a_negative_distortion_weight_is_refused_when_the_model_is_built():
+    config = BTSModelConfig(resnet_layers=18, search_torch_hub_cache=False, distortion_weight=-0.01)
+    with pytest.raises(ValueError, match="distortion_weight"):
+        config.setup(scene_box=SceneBox(torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=0)

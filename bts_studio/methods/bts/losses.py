@@ -266,7 +266,8 @@ def ray_distortion_loss(
     """Mip-NeRF 360's distortion loss (Barron et al. 2022, eq. 15; nerfstudio's ``lossfun_distortion``), mean over
     the ``N`` rays, in BTS's sample space: ``s`` linear in disparity from ``near`` (0) to ``far`` (1),
     :func:`bts_studio.core.sampling.disparity_linear_offsets`. Sample ``k``'s interval is ``[t_k, t_k+1]``, the
-    compositing's (``core.compositing.sample_deltas``); the last one ends at ``far``. Not part of BTS: issue 18's
+    compositing's (``core.compositing.sample_deltas``); the last one ends at ``far`` (half a bin on average, so weight
+    on the last sample costs less in the intra-interval term). Not part of BTS: issue 18's
     opt-in (``BTSModelConfig.distortion_weight``), which penalises compositing weight spread along a ray, e.g. a
     translucent surface that leaks weight into the space behind it."""
     # Imported here: the entry points import this module, and nerfstudio's losses module is not loaded otherwise.
