@@ -38,7 +38,7 @@ surface (1.7 m at 18 m with 64 samples), so density one sample earlier fetches i
 a pull concentrated in ``before_1`` is that, not a demand for a filled shadow. ``in_cuboid`` is the hidden empty
 space inside the exact variant's query cuboid of the input camera (``ExactGrid``: x -4..4 m, 0..1 m below the
 camera, z 3..20 m in the tilted frame), the part IE_rec scores (for left inputs; the batches hold right ones too),
-and ``in_cuboid_{offset}`` its split by ``OFFSETS``.
+``in_cuboid_{offset}`` its split by ``OFFSETS`` and ``in_cuboid_{camera}`` its split by loss camera (``CAMERAS``).
 
 Fields (``--field``, repeatable):
 
@@ -96,6 +96,8 @@ REGIONS = ("hidden_empty", "hidden_occupied", "visible")
 BANDS = ((0.0, 2.0), (2.0, 4.0), (4.0, float("inf")))
 """Metres behind the input view's first surface: the hidden empty region is also reported per band and per loss
 camera, to see where a pull comes from (the shadow's edge just behind a car, or deep behind it)."""
+CAMERAS = ("perspective", "fisheye")
+"""Loss cameras: image_00/01 and image_02/03."""
 OFFSETS = ("before_1", "before_2-3", "before_4+", "past", "no_surface")
 """A sample's place on its loss ray relative to the ray's first sample inside a solid (``surface_offsets``)."""
 NO_GRADIENT = 1e-12
@@ -152,13 +154,13 @@ def sample_fisheye(batch, fisheye_image: torch.Tensor, shape: torch.Size) -> tor
 
 def hidden_empty_part_names() -> List[str]:
     """``{camera}_{lo}-{hi}m`` for the loss cameras and ``BANDS``."""
-    return [f"{camera}_{lo:g}-{hi:g}m" for camera in ("perspective", "fisheye") for lo, hi in BANDS]
+    return [f"{camera}_{lo:g}-{hi:g}m" for camera in CAMERAS for lo, hi in BANDS]
 
 
 def hidden_empty_parts(hidden_empty: torch.Tensor, behind: torch.Tensor, fisheye: torch.Tensor):
     """The hidden empty mask split by loss camera and by metres behind the surface (``hidden_empty_part_names``)."""
     parts = {}
-    for camera, chosen in (("perspective", ~fisheye), ("fisheye", fisheye)):
+    for camera, chosen in zip(CAMERAS, (~fisheye, fisheye), strict=True):
         for lo, hi in BANDS:
             parts[f"{camera}_{lo:g}-{hi:g}m"] = hidden_empty & chosen & (behind > lo) & (behind <= hi)
     return parts
@@ -338,6 +340,8 @@ def density_gradients(
                     parts["in_cuboid"] = split["hidden_empty"] & cuboid
                     for key, mask in offset_parts(parts["in_cuboid"], offset, model.config.num_samples).items():
                         parts[f"in_cuboid_{key}"] = mask
+                    for camera, chosen in zip(CAMERAS, (~fisheye, fisheye), strict=True):
+                        parts[f"in_cuboid_{camera}"] = parts["in_cuboid"] & chosen
                     for part, mask in parts.items():
                         for stat, value in gradient_counts(gradient[mask]).items():
                             key = f"{name}_hidden_empty_{part}_{stat}"
@@ -359,7 +363,8 @@ def density_gradients(
             summary.update(sum_and_push(totals, key))
             values = torch.cat(sigmas[key]) if sigmas.get(key) else torch.empty(0)
             summary[f"{key}_sigma_median"] = float(values.median()) if values.numel() else float("nan")
-        for part in hidden_empty_part_names() + list(OFFSETS) + ["in_cuboid"] + [f"in_cuboid_{o}" for o in OFFSETS]:
+        cuboid_parts = ["in_cuboid"] + [f"in_cuboid_{o}" for o in OFFSETS + CAMERAS]
+        for part in hidden_empty_part_names() + list(OFFSETS) + cuboid_parts:
             key = f"{name}_hidden_empty_{part}"
             summary[f"{key}_samples"] = totals.get(f"{key}_samples", 0.0)
             summary.update(sum_and_push(totals, key))
