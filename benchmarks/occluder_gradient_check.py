@@ -195,11 +195,12 @@ def in_cuboid(points: torch.Tensor, w2c: torch.Tensor, to_kitti: torch.Tensor) -
     The metres per model unit are read from ``to_kitti``: 1 for ``world_transform``'s rigid map (the model frame is
     metric), kept general in case a scaled one is passed. The input camera is left or right (the batches hold both);
     ``eval-occupancy`` scores the left camera's cuboid only."""
+    from bts_studio.core.geometry import world_to_camera_points
     from bts_studio.eval.occupancy import tilt_rotation
     from bts_studio.eval.occupancy_exact import ExactGrid
 
     metres = float(to_kitti[:3, 0].norm())
-    camera = (points.double() @ w2c[..., :3, :3].double().transpose(-1, -2) + w2c[..., None, :3, 3].double()) * metres
+    camera = world_to_camera_points(points.double(), w2c.double()) * metres
     tilted = camera @ tilt_rotation(dtype=torch.float64).T.to(camera.device)
     grid = ExactGrid()
     inside = torch.ones(points.shape[:2], dtype=torch.bool, device=points.device)
@@ -221,6 +222,12 @@ def gradient_counts(gradient: torch.Tensor) -> Dict[str, float]:
         "gradient_sum": float(g.sum()),
         "gradient_abs_sum": float(g.abs().sum()),
     }
+
+
+def add_counts(totals: Dict[str, float], key: str, gradient: torch.Tensor) -> None:
+    """Add ``gradient_counts(gradient)`` to ``totals`` under ``{key}_{stat}``."""
+    for stat, value in gradient_counts(gradient).items():
+        totals[f"{key}_{stat}"] = totals.get(f"{key}_{stat}", 0.0) + value
 
 
 def sum_and_push(totals: Dict[str, float], key: str) -> Dict[str, float]:
@@ -278,7 +285,7 @@ def density_gradients(
     try:  # the patched density is put back whatever happens
         for step in range(steps):
             state = torch.get_rng_state()
-            places: List[tuple] = []  # per density call of this step: points, behind, occupied (the same batch)
+            places: List[tuple] = []  # per density call of this step: points, behind, occupied, cuboid, offset
             for name in fields:
                 torch.set_rng_state(state)  # the same batch, flip and colour draws for every field
                 stash = []
@@ -290,23 +297,18 @@ def density_gradients(
                         with torch.no_grad():
                             behind = oracle.behind_input_surface(gt.scene, to_kitti, points.detach(), w2c.detach())
                             occupied = gt.scene.occupied(oracle.kitti_points(points.detach(), to_kitti))
-                            cuboid = in_cuboid(points.detach(), w2c.detach(), to_kitti)
-                        places.append(
-                            (
-                                points.detach(),
-                                behind.reshape(sigma.shape),
-                                occupied.reshape(sigma.shape),
-                                cuboid.reshape(sigma.shape),
-                            )
-                        )
-                    cached, behind, occupied, cuboid = places[call]
+                            cuboid = in_cuboid(points.detach(), w2c.detach(), to_kitti).reshape(sigma.shape)
+                            occupied = occupied.reshape(sigma.shape)
+                            offset = surface_offsets(occupied, model.config.num_samples)
+                        places.append((points.detach(), behind.reshape(sigma.shape), occupied, cuboid, offset))
+                    cached, behind, occupied, cuboid, offset = places[call]
                     assert torch.equal(cached, points.detach()), "every field must render the same samples"
                     behind, occupied = behind.to(sigma.device), occupied.to(sigma.device)
                     sigma = sigma_of(name, sigma, behind, occupied, solid_sigma, empty_sigma)
                     if not sigma.requires_grad:
                         sigma.requires_grad_()  # an exact field: a leaf of its own
                     sigma.retain_grad()
-                    stash.append((sigma, behind, occupied, cuboid.to(sigma.device)))
+                    stash.append((sigma, behind, occupied, cuboid.to(sigma.device), offset.to(sigma.device)))
                     return sigma, outside
 
                 net.density = density
@@ -324,18 +326,15 @@ def density_gradients(
                 loss.backward()
                 totals[f"{name}_loss"] = totals.get(f"{name}_loss", 0.0) + float(loss.detach()) / steps
                 model.zero_grad(set_to_none=True)
-                for sigma, behind, occupied, cuboid in stash:
+                for sigma, behind, occupied, cuboid, offset in stash:
                     gradient = sigma.grad.detach()
                     counted = not_forced(sigma, model.config.num_samples, model.config.terminate_last_sample)
                     split = regions(behind, occupied, counted)
                     for region, mask in split.items():
-                        key = f"{name}_{region}"
-                        for stat, value in gradient_counts(gradient[mask]).items():
-                            totals[f"{key}_{stat}"] = totals.get(f"{key}_{stat}", 0.0) + value
-                        sigmas.setdefault(key, []).append(sigma.detach()[mask].float())
+                        add_counts(totals, f"{name}_{region}", gradient[mask])
+                        sigmas.setdefault(f"{name}_{region}", []).append(sigma.detach()[mask].float())
                     fisheye = sample_fisheye(drawn["batch"], fisheye_image, sigma.shape)
                     parts = hidden_empty_parts(split["hidden_empty"], behind, fisheye)
-                    offset = surface_offsets(occupied, model.config.num_samples)
                     parts.update(offset_parts(split["hidden_empty"], offset, model.config.num_samples))
                     parts["in_cuboid"] = split["hidden_empty"] & cuboid
                     for key, mask in offset_parts(parts["in_cuboid"], offset, model.config.num_samples).items():
@@ -343,9 +342,7 @@ def density_gradients(
                     for camera, chosen in zip(CAMERAS, (~fisheye, fisheye), strict=True):
                         parts[f"in_cuboid_{camera}"] = parts["in_cuboid"] & chosen
                     for part, mask in parts.items():
-                        for stat, value in gradient_counts(gradient[mask]).items():
-                            key = f"{name}_hidden_empty_{part}_{stat}"
-                            totals[key] = totals.get(key, 0.0) + value
+                        add_counts(totals, f"{name}_hidden_empty_{part}", gradient[mask])
     finally:
         net.density = original
         datamanager.next_train = original_next

@@ -486,12 +486,18 @@ def kitti_points(points: torch.Tensor, to_kitti: torch.Tensor) -> torch.Tensor:
     return flat @ to_kitti[:3, :3].T + to_kitti[:3, 3]
 
 
+def camera_centres(w2c: torch.Tensor, to_kitti: torch.Tensor) -> torch.Tensor:
+    """``[M, 3]`` float64 KITTI-frame centres of the cameras ``w2c`` ``[..., 3, 4]`` (model frame), flattened."""
+    from bts_studio.core.geometry import invert_pose
+
+    return kitti_points(invert_pose(w2c.double())[..., :3, 3], to_kitti)
+
+
 def behind_input_surface(scene, to_kitti: torch.Tensor, points: torch.Tensor, w2c: torch.Tensor) -> torch.Tensor:
     """``[B, N]`` metres by which each point of ``points`` ``[B, N, 3]`` (model frame) lies behind the first surface
     of the exact ``scene`` on its line of sight from batch element b's input camera (``w2c`` ``[B, 3, 4]``, OpenCV;
     negative: in front of it; -inf: nothing on the line of sight). > 0 is the input view's occluded space."""
-    rotation, translation = w2c[..., :3, :3].double(), w2c[..., :3, 3].double()
-    centres = kitti_points(-(rotation.transpose(-1, -2) @ translation[..., None])[..., 0], to_kitti)  # [B, 3]
+    centres = camera_centres(w2c, to_kitti)  # [B, 3]
     out = torch.empty(points.shape[:2], dtype=torch.float64)
     for b in range(points.shape[0]):
         sight = kitti_points(points[b], to_kitti) - centres[b]  # [N, 3]
@@ -512,9 +518,7 @@ def hidden_in_views(
     """``[B, N, V]``: the exact ``scene`` hides point n of ``points`` ``[B, N, 3]`` (model frame) from render view v
     of ``w2c`` ``[B, V, 3, 4]``: a hit more than ``visibility_margin`` metres plus ``margin_scale`` sample intervals
     before it (``spacing``: the disparity step (1/near - 1/far) / (S - 1), 1/m)."""
-    rotation, translation = w2c[..., :3, :3].double(), w2c[..., :3, 3].double()
-    centres = kitti_points(-(rotation.transpose(-1, -2) @ translation[..., None])[..., 0], to_kitti)
-    centres = centres.reshape(*w2c.shape[:2], 3)
+    centres = camera_centres(w2c, to_kitti).reshape(*w2c.shape[:2], 3)
     out = torch.zeros(*points.shape[:2], w2c.shape[1], dtype=torch.bool)
     for b in range(points.shape[0]):
         flat = kitti_points(points[b], to_kitti)
