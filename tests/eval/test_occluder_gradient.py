@@ -40,10 +40,12 @@ def trained_setup(script, synthetic_root, trained_config, tmp_path_factory):
     return build(script, synthetic_root, tmp_path_factory.mktemp("occl_grad_model"), trained_config.parent)
 
 
-def run(script, setup, fields, sigma_of=None):
+def run(script, setup, fields, sigma_of=None, **kwargs):
+    """One batch of ``density_gradients`` (solid 2, empty 0.5 /m); ``kwargs`` are its other options."""
     torch.manual_seed(0)  # the same batch in every call
     pipeline, gt, calibration = setup
-    kwargs = {} if sigma_of is None else {"sigma_of": sigma_of}
+    if sigma_of is not None:
+        kwargs["sigma_of"] = sigma_of
     return script.density_gradients(pipeline, gt, calibration, 1, fields, 2.0, 0.5, **kwargs)
 
 
@@ -238,9 +240,7 @@ def test_the_visibility_test_changes_the_colours_and_is_put_back(script, setup):
 
     lookup = rendering.sample_view_colours
     plain = run(script, setup, ["exact"])
-    pipeline, gt, calibration = setup
-    torch.manual_seed(0)
-    tested = script.density_gradients(pipeline, gt, calibration, 1, ["exact"], 2.0, 0.5, visibility=True)
+    tested = run(script, setup, ["exact"], visibility=True)
     assert tested["exact_loss"] != pytest.approx(plain["exact_loss"], rel=1e-6)
     assert rendering.sample_view_colours is lookup
     assert run(script, setup, ["exact"])["exact_loss"] == plain["exact_loss"]
@@ -249,11 +249,9 @@ def test_the_visibility_test_changes_the_colours_and_is_put_back(script, setup):
 def test_the_loss_terms_add_up_to_the_training_loss(script, setup):
     """The gradient is linear in the loss terms: photometric plus smoothness gives the whole; an unknown term is
     refused by name."""
-    pipeline, gt, calibration = setup
 
     def with_terms(terms):
-        torch.manual_seed(0)
-        return script.density_gradients(pipeline, gt, calibration, 1, ["exact"], 2.0, 0.5, loss_terms=terms)
+        return run(script, setup, ["exact"], loss_terms=terms)
 
     whole = run(script, setup, ["exact"])
     parts = [with_terms([term]) for term in ("photometric_loss", "smoothness_loss")]
