@@ -1,5 +1,6 @@
-"""The one-car check's verdict (issue #18): `benchmarks/onecar_check.sh` runs only the summary stage of
-`benchmarks/gpu_occluders.sh`, on hand-made eval-occupancy reports (no data, no training)."""
+"""The one-car check (issue #18): `benchmarks/onecar_check.sh` and the floors of `benchmarks/gpu_occluders.sh`, run
+with STAGES=summary (or train) on hand-made work folders: eval-occupancy reports and run markers, no data, no
+training."""
 
 import json
 import os
@@ -10,67 +11,134 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+FLOOR_VARIABLES = ("IE_REC_FLOOR", "O_REC_FLOOR", "O_ACC_FLOOR")
+# Every knob the wrapper fixes, set to another value in the caller's environment.
+HOSTILE = {
+    "WORLD": "street",
+    "SEQUENCES": "2",
+    "FRAMES": "100",
+    "SCALE": "0.52",
+    "DATA_SEED": "7",
+    "METHOD": "bts-density",
+    "RESNET": "50",
+    "BATCH_GROUPS": "16",
+    "RAYS": "4096",
+    "SAMPLES": "64",
+    "LR": "5e-4",
+    "NEAR": "1.0",
+    "TARGET_H": "192",
+    "TARGET_W": "640",
+    "TEST_EVERY": "5",
+    "BEV_IMAGES": "2",
+    "FISHEYE": "0",
+    "TF32": "0",
+    "IMAGENET": "/weights.pth",
+    "AUTOMASK": "1",
+    "HEAD_LR": "1e-3",
+    "EXTRA_TRAIN_ARGS": "--pipeline.model.distortion-weight 0.01",
+    "EXTRA_DATA_ARGS": "--split-file x.txt",
+    "IE_REC_FLOOR": "0",
+    "O_REC_FLOOR": "0",
+    "O_ACC_FLOOR": "0",
+}
 
 
-def rows(ie_rec: float, o_rec: float, images: int = 4) -> list[dict]:
+def rows(ie_rec: float, o_rec: float, o_acc: float, images: int = 4) -> list[dict]:
     return [
-        {"sequence": "s", "frame_id": i, "o_acc": 0.97, "ie_acc": 0.6, "ie_rec": ie_rec, "o_rec": o_rec}
+        {"sequence": "s", "frame_id": i, "o_acc": o_acc, "ie_acc": 0.6, "ie_rec": ie_rec, "o_rec": o_rec}
         for i in range(images)
     ]
 
 
-def summary(tmp_path: Path, script: str, ie_rec: float, o_rec: float, **env: str) -> subprocess.CompletedProcess:
-    """Run SCRIPT with STAGES=summary on a WORK whose evaluation scored the model at (ie_rec, o_rec) per image."""
+def run(tmp_path: Path, script: str, stages: str = "summary", **env: str) -> subprocess.CompletedProcess:
+    environment = {key: value for key, value in os.environ.items() if key not in FLOOR_VARIABLES}
+    environment.update(WORK=str(tmp_path / "work"), OUT=str(tmp_path / "out"), STAGES=stages, PYTHON=sys.executable)
+    environment.update(env)
+    command = ["bash", str(ROOT / "benchmarks" / script)]
+    return subprocess.run(command, env=environment, capture_output=True, text=True, check=False, timeout=120)
+
+
+def evaluated(tmp_path: Path, ie_rec: float, o_rec: float, o_acc: float) -> None:
+    """A work folder whose evaluation scored the model at (ie_rec, o_rec, o_acc) on every image."""
     results = tmp_path / "work" / "results"
     results.mkdir(parents=True)
-    exact = {"bts-density-tiny": rows(ie_rec, o_rec), "depth+4m": rows(0.7, 0.4)}
+    exact = {"bts-density-tiny": rows(ie_rec, o_rec, o_acc), "depth+4m": rows(0.7, 0.4, 0.97)}
     report = {"num_images": 4, "per_image": {"exact": exact}}
     (results / "occupancy.json").write_text(json.dumps(report))
     (results / "occupancy_steps_seconds.txt").write_text("65000 60\n")
-    environment = {key: value for key, value in os.environ.items() if not key.endswith("_FLOOR")}
-    environment.update(
-        WORK=str(tmp_path / "work"), OUT=str(tmp_path / "out"), STAGES="summary", PYTHON=sys.executable, **env
-    )
-    return subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / script)], env=environment, capture_output=True, text=True, check=False
-    )
 
 
 @pytest.mark.parametrize(
-    "ie_rec, o_rec, verdict",
+    "ie_rec, o_rec, o_acc, verdict",
     [
-        (0.6, 0.6, "PASS"),
-        (0.35, 0.25, "PASS"),  # the floors themselves pass
-        (0.6, 0.2, "FAIL"),  # the car not found (seed 0 at 22k steps: O_rec 0.207)
-        (1.0, 0.0, "FAIL"),  # a field empty everywhere in the cuboid
-        (0.3, 0.6, "FAIL"),  # the car found, the space behind it filled
+        (0.6, 0.55, 0.976, "PASS"),  # the 65k-step runs
+        (0.341, 0.271, 0.961, "PASS"),  # just above the floors
+        (0.339, 0.6, 0.976, "FAIL"),  # the filled shadow: IE_rec just below its floor
+        (0.6, 0.269, 0.976, "FAIL"),  # the car not found (seed 0 at 22k steps: O_rec 0.207)
+        (0.6, 0.6, 0.959, "FAIL"),
+        (1.0, 0.0, 0.97, "FAIL"),  # a field empty everywhere in the cuboid
+        (0.655, 0.308, 0.728, "FAIL"),  # the untrained model (20 CPU steps)
     ],
 )
-def test_verdict_and_exit_status(tmp_path, ie_rec, o_rec, verdict):
-    done = summary(tmp_path, "onecar_check.sh", ie_rec, o_rec)
-    line = f"One-car check: exact IE_rec {ie_rec:.3f} (floor 0.350), exact O_rec {o_rec:.3f} (floor 0.250): {verdict}"
+def test_verdict_and_exit_status(tmp_path, ie_rec, o_rec, o_acc, verdict):
+    evaluated(tmp_path, ie_rec, o_rec, o_acc)
+    done = run(tmp_path, "onecar_check.sh")
+    line = (
+        f"One-car check: exact IE_rec {ie_rec:.3f} (floor 0.340), exact O_rec {o_rec:.3f} (floor 0.270), "
+        f"exact O_acc {o_acc:.3f} (floor 0.960): {verdict}"
+    )
     assert line in done.stdout, done.stdout + done.stderr
     assert done.returncode == (0 if verdict == "PASS" else 3), done.stderr
     assert line in (tmp_path / "out" / "occluders_summary.md").read_text()
 
 
-def test_the_wrapper_fixes_the_knobs(tmp_path):
-    done = summary(tmp_path, "onecar_check.sh", 0.6, 0.6, WORLD="street", RAYS="4096", STEPS="100")
+def test_no_evaluation_is_a_failure(tmp_path):
+    done = run(tmp_path, "onecar_check.sh")
+    assert "One-car check: not evaluated (run the eval stage): FAIL" in done.stdout
+    assert done.returncode == 3
+
+
+def test_the_wrapper_fixes_the_knobs_and_floors(tmp_path):
+    evaluated(tmp_path, 0.6, 0.55, 0.976)
+    done = run(tmp_path, "onecar_check.sh", **HOSTILE)
     header = (tmp_path / "out" / "occluders_summary.md").read_text().splitlines()[2]
-    assert "World one-car, 1 x 32 frames, scale 0.25" in header, header
-    assert "bts-density-tiny, ResNet-18, 96x320, 2 groups x 512 rays x 32 samples" in header
-    assert "of 100 steps" in header, "STEPS passes through"
+    assert "World one-car, 1 x 32 frames, scale 0.25, data seed 0" in header, header
+    assert "bts-density-tiny, ResNet-18, 96x320, 2 groups x 512 rays x 32 samples, lr 1e-4, near 3.0 m" in header
+    assert "fisheyes True, ImageNet: none" in header
+    assert "of 65000 steps" in header, "STEPS defaults to 65000"
+    assert "(floor 0.340)" in done.stdout and "(floor 0.270)" in done.stdout and "(floor 0.960)" in done.stdout
     assert done.returncode == 0
 
 
-def test_an_ie_rec_floor_alone_is_refused_before_any_work(tmp_path):
-    done = summary(tmp_path, "gpu_occluders.sh", 0.6, 0.6, IE_REC_FLOOR="0.35")
+def test_knobs_outside_the_summary_are_fixed_too(tmp_path):
+    """TEST_EVERY, TF32, AUTOMASK, HEAD_LR and the extra arguments enter the run's marker, which a resume must match:
+    a leaked knob would be refused (exit 1) instead of reaching 'train: skipped'."""
+    work = tmp_path / "work"
+    checkpoints = work / "outputs" / "occluders" / "bts-density-tiny" / "run" / "nerfstudio_models"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "step-000000099.ckpt").write_bytes(b"")  # 100 steps done
+    (work / "occl_data_knobs.txt").write_text("world=one-car sequences=1 frames=32 scale=0.25 data_seed=0\n")
+    (work / "occl_train_knobs.txt").write_text(
+        "method=bts-density-tiny seed=0 fisheye=1 groups=2 rays=512 samples=32 resnet=18 lr=1e-4 near=3.0 "
+        "target=96x320 test_every=3 tf32=1 imagenet= extra_train= extra_data=\n"
+    )
+    done = run(tmp_path, "onecar_check.sh", stages="train", STEPS="100", SEED="0", **HOSTILE)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "train: skipped (100 steps done, STEPS=100)" in done.stdout
+    refused = run(tmp_path, "onecar_check.sh", stages="train", STEPS="100", SEED="1")
+    assert refused.returncode == 1 and "use the same knobs in every call" in refused.stdout
+
+
+@pytest.mark.parametrize("given", [("IE_REC_FLOOR",), ("O_REC_FLOOR",), ("IE_REC_FLOOR", "O_REC_FLOOR")])
+def test_some_floors_alone_are_refused_before_any_work(tmp_path, given):
+    done = run(tmp_path, "gpu_occluders.sh", **{name: "0.3" for name in given})
     assert done.returncode == 1
-    assert "IE_REC_FLOOR=0.35 needs O_REC_FLOOR too" in done.stderr
+    assert "the one-car check needs all three floors" in done.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_without_floors_there_is_no_check(tmp_path):
-    done = summary(tmp_path, "gpu_occluders.sh", 1.0, 0.0)
+    evaluated(tmp_path, 1.0, 0.0, 0.97)
+    done = run(tmp_path, "gpu_occluders.sh")
     assert done.returncode == 0, done.stderr
     assert "One-car check" not in done.stdout
