@@ -55,6 +55,25 @@ def _close(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a if k != "group_ids" and a[k].numel())
 
 
+def _differences(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """Absolute weight differences, all parameters flattened into one vector."""
+    assert a.keys() == b.keys()
+    return torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a if k != "group_ids" and a[k].numel()])
+
+
+def _assert_same_training(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], what: str) -> None:
+    """Weights of two processes against one process after the same steps: equal but for summation order.
+
+    Adam moves every parameter by about lr (1e-4) per step whatever its gradient's size, so a parameter whose
+    gradient is ~1e-8 moves differently under another summation order: on an AVX-512 CPU one of the 14.4M
+    parameters differed by 4.2e-5 after step 0, and 17 by more than 1e-6. So no parameter may be a whole step apart,
+    and all but a few in 100,000 must agree to 1e-6."""
+    difference = _differences(a, b)
+    assert difference.max() < 1e-4, f"{what}: 2 processes vs 1 differ by {difference.max()}"
+    apart = int((difference > 1e-6).sum())
+    assert apart <= 1e-5 * difference.numel(), f"{what}: {apart} parameters differ by more than 1e-6"
+
+
 def _checkpoint(run_config) -> Path:
     found = sorted((run_config.get_base_dir() / "nerfstudio_models").glob("step-*.ckpt"))
     assert len(found) == 1, found
@@ -88,8 +107,7 @@ def test_two_gloo_processes_match_one_process_on_the_union_batch(synthetic_root,
         # Rank r trains on rows r of the global batch; one process on all of them.
         assert torch.equal(torch.cat([ranks[r][step]["group_ids"] for r in range(WORLD_SIZE)]), one[step]["group_ids"])
         assert _close(ranks[0][step], ranks[1][step]) == 0.0, f"ranks differ after step {step}"
-        difference = _close(ranks[0][step], one[step])
-        assert difference < 2e-5, f"step {step}: 2 processes vs 1 differ by {difference}"  # lr 1e-4: well below a step
+        _assert_same_training(ranks[0][step], one[step], f"step {step}")
     assert _close(ranks[0][1], ranks[0][0]) > 1e-6, "the second step changed nothing"
 
     # Rank 0 alone wrote the checkpoint, with one-process keys.
@@ -107,8 +125,7 @@ def test_two_gloo_processes_match_one_process_on_the_union_batch(synthetic_root,
     back_one = torch.load(tmp_path / "back.pt")
     assert set(back_one) == {2} and set(resumed_ranks[0]) == {2}
     assert _close(resumed_ranks[0][2], resumed_ranks[1][2]) == 0.0
-    difference = _close(resumed_ranks[0][2], back_one[2])
-    assert difference < 2e-5, f"resumed step 2: 2 processes vs 1 differ by {difference}"
+    _assert_same_training(resumed_ranks[0][2], back_one[2], "resumed step 2")
 
 
 def test_srn_two_gloo_processes_shard_instances_and_stay_in_sync(tmp_path):
