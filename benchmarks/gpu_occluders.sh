@@ -331,7 +331,7 @@ if all(floors):
     scored = [(name, exact[name][0] if exact[name] else float("nan"), float(f)) for name, f in zip(labels, floors)]
     ok = bool(report) and all(value >= f for _, value, f in scored)  # NaN (undefined) fails
     # Four decimals, so that a mean just below its floor does not print as equal to it.
-    cells = ", ".join(f"exact {labels[name]} {value:.4f} (floor {f:.2f})" for name, value, f in scored)
+    cells = ", ".join(f"exact {labels[name]} {value:.4f} (floor {f:g})" for name, value, f in scored)
     if report:
         lines += ["", f"One-car check at {evaluated[0]} steps: {cells}: {'PASS' if ok else 'FAIL'}"]
     else:
