@@ -9,7 +9,9 @@ and prints one line per step::
 
     python benchmarks/loss_fingerprint.py --steps 20 --methods bts-density-tiny srn [--work DIR] [--srn-start-std 0]
 
-The last line per method (``<method> step 20 loss ...``) is the fingerprint. CPU only.
+The last line per method (``<method> step 20 loss ...``) is the fingerprint. CPU only. Compare fingerprints taken
+on the same machine at the same thread count: another CPU changes the last digits (``bts-density-tiny`` at commit
+f4cb8d5: 0.0066894236952 on earlier sessions' machines, 0.0066893072799 on an AVX-512 one).
 """
 
 import argparse
