@@ -64,11 +64,11 @@ def rows(ie_rec: float, o_rec: float | None, o_acc: float, images: int = 4) -> l
     ]
 
 
-def run(tmp_path: Path, script: str, stages: str = "summary", **env: str) -> subprocess.CompletedProcess:
+def run(tmp_path: Path, script: str, stages: str = "summary", args=(), **env: str) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items() if key not in INHERITED}
     environment.update(WORK=str(tmp_path / "work"), OUT=str(tmp_path / "out"), STAGES=stages, PYTHON=sys.executable)
     environment.update(env)
-    command = ["bash", str(ROOT / "benchmarks" / script)]
+    command = ["bash", str(ROOT / "benchmarks" / script), *args]
     return subprocess.run(command, env=environment, capture_output=True, text=True, check=False, timeout=120)
 
 
@@ -99,11 +99,13 @@ def evaluated(tmp_path: Path, ie_rec: float, o_rec: float | None, o_acc: float) 
 def test_verdict_and_exit_status(tmp_path, ie_rec, o_rec, o_acc, verdict):
     evaluated(tmp_path, ie_rec, o_rec, o_acc)
     done = run(tmp_path, "onecar_check.sh")
-    o_rec_text = "nan" if o_rec is None else f"{o_rec:.4f}"
-    line = (
-        f"One-car check at 64968 steps: exact IE_rec {ie_rec:.4f} (floor 0.34), exact O_rec {o_rec_text} (floor 0.27), "
-        f"exact O_acc {o_acc:.4f} (floor 0.96): {verdict}"
-    )
+
+    def cell(name, value, floor):
+        below = "" if value is not None and value >= floor else "below the "
+        return f"exact {name} {'nan' if value is None else f'{value:.4f}'} ({below}floor {floor:g})"
+
+    cells = [cell("IE_rec", ie_rec, 0.34), cell("O_rec", o_rec, 0.27), cell("O_acc", o_acc, 0.96)]
+    line = f"One-car check at 64968 steps: {', '.join(cells)}: {verdict}"
     assert line in done.stdout, done.stdout + done.stderr
     assert done.returncode == (0 if verdict == "PASS" else 3), done.stderr
     assert line in (tmp_path / "out" / "occluders_summary.md").read_text()
@@ -136,6 +138,16 @@ def test_the_evaluation_scores_the_whole_test_split(tmp_path):
     assert "--split test" in evaluations[0] and "--max-images" not in evaluations[0], evaluations[0]
 
 
+def test_help_prints_the_header_and_runs_nothing(tmp_path):
+    done = run(tmp_path, "onecar_check.sh", stages="data", args=["--help"])
+    assert done.returncode == 0
+    assert "exact IE_rec >= 0.34" in done.stdout and "CPU smoke" in done.stdout
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+    wrong = run(tmp_path, "onecar_check.sh", stages="data", args=["--steps", "10"])
+    assert wrong.returncode == 2 and "no arguments expected" in wrong.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_no_evaluation_is_a_failure(tmp_path):
     done = run(tmp_path, "onecar_check.sh")
     assert "One-car check: not evaluated (run the eval stage): FAIL" in done.stdout
@@ -145,6 +157,8 @@ def test_no_evaluation_is_a_failure(tmp_path):
 def test_the_wrapper_fixes_the_knobs_and_floors(tmp_path):
     evaluated(tmp_path, 0.6, 0.55, 0.976)
     done = run(tmp_path, "onecar_check.sh", **HOSTILE)
+    for name, value in HOSTILE.items():
+        assert f"onecar_check.sh: ignoring {name}={value} from the environment" in done.stderr, name
     header = (tmp_path / "out" / "occluders_summary.md").read_text().splitlines()[2]
     assert "World one-car, 1 x 32 frames, scale 0.25, data seed 0" in header, header
     assert "bts-density-tiny, ResNet-18, 96x320, 2 groups x 512 rays x 32 samples, lr 1e-4, near 3.0 m" in header
