@@ -31,7 +31,7 @@
 # data, occupancy and the bird's-eye views: ~23 min. It cannot run in the test suite because of that cost: on the
 # CPU a step takes ~0.8 s, so 65k steps would take ~14 h.
 # This project's device tool allows 600 s per call and 1,800 s per session, so there the check takes three chained
-# calls on one warm machine (~1,550 s of device time, measured), each with the tool's `carry: [".whl"]` (the
+# calls on one warm machine (1,581 s of device time when measured), each with the tool's `carry: [".whl"]` (the
 # wheels of bash ../shared/device/wheels.sh, git-ignored) and this command line, S being each call's stages:
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 #   && export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH && WORK=/tmp/onecar OUT=$OUT/onecar PYTHON=python3
