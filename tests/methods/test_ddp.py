@@ -49,16 +49,15 @@ def _config(data: Path, output_dir: Path, groups: int, steps: int, load_dir: Opt
     return config
 
 
-def _close(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> float:
-    """Largest absolute weight difference."""
-    assert a.keys() == b.keys()
-    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a if k != "group_ids" and a[k].numel())
-
-
 def _differences(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> torch.Tensor:
     """Absolute weight differences, all parameters flattened into one vector."""
     assert a.keys() == b.keys()
     return torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a if k != "group_ids" and a[k].numel()])
+
+
+def _close(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> float:
+    """Largest absolute weight difference."""
+    return float(_differences(a, b).max())
 
 
 def _assert_same_training(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], what: str) -> None:
